@@ -1,0 +1,111 @@
+"""The `pfs` entry point: options, then the interactive shell (stdin is a
+terminal), script mode (stdin is piped) or one command given on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pfs import __version__
+from pfs.codec import CODECS, HASHES
+from pfs.errors import PfsError
+from pfs.units import parse_size
+
+log = logging.getLogger("pfs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one `error:` line."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see pfs --help)\n")
+        raise SystemExit(2)
+
+
+def _size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of workers")
+    return int(text)
+
+
+def default_store() -> str:
+    """$PFS_STORE, else the user data directory."""
+    if os.environ.get("PFS_STORE"):
+        return os.environ["PFS_STORE"]
+    from platformdirs import user_data_dir
+
+    return str(Path(user_data_dir("pfs")) / "store")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
+                "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
+                epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
+                       "verify ID|--all | jobs | wait | help [COMMAND] | exit")
+    p.add_argument("--store", metavar="DIR", help="store directory (default: $PFS_STORE, else the user data dir)")
+    p.add_argument("--chunk-size", metavar="SIZE", type=_size,
+                   help="part size for new files, e.g. 512k, 4M (default: the store's, 4M for a new store)")
+    p.add_argument("--max-memory", metavar="SIZE", type=_size, default=256 << 20,
+                   help="bound on part bytes in flight across all jobs (default: 256M)")
+    p.add_argument("--workers", metavar="N", type=_workers, default=os.cpu_count() or 1,
+                   help="worker processes (default: CPU count)")
+    p.add_argument("--codec", choices=CODECS, help="compression for new files (default: the store's, zstd)")
+    p.add_argument("--hash", choices=HASHES, help="part hash for new files (default: the store's, xxh3-128)")
+    p.add_argument("--version", action="version", version=f"pfs {__version__}")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
+    return p
+
+
+def _open_store(args: argparse.Namespace):
+    from pfs.store import Settings, Store
+
+    root = Path(args.store or default_store()).expanduser()
+    overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
+                 if v is not None}
+    return Store(root, overrides, args.workers, args.max_memory)
+
+
+def _log_to(path: Path) -> None:
+    handler = logging.FileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        store = _open_store(args)
+    except PfsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot open the store: {exc.strerror}: {exc.filename}\n")
+        return 2
+    _log_to(store.root / "pfs.log")
+    with store:
+        for entry in store.recovered:
+            done = "rolled back" if entry.status == "storing" else "finished deleting"
+            log.info("file %d (%s) was %s when pfs stopped: %s", entry.id, entry.name, entry.status, done)
+            sys.stderr.write(f"pfs: file {entry.id} ({entry.name}) was {entry.status} when pfs stopped: {done}\n")
+        if args.command:
+            from pfs.script import run_one
+            return run_one(store, args.command)
+        if sys.stdin.isatty():
+            from pfs.shell import run_shell
+            return run_shell(store)
+        from pfs.script import run_script
+        return run_script(store, sys.stdin)

@@ -1,0 +1,46 @@
+"""Typed failures of the core. The shell decides how to word them; each carries
+a short message and, where there is one, advice on what to do."""
+
+
+class PfsError(Exception):
+    """A failure the user can understand and act on; shown as one line."""
+
+    def __init__(self, message: str, advice: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.advice = advice
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.advice})" if self.advice else self.message
+
+
+class UsageError(PfsError):
+    """A command or option was given wrongly."""
+
+
+class NotFoundError(PfsError):
+    """No such file id, or no such source path."""
+
+
+class DestinationError(PfsError):
+    """A get destination that cannot be written (exists, missing directory)."""
+
+
+class StoreError(PfsError):
+    """The store cannot be opened or used: locked, not a store, damaged metadata."""
+
+
+class StoreLockedError(StoreError):
+    """Another pfs process holds the store's lock."""
+
+
+class IntegrityError(PfsError):
+    """Stored data failed verification; `damage` lists what was found."""
+
+    def __init__(self, message: str, damage: list, advice: str = "") -> None:
+        super().__init__(message, advice)
+        self.damage = damage
+
+
+class WorkerError(PfsError):
+    """A pool worker died or failed while processing a part."""

@@ -1,0 +1,99 @@
+"""Background jobs: one thread per put/get/delete/verify, with progress.
+
+Jobs on the same file run in the order they were started: a get or delete of a
+file that is still being stored waits for the put, so a script may say
+`put a` then `get 1` straight away.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Job:
+    """One background operation on one file."""
+
+    id: int
+    kind: str
+    file_id: int
+    name: str
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    result: object = None
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else (1.0 if self.finished.is_set() else 0.0)
+
+
+class JobManager:
+    """Starts jobs, keeps per-file order, and waits for them."""
+
+    def __init__(self, on_finish: Callable[[Job], None]) -> None:
+        self._on_finish = on_finish
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._last_on_file: dict[int, Job] = {}
+        self._next_id = 1
+
+    def start(self, kind: str, file_id: int, name: str, total: int, work: Callable[[Job], object]) -> Job:
+        """Run work(job) in a new thread once earlier jobs on the same file are done."""
+        with self._lock:
+            job = Job(self._next_id, kind, file_id, name, total)
+            self._next_id += 1
+            before = self._last_on_file.get(file_id)
+            self._last_on_file[file_id] = job
+            self._jobs[job.id] = job
+
+        def run() -> None:
+            if before is not None:
+                before.finished.wait()
+            job.started = time.monotonic()
+            try:
+                job.result = work(job)
+            except BaseException as exc:  # reported through on_finish, never lost
+                job.error = exc
+            finally:
+                job.ended = time.monotonic()
+                with self._lock:
+                    del self._jobs[job.id]
+                    if self._last_on_file.get(file_id) is job:
+                        del self._last_on_file[file_id]
+                try:
+                    self._on_finish(job)
+                finally:
+                    job.finished.set()
+
+        threading.Thread(target=run, name=f"pfs-{kind}-{file_id}").start()
+        return job
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.id)
+
+    def wait_file(self, file_id: int) -> None:
+        """Block until every job started on `file_id` so far has finished."""
+        with self._lock:
+            last = self._last_on_file.get(file_id)
+        if last is not None:
+            last.finished.wait()
+
+    def wait_all(self) -> None:
+        """Block until every job started so far has finished."""
+        for job in self.running():
+            job.finished.wait()

@@ -1,0 +1,258 @@
+"""FileRegistry and PartRegistry: the store's metadata as JSON on disk.
+
+The FileRegistry is a compacted snapshot (files.json) plus an append-only
+journal (files.jsonl) of whole-record upserts and deletes, so an update costs
+one fsynced line however many files are stored; replaying the journal over the
+snapshot is idempotent, and a torn last line (a crash mid-append) is dropped.
+The PartRegistry keeps one manifest per file (manifests/<id>.json), so listing
+files never loads a part. Every JSON file is written atomically: temp file,
+fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pfs.errors import StoreError
+
+SNAPSHOT = "files.json"
+JOURNAL = "files.jsonl"
+MANIFESTS = "manifests"
+#: The journal is folded into the snapshot once it outgrows both this and the snapshot.
+MIN_COMPACT_BYTES = 256 * 1024
+
+STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new, renamed or removed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Replace `path` with `obj` as JSON so a crash leaves the old or the new file, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> object:
+    """Load a JSON file, turning damage into a StoreError that names the file."""
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is damaged: {exc}", "run `repair` to rebuild the store's metadata") from exc
+
+
+@dataclass
+class FileEntry:
+    """One stored file as the FileRegistry knows it."""
+
+    id: int
+    name: str
+    size: int
+    status: str
+    parts: int
+    chunk_size: int
+    codec: str
+    hash: str
+    uuid: str
+    created: float
+    stored: int = 0
+    digest: str = ""
+    reason: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FileEntry:
+        names = _FILE_FIELDS
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_FILE_FIELDS = {f.name for f in fields(FileEntry)}
+
+
+@dataclass
+class PartEntry:
+    """One part of a file as its manifest records it."""
+
+    index: int
+    id: str
+    offset: int
+    size: int
+    stored: int
+    codec: str
+    hash: str
+    volume: int = 0
+    status: str = "ok"
+
+
+@dataclass
+class Manifest:
+    """The PartRegistry entry of one file: its parts in order."""
+
+    file_id: int
+    hash: str
+    digest: str
+    parts: list[PartEntry] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"format": 1, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Manifest:
+        return cls(d["file_id"], d["hash"], d["digest"], [PartEntry(**p) for p in d["parts"]])
+
+
+class FileRegistry:
+    """Thread-safe map of file id -> FileEntry, persisted as snapshot + journal."""
+
+    def __init__(self, root: Path) -> None:
+        self._snapshot = root / SNAPSHOT
+        self._journal_path = root / JOURNAL
+        self._lock = threading.RLock()
+        self._files: dict[int, FileEntry] = {}
+        self._next_id = 1
+        self._load()
+        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._journal_bytes = os.fstat(self._journal).st_size
+
+    def close(self) -> None:
+        os.close(self._journal)
+
+    def _load(self) -> None:
+        if self._snapshot.exists():
+            snap = read_json(self._snapshot)
+            try:
+                self._next_id = snap["next_id"]
+                self._files = {d["id"]: FileEntry.from_dict(d) for d in snap["files"]}
+            except (KeyError, TypeError) as exc:
+                raise StoreError(f"{self._snapshot} is damaged: missing {exc}", "run `repair`") from exc
+        if self._journal_path.exists():
+            self._replay()
+
+    def _replay(self) -> None:
+        data = self._journal_path.read_bytes()
+        pos = number = 0
+        while (end := data.find(b"\n", pos)) >= 0:  # a tail with no newline is a torn append
+            number += 1
+            line = data[pos:end]
+            if line.strip():
+                try:
+                    self._apply(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StoreError(
+                        f"{self._journal_path} line {number} is damaged: {exc}", "run `repair`"
+                    ) from exc
+            pos = end + 1
+        if pos < len(data):
+            os.truncate(self._journal_path, pos)
+
+    def _apply(self, op: dict) -> None:
+        if op["op"] == "put":
+            entry = FileEntry.from_dict(op["file"])
+            self._files[entry.id] = entry
+            file_id = entry.id
+        elif op["op"] == "del":
+            file_id = op["id"]
+            self._files.pop(file_id, None)
+        else:
+            raise KeyError(f"unknown op {op['op']!r}")
+        self._next_id = max(self._next_id, file_id + 1)
+
+    def _append(self, op: dict) -> None:
+        line = json.dumps(op, separators=(",", ":")).encode() + b"\n"
+        os.write(self._journal, line)
+        os.fsync(self._journal)
+        self._journal_bytes += len(line)
+        if self._journal_bytes > MIN_COMPACT_BYTES and self._journal_bytes > self._snapshot_bytes():
+            self.compact()
+
+    def _snapshot_bytes(self) -> int:
+        try:
+            return self._snapshot.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def compact(self) -> None:
+        """Fold the journal into a new snapshot and empty the journal."""
+        with self._lock:
+            snap = {"format": 1, "next_id": self._next_id, "files": [asdict(f) for f in self._files.values()]}
+            write_json_atomic(self._snapshot, snap)
+            os.ftruncate(self._journal, 0)
+            os.fsync(self._journal)
+            self._journal_bytes = 0
+
+    def new_id(self) -> int:
+        """Reserve the next file id; ids are never reused, even after delete."""
+        with self._lock:
+            file_id = self._next_id
+            self._next_id += 1
+            return file_id
+
+    def save(self, entry: FileEntry) -> None:
+        """Record (insert or replace) a file durably."""
+        with self._lock:
+            self._append({"op": "put", "file": asdict(entry)})
+            self._files[entry.id] = entry
+
+    def remove(self, file_id: int) -> None:
+        """Forget a file durably."""
+        with self._lock:
+            self._append({"op": "del", "id": file_id})
+            self._files.pop(file_id, None)
+
+    def get(self, file_id: int) -> FileEntry | None:
+        with self._lock:
+            return self._files.get(file_id)
+
+    def all(self) -> list[FileEntry]:
+        """Every file, in id order."""
+        with self._lock:
+            return sorted(self._files.values(), key=lambda f: f.id)
+
+
+class PartRegistry:
+    """Per-file manifests: manifests/<file id>.json."""
+
+    def __init__(self, root: Path) -> None:
+        self._dir = root / MANIFESTS
+        self._dir.mkdir(exist_ok=True)
+
+    def path(self, file_id: int) -> Path:
+        return self._dir / f"{file_id}.json"
+
+    def save(self, manifest: Manifest) -> None:
+        write_json_atomic(self.path(manifest.file_id), manifest.to_dict())
+
+    def load(self, file_id: int) -> Manifest | None:
+        path = self.path(file_id)
+        if not path.exists():
+            return None
+        try:
+            return Manifest.from_dict(read_json(path))
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"{path} is damaged: missing {exc}", "run `repair`") from exc
+
+    def remove(self, file_id: int) -> None:
+        self.path(file_id).unlink(missing_ok=True)
+
+    def ids(self) -> list[int]:
+        """File ids that have a manifest on disk."""
+        return sorted(int(p.stem) for p in self._dir.glob("*.json") if p.stem.isdigit())

@@ -1,0 +1,117 @@
+"""The functions pool workers run. Each reads and writes its own slice of data
+with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
+and numbers, a result is a hash and a size."""
+
+import os
+
+from pfs import codec
+
+_buffer = bytearray()
+
+
+def _view(size: int) -> memoryview:
+    """A reusable buffer of `size` bytes: one allocation per worker, not per part."""
+    global _buffer
+    if len(_buffer) < size:
+        _buffer = bytearray(size)
+    return memoryview(_buffer)[:size]
+
+
+def _read_at(fd: int, view: memoryview, offset: int) -> int:
+    """Fill `view` from `fd` at `offset`; return how many bytes there were."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+def _write_all(fd: int, data, offset: int | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[n:]
+        if offset is not None:
+            offset += n
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
+    """Read a slice of `source`, hash it, compress it and write it durably to
+    `dest`. Returns (hash, codec used, stored size)."""
+    view = _view(size)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        got = _read_at(fd, view, offset)
+    finally:
+        os.close(fd)
+    if got != size:
+        raise EOFError(f"{source} shrank while it was being stored")
+    part_hash = codec.digest(hash_name, view)
+    used, payload = codec.compress(codec_name, view)
+    try:
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(out, payload)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    _fsync_dir(os.path.dirname(dest))
+    return part_hash, used, len(payload)
+
+
+def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str, expected: str,
+              out_path: str | None, offset: int) -> str | None:
+    """Read one part, check it, and (when `out_path` is given) pwrite it at
+    `offset`. Returns None when the part is good, else what is wrong with it;
+    a damaged part is never written."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "part file missing"
+    try:
+        actual = os.fstat(fd).st_size
+        if actual != stored:
+            return f"part file is {actual} bytes, expected {stored}"
+        view = _view(stored)
+        if _read_at(fd, view, 0) != stored:
+            return "part file changed while being read"
+    finally:
+        os.close(fd)
+    try:
+        data = codec.decompress(codec_name, view, size)
+    except codec.DecodeError as exc:
+        return f"cannot decode: {exc}"
+    if codec.digest(hash_name, data) != expected:
+        return "hash mismatch"
+    if out_path is not None:
+        out = os.open(out_path, os.O_WRONLY)
+        try:
+            _write_all(out, data, offset)
+        finally:
+            os.close(out)
+    return None
+
+
+def remove_parts(paths: list[str]) -> int:
+    """Unlink part files; already-missing ones are fine. Returns how many existed."""
+    removed = 0
+    for p in paths:
+        try:
+            os.unlink(p)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
