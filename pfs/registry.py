@@ -105,19 +105,18 @@ class PartEntry:
 
 @dataclass
 class Manifest:
-    """The PartRegistry entry of one file: its parts in order."""
+    """The PartRegistry entry of one file: a copy of its record and its parts in
+    order. Self-describing, so `repair` can rebuild the FileRegistry from manifests."""
 
-    file_id: int
-    hash: str
-    digest: str
+    file: FileEntry
     parts: list[PartEntry] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"format": 1, **asdict(self)}
+        return {"format": 1, "file": asdict(self.file), "parts": [asdict(p) for p in self.parts]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
-        return cls(d["file_id"], d["hash"], d["digest"], [PartEntry(**p) for p in d["parts"]])
+        return cls(FileEntry.from_dict(d["file"]), [PartEntry(**p) for p in d["parts"]])
 
 
 class FileRegistry:
@@ -239,7 +238,7 @@ class PartRegistry:
         return self._dir / f"{file_id}.json"
 
     def save(self, manifest: Manifest) -> None:
-        write_json_atomic(self.path(manifest.file_id), manifest.to_dict())
+        write_json_atomic(self.path(manifest.file.id), manifest.to_dict())
 
     def load(self, file_id: int) -> Manifest | None:
         path = self.path(file_id)

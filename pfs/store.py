@@ -238,9 +238,9 @@ class Store:
                                size=min(chunk, entry.size - i * chunk), stored=stored, codec=used,
                                hash=h, volume=self.volumes.place(i))
                      for i, (h, used, stored) in enumerate(results)]
-            digest = codec.file_digest([p.hash for p in parts])
-            self.parts.save(Manifest(entry.id, entry.hash, digest, parts))
-            done = replace(entry, status=STORED, stored=sum(p.stored for p in parts), digest=digest)
+            done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
+                           digest=codec.file_digest([p.hash for p in parts]))
+            self.parts.save(Manifest(done, parts))
             self.files.save(done)
             return done
         except BaseException as exc:
@@ -267,7 +267,7 @@ class Store:
             if p.index != i or p.offset != offset or not 0 < p.size <= entry.chunk_size or not 0 <= p.stored <= p.size:
                 raise StoreError(f"the manifest of file {entry.id} is damaged at part {i} ({where})", "run `repair`")
             offset += p.size
-        if offset != entry.size or len(manifest.parts) != entry.parts or \
+        if offset != entry.size or len(manifest.parts) != entry.parts or manifest.file.uuid != entry.uuid or \
                 codec.file_digest([p.hash for p in manifest.parts]) != entry.digest:
             raise StoreError(f"the manifest of file {entry.id} does not match its record ({where})", "run `repair`")
         return manifest
@@ -283,7 +283,7 @@ class Store:
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress) -> list[Damage]:
         manifest = self._checked_manifest(entry)
         tasks = ((part_memory(p.size),
-                  (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, manifest.hash, p.hash,
+                  (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
                    out_path, p.offset))
                  for p in manifest.parts)
         problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size))
