@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
                 "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
                 epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
-                       "verify ID|--all | jobs | wait | help [COMMAND] | exit")
+                       "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
+                       "and `pfs --store DIR repair` rebuilds damaged metadata")
     p.add_argument("--store", metavar="DIR", help="store directory (default: $PFS_STORE, else the user data dir)")
     p.add_argument("--chunk-size", metavar="SIZE", type=_size,
                    help="part size for new files, e.g. 512k, 4M (default: the store's, 4M for a new store)")
@@ -69,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_store(args: argparse.Namespace):
-    from pfs.store import Settings, Store
+def _open_store(args: argparse.Namespace, repair: bool = False):
+    from pfs.store import Store
 
     root = Path(args.store or default_store()).expanduser()
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
                  if v is not None}
-    return Store(root, overrides, args.workers, args.max_memory)
+    return Store(root, overrides, args.workers, args.max_memory, repair)
 
 
 def _log_to(path: Path) -> None:
@@ -85,10 +86,23 @@ def _log_to(path: Path) -> None:
     log.setLevel(logging.INFO)
 
 
+def _report_repair(report) -> int:
+    for line in report.rebuilt:
+        print(f"rebuilt: {line}")
+    for line in report.lost:
+        print(f"lost: {line}")
+    print(f"repair done: {len(report.rebuilt)} rebuilt, {len(report.lost)} lost")
+    return 1 if report.lost else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    repair = args.command[:1] == ["repair"]
+    if repair and len(args.command) > 1:
+        sys.stderr.write("error: repair takes no arguments (usage: pfs --store DIR repair)\n")
+        return 2
     try:
-        store = _open_store(args)
+        store = _open_store(args, repair)
     except PfsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             done = "rolled back" if entry.status == "storing" else "finished deleting"
             log.info("file %d (%s) was %s when pfs stopped: %s", entry.id, entry.name, entry.status, done)
             sys.stderr.write(f"pfs: file {entry.id} ({entry.name}) was {entry.status} when pfs stopped: {done}\n")
+        if repair:
+            return _report_repair(store.repair_report)
         if args.command:
             from pfs.script import run_one
             return run_one(store, args.command)

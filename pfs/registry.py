@@ -53,12 +53,17 @@ def write_json_atomic(path: Path, obj: object) -> None:
     fsync_dir(path.parent)
 
 
-def read_json(path: Path) -> object:
+def damaged(root: Path, problem: str) -> StoreError:
+    """The error for damaged metadata: say exactly what is wrong and point at `repair`."""
+    return StoreError(problem, f"run `pfs --store {root} repair` to rebuild what can be rebuilt")
+
+
+def read_json(path: Path, root: Path) -> object:
     """Load a JSON file, turning damage into a StoreError that names the file."""
     try:
         return json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path} is damaged: {exc}", "run `repair` to rebuild the store's metadata") from exc
+        raise damaged(root, f"{path} is damaged ({exc})") from exc
 
 
 @dataclass
@@ -122,12 +127,17 @@ class Manifest:
 class FileRegistry:
     """Thread-safe map of file id -> FileEntry, persisted as snapshot + journal."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, strict: bool = True) -> None:
+        """Load the registry. Damage raises a StoreError, or with strict=False
+        is skipped and described in `self.damage` (for repair)."""
+        self._root = root
         self._snapshot = root / SNAPSHOT
         self._journal_path = root / JOURNAL
         self._lock = threading.RLock()
         self._files: dict[int, FileEntry] = {}
         self._next_id = 1
+        self._strict = strict
+        self.damage: list[str] = []
         self._load()
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._journal_bytes = os.fstat(self._journal).st_size
@@ -135,14 +145,19 @@ class FileRegistry:
     def close(self) -> None:
         os.close(self._journal)
 
+    def _damaged(self, what: str, exc: Exception) -> None:
+        if self._strict:
+            raise damaged(self._root, f"{what} is damaged ({exc})") from exc
+        self.damage.append(f"{what} is damaged ({exc}) and was skipped")
+
     def _load(self) -> None:
         if self._snapshot.exists():
-            snap = read_json(self._snapshot)
             try:
-                self._next_id = snap["next_id"]
-                self._files = {d["id"]: FileEntry.from_dict(d) for d in snap["files"]}
-            except (KeyError, TypeError) as exc:
-                raise StoreError(f"{self._snapshot} is damaged: missing {exc}", "run `repair`") from exc
+                snap = json.loads(self._snapshot.read_bytes())
+                files = {d["id"]: FileEntry.from_dict(d) for d in snap["files"]}
+                self._next_id, self._files = snap["next_id"], files
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                self._damaged(str(self._snapshot), exc)
         if self._journal_path.exists():
             self._replay()
 
@@ -155,10 +170,8 @@ class FileRegistry:
             if line.strip():
                 try:
                     self._apply(json.loads(line))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise StoreError(
-                        f"{self._journal_path} line {number} is damaged: {exc}", "run `repair`"
-                    ) from exc
+                except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                    self._damaged(f"{self._journal_path} line {number}", exc)
             pos = end + 1
         if pos < len(data):
             os.truncate(self._journal_path, pos)
@@ -210,6 +223,7 @@ class FileRegistry:
         with self._lock:
             self._append({"op": "put", "file": asdict(entry)})
             self._files[entry.id] = entry
+            self._next_id = max(self._next_id, entry.id + 1)
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""
@@ -231,6 +245,7 @@ class PartRegistry:
     """Per-file manifests: manifests/<file id>.json."""
 
     def __init__(self, root: Path) -> None:
+        self._root = root
         self._dir = root / MANIFESTS
         self._dir.mkdir(exist_ok=True)
 
@@ -245,9 +260,9 @@ class PartRegistry:
         if not path.exists():
             return None
         try:
-            return Manifest.from_dict(read_json(path))
-        except (KeyError, TypeError) as exc:
-            raise StoreError(f"{path} is damaged: missing {exc}", "run `repair`") from exc
+            return Manifest.from_dict(read_json(path, self._root))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise damaged(self._root, f"{path} is damaged ({exc!r})") from exc
 
     def remove(self, file_id: int) -> None:
         self.path(file_id).unlink(missing_ok=True)

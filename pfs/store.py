@@ -22,8 +22,9 @@ from pfs.errors import (DestinationError, IntegrityError, NotFoundError, PfsErro
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegistry,
-                          Manifest, PartEntry, PartRegistry, fsync_dir, read_json,
+                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, read_json,
                           write_json_atomic)
+from pfs.repair import rebuild
 from pfs.volumes import Volumes, part_id
 
 FORMAT = 1
@@ -79,9 +80,10 @@ class Store:
     """An open pfs store. Use as a context manager: it holds the store's lock."""
 
     def __init__(self, root: Path, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20) -> None:
+                 max_memory: int = 256 << 20, repair: bool = False) -> None:
         """Open (creating if new) the store at `root`. `overrides` may set chunk_size,
-        codec and hash for new files; otherwise the store's defaults apply."""
+        codec and hash for new files; otherwise the store's defaults apply. With
+        `repair`, damaged metadata is rebuilt (see pfs.repair) instead of refused."""
         self.root = Path(root)
         self._lock_fd = -1
         overrides = overrides or {}
@@ -98,8 +100,9 @@ class Store:
             self.volumes = Volumes(self.root, config["volumes"])
             self.tmp = self.root / "tmp"
             self.tmp.mkdir(exist_ok=True)
-            self.files = FileRegistry(self.root)
+            self.files = FileRegistry(self.root, strict=not repair)
             self.parts = PartRegistry(self.root)
+            self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes) if repair else None
             self.recovered = self._recover()
         except BaseException:
             self._unlock()
@@ -111,7 +114,7 @@ class Store:
     def _open_config(self, settings: Settings) -> dict:
         path = self.root / CONFIG
         if path.exists():
-            config = read_json(path)
+            config = read_json(path, self.root)
             if not isinstance(config, dict) or config.get("format", 0) > FORMAT:
                 raise StoreError(f"{self.root} was made by a newer pfs (format {config.get('format')})",
                                  "upgrade pfs to open it")
@@ -261,15 +264,15 @@ class Store:
         manifest = self.parts.load(entry.id)
         where = self.parts.path(entry.id)
         if manifest is None:
-            raise StoreError(f"the manifest of file {entry.id} ({entry.name}) is missing ({where})", "run `repair`")
+            raise damaged(self.root, f"the manifest of file {entry.id} ({entry.name}) is missing: {where}")
         offset = 0
         for i, p in enumerate(manifest.parts):
             if p.index != i or p.offset != offset or not 0 < p.size <= entry.chunk_size or not 0 <= p.stored <= p.size:
-                raise StoreError(f"the manifest of file {entry.id} is damaged at part {i} ({where})", "run `repair`")
+                raise damaged(self.root, f"the manifest of file {entry.id} is damaged at part {i}: {where}")
             offset += p.size
         if offset != entry.size or len(manifest.parts) != entry.parts or manifest.file.uuid != entry.uuid or \
                 codec.file_digest([p.hash for p in manifest.parts]) != entry.digest:
-            raise StoreError(f"the manifest of file {entry.id} does not match its record ({where})", "run `repair`")
+            raise damaged(self.root, f"the manifest of file {entry.id} does not match its record: {where}")
         return manifest
 
     def _stored_entry(self, file_id: int) -> FileEntry:
