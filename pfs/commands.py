@@ -8,7 +8,9 @@ errors are PfsErrors, reported as one `error:` line, and the session goes on.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,6 +93,7 @@ class Session:
         self.store = store
         self.out = out
         self.failures = 0
+        self._failures_lock = threading.Lock()
         self.jobs = JobManager(self._job_finished)
 
     def execute(self, line: str) -> None:
@@ -116,12 +119,25 @@ class Session:
             self._fail(exc)
 
     def finish(self) -> int:
-        """Wait for every job; the exit status: 0 only if everything succeeded."""
-        self.jobs.wait_all()
+        """Wait for every job; the exit status: 0 only if everything succeeded.
+        Ctrl-C while waiting abandons the jobs as a crash would: the store
+        rolls them back when it is next opened."""
+        try:
+            self.jobs.wait_all()
+        except KeyboardInterrupt:
+            count = len(self.jobs.running())
+            self.out.error(f"interrupted: {count} running job(s) abandoned; "
+                           "unfinished puts are rolled back when the store is next opened")
+            log.warning("interrupted with %d job(s) running", count)
+            os._exit(130)
         return 1 if self.failures else 0
 
+    def _count_failure(self) -> None:
+        with self._failures_lock:
+            self.failures += 1
+
     def _fail(self, exc: BaseException, context: str = "") -> None:
-        self.failures += 1
+        self._count_failure()
         prefix = f"{context}: " if context else ""
         if isinstance(exc, PfsError):
             self.out.error(prefix + str(exc))
@@ -154,7 +170,7 @@ class Session:
                 self.out.line(f"[{job.file_id}] verified {job.name}: every part is intact")
 
     def _report_damage(self, damage: list) -> None:
-        self.failures += 1
+        self._count_failure()
         for d in damage:
             self.out.error(str(d))
 
@@ -208,10 +224,14 @@ def cmd_verify(s: Session, a: Args) -> None:
 
 
 def cmd_list(s: Session, a: Args) -> None:
+    entries = s.store.list()
+    if not entries:
+        s.out.line("no files stored yet (put PATH stores one)")
+        return
     rows = [[str(e.id), e.name, format_size(e.size), str(e.parts),
              e.status + (f" ({e.reason})" if e.reason else ""),
              format_size(e.stored) if e.status == "stored" else "-"]
-            for e in s.store.list()]
+            for e in entries]
     s.out.table(Table(["id", "name", "size", "parts", "status", "stored"], rows,
                       frozenset({"id", "size", "parts", "stored"})))
 

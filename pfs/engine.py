@@ -10,6 +10,7 @@ fresh pool for the next task.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -17,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from pfs.errors import WorkerError
 from pfs.governor import MemoryGovernor
+from pfs.worker import init_worker
 
 
 class Engine:
@@ -46,7 +48,8 @@ class Engine:
                 if self._pool is None:
                     ctx = multiprocessing.get_context("forkserver")
                     ctx.set_forkserver_preload(["pfs.worker"])
-                    self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                    self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                                     initializer=init_worker, initargs=(os.getpid(),))
                 pool = self._pool
             try:
                 return pool.submit(fn, *args)

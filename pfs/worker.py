@@ -3,10 +3,41 @@ with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
 and numbers, a result is a hash and a size."""
 
 import os
+import select
+import signal
+import threading
+import time
 
 from pfs import codec
 
 _buffer = bytearray()
+
+
+def init_worker(pfs_pid: int) -> None:
+    """Run once in each worker: leave Ctrl-C to the shell, and exit as soon as
+    pfs itself is gone, so no worker outlives a pfs killed with -9."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+        select.select([fd], [], [])  # readable once the process has exited
+    except (AttributeError, OSError):  # no pidfd (not Linux): poll
+        while _alive(pid):
+            time.sleep(1)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _view(size: int) -> memoryview:
