@@ -25,8 +25,8 @@ class PlainOutput:
     """One line per event, no colour: for piped scripts and one-shot commands."""
 
     def __init__(self, out=None, err=None) -> None:
-        self._out = out or sys.stdout
-        self._err = err or sys.stderr
+        self._out = out  # None: whatever sys.stdout is at the time of writing
+        self._err = err
         self._lock = threading.Lock()
 
     def _write(self, stream, text: str) -> None:
@@ -35,10 +35,10 @@ class PlainOutput:
             stream.flush()
 
     def line(self, text: str) -> None:
-        self._write(self._out, text)
+        self._write(self._out or sys.stdout, text)
 
     def error(self, text: str) -> None:
-        self._write(self._err, f"error: {text}")
+        self._write(self._err or sys.stderr, f"error: {text}")
 
     def table(self, table: Table) -> None:
         widths = [max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)]
@@ -49,7 +49,7 @@ class PlainOutput:
 
         lines = [table.title] if table.title else []
         lines += [fmt(table.columns)] + [fmt(r) for r in table.rows]
-        self._write(self._out, "\n".join(lines))
+        self._write(self._out or sys.stdout, "\n".join(lines))
 
 
 class RichOutput(PlainOutput):

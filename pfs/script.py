@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterable
 
 from pfs.commands import ExitShell, Session
@@ -23,10 +25,28 @@ def run_script(store: Store, lines: Iterable[str]) -> int:
 
 
 def run_one(store: Store, tokens: list[str]) -> int:
-    """Run one command given on the command line and wait for it."""
+    """Run one command given on the command line and wait for it, with a
+    progress bar when stdout is a terminal."""
     session = Session(store, PlainOutput())
     try:
         session.execute_tokens(tokens)
     except ExitShell:
         pass
+    if sys.stdout.isatty() and session.jobs.running():
+        _show_progress(session)
     return session.finish()
+
+
+def _show_progress(session: Session) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
+
+    columns = ("{task.description}", BarColumn(), DownloadColumn(binary_units=True),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        bars = {}
+        while jobs := session.jobs.running():
+            for job in jobs:
+                if job.id not in bars:
+                    bars[job.id] = progress.add_task(f"{job.kind} {job.name}", total=job.total or 1)
+                progress.update(bars[job.id], completed=job.done)
+            time.sleep(0.1)
