@@ -174,6 +174,8 @@ class Store:
                 touched.append(entry)
         for leftover in self.tmp.iterdir():
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        for torn in [*self.root.glob(".*.tmp"), *self.parts.path(0).parent.glob(".*.tmp")]:
+            torn.unlink()  # an atomic JSON write that a crash cut short
         return touched
 
     # -- queries --------------------------------------------------------------
