@@ -193,6 +193,10 @@ class FileRegistry:
         os.write(self._journal, line)
         os.fsync(self._journal)
         self._journal_bytes += len(line)
+
+    def _maybe_compact(self) -> None:
+        """Fold the journal in once it outgrows the snapshot: amortised O(1) per update.
+        Called only after the in-memory state includes the latest journal line."""
         if self._journal_bytes > MIN_COMPACT_BYTES and self._journal_bytes > self._snapshot_bytes():
             self.compact()
 
@@ -224,12 +228,14 @@ class FileRegistry:
             self._append({"op": "put", "file": asdict(entry)})
             self._files[entry.id] = entry
             self._next_id = max(self._next_id, entry.id + 1)
+            self._maybe_compact()
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""
         with self._lock:
             self._append({"op": "del", "id": file_id})
             self._files.pop(file_id, None)
+            self._maybe_compact()
 
     def get(self, file_id: int) -> FileEntry | None:
         with self._lock:
