@@ -56,11 +56,29 @@ class Command:
 
 
 def split(line: str) -> list[str]:
-    """Split a command line with shell quoting rules."""
+    """Split a command line with shell quoting rules, comments included."""
     try:
-        return shlex.split(line, comments=True)
+        return shlex.split(_without_comment(line))
     except ValueError as exc:
         raise UsageError(f"cannot parse the line: {exc}", 'close the quote, e.g. put "my file.log"') from None
+
+
+def _without_comment(line: str) -> str:
+    """Cut the line at a `#` that starts a word outside quotes, as a shell does
+    (shlex would also cut `report#1.txt`)."""
+    quote, escaped = "", False
+    for i, c in enumerate(line):
+        if escaped:
+            escaped = False
+        elif c == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
 
 
 def parse(tokens: list[str]) -> tuple[Command, Args]:
@@ -266,7 +284,7 @@ def cmd_wait(s: Session, a: Args) -> None:
 
 def cmd_help(s: Session, a: Args) -> None:
     if a.positional:
-        name = a.positional[0].lower()
+        name = ALIASES.get(a.positional[0].lower(), a.positional[0].lower())
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}", "type `help` for the list of commands")
         c = COMMANDS[name]

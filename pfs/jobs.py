@@ -70,13 +70,13 @@ class JobManager:
                 job.error = exc
             finally:
                 job.ended = time.monotonic()
-                with self._lock:
-                    del self._jobs[job.id]
-                    if self._last_on_file.get(file_id) is job:
-                        del self._last_on_file[file_id]
                 try:
-                    self._on_finish(job)
+                    self._on_finish(job)  # reported before anyone waiting can see it gone
                 finally:
+                    with self._lock:
+                        del self._jobs[job.id]
+                        if self._last_on_file.get(file_id) is job:
+                            del self._last_on_file[file_id]
                     job.finished.set()
 
         threading.Thread(target=run, name=f"pfs-{kind}-{file_id}").start()

@@ -25,6 +25,7 @@ from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegi
                           Manifest, PartEntry, PartRegistry, damaged, fsync_dir, read_json,
                           write_json_atomic)
 from pfs.repair import rebuild
+from pfs.units import format_option, format_size
 from pfs.volumes import Volumes, part_id
 
 FORMAT = 1
@@ -86,15 +87,13 @@ class Store:
         `repair`, damaged metadata is rebuilt (see pfs.repair) instead of refused."""
         self.root = Path(root)
         self._lock_fd = -1
-        overrides = overrides or {}
-        config = self._open_config(Settings(**overrides))
-        self.settings = Settings(**{"chunk_size": config["chunk_size"], "codec": config["codec"],
-                                    "hash": config["hash"], **overrides})
-        if part_memory(self.settings.chunk_size) > max_memory:
-            raise UsageError(
-                f"chunk size {self.settings.chunk_size} does not fit --max-memory {max_memory}",
-                f"each part in flight needs 2 x chunk size; raise --max-memory to at least "
-                f"{part_memory(self.settings.chunk_size)} or lower --chunk-size")
+        self.max_memory = max_memory
+        config = self._read_config()
+        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
+        self.settings = Settings(**{**defaults, **(overrides or {})})
+        self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
+        if config is None:
+            config = self._create(self.settings)
         self._lock()
         try:
             self.volumes = Volumes(self.root, config["volumes"])
@@ -111,22 +110,41 @@ class Store:
 
     # -- opening and closing ------------------------------------------------
 
-    def _open_config(self, settings: Settings) -> dict:
+    def _read_config(self) -> dict | None:
+        """store.json, or None when `root` is new or empty (refusing anything else)."""
         path = self.root / CONFIG
-        if path.exists():
-            config = read_json(path, self.root)
-            if not isinstance(config, dict) or config.get("format", 0) > FORMAT:
-                raise StoreError(f"{self.root} was made by a newer pfs (format {config.get('format')})",
-                                 "upgrade pfs to open it")
-            return config
-        if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"{self.root} is not a directory")
-        if self.root.exists() and any(self.root.iterdir()):
-            raise StoreError(f"{self.root} is not a pfs store", "choose an empty or new directory with --store")
+        if not path.exists():
+            if self.root.exists() and not self.root.is_dir():
+                raise StoreError(f"{self.root} is not a directory")
+            if self.root.exists() and any(self.root.iterdir()):
+                raise StoreError(f"{self.root} is not a pfs store", "choose an empty or new directory with --store")
+            return None
+        config = read_json(path, self.root)
+        if not isinstance(config, dict) or not isinstance(config.get("format"), int):
+            raise damaged(self.root, f"{path} is damaged (no format number)")
+        if config["format"] > FORMAT:
+            raise StoreError(f"{self.root} was made by a newer pfs (format {config['format']})", "upgrade pfs to open it")
+        settings_ok = (isinstance(config.get("chunk_size"), int) and config["chunk_size"] > 0
+                       and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES)
+        volumes_ok = isinstance(config.get("volumes"), list) and config["volumes"] and \
+            all(isinstance(v, str) for v in config["volumes"])
+        if not (settings_ok and volumes_ok):
+            raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash or volumes)")
+        return config
+
+    def _create(self, settings: Settings) -> dict:
         self.root.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, **asdict(settings), "volumes": ["volumes/0"]}
-        write_json_atomic(path, config)
+        write_json_atomic(self.root / CONFIG, config)
         return config
+
+    def check_memory(self, chunk_size: int, subject: str) -> None:
+        """Refuse a chunk size whose parts could never fit the memory limit."""
+        need = part_memory(chunk_size)
+        if need > self.max_memory:
+            raise UsageError(f"{subject} needs {format_size(need)} per part in flight, more than "
+                             f"--max-memory {format_size(self.max_memory)}",
+                             f"use --max-memory {format_option(need)} or more")
 
     def _lock(self) -> None:
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -252,6 +270,8 @@ class Store:
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):
                 raise PfsError(f"cannot store {entry.name}: {describe(exc)}", advice_for(exc)) from exc
+            if isinstance(exc, EOFError):  # a worker read less than the size put saw
+                raise PfsError(f"{source} changed size while it was being stored", "put it again") from exc
             raise
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
@@ -286,6 +306,7 @@ class Store:
         return entry
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress) -> list[Damage]:
+        self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
         manifest = self._checked_manifest(entry)
         tasks = ((part_memory(p.size),
                   (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
@@ -303,6 +324,8 @@ class Store:
         """Where get would write file `file_id`; refuses an existing file without force."""
         entry = self.entry(file_id)
         target = Path(dest).expanduser() if dest else Path.cwd()
+        if dest and dest.endswith("/") and not target.is_dir():
+            raise DestinationError(f"directory {target} does not exist", "create it first")
         if target.is_dir():
             target = target / safe_name(entry)
         if not target.parent.is_dir():

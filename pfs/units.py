@@ -26,6 +26,14 @@ def format_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_option(n: int) -> str:
+    """A size as an option value pfs accepts: "128M", "1536k", "100"."""
+    for suffix, factor in (("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+        if n % factor == 0:
+            return f"{n // factor}{suffix}"
+    return str(n)
+
+
 def format_rate(nbytes: int, seconds: float) -> str:
     """Throughput such as "312.4 MiB/s"."""
     return f"{format_size(nbytes / max(seconds, 1e-9))}/s"

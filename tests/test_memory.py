@@ -1,0 +1,122 @@
+"""--max-memory bounds what the whole pfs process tree holds, however big the file.
+
+We sample the resident set of every process of a running pfs (the main
+process, the forkserver, the resource tracker and the pool workers) and compare
+the peak while storing or restoring a file far larger than --max-memory with
+the peak for a small file run the same way. The interpreters and their
+imports are the same in both runs, so they cancel out; what remains is what
+the file's size costs, which --max-memory is meant to bound.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import env
+
+MiB = 1 << 20
+MAX_MEMORY = 16 * MiB
+CHUNK = 1 * MiB
+BIG = 256 * MiB
+# The baseline is 4 one-MiB parts rather than a single 1 MiB part: the pool
+# starts workers on demand, and with a single part only one of the two workers
+# would ever start, so the baseline would lack a whole interpreter (~20-30 MiB)
+# that the big run has. With 4 parts submitted at once, both workers start.
+SMALL = 4 * MiB
+# Margin on top of MAX_MEMORY. Everything proportional to the part size is
+# already in the baseline (each worker's reusable part buffer, the codec's
+# output for one part). What varies between two runs of the same processes is
+# allocator and page-table noise, pymalloc arenas touched by a few thousand
+# more small objects (futures, results), and the sampling itself catching a
+# worker while it briefly holds a part's input and output. 16 MiB covers that
+# with room to spare and is still 15x smaller than the file: a pfs that held
+# even a sixteenth of the file anywhere in the tree would fail.
+MARGIN = 16 * MiB
+SAMPLE_EVERY = 0.02
+
+
+def tree_rss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def peak_tree_rss(store: Path, cwd: Path, script: str) -> int:
+    """Run a pfs script; return the highest total RSS of its process tree."""
+    argv = [sys.executable, "-m", "pfs", "--store", str(store), "--chunk-size", str(CHUNK),
+            "--max-memory", str(MAX_MEMORY), "--workers", "2"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=cwd, env=env())
+    root = psutil.Process(proc.pid)
+    out: dict[str, bytes] = {}
+
+    def talk() -> None:
+        out["stdout"], out["stderr"] = proc.communicate(script.encode(), timeout=300)
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(root))
+        time.sleep(SAMPLE_EVERY)
+    talker.join(60)
+    assert proc.returncode == 0, out.get("stderr", b"").decode()
+    return peak
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size // (16 * MiB)):
+            f.write(os.urandom(16 * MiB))
+        f.write(os.urandom(size % (16 * MiB)))
+
+
+@pytest.fixture(scope="module")
+def peaks(tmp_path_factory) -> dict[str, int]:
+    base = tmp_path_factory.mktemp("memory")
+    work = base / "work"
+    work.mkdir()
+    write_random(work / "small.bin", SMALL)
+    write_random(work / "big.bin", BIG)
+    store = base / "store"
+    result = {
+        "put small": peak_tree_rss(store, work, "put small.bin\n"),
+        "put big": peak_tree_rss(store, work, "put big.bin\n"),
+        "get small": peak_tree_rss(store, work, "get 1 small.out\n"),
+        "get big": peak_tree_rss(store, work, "get 2 big.out\n"),
+    }
+    assert (work / "small.out").stat().st_size == SMALL
+    assert (work / "big.out").stat().st_size == BIG
+    with open(work / "big.bin", "rb") as a, open(work / "big.out", "rb") as b:
+        while chunk := a.read(16 * MiB):
+            assert chunk == b.read(16 * MiB), "the big file did not round trip"
+    yield result
+    shutil.rmtree(base, ignore_errors=True)  # half a GiB: do not leave it for pytest's tmp retention
+
+
+@pytest.mark.parametrize("op", ["put", "get"])
+def test_memory_of_the_process_tree_is_bounded_by_max_memory(peaks, op):
+    small, big = peaks[f"{op} small"], peaks[f"{op} big"]
+    assert small > 0 and big > 0
+    growth = big - small
+    assert growth <= MAX_MEMORY + MARGIN, (
+        f"{op} of a {BIG // MiB} MiB file peaked at {big / MiB:.1f} MiB for the process tree, "
+        f"{growth / MiB:.1f} MiB more than for a {SMALL // MiB} MiB file "
+        f"(allowed: --max-memory {MAX_MEMORY // MiB} MiB + {MARGIN // MiB} MiB margin)")
