@@ -28,7 +28,7 @@ MIN_COMPACT_BYTES = 256 * 1024
 STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     """Make a directory's entries (new, renamed or removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -9,6 +9,7 @@ import threading
 import time
 
 from pfs import codec
+from pfs.registry import fsync_dir
 
 _buffer = bytearray()
 
@@ -68,14 +69,6 @@ def _write_all(fd: int, data, offset: int | None = None) -> None:
             offset += n
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
     """Read a slice of `source`, hash it, compress it and write it durably to
     `dest`. Returns (hash, codec used, stored size)."""
@@ -99,7 +92,7 @@ def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, 
         os.fsync(out)
     finally:
         os.close(out)
-    _fsync_dir(os.path.dirname(dest))
+    fsync_dir(os.path.dirname(dest))
     return part_hash, used, len(payload)
 
 
