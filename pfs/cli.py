@@ -80,6 +80,7 @@ def _open_store(args: argparse.Namespace, repair: bool = False):
 
 
 def _log_to(path: Path) -> None:
+    logging.raiseExceptions = False  # a log that cannot be written (full disk) must not reach the screen
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
     log.addHandler(handler)
@@ -87,11 +88,11 @@ def _log_to(path: Path) -> None:
 
 
 def _report_repair(report) -> int:
-    for line in report.rebuilt:
-        print(f"rebuilt: {line}")
+    for line in report.repaired:
+        print(f"repaired: {line}")
     for line in report.lost:
         print(f"lost: {line}")
-    print(f"repair done: {len(report.rebuilt)} rebuilt, {len(report.lost)} lost")
+    print(f"repair done: {len(report.repaired)} repaired, {len(report.lost)} lost")
     return 1 if report.lost else 0
 
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pfs.errors import IntegrityError, PfsError, UsageError
+from pfs.errors import IntegrityError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
 from pfs.output import PlainOutput, Table
 from pfs.store import Store, describe
@@ -161,36 +161,37 @@ class Session:
             self.out.error(prefix + str(exc))
         else:
             log.error("unexpected error%s", f" in {context}" if context else "", exc_info=exc)
-            self.out.error(f"{prefix}internal error: {describe(exc)} (details in {self.store.root / 'pfs.log'})")
+            self.out.error(printable(f"{prefix}internal error: {describe(exc)} (details in {self.store.root / 'pfs.log'})"))
 
     def _job_finished(self, job: Job) -> None:
+        name = printable(job.name)
         if job.error is not None:
-            self._fail(job.error, f"{job.kind} {job.file_id} ({job.name})")
+            self._fail(job.error, f"{job.kind} {job.file_id} ({name})")
             if isinstance(job.error, IntegrityError):
                 for damage in job.error.damage[1:]:
-                    self.out.error(str(damage))
+                    self.out.error(printable(str(damage)))
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
         if job.kind == "put":
             entry = job.result
-            self.out.line(f"[{entry.id}] stored {entry.name}: {format_size(entry.size)} in {entry.parts} "
+            self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
                           f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
         elif job.kind == "get":
             path, damage = job.result
-            self.out.line(f"[{job.file_id}] restored {job.name} to {path}: {format_size(job.total)}, {took}")
+            self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
             self._report_salvage(damage)
         elif job.kind == "delete":
-            self.out.line(f"[{job.file_id}] deleted {job.name}")
+            self.out.line(f"[{job.file_id}] deleted {name}")
         elif job.kind == "verify":
             if job.result:
                 self._report_damage(job.result)
             else:
-                self.out.line(f"[{job.file_id}] verified {job.name}: every part is intact")
+                self.out.line(f"[{job.file_id}] verified {name}: every part is intact")
 
     def _report_damage(self, damage: list) -> None:
         self._count_failure()
         for d in damage:
-            self.out.error(str(d))
+            self.out.error(printable(str(d)))
 
     def _report_salvage(self, damage: list) -> None:
         if damage:
@@ -203,7 +204,7 @@ class Session:
 def cmd_put(s: Session, a: Args) -> None:
     source = a.positional[0]
     entry = s.store.begin_put(source)
-    s.out.line(f"[{entry.id}] storing {entry.name} ({format_size(entry.size)}, "
+    s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
     s.jobs.start("put", entry.id, entry.name, entry.size,
                  lambda job: s.store.finish_put(entry, source, job.advance))
@@ -288,7 +289,8 @@ def cmd_help(s: Session, a: Args) -> None:
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}", "type `help` for the list of commands")
         c = COMMANDS[name]
-        s.out.line(f"{c.usage}\n  {c.summary}")
+        s.out.line(c.usage)
+        s.out.line(f"  {c.summary}")
         return
     s.out.table(Table(["command", "what it does"], [[c.usage, c.summary] for c in COMMANDS.values()]))
 

@@ -1,6 +1,14 @@
 """Typed failures of the core. The shell decides how to word them; each carries
 a short message and, where there is one, advice on what to do."""
 
+import errno
+
+
+def printable(text: str) -> str:
+    """Text safe to show on one terminal line: control characters (newlines,
+    carriage returns, escape sequences from a hostile file name) are escaped."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class PfsError(Exception):
     """A failure the user can understand and act on; shown as one line."""
@@ -11,7 +19,7 @@ class PfsError(Exception):
         self.advice = advice
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.advice})" if self.advice else self.message
+        return printable(f"{self.message} ({self.advice})" if self.advice else self.message)
 
 
 class UsageError(PfsError):
@@ -44,3 +52,12 @@ class IntegrityError(PfsError):
 
 class WorkerError(PfsError):
     """A pool worker died or failed while processing a part."""
+
+
+def advice_for(exc: OSError) -> str:
+    """What a user can do about an operating-system error, where there is something."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free some space and try again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check the permissions"
+    return ""

@@ -10,6 +10,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from pfs.errors import printable
+
 
 @dataclass
 class Table:
@@ -19,6 +21,10 @@ class Table:
     rows: list[list[str]]
     numeric: frozenset[str] = frozenset()
     title: str = ""
+
+    def escaped(self) -> Table:
+        """The same table with control characters in any cell made visible."""
+        return Table(self.columns, [[printable(c) for c in r] for r in self.rows], self.numeric, printable(self.title))
 
 
 class PlainOutput:
@@ -41,6 +47,7 @@ class PlainOutput:
         self._write(self._err or sys.stderr, f"error: {text}")
 
     def table(self, table: Table) -> None:
+        table = table.escaped()
         widths = [max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)]
 
         def fmt(cells: list[str]) -> str:
@@ -76,6 +83,7 @@ class RichOutput(PlainOutput):
     def table(self, table: Table) -> None:
         from rich.table import Table as RichTable
 
+        table = table.escaped()
         t = RichTable(title=table.title or None, header_style="bold")
         for c in table.columns:
             t.add_column(c, justify="right" if c in table.numeric else "left")

@@ -11,17 +11,24 @@ fsync, rename, fsync of the directory.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pfs.errors import StoreError
+from pfs.errors import StoreError, advice_for
+
+log = logging.getLogger("pfs")
 
 SNAPSHOT = "files.json"
 JOURNAL = "files.jsonl"
 MANIFESTS = "manifests"
+RESERVE = "reserve"
+#: Disk space held back so that a full disk can still record deletes and rollbacks.
+RESERVE_BYTES = 1 << 20
 #: The journal is folded into the snapshot once it outgrows both this and the snapshot.
 MIN_COMPACT_BYTES = 256 * 1024
 
@@ -145,6 +152,8 @@ class FileRegistry:
         self._load()
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._journal_bytes = os.fstat(self._journal).st_size
+        self._reserve = root / RESERVE
+        self._keep_reserve()
 
     def close(self) -> None:
         os.close(self._journal)
@@ -193,16 +202,51 @@ class FileRegistry:
         self._next_id = max(self._next_id, file_id + 1)
 
     def _append(self, op: dict) -> None:
+        """Append one line durably, or leave the journal as it was and raise.
+        On a full disk the space reserve is given up once, so that deletes and
+        rollbacks, which free space, can still be recorded."""
         line = json.dumps(op, separators=(",", ":")).encode() + b"\n"
-        os.write(self._journal, line)
-        os.fsync(self._journal)
-        self._journal_bytes += len(line)
+        for attempt in range(2):
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._journal, view):]
+                os.fsync(self._journal)
+                self._journal_bytes += len(line)
+                return
+            except OSError as exc:
+                os.ftruncate(self._journal, self._journal_bytes)  # never leave half a line
+                if attempt == 0 and exc.errno in (errno.ENOSPC, errno.EDQUOT) and self._release_reserve():
+                    continue
+                raise StoreError(f"cannot write {self._journal_path}: {exc.strerror}", advice_for(exc)) from exc
+
+    def _keep_reserve(self) -> None:
+        """Hold RESERVE_BYTES of disk in a file while space allows."""
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve.unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     def _maybe_compact(self) -> None:
         """Fold the journal in once it outgrows the snapshot: amortised O(1) per update.
-        Called only after the in-memory state includes the latest journal line."""
+        Called only after the in-memory state includes the latest journal line.
+        Failing to compact (a full disk) loses nothing: the journal still holds it all."""
         if self._journal_bytes > MIN_COMPACT_BYTES and self._journal_bytes > self._snapshot_bytes():
-            self.compact()
+            try:
+                self.compact()
+            except OSError as exc:
+                log.warning("journal compaction postponed: %s", exc)
 
     def _snapshot_bytes(self) -> int:
         try:
@@ -240,6 +284,8 @@ class FileRegistry:
             self._append({"op": "del", "id": file_id})
             self._files.pop(file_id, None)
             self._maybe_compact()
+            if not self._reserve.exists():  # a delete may have freed enough to hold it again
+                self._keep_reserve()
 
     def get(self, file_id: int) -> FileEntry | None:
         with self._lock:
@@ -263,7 +309,10 @@ class PartRegistry:
         return self._dir / f"{file_id}.json"
 
     def save(self, manifest: Manifest) -> None:
-        write_json_atomic(self.path(manifest.file.id), manifest.to_dict())
+        try:
+            write_json_atomic(self.path(manifest.file.id), manifest.to_dict())
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path(manifest.file.id)}: {exc.strerror}", advice_for(exc)) from exc
 
     def load(self, file_id: int) -> Manifest | None:
         path = self.path(file_id)

@@ -21,15 +21,17 @@ LOST_AND_FOUND = "lost+found"
 
 @dataclass
 class RepairReport:
-    """What repair did (`rebuilt`) and what could not be saved (`lost`)."""
+    """What repair did (`repaired`) and what could not be saved (`lost`)."""
 
-    rebuilt: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
 
 
 def rebuild(root: Path, files: FileRegistry, parts: PartRegistry, volumes: Volumes) -> RepairReport:
     """Make the registries agree with each other and with the part files."""
-    report = RepairReport(lost=list(files.damage))
+    # A damaged registry line costs no data by itself: every stored file's
+    # manifest holds its record, and what has neither shows up as orphan parts.
+    report = RepairReport(repaired=list(files.damage))
     manifests = _readable_manifests(root, parts, report)
     for file_id, manifest in manifests.items():
         _adopt(files, parts, manifest, report)
@@ -47,8 +49,8 @@ def _readable_manifests(root: Path, parts: PartRegistry, report: RepairReport) -
         try:
             found[file_id] = parts.load(file_id)
         except StoreError as exc:
-            _set_aside(root, parts.path(file_id))
-            report.lost.append(f"{exc.message}; moved to {LOST_AND_FOUND}/")
+            _set_aside(root, parts.path(file_id))  # its file is rebuilt from the parts, or reported lost
+            report.repaired.append(f"{exc.message}; moved to {LOST_AND_FOUND}/")
     return found
 
 
@@ -64,7 +66,7 @@ def _adopt(files: FileRegistry, parts: PartRegistry, manifest: Manifest, report:
         parts.remove(manifest.file.id)  # a stale manifest of a rolled-back put
         return
     files.save(replace(manifest.file, status=STORED, reason=""))
-    report.rebuilt.append(f"file {manifest.file.id} ({manifest.file.name}): record rebuilt from its manifest")
+    report.repaired.append(f"file {manifest.file.id} ({manifest.file.name}): record rebuilt from its manifest")
 
 
 def _rebuild_manifest(files: FileRegistry, parts: PartRegistry, volumes: Volumes, entry: FileEntry,
@@ -85,7 +87,7 @@ def _rebuild_manifest(files: FileRegistry, parts: PartRegistry, volumes: Volumes
         rebuilt.append(PartEntry(i, pid, offset, size, len(payload), used, codec.digest(entry.hash, data), volume))
     if len(rebuilt) == entry.parts and codec.file_digest([p.hash for p in rebuilt]) == entry.digest:
         parts.save(Manifest(entry, rebuilt))
-        report.rebuilt.append(f"file {entry.id} ({entry.name}): manifest rebuilt from its part files")
+        report.repaired.append(f"file {entry.id} ({entry.name}): manifest rebuilt from its part files")
         return
     files.save(replace(entry, status=FAILED, reason="lost: manifest missing and parts do not match"))
     report.lost.append(f"file {entry.id} ({entry.name}): manifest missing and its parts do not match its digest")

@@ -6,7 +6,6 @@ Nothing here knows about the shell; every failure is a typed PfsError.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from pfs import codec, worker
 from pfs.engine import Engine
-from pfs.errors import (DestinationError, IntegrityError, NotFoundError, PfsError,
+from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegistry,
@@ -68,6 +67,16 @@ class Damage:
 def part_memory(size: int) -> int:
     """Worst-case bytes a part needs in a worker: its input plus the codec's output."""
     return 2 * size
+
+
+def user_path(text: str) -> Path:
+    """A path as the user typed it, with ~ expanded; refused if no path could be that."""
+    if "\0" in text:
+        raise UsageError(f"{text!r} is not a path (it contains a NUL byte)")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # ~user for an unknown user
+        raise UsageError(f"cannot expand {text}: {exc}") from None
 
 
 def safe_name(entry: FileEntry) -> str:
@@ -219,7 +228,7 @@ class Store:
 
     def begin_put(self, source: str) -> FileEntry:
         """Check the source and record the new file as `storing`; returns it with its id."""
-        path = Path(source).expanduser()
+        path = user_path(source)
         try:
             st = path.stat()
             if path.is_dir():
@@ -243,7 +252,7 @@ class Store:
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress) -> FileEntry:
         """Store the parts of `source`, begun with begin_put; on any failure roll it back."""
-        source = str(Path(source).expanduser())
+        source = str(user_path(source))
         chunk = entry.chunk_size
         paths = self._part_paths(entry)
 
@@ -323,7 +332,7 @@ class Store:
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
         """Where get would write file `file_id`; refuses an existing file without force."""
         entry = self.entry(file_id)
-        target = Path(dest).expanduser() if dest else Path.cwd()
+        target = user_path(dest) if dest else Path.cwd()
         if dest and dest.endswith("/") and not target.is_dir():
             raise DestinationError(f"directory {target} does not exist", "create it first")
         if target.is_dir():
@@ -400,11 +409,3 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return f"{type(exc).__name__}: {exc}"
-
-
-def advice_for(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free some space and try again"
-    if exc.errno == errno.EACCES:
-        return "check the permissions"
-    return ""

@@ -1,0 +1,222 @@
+"""kill -9 at random instants: pfs (with its whole process group: forkserver and
+pool workers) is killed while it runs a script of puts, gets and deletes of
+multi-part files; every reopen must find a consistent store.
+
+Each iteration checks, after the kill:
+  * the store opens (a `list` session), recovering what the kill interrupted;
+  * no file is listed `storing` or `deleting`;
+  * every file that was `stored` before the iteration (and not deleted by it) is
+    still stored and comes back byte for byte (`get` + compare with the original);
+  * a `get` the killed run finished is complete (only verified files appear);
+  * there is a manifest for exactly the stored files, and no part file exists
+    beyond those the manifests reference.
+
+Default: PFS_CRASH_KILLS (30) kills. `pytest -m soak` runs PFS_SOAK_KILLS (300).
+PFS_CRASH_SEED fixes the random choices (the seed is printed).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, part_files,
+                      pfs_argv)
+from pfs.registry import MIN_COMPACT_BYTES
+
+MIB = 1 << 20
+#: Stored files kept between iterations (more are deleted by the next script).
+KEEP = 3
+
+
+class CrashLoop:
+    def __init__(self, root: Path, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.store = root / "store"
+        self.work = root / "work"
+        self.originals = root / "orig"
+        self.out = root / "out"
+        self.check = root / "check"
+        for d in (self.work, self.originals, self.out, self.check):
+            d.mkdir()
+        self.stored: dict[int, str] = {}  # id -> name, as of the last reopen
+        self.failed: set[int] = set()
+        self.counts = collections.Counter()
+        self.iteration = 0
+
+    # -- one iteration ------------------------------------------------------
+
+    def script(self) -> tuple[list[str], set[int], dict[str, int]]:
+        """Commands for the run to be killed: puts of new files, gets, deletes."""
+        rng = self.rng
+        lines, deletes, gets = [], set(), {}
+        for fid in sorted(self.failed):
+            lines.append(f"delete {fid}")
+            deletes.add(fid)
+        ids = sorted(self.stored)
+        for fid in rng.sample(ids, min(len(ids), rng.randint(0, 2))):
+            dest = self.out / f"got-{fid}"
+            lines.append(f"get {fid} {dest}")
+            gets[str(dest)] = fid
+        keep = list(ids)
+        rng.shuffle(keep)
+        while len(keep) > KEEP or (keep and rng.random() < 0.3):
+            fid = keep.pop()
+            lines.append(f"delete {fid}")
+            deletes.add(fid)
+            if rng.random() < 0.5:
+                break
+        for k in range(rng.randint(1, 2)):
+            name = f"f{self.iteration}-{k}.bin"
+            make_file(self.originals / name, rng.randint(1 * MIB, 8 * MIB), rng.choice(["random", "text"]))
+            lines.append(f"put {self.originals / name}")
+            self.counts["puts issued"] += 1
+        rng.shuffle(lines)
+        return lines, deletes, gets
+
+    def make_compaction_due(self) -> None:
+        """Grow the journal past the compaction threshold with no-op records (deletes
+        of id 0, which never exists), so the killed run's first update folds the
+        journal into files.json: kills then also land inside a compaction."""
+        journal = self.store / "files.jsonl"
+        if not journal.exists():
+            return
+        need = MIN_COMPACT_BYTES + 1 - journal.stat().st_size
+        if need > 0:
+            line = b'{"op":"del","id":0}\n'
+            with journal.open("ab") as f:
+                f.write(line * (need // len(line) + 1))
+            self.counts["runs with a compaction due"] += 1
+
+    def run_and_kill(self, lines: list[str]) -> bool:
+        """Start pfs on the script, kill its group after a random delay. True if it was killed."""
+        shutil.rmtree(self.out)
+        self.out.mkdir()
+        if self.rng.random() < 0.25:
+            self.make_compaction_due()
+        snapshot = self.store / "files.json"
+        before = snapshot.stat().st_mtime_ns if snapshot.exists() else None
+        script = self.work / "script.txt"
+        script.write_text("".join(line + "\n" for line in lines))
+        with script.open() as stdin:
+            proc = subprocess.Popen(pfs_argv(self.store), stdin=stdin, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, cwd=self.work, env=env(), start_new_session=True)
+        try:
+            proc.wait(timeout=self.rng.uniform(0.02, 0.5))
+        except subprocess.TimeoutExpired:
+            pass
+        killed = kill_group(proc)
+        if snapshot.exists() and snapshot.stat().st_mtime_ns != before:
+            self.counts["runs that compacted the journal"] += 1
+        return killed
+
+    def reopen_and_check(self, deletes: set[int], gets: dict[str, int]) -> None:
+        session = LiveSession(self.store, self.work)
+        try:
+            session.send("list", "jobs")
+            session.wait_for(r"^no jobs running$")
+            err = session.stderr()
+            assert not [l for l in err.splitlines() if l.startswith("error:")], \
+                f"the store refused to open after a kill (iteration {self.iteration}):\n{err}"
+            listing = parse_list(session.stdout())
+            for fid, (name, status) in listing.items():
+                assert status.split()[0] in ("stored", "failed"), \
+                    f"file {fid} ({name}) is {status} after reopen (iteration {self.iteration})"
+            for fid, name in self.stored.items():
+                if fid in deletes:
+                    continue
+                assert fid in listing, f"stored file {fid} ({name}) vanished (iteration {self.iteration})"
+                assert listing[fid] == (name, "stored"), \
+                    f"stored file {fid} ({name}) is now {listing[fid]} (iteration {self.iteration})"
+            stored = {fid: name for fid, (name, status) in listing.items() if status == "stored"}
+            for fid, name in stored.items():
+                assert (self.originals / name).exists(), f"file {fid} has unknown name {name!r}"
+            # Only a complete, verified file may appear under a get's destination name.
+            for dest, fid in gets.items():
+                if os.path.exists(dest):
+                    name = self.stored[fid]
+                    assert Path(dest).read_bytes() == (self.originals / name).read_bytes(), \
+                        f"killed get left a wrong {dest} (iteration {self.iteration})"
+                    self.counts["gets completed before the kill"] += 1
+            # Temporaries of the killed run are swept at open.
+            leftovers = [p for p in self.store.rglob("*.tmp")] + list((self.store / "tmp").iterdir())
+            assert not leftovers, f"temporaries left after reopen: {leftovers} (iteration {self.iteration})"
+            # Manifests exactly for the stored files; no part file beyond what they reference.
+            manifests = manifest_part_ids(self.store)
+            assert set(manifests) == set(stored), \
+                (f"manifests {sorted(manifests)} but stored files {sorted(stored)} (iteration {self.iteration})\n"
+                 f"{session.stdout()}\n{session.stderr()}")
+            referenced = {pid for pids in manifests.values() for pid in pids}
+            on_disk = set(part_files(self.store))
+            assert on_disk <= referenced, (f"{len(on_disk - referenced)} orphan part file(s) after reopen "
+                                           f"(iteration {self.iteration})")
+            assert referenced <= on_disk, (f"{len(referenced - on_disk)} referenced part file(s) missing "
+                                           f"(iteration {self.iteration})")
+            # Every stored file comes back byte for byte.
+            shutil.rmtree(self.check)
+            self.check.mkdir()
+            session.send(*(f"get {fid} {self.check / str(fid)}" for fid in stored), "exit")
+            rc = session.close()
+            assert rc == 0, f"gets after reopen failed (iteration {self.iteration}):\n{session.stderr()}"
+            err = session.stderr()  # complete now that pfs has exited
+            self.counts["puts rolled back at open"] += err.count("was storing when pfs stopped")
+            self.counts["deletes finished at open"] += err.count("was deleting when pfs stopped")
+        finally:
+            if session.proc.poll() is None:
+                session.kill()
+        for fid, name in stored.items():
+            got = (self.check / str(fid)).read_bytes()
+            assert got == (self.originals / name).read_bytes(), \
+                f"file {fid} ({name}) came back different (iteration {self.iteration})"
+            self.counts["files compared"] += 1
+        self.stored = stored
+        self.failed = {fid for fid, (_, status) in listing.items() if status.startswith("failed")}
+        names = set(stored.values())
+        for p in self.originals.iterdir():  # originals of files that are gone are not needed
+            if p.name not in names:
+                p.unlink()
+
+    def run(self, kills: int) -> collections.Counter:
+        limit = kills * 4
+        while self.counts["kills"] < kills:
+            self.iteration += 1
+            assert self.iteration <= limit, f"only {self.counts['kills']} kills in {limit} iterations"
+            lines, deletes, gets = self.script()
+            if self.run_and_kill(lines):
+                self.counts["kills"] += 1
+            else:
+                self.counts["runs finished before the kill"] += 1
+            self.reopen_and_check(deletes, gets)
+        self.counts["iterations"] = self.iteration
+        return self.counts
+
+
+def _crash_loop(tmp_path: Path, kills: int, capsys) -> None:
+    seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
+    loop = CrashLoop(tmp_path, seed)
+    start = time.monotonic()
+    try:
+        counts = loop.run(kills)
+    finally:
+        with capsys.disabled():
+            print(f"\ncrash loop (PFS_CRASH_SEED={seed}): "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(loop.counts.items()))
+                  + f" in {time.monotonic() - start:.0f} s")
+    assert counts["kills"] >= kills
+
+
+def test_kill9_at_random_instants(tmp_path, capsys):
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")), capsys)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+def test_kill9_soak(tmp_path, capsys):
+    _crash_loop(tmp_path, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys)
