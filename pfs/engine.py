@@ -13,12 +13,24 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from pfs.errors import WorkerError
 from pfs.governor import MemoryGovernor
 from pfs.worker import init_worker
+
+
+#: Threads that fsync written parts (I/O bound: they wait on the disk, not the CPU).
+SYNC_THREADS = 4
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Engine:
@@ -28,6 +40,7 @@ class Engine:
         self.workers = workers
         self.governor = governor
         self._pool: ProcessPoolExecutor | None = None
+        self._syncer: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Engine:
@@ -41,6 +54,19 @@ class Engine:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+            if self._syncer is not None:
+                self._syncer.shutdown(wait=True)
+                self._syncer = None
+
+    def fsync_soon(self, path: str) -> Future:
+        """fsync a file from a small thread pool. Workers hand each written part
+        here, so the disk flushes parts while later ones are still being
+        compressed: a deep write queue overlapping the CPU work, instead of one
+        flush per part inside the worker."""
+        with self._lock:
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="pfs-fsync")
+            return self._syncer.submit(fsync_file, path)
 
     def _submit(self, fn: Callable, args: tuple) -> Future:
         for _ in range(2):

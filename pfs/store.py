@@ -12,11 +12,12 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pfs import codec, worker
-from pfs.engine import Engine
+from pfs.engine import Engine, fsync_file
 from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
@@ -62,6 +63,10 @@ class Damage:
     def __str__(self) -> str:
         end = self.offset + self.size - 1 if self.size else self.offset
         return f"file {self.file_id} ({self.name}) part {self.index} bytes {self.offset}-{end}: {self.problem}"
+
+
+def batched(items: list, n: int) -> list[list]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
 
 
 def part_memory(size: int) -> int:
@@ -261,9 +266,21 @@ class Store:
                 size = min(chunk, entry.size - i * chunk)
                 yield part_memory(size), (source, i * chunk, size, dest, entry.codec, entry.hash)
 
+        syncs: list[Future] = []
+
+        def written(i: int, _) -> None:
+            syncs.append(self.engine.fsync_soon(paths[i]))
+            progress(min(chunk, entry.size - i * chunk))
+
         try:
-            results = self.engine.run(worker.store_part, tasks(),
-                                      lambda i, _: progress(min(chunk, entry.size - i * chunk)))
+            try:
+                results = self.engine.run(worker.store_part, tasks(), written)
+            finally:
+                wait(syncs)
+            for f in syncs:
+                f.result()
+            for d in sorted({os.path.dirname(p) for p in paths}):
+                fsync_dir(d)
             if os.stat(source).st_size != entry.size:
                 raise PfsError(f"{source} changed size while it was being stored", "put it again")
             parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
@@ -360,16 +377,22 @@ class Store:
                     os.posix_fallocate(fd, 0, entry.size)
             finally:
                 os.close(fd)
-            damage = self._check_parts(entry, str(tmp), progress)
+            flushes: list[Future] = []
+
+            def written(nbytes: int) -> None:
+                progress(nbytes)
+                if not flushes or flushes[-1].done():  # keep the disk busy while parts arrive
+                    flushes.append(self.engine.fsync_soon(str(tmp)))
+
+            try:
+                damage = self._check_parts(entry, str(tmp), written)
+            finally:
+                wait(flushes)
             if damage and not salvage:
                 raise IntegrityError(f"file {file_id} ({entry.name}) is damaged: {damage[0]}"
                                      + (f" and {len(damage) - 1} more" if len(damage) > 1 else ""),
                                      damage, "nothing was written; `get --salvage` writes what is readable")
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(str(tmp))
             if force:
                 os.replace(tmp, target)
             else:
@@ -394,7 +417,7 @@ class Store:
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
         self.files.save(replace(entry, status=DELETING))
         paths = self._part_paths(entry)
-        batches = [paths[i:i + REMOVE_BATCH] for i in range(0, len(paths), REMOVE_BATCH)]
+        batches = batched(paths, REMOVE_BATCH)
         self.engine.run(worker.remove_parts, ((0, (b,)) for b in batches),
                         lambda i, _: progress(len(batches[i])))
         self.parts.remove(file_id)

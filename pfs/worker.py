@@ -9,7 +9,6 @@ import threading
 import time
 
 from pfs import codec
-from pfs.registry import fsync_dir
 
 _buffer = bytearray()
 
@@ -70,8 +69,8 @@ def _write_all(fd: int, data, offset: int | None = None) -> None:
 
 
 def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
-    """Read a slice of `source`, hash it, compress it and write it durably to
-    `dest`. Returns (hash, codec used, stored size)."""
+    """Read a slice of `source`, hash it, compress it and write it to `dest`
+    (the engine fsyncs it next). Returns (hash, codec used, stored size)."""
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -89,10 +88,8 @@ def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, 
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _write_all(out, payload)
-        os.fsync(out)
     finally:
         os.close(out)
-    fsync_dir(os.path.dirname(dest))
     return part_hash, used, len(payload)
 
 
