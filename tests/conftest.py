@@ -312,9 +312,12 @@ def edit_records(store: Path, file_id: int, change) -> int:
     snap = store / "files.json"
     if snap.exists():
         data = json.loads(snap.read_bytes())
-        for rec in data["files"]:
+        names = data["fields"]
+        for row in data["files"]:
+            rec = dict(zip(names, row))
             if rec["id"] == file_id:
                 change(rec)
+                row[:] = [rec[n] for n in names]
                 changed += 1
         snap.write_text(json.dumps(data))
     journal = store / "files.jsonl"

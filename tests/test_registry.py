@@ -84,7 +84,8 @@ def test_ids_are_not_reused_after_compaction(root):
     assert (root / JOURNAL).stat().st_size == 0
     snap = json.loads((root / SNAPSHOT).read_bytes())
     assert snap["next_id"] == 4
-    assert sorted(f["id"] for f in snap["files"]) == [1, 2]
+    ids = snap["fields"].index("id")
+    assert sorted(row[ids] for row in snap["files"]) == [1, 2]
     reg = reopen(root, reg)
     assert as_map(reg) == {1: entry(1), 2: entry(2)}
     assert reg.new_id() == 4
