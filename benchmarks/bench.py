@@ -1,0 +1,825 @@
+"""pfs benchmark: big-file put/get against cp/cat (and restic/borg when installed),
+the memory contract, the small-file path, list and start-up.
+
+    python benchmarks/bench.py [--quick] [--dir DIR] [--json OUT]
+
+Every command, pfs or baseline, runs as a child process through one code path
+(`run`), which times it and samples the summed RSS of its whole process tree.
+The machine is shared, so results are ratios to baselines measured in the same
+run, and the commands of a section run round-robin (one repetition of each, then
+the next round) so that a change of load hits pfs and its baselines alike.
+Ratios and targets use the minimum over repetitions (noise only adds time),
+except where a row says median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import zstandard
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_JSON = HERE / "results" / "latest.json"
+MiB = 1 << 20
+GiB = 1 << 30
+#: RSS sampling period of the process tree.
+SAMPLE_EVERY = 0.020
+#: Put lines per pfs process when populating a store with small files.
+POPULATE_BATCH = 5_000
+#: pfs options of the four big-file configurations.
+CONFIGS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "--workers 1": ("--workers", "1"),
+    "--workers 2": ("--workers", "2"),
+    "--codec none": ("--codec", "none"),
+}
+#: What pfs prints at store open when it rolls back a put it finds unfinished.
+RECOVERED = re.compile(r"was storing when pfs stopped")
+#: Compresses every count-th 4 MiB part of a file from `index` on, as pfs workers do (argv: path index count).
+ZSTD_SLICE = """\
+import sys, zstandard
+path, index, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+compressor, part = zstandard.ZstdCompressor(level=1), 4 << 20
+with open(path, "rb") as f:
+    size = f.seek(0, 2)
+    for offset in range(index * part, size, count * part):
+        f.seek(offset)
+        compressor.compress(f.read(part))
+"""
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big and how often: full or --quick."""
+
+    name: str
+    file_size: int
+    reps: int
+    small_counts: tuple[int, ...]
+    small_puts: int  # fresh 1 KiB files per small-put sample
+    small_reps: int
+    fast_reps: int  # repetitions of sub-second commands (list, start-up)
+
+
+FULL = Profile("full", GiB, 5, (10, 10_000, 100_000), 500, 7, 10)
+QUICK = Profile("quick", 64 * MiB, 2, (10, 1_000, 5_000), 200, 3, 5)
+
+
+# -- results --------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    """A goal from the issue: `value` (in `unit`) compared with `limit`."""
+
+    text: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool = False
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+
+@dataclass
+class Measurement:
+    """One row: an operation on one input, repeated; seconds and peak tree RSS per repetition."""
+
+    operation: str
+    file: str
+    seconds: list[float] = field(default_factory=list)
+    peak_rss: list[int] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    target: Target | None = None
+    note: str = ""
+
+    @property
+    def min(self) -> float | None:
+        return min(self.seconds) if self.seconds else None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    @property
+    def peak(self) -> int | None:
+        return max(self.peak_rss) if self.peak_rss else None
+
+    def add(self, seconds: float, peak_rss: int) -> None:
+        self.seconds.append(seconds)
+        self.peak_rss.append(peak_rss)
+
+    def ratio(self, label: str, base: Measurement, stat: str = "min") -> float:
+        """Record and return stat(self) / stat(base) under `label` (stat: min or median)."""
+        self.ratios[label] = getattr(self, stat) / getattr(base, stat)
+        return self.ratios[label]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.update(min=self.min, median=self.median, peak=self.peak,
+                 target=d["target"] and {**d["target"], "met": self.target.met})
+        return d
+
+
+# -- running commands ---------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One finished command."""
+
+    seconds: float
+    peak_rss: int
+    stdout: str
+    stderr: str
+
+
+class TreeSampler:
+    """Samples, in a thread, the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._root = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._sample())
+            if self._stop.wait(SAMPLE_EVERY):
+                return
+
+    def _sample(self) -> int:
+        try:
+            procs = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+
+def run(argv: Sequence[str | Path], stdin: Path | None = None, cwd: Path | None = None,
+        env: dict[str, str] | None = None, capture: bool = False) -> Run:
+    """Run a command to completion: wall time, peak tree RSS and (with capture) stdout.
+    A non-zero exit raises, with the end of stderr."""
+    with open(stdin or os.devnull, "rb") as fin, tempfile.TemporaryFile() as fout, \
+            tempfile.TemporaryFile() as ferr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(map(str, argv)), stdin=fin, stdout=fout if capture else subprocess.DEVNULL,
+                                stderr=ferr, cwd=cwd, env=env)
+        with TreeSampler(proc.pid) as sampler:
+            proc.wait()
+        seconds = time.perf_counter() - start
+        fout.seek(0)
+        ferr.seek(0)
+        stdout, stderr = fout.read().decode(errors="replace"), ferr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}: {stderr.strip()[-2000:]}")
+    return Run(seconds, sampler.peak, stdout, stderr)
+
+
+Hook = Callable[[int], object]
+
+
+@dataclass
+class Case:
+    """A command to time: argv(rep) is timed; before(rep) and after(rep) run untimed."""
+
+    operation: str
+    file: str
+    argv: Callable[[int], Sequence[str | Path]]
+    before: Hook | None = None
+    after: Hook | None = None
+    stdin: Path | None = None
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+
+
+def measure(cases: Sequence[Case], reps: int) -> list[Measurement]:
+    """Run the cases round-robin for `reps` rounds; one row per case. Dirty pages are
+    flushed before every timed command, so one run's writeback does not bill the next."""
+    rows = [Measurement(c.operation, c.file) for c in cases]
+    for rep in range(reps):
+        for case, row in zip(cases, rows):
+            if case.before:
+                case.before(rep)
+            os.sync()
+            r = run(case.argv(rep), case.stdin, case.cwd, case.env)
+            row.add(r.seconds, r.peak_rss)
+            if case.after:
+                case.after(rep)
+    for row in rows:
+        progress(row)
+    return rows
+
+
+def shell(script: str, *args: Path | str) -> list[str]:
+    """argv running a small sh script with positional arguments $1... (no quoting issues)."""
+    return ["sh", "-c", script, "sh", *map(str, args)]
+
+
+def zstd_processes(src: Path, n: int) -> list[str]:
+    """argv compressing `src` with zstd level 1 in n concurrent processes: what the
+    machine's cores give a CPU-bound job at the moment, with no pfs involved."""
+    return ["sh", "-c", f'for i in $(seq 0 {n - 1}); do "$2" -c "$0" "$1" $i {n} & done; wait',
+            ZSTD_SLICE, str(src), sys.executable]
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a directory tree if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fresh_dir(path: Path) -> None:
+    remove(path)
+    path.mkdir()
+
+
+# -- input files ------------------------------------------------------------------------------
+
+LEVELS = ("INFO ",) * 14 + ("DEBUG",) * 4 + ("WARN ",) * 2 + ("ERROR",)
+METHODS = ("GET",) * 6 + ("POST",) * 2 + ("PUT", "DELETE")
+ROUTES = ("/api/v1/users/{}", "/api/v1/users/{}/orders", "/api/v1/orders/{}/items/{}",
+          "/api/v2/search?q=item{}&page={}", "/static/img/{}.png", "/api/v1/carts/{}", "/health",
+          "/api/v1/sessions/{}/refresh")
+STATUSES = (200,) * 20 + (201, 204, 301, 304, 400, 401, 403, 404, 404, 500, 503)
+SERVICES = tuple(f"{s}-{i}" for s in ("api-gateway", "auth", "orders", "billing", "search", "inventory")
+                 for i in range(1, 9))
+
+
+def log_lines(rng: random.Random, start: float, n: int) -> str:
+    """n access-log lines from second `start` on: timestamps, levels, request ids,
+    methods, paths with numbers of varying length, statuses, latencies, sizes."""
+    ids = rng.randbytes(8 * n).hex()
+    nums = [rng.randint(1, 10 ** rng.randint(1, 6)) for _ in range(2 * n)]
+    lines = []
+    for i, (level, service, method, route, status) in enumerate(zip(
+            rng.choices(LEVELS, k=n), rng.choices(SERVICES, k=n), rng.choices(METHODS, k=n),
+            rng.choices(ROUTES, k=n), rng.choices(STATUSES, k=n))):
+        t = start + (i + rng.random()) * 0.0005
+        s = int(t)
+        lines.append(f"2026-11-25T{s // 3600 % 24:02}:{s // 60 % 60:02}:{s % 60:02}.{int(t % 1 * 1e6):06}Z "
+                     f"{level} [{service}] req={ids[16 * i:16 * i + 16]} {method} "
+                     f"{route.format(nums[2 * i], nums[2 * i + 1])} status={status} "
+                     f"latency={rng.lognormvariate(2.5, 0.9):.1f}ms bytes={rng.getrandbits(16)}\n")
+    return "".join(lines)
+
+
+def write_file(path: Path, size: int, blocks: Iterator[bytes]) -> Path:
+    """Write exactly `size` bytes taken from `blocks`."""
+    with open(path, "wb") as f:
+        left = size
+        for block in blocks:
+            f.write(block[:left])
+            left -= min(left, len(block))
+            if not left:
+                break
+    return path
+
+
+def random_blocks(size: int = 16 * MiB) -> Iterator[bytes]:
+    while True:
+        yield os.urandom(size)
+
+
+def log_blocks(seed: int = 4) -> Iterator[bytes]:
+    rng, start, n = random.Random(seed), 36_000.0, 100_000
+    while True:
+        yield log_lines(rng, start, n).encode()
+        start += n * 0.0005
+
+
+def zstd_ratio(path: Path, chunk: int = 4 * MiB) -> float:
+    """Stored/original size with zstd level 1 on pfs-sized parts, as pfs compresses."""
+    compressor, stored, total = zstandard.ZstdCompressor(level=1), 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            stored += len(compressor.compress(block))
+            total += len(block)
+    return stored / total
+
+
+def warm(path: Path) -> None:
+    """Read a file into the page cache, as `cat FILE > /dev/null`."""
+    run(shell('cat "$1" > /dev/null', path))
+
+
+# -- machine and formatting ----------------------------------------------------------------------
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding `path` (longest matching mount point)."""
+    real = str(path.resolve())
+    mounts = [p for p in psutil.disk_partitions(all=True)
+              if real == p.mountpoint or real.startswith(p.mountpoint.rstrip("/") + "/")]
+    return max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "unknown"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git(*args: str) -> str:
+    """Output of a read-only git command in the repo ('unknown' without git)."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def source_digest(package: Path = REPO / "pfs") -> str:
+    """A short digest of the pfs sources in `package`."""
+    h = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def machine_info(work: Path) -> dict:
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
+            "filesystem": filesystem_type(work), "work_dir": str(work), "kernel": platform.release(),
+            "python": platform.python_version(), "pfs": metadata.version("pfs"),
+            "commit": git("rev-parse", "--short", "HEAD"),
+            "pfs_uncommitted_changes": bool(git("status", "--porcelain", "pfs")),
+            "load_average_at_start": os.getloadavg()}
+
+
+def size_text(n: float) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def time_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.3f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
+
+
+def value_text(value: float, unit: str) -> str:
+    return {"×": f"{value:.2f}×", "s": time_text(value), "MiB": f"{value:.1f} MiB"}[unit]
+
+
+def progress(m: Measurement) -> None:
+    peak = size_text(m.peak) if m.peak else "-"
+    console.print(f"  {m.operation:<34} {m.file:<26} min {time_text(m.min):>10}  "
+                  f"median {time_text(m.median):>10}  peak RSS {peak}")
+
+
+# -- pfs ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pfs:
+    """How to invoke the pfs under test."""
+
+    exe: tuple[str, ...]
+
+    @classmethod
+    def snapshot(cls, into: Path) -> Pfs:
+        """Copy the repo's pfs/ into `into` and run that copy (`python -m pfs` with it
+        first on PYTHONPATH, which also reaches the forkserver and the workers). pfs is
+        installed editable and may be edited while the benchmark runs: the copy makes
+        every row measure the same version, the one whose digest the JSON records."""
+        shutil.copytree(REPO / "pfs", into / "pfs", ignore=shutil.ignore_patterns("__pycache__"))
+        path = os.pathsep.join([str(into), *filter(None, [os.environ.get("PYTHONPATH")])])
+        return cls(("env", f"PYTHONPATH={path}", sys.executable, "-m", "pfs"))
+
+    def argv(self, store: Path, *args: str | Path) -> list[str | Path]:
+        """pfs --store STORE ARGS... (options, then a one-shot command if any)."""
+        return [*self.exe, "--store", store, *args]
+
+
+def script_file(path: Path, lines: Sequence[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def stored_ids(stdout: str) -> list[int]:
+    """File ids from the `[ID] storing NAME` lines of a pfs script."""
+    return [int(m) for m in re.findall(r"^\[(\d+)\] storing ", stdout, re.MULTILINE)]
+
+
+# -- the benchmark --------------------------------------------------------------------------------------
+
+class Bench:
+    """Runs every section in one work directory and collects the rows."""
+
+    def __init__(self, profile: Profile, work: Path) -> None:
+        self.profile = profile
+        self.work = work
+        self.pfs = Pfs.snapshot(work / "pfs-under-test")
+        self.rows: list[Measurement] = []
+        self.inputs: dict[str, dict] = {}
+        self.observations: list[str] = []
+        self.recovered_messages = 0
+
+    def add(self, *rows: Measurement) -> None:
+        self.rows.extend(rows)
+
+    def pfs_run(self, store: Path, *args: str, stdin: Path | None = None, capture: bool = False) -> Run:
+        """A pfs run outside `measure` (small-file path); counts crash-recovery messages."""
+        r = run(self.pfs.argv(store, *args), stdin=stdin, capture=capture)
+        self.recovered_messages += len(RECOVERED.findall(r.stderr))
+        return r
+
+    # -- 1. inputs ----------------------------------------------------------------------------
+
+    def make_inputs(self) -> dict[str, Path]:
+        size = self.profile.file_size
+        label = size_text(size)
+        console.rule(f"inputs ({label} each)")
+        t = time.perf_counter()
+        files = {f"random {label}": write_file(self.work / "random.bin", size, random_blocks()),
+                 f"log {label}": write_file(self.work / "app.log", size, log_blocks())}
+        ratio = zstd_ratio(files[f"log {label}"])
+        console.print(f"  created in {time.perf_counter() - t:.1f} s; the log file compresses to {ratio:.1%} "
+                      f"with zstd level 1 on 4 MiB parts"
+                      + ("" if 0.20 <= ratio <= 0.40 else "  [yellow](outside the intended 20-40%)[/]"))
+        for name, path in files.items():
+            warm(path)
+            self.inputs[name] = {"path": str(path), "size": size}
+        self.inputs[f"log {label}"]["zstd1_ratio"] = ratio
+        return files
+
+    # -- 2. baselines ---------------------------------------------------------------------------
+
+    def baseline_cases(self, name: str, src: Path) -> list[Case]:
+        dest = self.work / "copy.out"
+        cases = [Case("cp", name, lambda _: ["cp", src, dest], after=lambda _: remove(dest)),
+                 Case("cp && sync", name, lambda _: shell('cp "$1" "$2" && sync', src, dest),
+                      after=lambda _: remove(dest)),
+                 Case("cat > /dev/null", name, lambda _: shell('cat "$1" > /dev/null', src))]
+        if name.startswith("log"):
+            cases += [Case(f"zstd -1 in {n} process{'es' * (n > 1)}", name, lambda _, n=n: zstd_processes(src, n))
+                      for n in (1, 2)]
+        return cases
+
+    def external_cases(self, name: str, src: Path) -> tuple[list[Case], list[Measurement]]:
+        """restic and borg backup/restore into fresh local repos; a 'not installed'
+        row for each operation of a tool that is missing."""
+        tools = {"restic": self.restic, "borg": self.borg}
+        cases, missing = [], []
+        for tool, make in tools.items():
+            pair = make(name, src)
+            if shutil.which(tool):
+                cases += pair
+            else:
+                missing += [Measurement(c.operation, name, note="not installed") for c in pair]
+        return cases, missing
+
+    def backup_restore(self, tool: str, operations: tuple[str, str], name: str, env: dict[str, str],
+                       init: Callable[[Path], list[str]], backup: Callable[[Path], list[str]],
+                       restore: Callable[[Path, Path], list[str]]) -> list[Case]:
+        repo, out = self.work / f"{tool}-repo", self.work / f"{tool}-out"
+
+        def fresh_repo(_: int) -> None:
+            remove(repo)
+            run(init(repo), env=env)
+
+        def clean(_: int) -> None:
+            remove(out)
+            remove(repo)
+
+        return [Case(operations[0], name, lambda _: backup(repo), before=fresh_repo, env=env),
+                Case(operations[1], name, lambda _: restore(repo, out), before=lambda _: fresh_dir(out),
+                     after=clean, env=env, cwd=out)]
+
+    def restic(self, name: str, src: Path) -> list[Case]:
+        env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(self.work / "restic-cache")}
+        return self.backup_restore(
+            "restic", ("restic backup", "restic restore"), name, env,
+            lambda repo: ["restic", "-r", str(repo), "init"],
+            lambda repo: ["restic", "-r", str(repo), "backup", str(src)],
+            lambda repo, out: ["restic", "-r", str(repo), "restore", "latest", "--target", str(out)])
+
+    def borg(self, name: str, src: Path) -> list[Case]:
+        env = {**os.environ, "BORG_PASSPHRASE": "", "BORG_BASE_DIR": str(self.work / "borg-base"),
+               "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+        return self.backup_restore(
+            "borg", ("borg create --compression lz4", "borg extract"), name, env,
+            lambda repo: ["borg", "init", "--encryption=none", str(repo)],
+            lambda repo: ["borg", "create", "--compression", "lz4", f"{repo}::bench", str(src)],
+            lambda repo, out: ["borg", "extract", f"{repo}::bench"])
+
+    # -- 3. pfs put and get of big files ------------------------------------------------------------
+
+    def put_get_cases(self, name: str, src: Path, config: str) -> list[Case]:
+        """put into a fresh store, then get from it into a new destination; both are
+        removed after the get (the first get is compared with the source)."""
+        options = CONFIGS[config]
+        store, dest = self.work / "store", self.work / "get.out"
+
+        def check_and_clean(rep: int) -> None:
+            if rep == 0 and not filecmp.cmp(src, dest, shallow=False):
+                raise RuntimeError(f"pfs get {config} of {name} returned different bytes")
+            remove(dest)
+            remove(store)
+
+        return [Case(f"pfs put {config}", name, lambda _: self.pfs.argv(store, *options, "put", src),
+                     before=lambda _: remove(store)),
+                Case(f"pfs get {config}", name, lambda _: self.pfs.argv(store, *options, "get", "1", dest),
+                     after=check_and_clean)]
+
+    def big_file(self, name: str, src: Path) -> None:
+        console.rule(f"big file: {name}")
+        baselines = self.baseline_cases(name, src)
+        external, missing = self.external_cases(name, src)
+        pfs_cases = [case for config in CONFIGS for case in self.put_get_cases(name, src, config)]
+        rows = measure(baselines + external + pfs_cases, self.profile.reps)
+        by_op = {m.operation: m for m in rows}
+        for m in rows[len(baselines) + len(external):]:
+            m.ratio("cp && sync", by_op["cp && sync"])
+            m.ratio("cp", by_op["cp"])
+        put, get = by_op["pfs put default"], by_op["pfs get default"]
+        if name.startswith("random"):
+            put.target = Target("≤ 1.0× cp && sync", put.ratios["cp && sync"], 1.0, "×")
+        get.target = Target("≤ 1.0× cp && sync", get.ratios["cp && sync"], 1.0, "×")
+        if name.startswith("log"):
+            self.speedup_target(by_op)
+        n = len(baselines) + len(external)
+        self.add(*rows[:n], *missing, *rows[n:])
+
+    @staticmethod
+    def speedup_target(by_op: dict[str, Measurement]) -> None:
+        """--workers 2 against --workers 1 on the compressible file, next to what the
+        machine gave two plain zstd processes in the same rounds."""
+        machine = by_op["zstd -1 in 2 processes"]
+        machine.ratios["speed-up vs 1 process"] = by_op["zstd -1 in 1 process"].min / machine.min
+        one, two = by_op["pfs put --workers 1"], by_op["pfs put --workers 2"]
+        speedup = one.min / two.min
+        two.ratios["speed-up vs --workers 1"] = speedup
+        two.target = Target("≥ 1.8× faster than --workers 1", speedup, 1.8, "×", higher_is_better=True)
+        two.note = f"in the same rounds, 2 plain zstd processes had a speed-up of " \
+                   f"{machine.ratios['speed-up vs 1 process']:.2f}× over 1 (what the shared cores allowed)"
+
+    # -- 4. memory contract ----------------------------------------------------------------------------
+
+    def memory(self, inputs: dict[str, Path]) -> None:
+        console.rule("memory contract: --max-memory 32M")
+        files = {"random 1.0 MiB": write_file(self.work / "one-mib.bin", MiB, random_blocks(MiB)), **inputs}
+        store = self.work / "store-mem"
+
+        def put(src: Path) -> Callable[[int], list]:
+            return lambda _: self.pfs.argv(store, "--max-memory", "32M", "put", src)
+
+        cases = [Case("pfs put --max-memory 32M", name, put(src), before=lambda _: remove(store),
+                      after=lambda _: remove(store)) for name, src in files.items()]
+        tiny, *big = measure(cases, self.profile.reps)
+        self.add(tiny)
+        for m in big:
+            diff = Measurement("memory difference (vs 1 MiB put)", m.file, peak_rss=[m.peak - tiny.peak],
+                               note="peak tree RSS of this put minus that of the 1 MiB put, both --max-memory 32M")
+            diff.target = Target("≤ 32 MiB", diff.peak / MiB, 32, "MiB")
+            self.add(m, diff)
+
+    # -- 5. small files ------------------------------------------------------------------------------------
+
+    def populate(self, store: Path, seeds: list[Path], have: int, want: int) -> int:
+        """Put small files through pfs scripts until the store holds `want`; returns the new count."""
+        t, start = time.perf_counter(), have
+        while have < want:
+            n = min(POPULATE_BATCH, want - have)
+            lines = [f"put {seeds[(have + i) % len(seeds)]}" for i in range(n)]
+            self.pfs_run(store, stdin=script_file(self.work / "populate.pfs", lines))
+            have += n
+        if have - start >= 1000:
+            took = time.perf_counter() - t
+            text = (f"populating {start:,} -> {have:,} files took {took:.1f} s "
+                    f"({(have - start) / took:.0f} puts/s in scripts of {POPULATE_BATCH:,} lines)")
+            self.observations.append(text)
+            console.print(f"  {text}")
+        return have
+
+    def small_stores(self) -> dict[int, Path]:
+        """A store holding each of the profile's counts of 1 KiB files: one store is
+        populated and copied when it reaches each smaller count."""
+        seeds_dir = self.work / "seeds"
+        seeds_dir.mkdir()
+        seeds = [write_file(seeds_dir / f"seed-{i}.bin", 1024, random_blocks(1024)) for i in range(100)]
+        counts = self.profile.small_counts
+        store, have, stores = self.work / "store-small", 0, {}
+        for count in counts:
+            have = self.populate(store, seeds, have, count)
+            stores[count] = store if count == counts[-1] else self.work / f"store-{count}"
+            if stores[count] != store:
+                shutil.copytree(store, stores[count], symlinks=True)
+        return stores
+
+    def small_put_sample(self, store: Path) -> tuple[float, int]:
+        """One sample of the per-put cost: (T(1 + K puts) - T(1 put)) / K, both scripts
+        against the same store, so start-up, store open and pool start cancel out. The
+        files added are deleted afterwards, so the store keeps its count.
+        Returns (seconds per put, peak RSS of the K-put script)."""
+        k, fresh = self.profile.small_puts, self.work / "fresh"
+        fresh_dir(fresh)
+        files = [write_file(fresh / f"f{i}.bin", 1024, random_blocks(1024)) for i in range(k + 1)]
+        os.sync()
+        one = self.pfs_run(store, stdin=script_file(self.work / "one.pfs", [f"put {files[0]}"]), capture=True)
+        many = self.pfs_run(store, stdin=script_file(self.work / "many.pfs", [f"put {f}" for f in files]),
+                            capture=True)
+        ids = stored_ids(one.stdout) + stored_ids(many.stdout)
+        self.pfs_run(store, stdin=script_file(self.work / "delete.pfs", [f"delete {i}" for i in ids]))
+        return (many.seconds - one.seconds) / k, many.peak_rss
+
+    def small_puts(self, stores: dict[int, Path]) -> list[Measurement]:
+        """Per-put samples, round-robin over the stores, every other round in reverse
+        order (which store goes first in a round turned out to matter)."""
+        k = self.profile.small_puts
+        rows = {count: Measurement("pfs put 1 KiB (per put)", f"store holds {count:,}",
+                                   note=f"(T(1+{k} puts) - T(1 put)) / {k} in script mode, fresh 1 KiB files; "
+                                        f"ratio of medians, a difference of two runs has no meaningful minimum")
+                for count in stores}
+        for rep in range(self.profile.small_reps):
+            for count, store in list(stores.items())[::-1 if rep % 2 else 1]:
+                rows[count].add(*self.small_put_sample(store))
+        for row in rows.values():
+            progress(row)
+        return list(rows.values())
+
+    def small_files(self) -> None:
+        counts = self.profile.small_counts
+        console.rule(f"small files: stores of {', '.join(f'{c:,}' for c in counts)} files")
+        stores = self.small_stores()
+        exit_script = script_file(self.work / "exit.pfs", ["exit"])
+        puts = self.small_puts(stores)
+        reads = measure([case for count, store in stores.items() for case in (
+            Case("pfs list", f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s, "list")),
+            Case("echo exit | pfs (store open)", f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s),
+                 stdin=exit_script))], self.profile.fast_reps)
+        lists, opens = reads[0::2], reads[1::2]
+        label = f"vs {counts[0]:,} files"
+        for rows in (lists, opens):
+            for m in rows:
+                m.ratio(label, rows[0])
+        for m in puts:
+            m.ratio(f"{label} (medians)", puts[0], "median")
+        puts[-1].target = Target(f"≤ 1.2× the {counts[0]:,}-file put", puts[-1].ratios[f"{label} (medians)"],
+                                 1.2, "×")
+        lists[-1].target = Target("< 1 s", lists[-1].min, 1.0, "s")
+        self.add(*puts, *lists, *opens)
+        for store in stores.values():
+            remove(store)
+
+    # -- 6. start-up -------------------------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        console.rule("start-up (empty store)")
+        store = self.work / "store-empty"
+        self.pfs_run(store, "list")  # creates the store, untimed
+        python, *rows = measure([
+            Case("python -c pass", "-", lambda _: [sys.executable, "-c", "pass"]),
+            Case("pfs list", "empty store", lambda _: self.pfs.argv(store, "list")),
+            Case("echo exit | pfs", "empty store", lambda _: self.pfs.argv(store),
+                 stdin=script_file(self.work / "exit.pfs", ["exit"]))], self.profile.fast_reps)
+        for m in rows:
+            m.ratio("python -c pass", python)
+            m.target = Target("< 0.3 s", m.min, 0.3, "s")
+        self.add(python, *rows)
+
+    # -- everything ----------------------------------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        inputs = self.make_inputs()
+        for name, src in inputs.items():
+            self.big_file(name, src)
+        self.memory(inputs)
+        self.small_files()
+        self.startup()
+        if self.recovered_messages:
+            self.observations.append(
+                f"pfs rolled back {self.recovered_messages} put(s) at store open ('was storing when pfs "
+                f"stopped') although every earlier script exited 0: registry updates were lost")
+
+
+# -- report -------------------------------------------------------------------------------------------------------
+
+def ratios_text(ratios: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}×" if k.startswith("speed-up") else f"{v:.2f}× {k}" for k, v in ratios.items())
+
+
+def render(rows: list[Measurement], title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in ("operation", "file", "min", "median", "ratio", "peak RSS", "target", "met?"):
+        table.add_column(column, justify="right" if column in ("min", "median", "peak RSS") else "left")
+    for m in rows:
+        if m.target:
+            met = f"{'[green]yes' if m.target.met else '[red]NO'}[/] ({value_text(m.target.value, m.target.unit)})"
+        else:
+            met = m.note if m.note == "not installed" else ""
+        table.add_row(m.operation, m.file, time_text(m.min), time_text(m.median), ratios_text(m.ratios) or "-",
+                      size_text(m.peak) if m.peak is not None else "-", m.target.text if m.target else "", met)
+    return table
+
+
+def report(bench: Bench, info: dict, out: Path, started: str, seconds: float) -> None:
+    """Print the table and the notes; write everything as JSON to `out`."""
+    title = f"pfs {info['pfs']} benchmark ({bench.profile.name}) - {info['cpu']}, {info['cores']} cores, " \
+            f"{size_text(info['ram_bytes'])} RAM, {info['filesystem']}, Python {info['python']}"
+    console.print(render(bench.rows, title))
+    console.print("ratios: min / min of the baseline over the repetitions, unless marked (medians)")
+    notes = {(m.operation, m.note): None for m in bench.rows if m.note and m.note != "not installed"}
+    for operation, note in notes:
+        console.print(f"note: {operation}: {note}")
+    for line in bench.observations:
+        console.print(f"note: {line}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "profile": asdict(bench.profile), "machine": info, "inputs": bench.inputs, "started": started,
+        "duration_seconds": round(seconds, 1),
+        "ratio_method": "min over repetitions / min of the baseline over repetitions, unless labelled medians",
+        "rows": [m.to_json() for m in bench.rows], "observations": bench.observations}, indent=2))
+    missed = [f"{m.operation} ({m.file})" for m in bench.rows if m.target and not m.target.met]
+    console.print(f"results: {out}; targets missed: {', '.join(missed) or 'none'}")
+
+
+def default_work_parent() -> Path:
+    """The system temp dir if it is a disk on the same filesystem as this repo, else benchmarks/results/."""
+    tmp = Path(tempfile.gettempdir())
+    if os.stat(tmp).st_dev == os.stat(REPO).st_dev and filesystem_type(tmp) not in ("tmpfs", "ramfs"):
+        return tmp
+    return HERE / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark pfs against cp, cat (and restic/borg when installed).")
+    p.add_argument("--quick", action="store_true",
+                   help="64 MiB files, 2 repetitions, small-file counts 10/1,000/5,000 (under ~2 minutes)")
+    p.add_argument("--dir", type=Path,
+                   help="parent of the work directory (default: the temp dir if it is on the repo's filesystem)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default: {DEFAULT_JSON})")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    parent = args.dir or default_work_parent()
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=parent))
+    if filesystem_type(work) in ("tmpfs", "ramfs"):
+        console.print(f"[yellow]warning: {work} is on {filesystem_type(work)}; results will not reflect a disk[/]")
+    bench = Bench(profile, work)
+    info = {**machine_info(work), "pfs_source_digest": source_digest(work / "pfs-under-test" / "pfs")}
+    console.print(f"pfs benchmark ({profile.name}) in {work}: {info['cpu']}, {info['cores']} cores, "
+                  f"{size_text(info['ram_bytes'])} RAM, {info['filesystem']}, Python {info['python']}, "
+                  f"pfs {info['pfs']} ({info['commit']}{', uncommitted changes' * info['pfs_uncommitted_changes']}, "
+                  f"sources {info['pfs_source_digest']})")
+    started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    try:
+        bench.run_all()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info["load_average_at_end"] = os.getloadavg()
+    if source_digest() != info["pfs_source_digest"]:
+        bench.observations.append(f"pfs/ changed during the run; every row measured the copy taken at the "
+                                  f"start (digest {info['pfs_source_digest']})")
+    report(bench, info, args.json, started, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
