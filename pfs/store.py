@@ -261,16 +261,18 @@ class Store:
         chunk = entry.chunk_size
         paths = self._part_paths(entry)
 
+        def size(i: int) -> int:
+            return min(chunk, entry.size - i * chunk)
+
         def tasks():
             for i, dest in enumerate(paths):
-                size = min(chunk, entry.size - i * chunk)
-                yield part_memory(size), (source, i * chunk, size, dest, entry.codec, entry.hash)
+                yield part_memory(size(i)), (source, i * chunk, size(i), dest, entry.codec, entry.hash)
 
         syncs: list[Future] = []
 
         def written(i: int, _) -> None:
             syncs.append(self.engine.fsync_soon(paths[i]))
-            progress(min(chunk, entry.size - i * chunk))
+            progress(size(i))
 
         try:
             try:
@@ -282,9 +284,9 @@ class Store:
             for d in sorted({os.path.dirname(p) for p in paths}):
                 fsync_dir(d)
             if os.stat(source).st_size != entry.size:
-                raise PfsError(f"{source} changed size while it was being stored", "put it again")
+                raise EOFError(f"{source} changed size")
             parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
-                               size=min(chunk, entry.size - i * chunk), stored=stored, codec=used,
+                               size=size(i), stored=stored, codec=used,
                                hash=h, volume=self.volumes.place(i))
                      for i, (h, used, stored) in enumerate(results)]
             done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
@@ -296,7 +298,7 @@ class Store:
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):
                 raise PfsError(f"cannot store {entry.name}: {describe(exc)}", advice_for(exc)) from exc
-            if isinstance(exc, EOFError):  # a worker read less than the size put saw
+            if isinstance(exc, EOFError):  # the source is not the size put saw
                 raise PfsError(f"{source} changed size while it was being stored", "put it again") from exc
             raise
 
