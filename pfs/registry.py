@@ -161,11 +161,16 @@ class FileRegistry:
         self.damage: list[str] = []
         self._load()
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._journal_bytes = os.fstat(self._journal).st_size
+        self._journal_bytes = self._opened_bytes = os.fstat(self._journal).st_size
         self._reserve = root / RESERVE
         self._keep_reserve()
 
     def close(self) -> None:
+        """Fold a journal this session grew into the snapshot, so the next open
+        does not replay it line by line, then close it."""
+        if self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES) and \
+                self._journal_bytes * 4 > self._snapshot_bytes():
+            self._compact_if_possible()
         os.close(self._journal)
 
     def _damaged(self, what: str, exc: Exception) -> None:
@@ -253,10 +258,13 @@ class FileRegistry:
         Called only after the in-memory state includes the latest journal line.
         Failing to compact (a full disk) loses nothing: the journal still holds it all."""
         if self._journal_bytes > MIN_COMPACT_BYTES and self._journal_bytes > self._snapshot_bytes():
-            try:
-                self.compact()
-            except OSError as exc:
-                log.warning("journal compaction postponed: %s", exc)
+            self._compact_if_possible()
+
+    def _compact_if_possible(self) -> None:
+        try:
+            self.compact()
+        except OSError as exc:
+            log.warning("journal compaction postponed: %s", exc)
 
     def _snapshot_bytes(self) -> int:
         try:
@@ -272,7 +280,7 @@ class FileRegistry:
             write_json_atomic(self._snapshot, snap)
             os.ftruncate(self._journal, 0)
             os.fsync(self._journal)
-            self._journal_bytes = 0
+            self._journal_bytes = self._opened_bytes = 0
 
     def new_id(self) -> int:
         """Reserve the next file id; ids are never reused, even after delete."""
