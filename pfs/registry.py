@@ -168,8 +168,7 @@ class FileRegistry:
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
         does not replay it line by line, then close it."""
-        if self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES) and \
-                self._journal_bytes * 4 > self._snapshot_bytes():
+        if self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES):
             self._compact_if_possible()
         os.close(self._journal)
 
@@ -313,7 +312,7 @@ class FileRegistry:
     def all(self) -> list[FileEntry]:
         """Every file, in id order."""
         with self._lock:
-            return sorted(self._files.values(), key=lambda f: f.id)
+            return [self._files[i] for i in sorted(self._files)]
 
 
 class PartRegistry:

@@ -19,11 +19,11 @@ def format_size(n: float) -> str:
     """Human-readable binary size: 0 B, 1023 B, 4.0 MiB, 1.5 GiB."""
     if n < 1024:
         return f"{int(n)} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
+    power = min((int(n).bit_length() - 1) // 10, len(_NAMES) - 1)
+    return f"{n / (1 << 10 * power):.1f} {_NAMES[power]}"
+
+
+_NAMES = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def format_option(n: int) -> str:

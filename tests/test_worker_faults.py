@@ -52,18 +52,23 @@ def _setup(tmp_path: Path):
     return store, work
 
 
-def test_worker_killed_during_put(tmp_path, live_sessions):
+def _big_put_under_way(tmp_path, live_sessions, keep_size: int):
+    """A session that has stored keep.bin (file 1) and is part-way through putting big.bin (file 2)."""
     store, work = _setup(tmp_path)
-    keep = make_file(work / "keep.bin", MIB + 5)
+    keep = make_file(work / "keep.bin", keep_size)
     big = make_file(work / "big.bin", BIG)
     s = live_sessions(store, work)
     s.send("put keep.bin")
     s.wait_for(r"^\[1\] stored keep\.bin")
     before = len(part_files(store))
-
     s.send("put big.bin")
     s.wait_for(r"^\[2\] storing big\.bin")
     _wait(lambda: len(part_files(store)) > before + 8, "the put to be under way")
+    return s, store, work, keep, big
+
+
+def test_worker_killed_during_put(tmp_path, live_sessions):
+    s, store, work, keep, big = _big_put_under_way(tmp_path, live_sessions, MIB + 5)
     _kill_a_worker(s.pid)
 
     line = s.wait_for(r"^error: put 2 \(big\.bin\)", "err", timeout=60).string
@@ -147,17 +152,7 @@ def test_worker_killed_while_idle(tmp_path, live_sessions):
 
 
 def test_worker_raises_when_source_shrinks(tmp_path, live_sessions):
-    store, work = _setup(tmp_path)
-    keep = make_file(work / "keep.bin", MIB)
-    big = make_file(work / "big.bin", BIG)
-    s = live_sessions(store, work)
-    s.send("put keep.bin")
-    s.wait_for(r"^\[1\] stored keep\.bin")
-    before = len(part_files(store))
-
-    s.send("put big.bin")
-    s.wait_for(r"^\[2\] storing big\.bin")
-    _wait(lambda: len(part_files(store)) > before + 8, "the put to be under way")
+    s, store, work, keep, big = _big_put_under_way(tmp_path, live_sessions, MIB)
     os.truncate(big, 0)  # the workers still to read their slice find it gone
 
     line = s.wait_for(r"^error: put 2 \(big\.bin\)", "err", timeout=60).string
