@@ -168,7 +168,8 @@ class FileRegistry:
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
         does not replay it line by line, then close it."""
-        if self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES):
+        grew = self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES)
+        if grew and self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
             self._compact_if_possible()
         os.close(self._journal)
 
@@ -190,18 +191,32 @@ class FileRegistry:
 
     def _replay(self) -> None:
         data = self._journal_path.read_bytes()
-        pos = number = 0
-        while (end := data.find(b"\n", pos)) >= 0:  # a tail with no newline is a torn append
-            number += 1
-            line = data[pos:end]
-            if line.strip():
-                try:
-                    self._apply(json.loads(line))
-                except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
-                    self._damaged(f"{self._journal_path} line {number}", exc)
-            pos = end + 1
-        if pos < len(data):
-            os.truncate(self._journal_path, pos)
+        complete = data.rfind(b"\n") + 1  # a tail with no newline is a torn append: dropped
+        lines = data[:complete].split(b"\n")[:-1]
+        if not self._replay_at_once(lines):
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        self._apply(json.loads(line))
+                    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                        self._damaged(f"{self._journal_path} line {number}", exc)
+        if complete < len(data):
+            os.truncate(self._journal_path, complete)
+
+    def _replay_at_once(self, lines: list[bytes]) -> bool:
+        """Parse every line in one json.loads call (several times faster than line
+        by line). False if anything is off; the caller then replays line by line,
+        which names the damaged line. Replay is idempotent, so starting over is safe."""
+        lines = [line for line in lines if line.strip()]
+        try:
+            ops = json.loads(b"[" + b",".join(lines) + b"]")
+            if len(ops) != len(lines):
+                return False
+            for op in ops:
+                self._apply(op)
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return False
+        return True
 
     def _apply(self, op: dict) -> None:
         if op["op"] == "put":

@@ -19,7 +19,9 @@ def format_size(n: float) -> str:
     """Human-readable binary size: 0 B, 1023 B, 4.0 MiB, 1.5 GiB."""
     if n < 1024:
         return f"{int(n)} B"
-    power = min((int(n).bit_length() - 1) // 10, len(_NAMES) - 1)
+    power = (int(n).bit_length() - 1) // 10
+    if power > 4:
+        power = 4
     return f"{n / (1 << 10 * power):.1f} {_NAMES[power]}"
 
 

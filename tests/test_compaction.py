@@ -43,7 +43,7 @@ def test_a_session_folds_the_journal_it_grew_when_it_closes(tmp_path, monkeypatc
     for _ in range(20):
         reg.save(entry(reg.new_id(), STORED))
     reg.compact()  # a snapshot of 20 files
-    for _ in range(5):  # past MIN_COMPACT_BYTES, but smaller than the snapshot: no compaction yet
+    for _ in range(5):  # past MIN_COMPACT_BYTES and a quarter of the snapshot, but smaller than it
         reg.save(entry(reg.new_id(), STORED))
     assert (tmp_path / registry.JOURNAL).stat().st_size > 1024
     reg.close()
