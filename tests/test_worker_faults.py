@@ -169,3 +169,14 @@ def test_worker_raises_when_source_shrinks(tmp_path, live_sessions):
     assert (work / "keep.out").read_bytes() == keep.read_bytes()
     assert (work / "after.out").read_bytes() == after.read_bytes()
     _assert_parts_match_manifests(store, {1, 3})
+
+
+def test_no_worker_outlives_pfs_killed_alone(tmp_path, live_sessions):
+    """kill -9 of the pfs process only (not its group): the forkserver and the
+    pool workers must go too, instead of waiting forever on a dead parent."""
+    s, store, work, keep, big = _big_put_under_way(tmp_path, live_sessions, MIB)
+    children = psutil.Process(s.pid).children(recursive=True)
+    assert pool_workers(s.pid), "no pool workers to watch"
+    os.kill(s.pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"still running after pfs was killed: {[p.pid for p in alive]}"
