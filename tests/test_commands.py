@@ -167,16 +167,8 @@ def test_file_id_accepts_plain_numbers():
     assert Args(["x", "12"], frozenset()).file_id(1) == 12
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60))
-def test_any_line_splits_or_fails_with_a_usage_error(line):
-    try:
-        tokens = split(line)
-    except UsageError as exc:
-        assert "\n" not in str(exc)
-        return
-    if not tokens:
-        return
+def assert_parses_or_fails_in_one_line(tokens: list[str]) -> None:
+    """parse() accepts the tokens within the command's arity and flags, or raises a one-line UsageError."""
     try:
         command, args = parse(tokens)
     except UsageError as exc:
@@ -187,16 +179,24 @@ def test_any_line_splits_or_fails_with_a_usage_error(line):
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_line_splits_or_fails_with_a_usage_error(line):
+    try:
+        tokens = split(line)
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    if not tokens:
+        return
+    assert_parses_or_fails_in_one_line(tokens)
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(list(COMMANDS) + list(ALIASES) + ["1", "x", "--force", "--all", "--salvage",
                                                                    "--", "--x", "a b", ""]),
                 min_size=1, max_size=6))
 def test_any_token_list_parses_or_fails_with_a_usage_error(tokens):
-    try:
-        command, args = parse(tokens)
-    except UsageError as exc:
-        assert "\n" not in str(exc)
-        return
-    assert command.min_args <= len(args.positional) <= command.max_args
+    assert_parses_or_fails_in_one_line(tokens)
 
 
 # -- the session (a real store, in this process) --------------------------------------------

@@ -23,6 +23,14 @@ def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEnt
     return FileEntry(**fields)
 
 
+
+def registry_with_three_files(root) -> FileRegistry:
+    """A registry holding files 1, 2 and 3."""
+    reg = FileRegistry(root)
+    for _ in range(3):
+        reg.save(entry(reg.new_id()))
+    return reg
+
 def journal_line(op: dict) -> bytes:
     """A journal line exactly as FileRegistry writes it."""
     return json.dumps(op, separators=(",", ":")).encode() + b"\n"
@@ -64,9 +72,7 @@ def test_save_remove_and_new_id_persist_across_reopen(root):
 
 
 def test_ids_are_not_reused_after_deleting_the_newest_file(root):
-    reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    reg = registry_with_three_files(root)
     reg.remove(3)
     reg.remove(2)
     reg = reopen(root, reg)
@@ -76,9 +82,7 @@ def test_ids_are_not_reused_after_deleting_the_newest_file(root):
 
 
 def test_ids_are_not_reused_after_compaction(root):
-    reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    reg = registry_with_three_files(root)
     reg.remove(3)
     reg.compact()
     assert (root / JOURNAL).stat().st_size == 0
@@ -184,9 +188,7 @@ def test_random_operations_agree_with_a_model_across_reopens_and_compactions(roo
 # -- crashes ----------------------------------------------------------------------------
 
 def test_torn_last_line_is_dropped_and_later_appends_work(root):
-    reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    reg = registry_with_three_files(root)
     reg.close()
     journal = root / JOURNAL
     whole = journal.read_bytes()
@@ -216,9 +218,7 @@ def test_torn_line_that_is_only_missing_its_newline_is_dropped(root):
 
 
 def test_garbled_middle_line_is_refused_naming_file_and_line(root):
-    reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    reg = registry_with_three_files(root)
     reg.close()
     journal = root / JOURNAL
     lines = journal.read_bytes().splitlines(keepends=True)
@@ -235,9 +235,7 @@ def test_garbled_middle_line_is_refused_naming_file_and_line(root):
 
 
 def test_garbled_line_is_skipped_and_reported_when_not_strict(root):
-    reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    reg = registry_with_three_files(root)
     reg.close()
     journal = root / JOURNAL
     lines = journal.read_bytes().splitlines(keepends=True)
