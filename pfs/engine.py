@@ -18,19 +18,12 @@ from concurrent.futures.process import BrokenProcessPool
 
 from pfs.errors import WorkerError
 from pfs.governor import MemoryGovernor
+from pfs.registry import fsync_file
 from pfs.worker import init_worker
 
 
 #: Threads that fsync written parts (I/O bound: they wait on the disk, not the CPU).
 SYNC_THREADS = 4
-
-
-def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Engine:

@@ -35,13 +35,18 @@ MIN_COMPACT_BYTES = 256 * 1024
 STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 
 
-def fsync_dir(path: Path | str) -> None:
-    """Make a directory's entries (new, renamed or removed files) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_file(path: Path | str, flags: int = 0) -> None:
+    """Make a file's data durable (an open descriptor is not needed)."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make a directory's entries (new, renamed or removed files) durable."""
+    fsync_file(path, os.O_DIRECTORY)
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

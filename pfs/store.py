@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pfs import codec, worker
-from pfs.engine import Engine, fsync_file
+from pfs.engine import Engine
 from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegistry,
-                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, read_json,
+                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, fsync_file, read_json,
                           write_json_atomic)
 from pfs.repair import rebuild
 from pfs.units import format_option, format_size
