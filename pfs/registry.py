@@ -99,6 +99,8 @@ class FileEntry:
     stored: int = 0
     digest: str = ""
     reason: str = ""
+    mode: int | None = None  # permission bits of the source, restored by get (None: older record)
+    mtime: int | None = None  # the source's modification time in nanoseconds, restored by get
 
     @classmethod
     def from_dict(cls, d: dict) -> FileEntry:

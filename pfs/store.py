@@ -6,9 +6,12 @@ Nothing here knows about the shell; every failure is a typed PfsError.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +25,7 @@ from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundEr
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegistry,
-                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, fsync_file, read_json,
+                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, read_json,
                           write_json_atomic)
 from pfs.repair import rebuild
 from pfs.units import format_option, format_size
@@ -30,6 +33,7 @@ from pfs.volumes import Volumes, part_id
 
 FORMAT = 1
 CONFIG = "store.json"
+LOCK = "lock"
 #: Parts removed per delete task.
 REMOVE_BATCH = 512
 
@@ -84,6 +88,78 @@ def user_path(text: str) -> Path:
         raise UsageError(f"cannot expand {text}: {exc}") from None
 
 
+def proc_path(fd: int) -> str:
+    """A path by which a pool worker reaches the very file behind our descriptor
+    `fd`, whatever is renamed over its name meanwhile (and even when it has none)."""
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISLNK: "a symbolic link"}
+    return next((word for test, word in kinds.items() if test(mode)), "not a regular file")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A put source, opened once: every part is read from this one file (its
+    descriptor), and `before` is how it looked when the put began."""
+
+    fd: int
+    before: os.stat_result
+
+    def change(self) -> str:
+        """How the file changed since the put began ("" if it did not): written,
+        truncated, renamed over or removed all show in its size, mtime or ctime."""
+        now, was = os.fstat(self.fd), self.before
+        if now.st_size != was.st_size or not self.size_is_true():
+            return "changed size"
+        if now.st_mtime_ns != was.st_mtime_ns:
+            return "was written"
+        if now.st_ctime_ns != was.st_ctime_ns:
+            return "was changed (replaced, removed or modified)"
+        return ""
+
+    def size_is_true(self) -> bool:
+        """Whether the file holds exactly st_size bytes. Files on /proc claim 0 bytes
+        (or 4 KiB on /sys) and generate their contents as they are read."""
+        size = self.before.st_size
+        return not os.pread(self.fd, 1, size) and (size == 0 or len(os.pread(self.fd, 1, size - 1)) == 1)
+
+
+def source_changed(source: str, how: str) -> PfsError:
+    return PfsError(f"{source} {how} while it was being stored", "put it again once nothing is writing it")
+
+
+def open_source(path: Path, name: str) -> Source:
+    """Open a put source once, refusing anything but a regular file whose size is
+    true. Checked before opening (so a FIFO or a device is never opened) and
+    after (so what was opened is what was checked)."""
+    fd = -1
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            source = Source(fd, os.fstat(fd))
+            mode = source.before.st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{name} is {file_kind(mode)}", "put stores one regular file at a time")
+        if not source.size_is_true():
+            raise UsageError(f"{name} does not hold the {format_size(source.before.st_size)} its size says "
+                             "(files on /proc and /sys are made up as they are read)",
+                             "copy it to an ordinary file first and put that")
+        return source
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        if isinstance(exc, FileNotFoundError):
+            raise NotFoundError(f"{name} does not exist") from None
+        if isinstance(exc, OSError):
+            raise UsageError(f"{name} cannot be read ({exc.strerror})", advice_for(exc)) from None
+        raise
+
+
 def safe_name(entry: FileEntry) -> str:
     """The stored name reduced to a plain file name: no directories, no control
     characters, never '.' or '..' -- so get cannot write outside its destination."""
@@ -101,6 +177,7 @@ class Store:
         `repair`, damaged metadata is rebuilt (see pfs.repair) instead of refused."""
         self.root = Path(root)
         self._lock_fd = -1
+        self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
         self.max_memory = max_memory
         config = self._read_config()
         defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
@@ -161,17 +238,24 @@ class Store:
                              f"use --max-memory {format_option(need)} or more")
 
     def _lock(self) -> None:
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """flock the store's directory itself: unlike a lock file, nothing can
+        replace it while it is held. STORE/lock only names the holder's pid."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
+            try:
+                holder = (self.root / LOCK).read_text(errors="replace").strip() or "unknown"
+            except OSError:
+                holder = "unknown"
             raise StoreLockedError(f"store {self.root} is in use by pid {holder}",
                                    "exit that pfs first, or use another --store") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        self.real_root = Path(os.path.realpath(self.root))
+        note = self.root / f".{LOCK}.tmp"
+        note.write_text(str(os.getpid()))
+        os.replace(note, self.root / LOCK)  # never seen half-written
 
     def _unlock(self) -> None:
         if self._lock_fd >= 0:
@@ -187,6 +271,9 @@ class Store:
     def close(self) -> None:
         """Stop the pool and release the lock."""
         self.engine.close()
+        for source in self._sources.values():
+            os.close(source.fd)
+        self._sources.clear()
         self.files.close()
         self._unlock()
 
@@ -226,38 +313,40 @@ class Store:
         self.entry(file_id)
         return self.parts.load(file_id)
 
+    def inside_store(self, path: Path | str) -> bool:
+        """Whether `path`, with every symbolic link and `..` resolved, is the store's
+        directory or lies inside it (where no command may read or write a file)."""
+        return Path(os.path.realpath(path)).is_relative_to(self.real_root)
+
     def _part_paths(self, entry: FileEntry) -> list[str]:
         return [str(self.volumes.path(self.volumes.place(i), part_id(entry.uuid, i))) for i in range(entry.parts)]
 
     # -- put ------------------------------------------------------------------
 
     def begin_put(self, source: str) -> FileEntry:
-        """Check the source and record the new file as `storing`; returns it with its id."""
+        """Open the source and record the new file as `storing`; returns it with its id.
+        finish_put reads every part from this one open file."""
         path = user_path(source)
+        if self.inside_store(path):
+            raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
+        src = open_source(path, source)
+        st, chunk = src.before, self.settings.chunk_size
         try:
-            st = path.stat()
-            if path.is_dir():
-                raise UsageError(f"{source} is a directory", "put stores one file at a time")
-            if not path.is_file():
-                raise UsageError(f"{source} is not a regular file")
-            with path.open("rb"):
-                pass
-        except FileNotFoundError:
-            raise NotFoundError(f"{source} does not exist") from None
-        except PermissionError:
-            raise UsageError(f"{source} cannot be read (permission denied)") from None
-        except OSError as exc:
-            raise UsageError(f"{source} cannot be read ({exc.strerror})") from None
-        chunk = self.settings.chunk_size
-        entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
-                          parts=-(-st.st_size // chunk), chunk_size=chunk, codec=self.settings.codec,
-                          hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time())
-        self.files.save(entry)
+            entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
+                              parts=-(-st.st_size // chunk), chunk_size=chunk, codec=self.settings.codec,
+                              hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
+                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns)
+            self.files.save(entry)
+        except BaseException:
+            os.close(src.fd)
+            raise
+        self._sources[entry.id] = src
         return entry
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress) -> FileEntry:
-        """Store the parts of `source`, begun with begin_put; on any failure roll it back."""
-        source = str(user_path(source))
+        """Store the parts of the source opened by begin_put; on any failure roll it back.
+        A source that changes meanwhile fails the put: never a mix of two versions."""
+        src = self._sources.pop(entry.id)
         chunk = entry.chunk_size
         paths = self._part_paths(entry)
 
@@ -266,7 +355,7 @@ class Store:
 
         def tasks():
             for i, dest in enumerate(paths):
-                yield part_memory(size(i)), (source, i * chunk, size(i), dest, entry.codec, entry.hash)
+                yield part_memory(size(i)), (proc_path(src.fd), i * chunk, size(i), dest, entry.codec, entry.hash)
 
         syncs: list[Future] = []
 
@@ -283,8 +372,9 @@ class Store:
                 f.result()
             for d in sorted({os.path.dirname(p) for p in paths}):
                 fsync_dir(d)
-            if os.stat(source).st_size != entry.size:
-                raise EOFError(f"{source} changed size")
+            how = src.change()
+            if how:
+                raise source_changed(source, how)
             parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
                                size=size(i), stored=stored, codec=used,
                                hash=h, volume=self.volumes.place(i))
@@ -295,12 +385,14 @@ class Store:
             self.files.save(done)
             return done
         except BaseException as exc:
+            if isinstance(exc, EOFError):  # a worker found the source shorter than put saw
+                exc = source_changed(source, "changed size")
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):
                 raise PfsError(f"cannot store {entry.name}: {describe(exc)}", advice_for(exc)) from exc
-            if isinstance(exc, EOFError):  # the source is not the size put saw
-                raise PfsError(f"{source} changed size while it was being stored", "put it again") from exc
-            raise
+            raise exc
+        finally:
+            os.close(src.fd)
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         worker.remove_parts(self._part_paths(entry))
@@ -349,66 +441,68 @@ class Store:
         return self._check_parts(self._stored_entry(file_id), None, progress)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
-        """Where get would write file `file_id`; refuses an existing file without force."""
+        """Where get would write file `file_id`: never inside the store, never over
+        anything but a regular file (or a link), never over a file without force."""
         entry = self.entry(file_id)
         target = user_path(dest) if dest else Path.cwd()
-        if dest and dest.endswith("/") and not target.is_dir():
-            raise DestinationError(f"directory {target} does not exist", "create it first")
-        if target.is_dir():
-            target = target / safe_name(entry)
-        if not target.parent.is_dir():
-            raise DestinationError(f"directory {target.parent} does not exist", "create it first")
-        if target.is_dir():
-            raise DestinationError(f"{target} is a directory")
-        if target.exists() and not force:
+        try:
+            if dest and dest.endswith("/") and not target.is_dir():
+                raise DestinationError(f"directory {target} does not exist", "create it first")
+            if target.is_dir():
+                target = target / safe_name(entry)
+            if not target.parent.is_dir():
+                raise DestinationError(f"directory {target.parent} does not exist", "create it first")
+            if self.inside_store(target) or self.inside_store(target.parent):
+                raise DestinationError(f"{target} is inside the store {self.root}",
+                                       "choose a destination outside the store")
+            try:
+                mode = os.lstat(target).st_mode
+            except FileNotFoundError:
+                return target
+        except OSError as exc:
+            raise DestinationError(f"cannot use {target}: {exc.strerror}", advice_for(exc)) from None
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise DestinationError(f"{target} is {file_kind(mode)}", "get writes only regular files")
+        if not force:
             raise DestinationError(f"{target} already exists", "use --force to overwrite it")
         return target
 
     def get(self, file_id: int, dest: str | None = None, force: bool = False, salvage: bool = False,
             progress: Progress = _no_progress) -> tuple[Path, list[Damage]]:
-        """Rebuild a stored file at its destination; only a fully verified file
-        appears under the destination name. With salvage, damaged parts are
-        zero-filled instead and listed. Returns (path written, damage)."""
+        """Rebuild a stored file at its destination, with its recorded mode and
+        mtime; only a fully verified file appears under the destination name, and
+        a crash leaves nothing behind. With salvage, damaged parts are zero-filled
+        instead and listed. Returns (path written, damage)."""
         entry = self._stored_entry(file_id)
         target = self.destination(file_id, dest, force)
-        tmp = target.with_name(f".{target.name}.pfs-{uuid.uuid4().hex[:8]}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
+            with Output(target) as out:
                 if entry.size:
-                    os.posix_fallocate(fd, 0, entry.size)
-            finally:
-                os.close(fd)
-            flushes: list[Future] = []
+                    os.posix_fallocate(out.fd, 0, entry.size)  # a full disk fails here, before any work
+                flushes: list[Future] = []
 
-            def written(nbytes: int) -> None:
-                progress(nbytes)
-                if not flushes or flushes[-1].done():  # keep the disk busy while parts arrive
-                    flushes.append(self.engine.fsync_soon(str(tmp)))
+                def written(nbytes: int) -> None:
+                    progress(nbytes)
+                    if not flushes or flushes[-1].done():  # keep the disk busy while parts arrive
+                        flushes.append(self.engine.fsync_soon(out.path))
 
-            try:
-                damage = self._check_parts(entry, str(tmp), written)
-            finally:
-                wait(flushes)
-            if damage and not salvage:
-                raise IntegrityError(f"file {file_id} ({entry.name}) is damaged: {damage[0]}"
-                                     + (f" and {len(damage) - 1} more" if len(damage) > 1 else ""),
-                                     damage, "nothing was written; `get --salvage` writes what is readable")
-            fsync_file(str(tmp))
-            if force:
-                os.replace(tmp, target)
-            else:
                 try:
-                    os.link(tmp, target)  # fails rather than replace a file that appeared meanwhile
-                except FileExistsError:
-                    raise DestinationError(f"{target} already exists", "use --force to overwrite it") from None
-                os.unlink(tmp)
-            fsync_dir(target.parent)
+                    damage = self._check_parts(entry, out.path, written)
+                finally:
+                    wait(flushes)
+                if damage and not salvage:
+                    raise IntegrityError(f"file {file_id} ({entry.name}) is damaged: {damage[0]}"
+                                         + (f" and {len(damage) - 1} more" if len(damage) > 1 else ""),
+                                         damage, "nothing was written; `get --salvage` writes what is readable")
+                if entry.mode is not None:
+                    os.fchmod(out.fd, entry.mode)
+                if entry.mtime is not None:
+                    os.utime(out.fd, ns=(time.time_ns(), entry.mtime))
+                os.fsync(out.fd)
+                out.publish(force)
             return target, damage
         except OSError as exc:
             raise PfsError(f"cannot write {target}: {exc.strerror}", advice_for(exc)) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
 
     # -- delete ---------------------------------------------------------------
 
@@ -425,6 +519,71 @@ class Store:
         self.parts.remove(file_id)
         self.files.remove(file_id)
         return entry
+
+
+class Output:
+    """The file a get writes, kept without a name in the destination's directory
+    (O_TMPFILE) until every part is in, so a crash or a failure leaves nothing
+    behind. Workers write it through proc_path. On a filesystem without O_TMPFILE
+    it is a hidden temporary name beside the destination instead. Every name is
+    made relative to the directory opened once, so the file lands where it was checked."""
+
+    def __init__(self, target: Path) -> None:
+        self.target, self.name = target, target.name
+        self.dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        self.fd = -1
+        self.temp: str | None = None
+        try:
+            try:
+                self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=self.dir_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self.temp = self._temp_name()
+                self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self.dir_fd)
+        except BaseException:
+            self.close()
+            raise
+        self.path = proc_path(self.fd)
+
+    def _temp_name(self) -> str:
+        return f".{self.name}.pfs-{uuid.uuid4().hex[:8]}.tmp"
+
+    def _link(self, name: str) -> None:
+        """A name for the file (linkat follows the /proc link to the file itself)."""
+        os.link(self.path, name, dst_dir_fd=self.dir_fd)
+
+    def publish(self, force: bool) -> None:
+        """Give the finished file its name, durably: with force it replaces whatever
+        is there; without, it fails rather than replace a file that appeared meanwhile."""
+        if force:
+            if self.temp is None:  # a link cannot replace a name: link a temporary one, rename that
+                self.temp = self._temp_name()
+                self._link(self.temp)
+            os.replace(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            self.temp = None
+        else:
+            try:
+                self._link(self.name)
+            except FileExistsError:
+                raise DestinationError(f"{self.target} already exists", "use --force to overwrite it") from None
+        os.fsync(self.dir_fd)
+
+    def close(self) -> None:
+        try:
+            if self.temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.temp, dir_fd=self.dir_fd)
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+            os.close(self.dir_fd)
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def describe(exc: BaseException) -> str:
