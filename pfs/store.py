@@ -253,9 +253,11 @@ class Store:
                                    "exit that pfs first, or use another --store") from None
         self._lock_fd = fd
         self.real_root = Path(os.path.realpath(self.root))
-        note = self.root / f".{LOCK}.tmp"
-        note.write_text(str(os.getpid()))
-        os.replace(note, self.root / LOCK)  # never seen half-written
+        note = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:  # in place and fixed width: needs no new disk block, never reads as empty
+            os.pwrite(note, f"{os.getpid():<20}\n".encode(), 0)
+        finally:
+            os.close(note)
 
     def _unlock(self) -> None:
         if self._lock_fd >= 0:

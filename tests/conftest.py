@@ -167,6 +167,17 @@ def pool_workers(pid: int) -> list[psutil.Process]:
     return workers
 
 
+def open_paths(pid: int) -> list[str]:
+    """What process `pid` has open, as /proc shows it: an unnamed (O_TMPFILE) file
+    reads as "DIR/#INODE (deleted)"."""
+    paths = []
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                paths.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return paths
+
+
 class LiveSession:
     """pfs in script mode in its own process group, with stdin kept open: write
     commands, wait for replies, write more, close (EOF) or kill -9."""

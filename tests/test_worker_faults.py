@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import error_lines, make_file, manifest_part_ids, parse_list, part_files, pool_workers
+from conftest import error_lines, make_file, manifest_part_ids, open_paths, parse_list, part_files, pool_workers
 
 MIB = 1 << 20
 #: Big enough (1024 parts of 64 KiB) that the put/get is still running when a worker is killed.
@@ -109,7 +109,7 @@ def test_worker_killed_during_get(tmp_path, live_sessions):
         os.kill(w.pid, signal.SIGSTOP)
     try:
         s.send(f"get 1 {out / 'big.bin'}")
-        _wait(lambda: any(n.startswith(".big.bin.pfs-") for n in os.listdir(out)), "the get to start", 30)
+        _wait(lambda: any(p.startswith(f"{out}/") for p in open_paths(s.pid)), "the get to start", 30)
         time.sleep(0.05)  # let the get queue its first parts
         os.kill(workers[0].pid, signal.SIGKILL)
     finally:
