@@ -252,7 +252,8 @@ class Store:
             raise StoreLockedError(f"store {self.root} is in use by pid {holder}",
                                    "exit that pfs first, or use another --store") from None
         self._lock_fd = fd
-        self.real_root = Path(os.path.realpath(self.root))
+        root = os.fstat(fd)
+        self._root_id = (root.st_dev, root.st_ino)
         note = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:  # in place and fixed width: needs no new disk block, never reads as empty
             os.pwrite(note, f"{os.getpid():<20}\n".encode(), 0)
@@ -317,8 +318,15 @@ class Store:
 
     def inside_store(self, path: Path | str) -> bool:
         """Whether `path`, with every symbolic link and `..` resolved, is the store's
-        directory or lies inside it (where no command may read or write a file)."""
-        return Path(os.path.realpath(path)).is_relative_to(self.real_root)
+        directory or lies inside it (where no command may read or write a file).
+        Directories are compared by identity, so a bind mount of the store counts too."""
+        real = Path(os.path.realpath(path))
+        for p in (real, *real.parents):
+            with contextlib.suppress(OSError):
+                st = os.stat(p)
+                if (st.st_dev, st.st_ino) == self._root_id:
+                    return True
+        return False
 
     def _part_paths(self, entry: FileEntry) -> list[str]:
         return [str(self.volumes.path(self.volumes.place(i), part_id(entry.uuid, i))) for i in range(entry.parts)]

@@ -100,6 +100,20 @@ def test_get_never_writes_inside_the_store(tmp_path):
     assert (work / "out.bin").read_bytes() == src.read_bytes()
 
 
+def test_get_never_writes_into_a_bind_mount_of_the_store(tmp_path):
+    store, work, _ = _stored(tmp_path)
+    bind = work / "bind"
+    bind.mkdir()
+    if subprocess.run(["mount", "--bind", str(store), str(bind)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        r = run_pfs(store, "get 1 bind/lock --force\nget 1 bind/tmp/\n", cwd=work)
+        _one_error_each(r, 2, "is inside the store")
+        assert not list((store / "tmp").iterdir())
+    finally:
+        subprocess.run(["umount", str(bind)], check=True)
+
+
 def test_put_refuses_the_stores_own_files(tmp_path):
     store, work, _ = _stored(tmp_path)
     (work / "to-journal").symlink_to(store / "files.jsonl")
@@ -190,23 +204,31 @@ def test_fifos_and_sockets_are_refused_without_hanging(pfs):
         ["a FIFO (put stores one regular file at a time)", "a socket (put stores one regular file at a time)",
          "a character device (put stores one regular file at a time)"]
     assert parse_list(r.stdout) == {}
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
 # -- destinations -----------------------------------------------------------------
 
 def test_get_never_replaces_fifos_sockets_or_devices(tmp_path):
+    """The device is a private copy of /dev/null (mknod), never the real one: a pfs
+    with this bug, run as root, would replace the machine's /dev/null."""
     store, work, _ = _stored(tmp_path)
     os.mkfifo(work / "fifo")
+    kinds = ["a FIFO", "a socket"]
+    with contextlib.suppress(PermissionError):
+        os.mknod(work / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        kinds.append("a character device")
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(work / "sock"))
-        r = run_pfs(store, "get 1 fifo --force\nget 1 sock --force\nget 1 /dev/null --force\n", cwd=work)
+        r = run_pfs(store, "get 1 fifo --force\nget 1 sock --force\nget 1 null --force\n", cwd=work)
     assert r.returncode == 1
     assert_clean_stderr(r.stderr)
-    assert [e.split(" is ", 1)[1] for e in error_lines(r.stderr)] == \
-        [f"{kind} (get writes only regular files)" for kind in ("a FIFO", "a socket", "a character device")]
+    assert [e.split(" is ", 1)[1] for e in error_lines(r.stderr)][:len(kinds)] == \
+        [f"{kind} (get writes only regular files)" for kind in kinds]
     assert stat.S_ISFIFO(os.lstat(work / "fifo").st_mode)
     assert stat.S_ISSOCK(os.lstat(work / "sock").st_mode)
-    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    if "a character device" in kinds:
+        assert stat.S_ISCHR(os.lstat(work / "null").st_mode)
 
 
 def test_get_force_replaces_a_hard_link_not_its_other_name(tmp_path):
@@ -231,7 +253,8 @@ def test_killed_get_leaves_nothing_in_the_destination(tmp_path, live_sessions):
     s.wait_for(r"^\[1\] stored big\.bin", timeout=120)
     with _frozen_workers(s.pid):
         s.send(f"get 1 {out / 'big.bin'}")
-        _wait(lambda: any(p.startswith(f"{out}/") for p in open_paths(s.pid)), "the get to open its output")
+        _wait(lambda: os.listdir(out) or any(p.startswith(f"{out}/") for p in open_paths(s.pid)),
+              "the get to create its output")
         assert s.kill()
     assert os.listdir(out) == [], f"a killed get left {os.listdir(out)}"
 
