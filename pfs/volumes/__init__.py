@@ -27,3 +27,8 @@ class Volumes:
         """Every part file on every volume (for repair and sweeping)."""
         for d in self.dirs:
             yield from (p for p in d.glob("*/*/*") if p.is_file())
+
+
+from pfs.volumes.base import MARKER, Volume, open_volume  # noqa: E402  (the volume contract)
+
+__all__ = ["MARKER", "Volume", "Volumes", "open_volume", "part_id"]
