@@ -44,6 +44,32 @@ _CREDENTIALS = {"InvalidAccessKeyId": "the server does not know the access key",
 _CREDENTIALS_ADVICE = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
 
 
+_sessions: dict[tuple, boto3.session.Session] = {}
+_clients: dict[tuple, object] = {}
+_cache_pid = 0
+_cache_lock = threading.Lock()
+
+
+def s3_client(timeout: float):
+    """The process's S3 client for a request timeout, shared by every volume: boto3
+    clients are thread-safe, and the first one of a session costs a fifth of a
+    second. Keyed by the AWS_* environment too, so a changed environment is read
+    afresh; a forked child builds its own rather than share the parent's connections."""
+    global _cache_pid
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    with _cache_lock:
+        if _cache_pid != os.getpid():
+            _sessions.clear()
+            _clients.clear()
+            _cache_pid = os.getpid()
+        if (env, timeout) not in _clients:
+            session = _sessions.setdefault(env, boto3.session.Session())
+            config = Config(connect_timeout=timeout, read_timeout=timeout,
+                            retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
+            _clients[env, timeout] = session.client("s3", config=config)
+        return _clients[env, timeout]
+
+
 class S3Volume(Volume):
     """A bucket (and key prefix) of part objects. Every write is create-only;
     transient failures are retried with backoff for at most `retry_seconds`
@@ -57,24 +83,13 @@ class S3Volume(Volume):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.timeout, self.retry_seconds = timeout, retry_seconds
         super().__init__(f"s3://{bucket}/{self.prefix}".rstrip("/"), **options)
-        self._client = None
-        self._client_pid = 0
-        self._client_lock = threading.Lock()
 
     def options(self) -> dict:
         return {"timeout": self.timeout, "retry_seconds": self.retry_seconds}
 
     @property
     def client(self):
-        """One client per process, reused across calls (boto3 clients are thread-safe);
-        a forked child builds its own instead of sharing the parent's connections."""
-        with self._client_lock:
-            if self._client is None or self._client_pid != os.getpid():
-                config = Config(connect_timeout=self.timeout, read_timeout=self.timeout,
-                                retries={"total_max_attempts": 1})  # retried here, within a deadline
-                self._client = boto3.session.Session().client("s3", config=config)
-                self._client_pid = os.getpid()
-            return self._client
+        return s3_client(self.timeout)
 
     def object_key(self, key: str) -> str:
         key = check_key(key)
