@@ -199,17 +199,15 @@ class LocalVolume(Volume):
             raise VolumeUnavailableError(f"volume directory {self.url} is missing",
                                          "mount the disk or check the path")
 
-    @staticmethod
-    def _subdirs(parent: Path, want: str) -> list[Path]:
+    @classmethod
+    def _subdirs(cls, parent: Path, want: str) -> list[Path]:
         """Fan-out directories of `parent` whose two-character name fits `want`."""
-        if len(want) == 2:
-            return [parent / want] if (parent / want).is_dir() else []
-        with os.scandir(parent) as it:
-            return [Path(e.path) for e in it
-                    if len(e.name) == 2 and e.name.startswith(want) and e.is_dir(follow_symlinks=False)]
+        names = [want] if len(want) == 2 else [n for n in cls._names(parent) if len(n) == 2 and n.startswith(want)]
+        return [parent / n for n in names if (parent / n).is_dir()]
 
     @staticmethod
     def _names(parent: Path) -> list[str]:
+        """The entries of a directory; none if it has just gone."""
         with contextlib.suppress(FileNotFoundError), os.scandir(parent) as it:
             return [e.name for e in it]
         return []

@@ -63,10 +63,11 @@ def s3_client(timeout: float):
             _clients.clear()
             _cache_pid = os.getpid()
         if (env, timeout) not in _clients:
-            session = _sessions.setdefault(env, boto3.session.Session())
+            if env not in _sessions:
+                _sessions[env] = boto3.session.Session()
             config = Config(connect_timeout=timeout, read_timeout=timeout,
                             retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
-            _clients[env, timeout] = session.client("s3", config=config)
+            _clients[env, timeout] = _sessions[env].client("s3", config=config)
         return _clients[env, timeout]
 
 
