@@ -23,7 +23,9 @@ _NOT_A_PART = (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR)
 
 class LocalVolume(Volume):
     """A directory of part files. Writes are not fsynced one by one: flush() syncs
-    a batch of parts and their directories at once, when the caller commits them."""
+    a batch of parts and their directories at once, when the caller commits them.
+    A crash mid-write can leave a short part under its final name; the store rolls
+    back the parts of a put it never recorded as done, and verifies every read."""
 
     def __init__(self, url: str | os.PathLike, **options) -> None:
         path = str(url)
