@@ -61,3 +61,27 @@ def advice_for(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "check the permissions"
     return ""
+
+
+class VolumeError(PfsError):
+    """A volume (a directory or a bucket holding parts) could not do what was asked."""
+
+
+class PartMissingError(VolumeError):
+    """No part is stored under that key."""
+
+
+class PartExistsError(VolumeError):
+    """A part is already stored under that key; volumes never overwrite one."""
+
+
+class PartDamagedError(VolumeError):
+    """Something that is not a part (a directory, a FIFO, a symlink) sits in a part's place."""
+
+
+class VolumeUnavailableError(VolumeError):
+    """The volume cannot be used at all: not mounted, unreachable, credentials refused, no bucket."""
+
+
+class OutOfSpaceError(VolumeError):
+    """The volume has no room left for the part."""

@@ -1,8 +1,13 @@
-"""Where part files live: volume directories under the store, fanned out by id
-so that no directory grows huge."""
+"""Where part files live. The volume contract (Volume, open_volume) and its
+backends, a local directory (local.py) and an S3 bucket (s3.py); and the store's
+volume directories under its root, fanned out by id so no directory grows huge."""
 
 import uuid
 from pathlib import Path
+
+from pfs.volumes.base import MARKER, Volume, open_volume
+
+__all__ = ["MARKER", "Volume", "Volumes", "open_volume", "part_id"]
 
 
 def part_id(file_uuid: str, index: int) -> str:

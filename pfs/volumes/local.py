@@ -1,0 +1,235 @@
+"""LocalVolume: parts as files in a directory (a disk, a mount point), fanned
+out by key (ab/cd/<key>) so that no directory grows huge."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError,
+                        VolumeUnavailableError)
+from pfs.registry import fsync_dir, fsync_file, write_json_atomic
+from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: open() errors meaning "something other than a part file is there".
+_NOT_A_PART = (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR)
+
+
+class LocalVolume(Volume):
+    """A directory of part files. Writes are not fsynced one by one: flush() syncs
+    a batch of parts and their directories at once, when the caller commits them.
+    A crash mid-write can leave a short part under its final name; the store rolls
+    back the parts of a put it never recorded as done, and verifies every read."""
+
+    def __init__(self, url: str | os.PathLike, **options) -> None:
+        path = str(url)
+        self.root = Path(path.removeprefix("file://")).absolute()
+        super().__init__(str(self.root), **options)
+
+    def path(self, key: str) -> Path:
+        key = check_key(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        path = self.path(key)
+        with self._errors(key):
+            self._make_fanout(path.parent)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                raise PartExistsError(f"part {key} already exists on volume {self.url}") from None
+            try:
+                view = memoryview(data).cast("B")
+                while view:
+                    view = view[os.write(fd, view):]
+            except BaseException:
+                os.unlink(path)  # ours (O_EXCL): a half-written part must not stay behind
+                raise
+            finally:
+                os.close(fd)
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        fd, length = self._open_part(key)
+        try:
+            remaining = max(0, length - offset) if size is None else size
+            chunks = []
+            with self._errors(key):
+                while remaining > 0:
+                    chunk = os.pread(fd, remaining, offset)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    offset += len(chunk)
+                    remaining -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def read_into(self, key: str, buffer: memoryview, offset: int = 0) -> int:
+        fd, _ = self._open_part(key)
+        try:
+            view, done = memoryview(buffer).cast("B"), 0
+            with self._errors(key):
+                while done < len(view):
+                    n = os.preadv(fd, [view[done:]], offset + done)
+                    if not n:
+                        break
+                    done += n
+            return done
+        finally:
+            os.close(fd)
+
+    def remove(self, key: str) -> bool:
+        path = self.path(key)
+        with self._errors(key):
+            try:
+                os.unlink(path)
+                return True
+            except FileNotFoundError:
+                self._require_root()
+                return False
+            except (IsADirectoryError, PermissionError):
+                if not path.is_dir() or path.is_symlink():
+                    raise
+            try:
+                os.rmdir(path)  # an empty directory in a part's place is just removed
+                return True
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:
+                    raise
+                raise PartDamagedError(f"a directory with content sits in the place of part {key}",
+                                       f"move {path} away") from None
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        prefix = check_prefix(prefix)
+        self._require_root()
+        for top in self._subdirs(self.root, prefix[:2]):
+            for mid in self._subdirs(top, prefix[2:4]):
+                for name in self._names(mid):
+                    if name.startswith(prefix) and name[:2] == top.name and name[2:4] == mid.name:
+                        with contextlib.suppress(ValueError):
+                            yield check_key(name)
+
+    def flush(self, keys: Iterable[str]) -> None:
+        dirs: set[Path] = set()
+        for key in keys:
+            path = self.path(key)
+            with self._errors(key):
+                fsync_file(path, os.O_NOFOLLOW | os.O_NONBLOCK)
+            dirs.update((path.parent, path.parent.parent))
+        with self._errors():
+            for d in sorted(dirs, reverse=True) + ([self.root] if dirs else []):
+                fsync_dir(d)
+
+    def used(self) -> int:
+        total = 0
+        for key in self.keys():
+            with contextlib.suppress(FileNotFoundError):
+                st = self.path(key).lstat()
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return total
+
+    def free(self) -> int:
+        self._require_root()
+        with self._errors():
+            return shutil.disk_usage(self.root).free
+
+    def _save_marker(self, marker: dict) -> None:
+        with self._errors():
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.root / MARKER, marker)
+
+    def _load_marker(self) -> bytes | None:
+        self._require_root()
+        try:
+            fd = os.open(self.root / MARKER, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return b""  # something unreadable in the marker's place: not ours
+        try:
+            return os.read(fd, 1 << 16) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _open_part(self, key: str) -> tuple[int, int]:
+        """An open descriptor of a regular part file and its size. O_NONBLOCK and the
+        S_ISREG check make a FIFO, device or directory in a part's place an error
+        at once, never a hang; O_NOFOLLOW refuses a symlink."""
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._require_root()
+            raise PartMissingError(f"part {key} is missing from volume {self.url}") from None
+        except OSError as exc:
+            if exc.errno in _NOT_A_PART:
+                raise self._damaged(key, path) from None
+            raise self._translate(exc, key) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._damaged(key, path)
+        return fd, st.st_size
+
+    def _damaged(self, key: str, path: Path) -> PartDamagedError:
+        return PartDamagedError(f"something that is not a part file sits in the place of part {key}",
+                                f"move {path} away")
+
+    def _make_fanout(self, parent: Path) -> None:
+        """Create ab/cd below the root, never the root itself: a volume whose
+        directory is gone (an unmounted disk) must fail, not be recreated empty."""
+        for d in (parent.parent, parent):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                self._require_root()
+                raise
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise VolumeUnavailableError(f"volume directory {self.url} is missing",
+                                         "mount the disk or check the path")
+
+    @classmethod
+    def _subdirs(cls, parent: Path, want: str) -> list[Path]:
+        """Fan-out directories of `parent` whose two-character name fits `want`."""
+        names = [want] if len(want) == 2 else [n for n in cls._names(parent) if len(n) == 2 and n.startswith(want)]
+        return [parent / n for n in names if (parent / n).is_dir()]
+
+    @staticmethod
+    def _names(parent: Path) -> list[str]:
+        """The entries of a directory; none if it has just gone."""
+        with contextlib.suppress(FileNotFoundError), os.scandir(parent) as it:
+            return [e.name for e in it]
+        return []
+
+    @contextlib.contextmanager
+    def _errors(self, key: str = ""):
+        """Operating-system errors as the volume's typed errors."""
+        try:
+            yield
+        except OSError as exc:
+            raise self._translate(exc, key) from None
+
+    def _translate(self, exc: OSError, key: str) -> Exception:
+        if exc.errno in _NO_SPACE:
+            return OutOfSpaceError(f"volume {self.url} is full", "free some space or add a volume")
+        if exc.errno == errno.ENOENT and not self.root.is_dir():
+            return VolumeUnavailableError(f"volume directory {self.url} is missing",
+                                          "mount the disk or check the path")
+        if exc.errno == errno.ENOENT and key:
+            return PartMissingError(f"part {key} is missing from volume {self.url}")
+        what = f"part {key} on volume {self.url}" if key else f"volume {self.url}"
+        return VolumeUnavailableError(f"cannot use {what}: {exc.strerror or exc}",
+                                      "check the disk and its permissions")

