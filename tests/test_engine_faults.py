@@ -219,3 +219,125 @@ def test_store_with_an_interrupted_delete_of_a_directory_part_opens(tmp_path):
     r = run_pfs(store, "list\n", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "finished deleting" in r.stderr and not os.path.lexists(victim)
+
+
+# -- 4. POSIX semaphores after kill -9 ----------------------------------------------
+
+def _semaphores_of(pids: list[int]) -> set[str]:
+    """Names of the /dev/shm semaphores these processes map, and whether each is unlinked."""
+    names = set()
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as f:
+            names |= {line.split(None, 5)[5].strip() for line in f if "/dev/shm/sem." in line}
+    return names
+
+
+def _put_under_way(tmp_path: Path, live_sessions, size: int = 64 * MIB):
+    work = tmp_path / "work"
+    work.mkdir()
+    make_file(work / "big.bin", size)
+    s = live_sessions(tmp_path / "store", work, "--max-memory", "1M")
+    s.send("put big.bin")
+    _wait(lambda: len(part_files(tmp_path / "store")) > 20, "the put to be under way")
+    return s
+
+
+def test_kill_9_of_the_group_leaves_no_semaphore(tmp_path, live_sessions):
+    s = _put_under_way(tmp_path, live_sessions)
+    workers = [w.pid for w in pool_workers(s.pid)]
+    mapped = _semaphores_of(workers)
+    assert mapped, "the workers map no semaphore"
+    s.kill()
+    left = [name for name in mapped if os.path.exists(name.removesuffix(" (deleted)"))]
+    assert left == [], f"semaphores left in /dev/shm after kill -9: {left}"
+
+
+def test_kill_9_of_pfs_alone_prints_nothing_on_its_terminal(tmp_path, live_sessions):
+    s = _put_under_way(tmp_path, live_sessions)
+    helpers = psutil.Process(s.pid).children(recursive=True)  # resource tracker, forkserver, workers
+    os.kill(s.pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs(helpers, timeout=15)
+    assert not alive
+    s.proc.wait(5)
+    for t in s._readers:
+        t.join(5)
+    assert "leaked" not in s.stderr() and "Traceback" not in s.stderr(), s.stderr()
+    assert s.stderr() == "", s.stderr()
+
+
+# -- 5. cancel ------------------------------------------------------------------------
+
+def test_cancel_put_get_verify_and_delete(tmp_path, live_sessions):
+    work = tmp_path / "work"
+    work.mkdir()
+    store = tmp_path / "store"
+    make_file(work / "big.bin", 64 * MIB)
+    s = live_sessions(store, work, "--max-memory", "1M")
+
+    s.send("put big.bin")  # job 1
+    _wait(lambda: len(part_files(store)) > 20, "the put to be under way")
+    start = time.monotonic()
+    s.send("cancel 1")
+    s.wait_for(r"^\[1\] put of big\.bin cancelled: rolled back$", timeout=10)
+    assert time.monotonic() - start < 2.5
+    s.send("list")
+    s.wait_for(r"failed \(cancelled\)")
+    assert part_files(store) == {}
+
+    s.send("put big.bin", "wait", "get 2 out.bin")  # jobs 2 and 3
+    s.wait_for(r"^\[2\] stored big\.bin", timeout=120)
+    _wait(lambda: any(n.startswith(".out.bin.pfs-") for n in os.listdir(work)), "the get to start")
+    start = time.monotonic()
+    s.send("cancel 3")
+    s.wait_for(r"^\[2\] get of big\.bin cancelled: nothing written$", timeout=10)
+    assert time.monotonic() - start < 2.5
+    assert sorted(os.listdir(work)) == ["big.bin"], os.listdir(work)
+
+    s.send("verify 2", "cancel all")  # job 4
+    s.wait_for(r"^\[2\] verify of big\.bin cancelled$", timeout=10)
+
+    s.send("delete 2", "cancel 5", "cancel 99", "wait", "list")
+    s.wait_for(r"^\[2\] (delete of big\.bin cannot be cancelled halfway; it finishes|deleted big\.bin)$")
+    s.wait_for(r"^\[2\] deleted big\.bin$")
+    s.wait_for(r"^error: no running job 99", "err")
+    assert s.close() == 1  # only `cancel 99` failed
+    assert len(error_lines(s.stderr())) == 1, s.stderr()
+    assert part_files(store) == {}
+
+
+# -- 6. the memory contract whatever --workers is ----------------------------------
+
+def test_workers_64_stay_within_the_memory_contract(tmp_path):
+    """Each worker is an interpreter (~20 MiB) outside --max-memory: 64 of them on
+    a small machine blew the contract. pfs caps them and says so."""
+    from test_memory import tree_rss
+
+    work = tmp_path / "work"
+    work.mkdir()
+    make_file(work / "small.bin", 4 * CHUNK)
+    make_file(work / "big.bin", 64 * MIB)
+    max_memory = 4 * MIB
+    sane = 2 * (os.cpu_count() or 1)
+
+    def peak(workers: int, script: str) -> tuple[int, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "pfs", "--store", str(tmp_path / "store"), "--chunk-size",
+                                 str(CHUNK), "--max-memory", str(max_memory), "--workers", str(workers)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=work, env=env(), text=True)
+        root = psutil.Process(proc.pid)
+        result = {}
+        talker = threading.Thread(target=lambda: result.update(zip(("out", "err"), proc.communicate(script, 120))))
+        talker.start()
+        high = 0
+        while proc.poll() is None:
+            high = max(high, tree_rss(root))
+            time.sleep(0.02)
+        talker.join(30)
+        assert proc.returncode == 0, result["err"]
+        return high, result["err"]
+
+    baseline, _ = peak(sane, "put small.bin\n")
+    big, err = peak(64, "put big.bin\n")
+    assert re.fullmatch(r"pfs: using \d+ workers, not 64: .*\n", err), err
+    assert big <= baseline + max_memory + 16 * MIB, \
+        f"--workers 64 peaked at {big / MIB:.0f} MiB, {sane} workers at {baseline / MIB:.0f} MiB"
