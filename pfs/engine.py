@@ -106,12 +106,15 @@ class _Pool:
     def _start_all(self, workers: int) -> None:
         """Start every worker now: each of `workers` tasks blocks until all have
         started, so no task finishes early and lets the executor reuse a worker."""
+        advice = "the system may be out of processes, open files or memory; try fewer --workers"
         with tempfile.TemporaryDirectory(prefix="pfs-start-") as folder:
-            started = [self.executor.submit(worker.meet, folder, workers, START_TIMEOUT) for _ in range(workers)]
+            try:
+                started = [self.executor.submit(worker.meet, folder, workers, START_TIMEOUT) for _ in range(workers)]
+            except OSError as exc:
+                raise WorkerError(f"the worker pool cannot be started: {exc.strerror or exc}", advice) from exc
             done, late = wait(started, START_TIMEOUT + 5)
             if late or any(f.exception() is not None for f in done):
-                raise WorkerError("the worker pool cannot be started",
-                                  "the system may be out of processes or memory; try fewer --workers")
+                raise WorkerError("the worker pool cannot be started", advice)
 
     def submit(self, fn: Callable, args: tuple) -> Future:
         return self.executor.submit(fn, *args)
@@ -120,7 +123,7 @@ class _Pool:
         """Shut the pool down, cancelling queued tasks; workers still busy after
         `grace` seconds (a part that never ends, a stopped process) are killed."""
         self.executor.shutdown(wait=False, cancel_futures=True)
-        running = {p.sentinel: p.pid for p in self.context.processes}
+        running = {p.sentinel: p.pid for p in self.context.processes if p.pid is not None}
         deadline = time.monotonic() + grace
         while running and (left := deadline - time.monotonic()) > 0:
             for sentinel in wait_ready(list(running), left):
