@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: cannot open the store: {exc.strerror}: {exc.filename}\n")
         return 2
     _log_to(store.root / "pfs.log")
+    if store.workers_note:
+        sys.stderr.write(f"pfs: {store.workers_note}\n")
     with store:
         for entry in store.recovered:
             done = "rolled back" if entry.status == "storing" else "finished deleting"

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pfs.errors import IntegrityError, PfsError, UsageError, printable
+from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
 from pfs.output import PlainOutput, Table
 from pfs.store import Store, describe
@@ -165,6 +165,9 @@ class Session:
 
     def _job_finished(self, job: Job) -> None:
         name = printable(job.name)
+        if isinstance(job.error, Cancelled):
+            self.out.line(f"[{job.file_id}] {job.kind} of {name} cancelled{CANCEL_OUTCOME[job.kind]}")
+            return
         if job.error is not None:
             self._fail(job.error, f"{job.kind} {job.file_id} ({name})")
             if isinstance(job.error, IntegrityError):
@@ -207,7 +210,7 @@ def cmd_put(s: Session, a: Args) -> None:
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
     s.jobs.start("put", entry.id, entry.name, entry.size,
-                 lambda job: s.store.finish_put(entry, source, job.advance))
+                 lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled))
 
 
 def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
@@ -219,7 +222,7 @@ def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]
 def cmd_get(s: Session, a: Args) -> None:
     file_id, dest = a.file_id(), a.get(1)
     _file_job(s, "get", file_id, lambda job: s.store.get(file_id, dest, "--force" in a.flags,
-                                                          "--salvage" in a.flags, job.advance))
+                                                          "--salvage" in a.flags, job.advance, job.cancelled))
 
 
 def cmd_delete(s: Session, a: Args) -> None:
@@ -239,7 +242,7 @@ def cmd_verify(s: Session, a: Args) -> None:
     else:
         raise UsageError("verify: missing arguments", "usage: verify ID | verify --all")
     for file_id in ids:
-        _file_job(s, "verify", file_id, lambda job, i=file_id: s.store.verify(i, job.advance))
+        _file_job(s, "verify", file_id, lambda job, i=file_id: s.store.verify(i, job.advance, job.cancelled))
 
 
 def cmd_list(s: Session, a: Args) -> None:
@@ -279,6 +282,30 @@ def cmd_jobs(s: Session, a: Args) -> None:
                       frozenset({"job", "file", "done", "rate", "time"})))
 
 
+#: What a cancelled job leaves behind, as said when it stops.
+CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "delete": ""}
+
+
+def cmd_cancel(s: Session, a: Args) -> None:
+    """Cancel jobs and wait for them to stop. A delete is never stopped halfway."""
+    which = a.positional[0]
+    if which.lower() == "all":
+        jobs = s.jobs.running()
+        if not jobs:
+            s.out.line("no jobs running")
+    elif which.isdigit() and which.isascii():
+        jobs = [s.jobs.find(int(which))]
+    else:
+        raise UsageError(f"cancel: job must be a number or `all`, got {which!r}", "`jobs` shows the job numbers")
+    for job in jobs:
+        if job.kind == "delete":
+            s.out.line(f"[{job.file_id}] delete of {printable(job.name)} cannot be cancelled halfway; it finishes")
+        else:
+            job.cancelled.set()
+    for job in jobs:
+        job.finished.wait()
+
+
 def cmd_wait(s: Session, a: Args) -> None:
     s.jobs.wait_all()
 
@@ -312,6 +339,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             frozenset({"--all"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
+    Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "
+            "a get writes nothing; a delete always finishes", cmd_cancel, 1, 1),
     Command("help", "help [COMMAND]", "show the commands, or one command's usage", cmd_help, 0, 1),
     Command("exit", "exit", "wait for running operations, then leave (Ctrl-D does the same)", cmd_exit),
 ]}

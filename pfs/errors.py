@@ -50,6 +50,10 @@ class IntegrityError(PfsError):
         self.damage = damage
 
 
+class Cancelled(PfsError):
+    """The user cancelled the operation (`cancel JOB`)."""
+
+
 class WorkerError(PfsError):
     """A pool worker died or failed while processing a part."""
 

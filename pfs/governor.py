@@ -5,6 +5,11 @@ import threading
 from contextlib import contextmanager
 from collections.abc import Iterator
 
+from pfs.errors import Cancelled
+
+#: Seconds between checks of a cancel signal while waiting for memory.
+CANCEL_POLL = 0.05
+
 
 class MemoryGovernor:
     """Blocking acquire/release of bytes against a fixed limit.
@@ -21,6 +26,7 @@ class MemoryGovernor:
         self._peak = 0
         self._next_ticket = 0
         self._serving = 0
+        self._abandoned: set[int] = set()
         self._cond = threading.Condition()
 
     @property
@@ -32,18 +38,30 @@ class MemoryGovernor:
         """The most bytes ever reserved at once."""
         return self._peak
 
-    def acquire(self, nbytes: int) -> None:
-        """Block until `nbytes` fit under the limit, then reserve them."""
+    def acquire(self, nbytes: int, cancel: threading.Event | None = None) -> None:
+        """Block until `nbytes` fit under the limit, then reserve them; raises
+        Cancelled (reserving nothing) as soon as `cancel` is set."""
         if nbytes > self.limit:
             raise ValueError(f"{nbytes} bytes can never fit a {self.limit}-byte limit")
         with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._cond.wait_for(lambda: self._serving == ticket and self._used + nbytes <= self.limit)
+            while not self._cond.wait_for(lambda: self._serving == ticket and self._used + nbytes <= self.limit,
+                                          CANCEL_POLL if cancel else None):
+                if cancel.is_set():
+                    self._abandoned.add(ticket)  # later requests must not wait for this one
+                    self._skip_abandoned()
+                    raise Cancelled("cancelled")
             self._serving += 1
             self._used += nbytes
             self._peak = max(self._peak, self._used)
-            self._cond.notify_all()
+            self._skip_abandoned()
+
+    def _skip_abandoned(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.remove(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
 
     def release(self, nbytes: int) -> None:
         """Give back bytes reserved by acquire()."""

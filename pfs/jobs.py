@@ -3,6 +3,10 @@
 Jobs on the same file run in the order they were started: a get or delete of a
 file that is still being stored waits for the put, so a script may say
 `put a` then `get 1` straight away.
+
+A job can be cancelled: its `cancelled` event is handed to the store's
+operation, which stops at the next part and cleans up; a job cancelled before
+it started never runs.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pfs.errors import Cancelled, NotFoundError
 
 
 @dataclass
@@ -28,6 +34,7 @@ class Job:
     result: object = None
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     def advance(self, nbytes: int) -> None:
         self.done += nbytes
@@ -65,6 +72,8 @@ class JobManager:
                 before.finished.wait()
             job.started = time.monotonic()
             try:
+                if job.cancelled.is_set():
+                    raise Cancelled("cancelled")
                 job.result = work(job)
             except BaseException as exc:  # reported through on_finish, never lost
                 job.error = exc
@@ -80,6 +89,14 @@ class JobManager:
                     job.finished.set()
 
         threading.Thread(target=run, name=f"pfs-{kind}-{file_id}").start()
+        return job
+
+    def find(self, job_id: int) -> Job:
+        """The running job with this number."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no running job {job_id}", "`jobs` shows the running jobs")
         return job
 
     def running(self) -> list[Job]:

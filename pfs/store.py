@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pfs import codec, worker
-from pfs.engine import Engine
+from pfs.engine import Engine, worker_count
 from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
@@ -197,7 +198,11 @@ class Store:
         except BaseException:
             self._unlock()
             raise
-        self.engine = Engine(workers, MemoryGovernor(max_memory))
+        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
+        self.workers_note = "" if self.workers == workers else \
+            f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
+            f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
+        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
 
     # -- opening and closing ------------------------------------------------
 
@@ -353,9 +358,11 @@ class Store:
         self._sources[entry.id] = src
         return entry
 
-    def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress) -> FileEntry:
-        """Store the parts of the source opened by begin_put; on any failure roll it back.
-        A source that changes meanwhile fails the put: never a mix of two versions."""
+    def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress,
+                   cancel: threading.Event | None = None) -> FileEntry:
+        """Store the parts of the source opened by begin_put; on any failure, or
+        when `cancel` is set, roll it back. A source that changes meanwhile fails
+        the put: never a mix of two versions."""
         src = self._sources.pop(entry.id)
         chunk = entry.chunk_size
         paths = self._part_paths(entry)
@@ -375,7 +382,7 @@ class Store:
 
         try:
             try:
-                results = self.engine.run(worker.store_part, tasks(), written)
+                results = self.engine.run(worker.store_part, tasks(), written, cancel)
             finally:
                 wait(syncs)
             for f in syncs:
@@ -435,20 +442,22 @@ class Store:
                              "only stored files can be read; `delete` removes it")
         return entry
 
-    def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress) -> list[Damage]:
+    def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
+                     cancel: threading.Event | None) -> list[Damage]:
         self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
         manifest = self._checked_manifest(entry)
         tasks = ((part_memory(p.size),
                   (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
                    out_path, p.offset))
                  for p in manifest.parts)
-        problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size))
+        problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
         return [Damage(entry.id, entry.name, p.index, p.offset, p.size, problem)
                 for p, problem in zip(manifest.parts, problems) if problem]
 
-    def verify(self, file_id: int, progress: Progress = _no_progress) -> list[Damage]:
-        """Check every part of a stored file without writing anything."""
-        return self._check_parts(self._stored_entry(file_id), None, progress)
+    def verify(self, file_id: int, progress: Progress = _no_progress,
+               cancel: threading.Event | None = None) -> list[Damage]:
+        """Check every part of a stored file without writing anything; stops when `cancel` is set."""
+        return self._check_parts(self._stored_entry(file_id), None, progress, cancel)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
         """Where get would write file `file_id`: never inside the store, never over
@@ -478,7 +487,7 @@ class Store:
         return target
 
     def get(self, file_id: int, dest: str | None = None, force: bool = False, salvage: bool = False,
-            progress: Progress = _no_progress) -> tuple[Path, list[Damage]]:
+            progress: Progress = _no_progress, cancel: threading.Event | None = None) -> tuple[Path, list[Damage]]:
         """Rebuild a stored file at its destination, with its recorded mode and
         mtime; only a fully verified file appears under the destination name, and
         a crash leaves nothing behind. With salvage, damaged parts are zero-filled
@@ -497,7 +506,7 @@ class Store:
                         flushes.append(self.engine.fsync_soon(out.path))
 
                 try:
-                    damage = self._check_parts(entry, out.path, written)
+                    damage = self._check_parts(entry, out.path, written, cancel)
                 finally:
                     wait(flushes)
                 if damage and not salvage:

@@ -4,7 +4,9 @@ and numbers, a result is a hash and a size."""
 
 import os
 import select
+import shutil
 import signal
+import stat
 import threading
 import time
 
@@ -97,20 +99,13 @@ def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str
               out_path: str | None, offset: int) -> str | None:
     """Read one part, check it, and (when `out_path` is given) pwrite it at
     `offset`. Returns None when the part is good, else what is wrong with it;
-    a damaged part is never written."""
+    a damaged part is never written. Whatever is at the part path (a directory,
+    a FIFO, a file that cannot be read) is damage of that part, never an error
+    of the whole operation, and never blocks."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return "part file missing"
-    try:
-        actual = os.fstat(fd).st_size
-        if actual != stored:
-            return f"part file is {actual} bytes, expected {stored}"
-        view = _view(stored)
-        if _read_at(fd, view, 0) != stored:
-            return "part file changed while being read"
-    finally:
-        os.close(fd)
+        view = _read_part(path, stored)
+    except _Damaged as damage:
+        return str(damage)
     try:
         data = codec.decompress(codec_name, view, size)
     except codec.DecodeError as exc:
@@ -126,13 +121,64 @@ def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str
     return None
 
 
+class _Damaged(Exception):
+    """What is wrong with a part file."""
+
+
+def _read_part(path: str, stored: int) -> memoryview:
+    """The `stored` bytes of a part file, or _Damaged. O_NONBLOCK: opening a FIFO
+    must not wait for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise _Damaged("part file missing") from None
+    except OSError as exc:
+        raise _Damaged(f"part file cannot be opened ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Damaged(f"part path is not a regular file (it is a {_kind(st.st_mode)})")
+        if st.st_size != stored:
+            raise _Damaged(f"part file is {st.st_size} bytes, expected {stored}")
+        view = _view(stored)
+        if _read_at(fd, view, 0) != stored:
+            raise _Damaged("part file changed while being read")
+        return view
+    except OSError as exc:
+        raise _Damaged(f"part file cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_IFDIR: "directory", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
+             stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
+    return kinds.get(stat.S_IFMT(mode), "special file")
+
+
 def remove_parts(paths: list[str]) -> int:
-    """Unlink part files; already-missing ones are fine. Returns how many existed."""
+    """Remove whatever is at each part path (a damaged part may be a directory);
+    already-missing ones are fine. Returns how many existed."""
     removed = 0
     for p in paths:
         try:
             os.unlink(p)
-            removed += 1
         except FileNotFoundError:
-            pass
+            continue
+        except IsADirectoryError:
+            shutil.rmtree(p)
+        removed += 1
     return removed
+
+
+def meet(folder: str, count: int, timeout: float) -> None:
+    """Return once `count` workers have called this (a barrier through a
+    folder). The engine submits it once per worker to a new pool: as none
+    returns before all have started, the pool must start every worker."""
+    with open(os.path.join(folder, str(os.getpid())), "x"):
+        pass
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {count} workers started")
+        time.sleep(0.002)
