@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from pfs.codec import file_digest
 from pfs.errors import StoreError
 from pfs.registry import (JOURNAL, MIN_COMPACT_BYTES, SNAPSHOT, FileEntry, FileRegistry, Manifest,
                           PartEntry, PartRegistry, write_json_atomic)
+from pfs.volumes import part_id
 
 
 def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEntry:
+    """A valid record of file `file_id` (parts always match size and chunk size)."""
     fields = dict(id=file_id, name=name or f"file-{file_id}.bin", size=1000 * file_id, status=status,
-                  parts=file_id, chunk_size=1024, codec="zstd", hash="xxh3-128",
+                  chunk_size=1024, codec="zstd", hash="xxh3-128",
                   uuid=f"{file_id:032x}", created=1_700_000_000.0 + file_id)
     fields.update(kw)
-    return FileEntry(**fields)
+    return FileEntry(**fields, parts=-(-fields["size"] // fields["chunk_size"]))
 
 
 
@@ -283,9 +286,10 @@ def test_damaged_snapshot_is_refused_naming_it(root):
 # -- PartRegistry -----------------------------------------------------------------------
 
 def manifest(file_id: int, parts: int = 3) -> Manifest:
-    e = entry(file_id, parts=parts, size=parts * 1024)
-    return Manifest(e, [PartEntry(index=i, id=f"{file_id:016x}{i:016x}", offset=i * 1024, size=1024,
-                                  stored=1000 + i, codec="zstd", hash=f"{i:032x}", volume=0)
+    hashes = [f"{i:032x}" for i in range(parts)]
+    e = entry(file_id, size=parts * 1024, digest=file_digest(hashes))
+    return Manifest(e, [PartEntry(index=i, id=part_id(e.uuid, i), offset=i * 1024, size=1024,
+                                  stored=1000 + i, codec="zstd", hash=hashes[i], volume=0)
                         for i in range(parts)])
 
 
