@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, astuple, dataclass, field, fields
 from itertools import starmap
-from operator import eq, floordiv, neg
+from operator import eq, floordiv, itemgetter, neg
 from pathlib import Path
 
 from pfs import codec
@@ -63,8 +63,12 @@ def fsync_dir(path: Path | str) -> None:
 
 def write_json_atomic(path: Path, obj: object) -> None:
     """Replace `path` with `obj` as JSON so a crash leaves the old or the new file, whole."""
+    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves the old or the new file, whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    data = json.dumps(obj, separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
@@ -105,6 +109,24 @@ def _short(exc: BaseException) -> str:
     """An exception as a short reason: parse errors can quote huge inputs."""
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+#: The end of a sealed snapshot: `,"check":"<xxh3-128 of everything before it>"}`.
+_SEAL = re.compile(rb',"check":"([0-9a-f]{32})"}')
+_SEAL_BYTES = 44
+
+
+def seal(obj_json: bytes) -> bytes:
+    """A JSON object with a last member that checksums the rest, so that reading
+    it back can prove, at memory speed, that it is byte for byte what pfs wrote."""
+    body = obj_json[:-1]
+    return body + b',"check":"' + codec.digest("xxh3-128", body).encode() + b'"}'
+
+
+def is_sealed(data: bytes) -> bool:
+    """Whether `data` ends with a seal (see `seal`) that matches the rest."""
+    check = _SEAL.fullmatch(data, max(0, len(data) - _SEAL_BYTES))
+    return check is not None and codec.digest("xxh3-128", memoryview(data)[:-_SEAL_BYTES]) == check[1].decode()
 
 
 class BadRecord(ValueError):
@@ -208,14 +230,18 @@ class FileEntry:
         return cls._validated(rows)
 
     @classmethod
-    def from_rows(cls, names: object, rows: object) -> tuple[list[FileEntry], list[tuple[int, str]]]:
+    def from_rows(cls, names: object, rows: object, sealed: bool = False
+                  ) -> tuple[list[FileEntry], list[tuple[int, str]]]:
         """Records stored as rows under a list of field names (the snapshot's
         compact form: a third smaller and faster to load than objects):
-        (valid entries, [(index, problem)] of the rest)."""
+        (valid entries, [(index, problem)] of the rest). `sealed` rows are proven
+        byte for byte what pfs wrote, and pfs writes only records that passed
+        these checks, so they are not checked again (that would make opening a
+        big store half as fast again)."""
         if type(names) is not list or not _types(str)(names) or type(rows) is not list:
             raise BadRecord("no list of fields and rows")
         if names == FILE_FIELDS and set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(names)}:
-            return cls._validated(rows)
+            return (list(starmap(cls, rows)), []) if sealed else cls._validated(rows)
         return cls.from_dicts([dict(zip(names, row)) if type(row) is list else None for row in rows])
 
     @classmethod
@@ -240,7 +266,7 @@ _DEFAULTS = [_REQUIRED if f.default is MISSING else f.default for f in fields(Fi
 
 
 def _columns(rows: list[list]) -> dict[str, Sequence]:
-    return dict(zip(FILE_FIELDS, zip(*rows))) if rows else dict.fromkeys(FILE_FIELDS, ())
+    return {name: list(map(itemgetter(i), rows)) for i, name in enumerate(FILE_FIELDS)}
 
 
 def _row_problem(row: list | None) -> str | None:
@@ -319,7 +345,7 @@ def _journal_op(op: object) -> tuple[str, FileEntry | int]:
     if type(op) is dict and op.get("op") == "put":
         return "put", FileEntry.from_dict(op.get("file"))
     if type(op) is dict and op.get("op") == "del":
-        if _ints(1, MAX_INT)([op.get("id")]):
+        if _ints(0, MAX_INT)([op.get("id")]):  # deleting id 0, which never exists, is a no-op
             return "del", op["id"]
         raise BadRecord("a delete of something that is not a file id")
     raise BadRecord("not a journal operation")
@@ -370,10 +396,11 @@ class FileRegistry:
 
     def _load_snapshot(self) -> None:
         try:
-            snap = json.loads(self._snapshot.read_bytes())
+            data = self._snapshot.read_bytes()
+            snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
-            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"))
+            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), is_sealed(data))
         except BAD_JSON as exc:
             self._damaged(str(self._snapshot), exc)
             return
@@ -415,7 +442,7 @@ class FileRegistry:
         kinds = [op.get("op") for op in ops]
         puts, bad = FileEntry.from_dicts([op.get("file") for op, kind in zip(ops, kinds) if kind == "put"])
         if bad or not _one_of(("put", "del"))(kinds) or \
-                not _ints(1, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind == "del"]):
+                not _ints(0, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind == "del"]):
             return False
         puts = iter(puts)
         for op, kind in zip(ops, kinds):
@@ -493,7 +520,7 @@ class FileRegistry:
         with self._lock:
             snap = {"format": 1, "next_id": self._next_id, "fields": FILE_FIELDS,
                     "files": [astuple(f) for f in self._files.values()]}
-            write_json_atomic(self._snapshot, snap)
+            write_atomic(self._snapshot, seal(json.dumps(snap, separators=(",", ":")).encode()))
             os.ftruncate(self._journal, 0)
             os.fsync(self._journal)
             self._journal_bytes = self._opened_bytes = 0
@@ -506,7 +533,11 @@ class FileRegistry:
             return file_id
 
     def save(self, entry: FileEntry) -> None:
-        """Record (insert or replace) a file durably."""
+        """Record (insert or replace) a file durably. Only a valid record is
+        written, which is what lets a sealed snapshot load unchecked."""
+        problem = _row_problem([getattr(entry, name) for name in FILE_FIELDS])
+        if problem:
+            raise BadRecord(f"file {entry.id}: {problem}")
         with self._lock:
             self._append({"op": "put", "file": asdict(entry)})
             self._files[entry.id] = entry
@@ -564,17 +595,22 @@ class PartRegistry:
 
     def ids(self) -> list[int]:
         """File ids that have a manifest on disk."""
-        return sorted(map(int, self._id_names()))
+        return sorted(int(name[:-5]) for name in self._id_names())
 
     def highest_id(self) -> int:
         """The highest file id that has a manifest on disk, or 0: one directory
         listing, and the biggest number is the longest name, then the greatest."""
-        names = self._id_names()
-        return int(max(zip(map(len, names), names))[1]) if names else 0
+        names = os.listdir(self._dir)
+        for candidates in (names, self._id_names(names)):  # usually every name is a manifest's: try that first
+            top = max(zip(map(len, candidates), candidates), default=(0, ""))[1]
+            if _MANIFEST_NAME.fullmatch(top):
+                return int(top[:-5])
+        return 0
 
-    def _id_names(self) -> list[str]:
-        return _MANIFEST_NAME.findall("\n".join(os.listdir(self._dir)))
+    def _id_names(self, names: list[str] | None = None) -> list[str]:
+        """The names in manifests/ that are file ids (of a manifest)."""
+        return _MANIFEST_NAME.findall("\n".join(os.listdir(self._dir) if names is None else names))
 
 
 #: A manifest's file name: a file id (no leading zeros) and .json.
-_MANIFEST_NAME = re.compile(r"^([1-9][0-9]*)\.json$", re.MULTILINE)
+_MANIFEST_NAME = re.compile(r"^[1-9][0-9]*\.json$", re.MULTILINE)

@@ -51,6 +51,6 @@ def test_a_session_folds_the_journal_it_grew_when_it_closes(tmp_path, monkeypatc
     assert [e.id for e in on_disk(tmp_path)] == list(range(1, 26))
 
     journal = tmp_path / registry.JOURNAL
-    journal.write_bytes(b"".join(b'{"op":"del","id":1}\n' for _ in range(100)))  # left by an earlier session
+    journal.write_bytes(b"".join(b'{"op":"del","id":0}\n' for _ in range(100)))  # left by an earlier session
     FileRegistry(tmp_path).close()  # a session that only reads leaves it alone
     assert journal.stat().st_size == 2000
