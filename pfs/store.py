@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import time
 import uuid
@@ -21,8 +22,8 @@ from pfs.engine import Engine
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
-from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, SNAPSHOT, STORED, STORING,
-                          FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged, fsync_dir,
+from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SNAPSHOT, STORED,
+                          STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged, fsync_dir,
                           fsync_file, read_json, write_json_atomic)
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
@@ -33,6 +34,8 @@ CONFIG = "store.json"
 VOLUMES = "volumes"
 #: What tells a directory is (the rest of) a pfs store, even without its store.json.
 STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
+#: The store's own files and directories (name: whether it is a directory).
+LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, MANIFESTS: True, "tmp": True}
 #: Parts removed per delete task.
 REMOVE_BATCH = 512
 
@@ -133,9 +136,10 @@ class Store:
         try:
             if config is None and not notes:
                 config = self._read_config()  # another pfs may have created it before we held the lock
+            notes += self._check_layout(LAYOUT, repair)
             if config is None:
                 config = self._create(self.settings)
-            notes += self._check_layout(config, repair)
+            notes += self._check_layout(dict.fromkeys(config["volumes"], True), repair)
             self.volumes = Volumes(self.root, config["volumes"])
             self.tmp = self.root / "tmp"
             self.tmp.mkdir(exist_ok=True)
@@ -180,21 +184,20 @@ class Store:
         """Write store.json, atomically and before any other file of the store:
         with no store.json, the directory holds nothing but creation leftovers."""
         found = sorted(int(d.name) for d in (self.root / VOLUMES).glob("*")
-                       if d.is_dir() and d.name.isdigit() and d.name == str(int(d.name)))
+                       if d.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", d.name))
         volumes = [f"{VOLUMES}/{i}" for i in range(found[-1] + 1 if found else 1)]  # a rebuilt store keeps its volumes
         config = {"format": FORMAT, **asdict(settings), "volumes": volumes}
         write_json_atomic(self.root / CONFIG, config)
         return config
 
-    def _check_layout(self, config: dict, repair: bool) -> list[str]:
+    def _check_layout(self, expected: dict[str, bool], repair: bool) -> list[str]:
         """Refuse (or, repairing, move to lost+found/) a file where pfs keeps a
-        directory or the other way round, so nothing below trips over it."""
+        directory or the other way round (`expected`: name -> is a directory),
+        so nothing below trips over it."""
         notes = []
-        expected = {SNAPSHOT: False, JOURNAL: False, MANIFESTS: True, "tmp": True,
-                    **{name: True for name in config["volumes"]}}
         for name, is_dir in expected.items():
             path = self.root / name
-            if os.path.lexists(path) and (path.is_dir() != is_dir or path.is_symlink()):
+            if os.path.lexists(path) and path.is_dir() != is_dir:
                 problem = f"{path} is not a {'directory' if is_dir else 'regular file'}"
                 if not repair:
                     raise damaged(self.root, problem)

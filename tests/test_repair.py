@@ -309,6 +309,7 @@ BAD_CONFIGS = {
     "format a string": b'{"format":"1"}',
     "a list": b"[1]",
     "missing": None,
+    "a directory": "dir",
 }
 
 
@@ -318,6 +319,9 @@ def test_damaged_store_json_is_refused_and_rebuilt_by_repair(store, how, tmp_pat
     config = pfs.store / "store.json"
     if BAD_CONFIGS[how] is None:
         config.unlink()
+    elif BAD_CONFIGS[how] == "dir":
+        config.unlink()
+        config.mkdir()
     else:
         config.write_bytes(BAD_CONFIGS[how])
     assert_refused(pfs, "store.json")
@@ -536,3 +540,19 @@ def test_garbage_metadata_never_gives_a_traceback(template, tmp_path_factory, sp
     assert r.returncode in (0, 1), (r.returncode, r.stdout, r.stderr)
     assert all(line.startswith(("repaired:", "lost:", "repair done:")) for line in r.stdout.splitlines()), r.stdout
     assert_files_back(pfs, originals, base / "out")
+
+
+def test_journal_line_reusing_an_id_for_another_file(store, tmp_path):
+    """A later journal line that gives id 2 to another file (another uuid and
+    digest): get refuses the mismatch with one line; repair lets file 2's intact
+    parts decide, and nothing of either is deleted."""
+    pfs, originals = store
+    other = {**_put_line(pfs.store, 2)["file"], "uuid": "ab" * 16, "digest": "cd" * 16, "name": "other.bin"}
+    with open(pfs.store / "files.jsonl", "ab") as f:
+        f.write(json.dumps({"op": "put", "file": other}).encode() + b"\n")
+    r = pfs.run(f"get 2 {tmp_path / 'x'}\n")
+    assert r.returncode == 1 and len(error_lines(r.stderr)) == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    out = repair(pfs)
+    assert "file 2 (f2.bin): its record disagreed with its manifest; record rebuilt from its manifest" in out, out
+    assert_files_back(pfs, originals, tmp_path / "out")
