@@ -144,7 +144,7 @@ class Store:
             self.tmp = self.root / "tmp"
             self.tmp.mkdir(exist_ok=True)
             self.parts = PartRegistry(self.root, len(config["volumes"]))
-            self.files = FileRegistry(self.root, strict=not repair, seen_id=self.parts.highest_id())
+            self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
             self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes, max_memory // 2,
                                          notes) if repair else None
             self.recovered = self._recover()

@@ -360,3 +360,17 @@ def test_write_json_atomic_that_fails_keeps_the_old_file_and_leaves_no_temp_file
     assert json.loads(target.read_bytes()) == {"old": True}
     leftovers = sorted(p.name for p in root.iterdir() if p.name != "thing.json")
     assert leftovers == [], f"temp files left behind: {leftovers}"
+
+
+def test_new_ids_go_above_the_highest_id_known_elsewhere(root):
+    """A snapshot that lists fewer files than there are manifests (restored from
+    an old copy) must not hand out an id whose manifest is on disk."""
+    reg = registry_with_three_files(root)
+    reg.compact()
+    reg.close()
+    asked = []
+    reg = FileRegistry(root, id_elsewhere=lambda: asked.append(1) or 41)
+    assert asked == [], "opening to read should not look for ids elsewhere"
+    assert [reg.new_id(), reg.new_id()] == [42, 43]
+    assert asked == [1]
+    reg.close()
