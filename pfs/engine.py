@@ -16,7 +16,6 @@ the semaphores open.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import tempfile

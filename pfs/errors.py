@@ -38,6 +38,10 @@ class StoreError(PfsError):
     """The store cannot be opened or used: locked, not a store, damaged metadata."""
 
 
+class DamagedError(StoreError):
+    """The store's metadata is damaged; `pfs --store DIR repair` can rebuild it."""
+
+
 class StoreLockedError(StoreError):
     """Another pfs process holds the store's lock."""
 

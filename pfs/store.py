@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import threading
@@ -22,19 +23,24 @@ from pathlib import Path
 
 from pfs import codec, worker
 from pfs.engine import Engine, worker_count
-from pfs.errors import (DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
+from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
-from pfs.registry import (DELETING, FAILED, STORED, STORING, FileEntry, FileRegistry,
-                          Manifest, PartEntry, PartRegistry, damaged, fsync_dir, read_json,
-                          write_json_atomic)
-from pfs.repair import rebuild
+from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SNAPSHOT, STORED,
+                          STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged, fsync_dir,
+                          read_json, write_json_atomic)
+from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import Volumes, part_id
 
 FORMAT = 1
 CONFIG = "store.json"
 LOCK = "lock"
+VOLUMES = "volumes"
+#: What tells a directory is (the rest of) a pfs store, even without its store.json.
+STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
+#: The store's own files and directories (name: whether it is a directory).
+LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, MANIFESTS: True, "tmp": True}
 #: Parts removed per delete task.
 REMOVE_BATCH = 512
 
@@ -68,6 +74,19 @@ class Damage:
     def __str__(self) -> str:
         end = self.offset + self.size - 1 if self.size else self.offset
         return f"file {self.file_id} ({self.name}) part {self.index} bytes {self.offset}-{end}: {self.problem}"
+
+
+def _creation_leftover(name: str) -> bool:
+    """What a store creation killed before it wrote store.json may have left:
+    the lock, and the temporary file of the store.json write."""
+    return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
+
+
+def _volumes_ok(volumes: object) -> bool:
+    """A non-empty list of distinct directories inside the store."""
+    return type(volumes) is list and bool(volumes) and all(
+        type(v) is str and v and not os.path.isabs(v) and ".." not in Path(v).parts and Path(v).parts
+        for v in volumes) and len(set(volumes)) == len(volumes)
 
 
 def batched(items: list, n: int) -> list[list]:
@@ -180,20 +199,32 @@ class Store:
         self._lock_fd = -1
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
         self.max_memory = max_memory
-        config = self._read_config()
+        notes: list[str] = []
+        try:
+            config = self._read_config()
+        except DamagedError as exc:
+            if not repair:
+                raise
+            config, notes = None, [f"{exc.message}; rebuilt from the defaults and the volumes on disk"]
         defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
         self.settings = Settings(**{**defaults, **(overrides or {})})
         self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
-        if config is None:
-            config = self._create(self.settings)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
+            if config is None and not notes:
+                config = self._read_config()  # another pfs may have created it before we held the lock
+            notes += self._check_layout(LAYOUT, repair)
+            if config is None:
+                config = self._create(self.settings)
+            notes += self._check_layout(dict.fromkeys(config["volumes"], True), repair)
             self.volumes = Volumes(self.root, config["volumes"])
             self.tmp = self.root / "tmp"
             self.tmp.mkdir(exist_ok=True)
-            self.files = FileRegistry(self.root, strict=not repair)
-            self.parts = PartRegistry(self.root)
-            self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes) if repair else None
+            self.parts = PartRegistry(self.root, len(config["volumes"]))
+            self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
+            self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes, max_memory // 2,
+                                         notes) if repair else None
             self.recovered = self._recover()
         except BaseException:
             self._unlock()
@@ -207,33 +238,53 @@ class Store:
     # -- opening and closing ------------------------------------------------
 
     def _read_config(self) -> dict | None:
-        """store.json, or None when `root` is new or empty (refusing anything else)."""
+        """store.json, or None when `root` is new, empty, or holds only what an
+        interrupted creation left (so a crash while creating never leaves a
+        directory pfs refuses). Refuses anything else; damage is a DamagedError."""
         path = self.root / CONFIG
         if not path.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise StoreError(f"{self.root} is not a directory")
-            if self.root.exists() and any(self.root.iterdir()):
-                raise StoreError(f"{self.root} is not a pfs store", "choose an empty or new directory with --store")
-            return None
+            found = [n for n in os.listdir(self.root) if not _creation_leftover(n)] if self.root.exists() else []
+            if not found:
+                return None
+            if STORE_FILES.intersection(found):
+                raise damaged(self.root, f"{path} is missing")
+            raise StoreError(f"{self.root} is not a pfs store", "choose an empty or new directory with --store")
         config = read_json(path, self.root)
-        if not isinstance(config, dict) or not isinstance(config.get("format"), int):
+        if not isinstance(config, dict) or type(config.get("format")) is not int or config["format"] < 1:
             raise damaged(self.root, f"{path} is damaged (no format number)")
         if config["format"] > FORMAT:
             raise StoreError(f"{self.root} was made by a newer pfs (format {config['format']})", "upgrade pfs to open it")
-        settings_ok = (isinstance(config.get("chunk_size"), int) and config["chunk_size"] > 0
-                       and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES)
-        volumes_ok = isinstance(config.get("volumes"), list) and config["volumes"] and \
-            all(isinstance(v, str) for v in config["volumes"])
-        if not (settings_ok and volumes_ok):
+        settings_ok = type(config.get("chunk_size")) is int and 0 < config["chunk_size"] <= MAX_INT \
+            and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
+        if not (settings_ok and _volumes_ok(config.get("volumes"))):
             raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash or volumes)")
         return config
 
     def _create(self, settings: Settings) -> dict:
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = {"format": FORMAT, **asdict(settings), "volumes": ["volumes/0"]}
+        """Write store.json, atomically and before any other file of the store:
+        with no store.json, the directory holds nothing but creation leftovers."""
+        found = sorted(int(d.name) for d in (self.root / VOLUMES).glob("*")
+                       if d.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", d.name))
+        volumes = [f"{VOLUMES}/{i}" for i in range(found[-1] + 1 if found else 1)]  # a rebuilt store keeps its volumes
+        config = {"format": FORMAT, **asdict(settings), "volumes": volumes}
         write_json_atomic(self.root / CONFIG, config)
         return config
 
+    def _check_layout(self, expected: dict[str, bool], repair: bool) -> list[str]:
+        """Refuse (or, repairing, move to lost+found/) a file where pfs keeps a
+        directory or the other way round (`expected`: name -> is a directory),
+        so nothing below trips over it."""
+        notes = []
+        for name, is_dir in expected.items():
+            path = self.root / name
+            if os.path.lexists(path) and path.is_dir() != is_dir:
+                problem = f"{path} is not a {'directory' if is_dir else 'regular file'}"
+                if not repair:
+                    raise damaged(self.root, problem)
+                notes.append(f"{problem}; moved to {set_aside(self.root, path)}")
+        return notes
     def check_memory(self, chunk_size: int, subject: str) -> None:
         """Refuse a chunk size whose parts could never fit the memory limit."""
         need = part_memory(chunk_size)
@@ -347,8 +398,12 @@ class Store:
         src = open_source(path, source)
         st, chunk = src.before, self.settings.chunk_size
         try:
+            chunk_parts = -(-st.st_size // chunk)
+            if chunk_parts > MAX_PARTS:
+                raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
+                                 f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
             entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
-                              parts=-(-st.st_size // chunk), chunk_size=chunk, codec=self.settings.codec,
+                              parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
                               mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns)
             self.files.save(entry)

@@ -2,7 +2,6 @@
 
 import io
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings

@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from pfs.codec import file_digest
 from pfs.errors import StoreError
 from pfs.registry import (JOURNAL, MIN_COMPACT_BYTES, SNAPSHOT, FileEntry, FileRegistry, Manifest,
                           PartEntry, PartRegistry, write_json_atomic)
+from pfs.volumes import part_id
 
 
 def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEntry:
+    """A valid record of file `file_id` (parts always match size and chunk size)."""
     fields = dict(id=file_id, name=name or f"file-{file_id}.bin", size=1000 * file_id, status=status,
-                  parts=file_id, chunk_size=1024, codec="zstd", hash="xxh3-128",
+                  chunk_size=1024, codec="zstd", hash="xxh3-128",
                   uuid=f"{file_id:032x}", created=1_700_000_000.0 + file_id)
     fields.update(kw)
-    return FileEntry(**fields)
+    return FileEntry(**fields, parts=-(-fields["size"] // fields["chunk_size"]))
 
 
 
@@ -283,9 +286,10 @@ def test_damaged_snapshot_is_refused_naming_it(root):
 # -- PartRegistry -----------------------------------------------------------------------
 
 def manifest(file_id: int, parts: int = 3) -> Manifest:
-    e = entry(file_id, parts=parts, size=parts * 1024)
-    return Manifest(e, [PartEntry(index=i, id=f"{file_id:016x}{i:016x}", offset=i * 1024, size=1024,
-                                  stored=1000 + i, codec="zstd", hash=f"{i:032x}", volume=0)
+    hashes = [f"{i:032x}" for i in range(parts)]
+    e = entry(file_id, size=parts * 1024, digest=file_digest(hashes))
+    return Manifest(e, [PartEntry(index=i, id=part_id(e.uuid, i), offset=i * 1024, size=1024,
+                                  stored=1000 + i, codec="zstd", hash=hashes[i], volume=0)
                         for i in range(parts)])
 
 
@@ -356,3 +360,17 @@ def test_write_json_atomic_that_fails_keeps_the_old_file_and_leaves_no_temp_file
     assert json.loads(target.read_bytes()) == {"old": True}
     leftovers = sorted(p.name for p in root.iterdir() if p.name != "thing.json")
     assert leftovers == [], f"temp files left behind: {leftovers}"
+
+
+def test_new_ids_go_above_the_highest_id_known_elsewhere(root):
+    """A snapshot that lists fewer files than there are manifests (restored from
+    an old copy) must not hand out an id whose manifest is on disk."""
+    reg = registry_with_three_files(root)
+    reg.compact()
+    reg.close()
+    asked = []
+    reg = FileRegistry(root, id_elsewhere=lambda: asked.append(1) or 41)
+    assert asked == [], "opening to read should not look for ids elsewhere"
+    assert [reg.new_id(), reg.new_id()] == [42, 43]
+    assert asked == [1]
+    reg.close()
