@@ -158,10 +158,17 @@ class Session:
             return 141
         return 1 if self.failures or self.out.lost else 0
 
+    def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
+        """Start a background job; signals stay with the main thread (see interrupts)."""
+        def run(job: Job) -> object:
+            interrupts.main_thread_only()
+            return work(job)
+        return self.jobs.start(kind, file_id, name, size, run)
+
     def start_counted(self, tally: VerifyTally, entry, work: Callable[[Job], object]) -> None:
         """Start a verify job that counts towards `tally`."""
         with self._lock:  # registered before the job can finish and look for it
-            job = self.jobs.start("verify", entry.id, entry.name, entry.size, work)
+            job = self.start("verify", entry.id, entry.name, entry.size, work)
             self.verify_tallies[job.id] = tally
 
     def abandoned(self) -> str:
@@ -261,14 +268,14 @@ def cmd_put(s: Session, a: Args) -> None:
     entry = s.store.begin_put(source)
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
-    s.jobs.start("put", entry.id, entry.name, entry.size,
+    s.start("put", entry.id, entry.name, entry.size,
                  lambda job: s.store.finish_put(entry, source, job.advance))
 
 
 def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
     """Start a job on an existing file, after any job already running on it."""
     entry = s.store.entry(file_id)
-    s.jobs.start(kind, file_id, entry.name, entry.size, work)
+    s.start(kind, file_id, entry.name, entry.size, work)
 
 
 def cmd_get(s: Session, a: Args) -> None:

@@ -24,7 +24,7 @@ HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 
 _signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-_abandoned: Callable[[], str] = lambda: "nothing was changed"  # noqa: E731
+_abandoned: Callable[[], str] = lambda: "stopped before the store was opened; nothing was changed"  # noqa: E731
 _breakable = threading.Event()  # the shell: SIGINT breaks off a wait instead of exiting
 _waiting = False
 _terminal: list | None = None
@@ -42,7 +42,19 @@ def install() -> None:
         _terminal = None
     for signum in HANDLED:
         signal.signal(signum, _on_signal)
+    # After os._exit, multiprocessing's resource tracker (a child process) frees
+    # the semaphores the pool held; its warning that it had to is expected here.
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     threading.Thread(target=_watch, name="pfs-signals", daemon=True).start()
+
+
+def main_thread_only() -> None:
+    """Block the handled signals in the calling thread. A process started from
+    it (the worker pool's forkserver, and through it every worker) inherits the
+    blocked mask, so a Ctrl-C in the terminal, which reaches the whole process
+    group, stops pfs alone instead of killing a pool process mid-start."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
 def abandoning(describe: Callable[[], str]) -> None:

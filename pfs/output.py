@@ -140,7 +140,7 @@ def show_progress(running: Callable[[], list]) -> None:
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
-            return Text(format_rate(task.completed, task.elapsed or 0) if task.elapsed else "")
+            return Text(task.fields.get("rate", ""))
 
     with Progress("{task.description}", BarColumn(), Amount(), Rate(), TimeRemainingColumn(),
                   transient=True) as progress:
@@ -149,5 +149,5 @@ def show_progress(running: Callable[[], list]) -> None:
             for job in jobs:
                 if job.id not in bars:
                     bars[job.id] = progress.add_task(printable(f"{job.kind} {job.name}"), total=job.total or 1)
-                progress.update(bars[job.id], completed=job.done)
+                progress.update(bars[job.id], completed=job.done, rate=format_rate(job.done, job.elapsed))
             time.sleep(0.1)
