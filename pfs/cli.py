@@ -132,6 +132,22 @@ def _guard_standard_streams() -> None:
                 os.close(null)
 
 
+def _enough_descriptors(workers: int) -> None:
+    """Make sure pfs may open the descriptors it needs (the pool's pipes, the
+    workers' files, the fsync threads, the registries): raise the soft limit
+    towards the hard one if it is lower, and refuse to start, rather than fail
+    midway, if even the hard limit is too low."""
+    import resource
+
+    need = 32 + 4 * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise PfsError(f"pfs may open only {hard} files at once (ulimit -n) and needs {need} "
+                           f"with --workers {workers}", f"raise the limit with `ulimit -n {need}`, or use fewer workers")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def _log_to(path: Path) -> None:
     logging.raiseExceptions = False  # a log that cannot be written (full disk) must not reach the screen
     handler = logging.FileHandler(path, delay=True)
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("error: repair takes no arguments (usage: pfs --store DIR repair)\n")
         return 2
     try:
+        _enough_descriptors(args.workers)
         root = _store_root(args)
         new = not (root / "store.json").exists()
         store = _open_store(root, args, repair)
