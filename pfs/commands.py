@@ -348,7 +348,7 @@ def cmd_info(s: Session, a: Args) -> None:
     if manifest:
         codecs = Counter(p.codec for p in manifest.parts)
         fields += [("stored", f"{format_size(entry.stored)} on disk"
-                              + (f" ({entry.stored / entry.size:.0%})" if entry.size else "")),
+                              + (f" ({entry.stored / entry.size:.1%} of its size)" if entry.size else "")),
                    ("codec", ", ".join(f"{c} ({n} part{'s' * (n != 1)})" for c, n in codecs.most_common()))]
     else:
         fields.append(("codec", f"{entry.codec} (chosen)"))
