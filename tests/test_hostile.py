@@ -315,8 +315,11 @@ def _stored_files(store, tmp_path, count: int) -> None:
 
 
 def _run_raw(store, stdin: bytes = b"", *argv, stdout=subprocess.PIPE, preexec_fn=None) -> subprocess.CompletedProcess:
-    return subprocess.run(pfs_argv(store, *argv), input=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env(),
-                          timeout=60, start_new_session=True, preexec_fn=preexec_fn)
+    """pfs with bytes in and out, decoding stdin strictly as Python does under a
+    full UTF-8 locale such as en_US.UTF-8 (under C or C.UTF-8 it is lenient)."""
+    return subprocess.run(pfs_argv(store, *argv), input=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                          env={**env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=60, start_new_session=True,
+                          preexec_fn=preexec_fn)
 
 
 def test_reader_that_left_gives_no_traceback_and_status_141(tmp_path):
