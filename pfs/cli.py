@@ -58,9 +58,15 @@ def _chunk_size(text: str) -> int:
     return value
 
 
+#: More worker processes than this only add memory and start-up time.
+MAX_WORKERS = 256
+
+
 def _workers(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of workers")
+    if int(text) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_WORKERS} worker processes")
     return int(text)
 
 
@@ -100,7 +106,7 @@ def _store_root(args: argparse.Namespace) -> Path:
 
     given = args.store or default_store()
     root = Path(given).expanduser()
-    if given in {*COMMANDS, *ALIASES, "repair"} and not root.exists():
+    if args.store in {*COMMANDS, *ALIASES, "repair"} and not root.exists():
         raise PfsError(f"there is no store named {given!r}: did you mean `pfs {given}`?",
                        f"--store ./{given} creates a store of that name")
     return root
@@ -196,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command:
             from pfs.script import run_one
             return run_one(store, args.command)
-        if sys.stdin.isatty():
+        if sys.stdin is not None and sys.stdin.isatty():
             from pfs.shell import run_shell
             return run_shell(store)
         from pfs.script import run_script
-        return run_script(store, sys.stdin)
+        return run_script(store, sys.stdin or [])  # a closed stdin is an empty script

@@ -301,6 +301,7 @@ BAD_OPTIONS = [
     ["--workers", "-1"],
     ["--workers", "0"],
     ["--workers", "two"],
+    ["--workers", "257"],
     ["--max-memory", "abc"],
     ["--max-memory", "0"],
     ["--chunk-size", "64M", "--max-memory", "32M"],
@@ -755,3 +756,10 @@ def test_script_exit_says_which_jobs_it_waits_for(pfs):
     lines = r.stdout.splitlines()
     assert lines[:2] == ["[1] storing a.bin (2.5 MiB, 40 parts)", "[1] waiting for put of a.bin to finish"], lines
     assert lines[2].startswith("[1] stored a.bin"), lines
+
+
+def test_closed_stdin_is_an_empty_script(pfs):
+    r = subprocess.run(pfs.argv(), stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env(),
+                       cwd=pfs.cwd, timeout=60, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
