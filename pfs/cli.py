@@ -136,6 +136,8 @@ def _guard_standard_streams() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+    if sys.stderr is None:  # nowhere to report to: errors are dropped, the exit status still tells
+        sys.stderr = open(2, "w", closefd=False)
 
 
 def _enough_descriptors(workers: int) -> None:

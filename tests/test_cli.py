@@ -763,3 +763,10 @@ def test_closed_stdin_is_an_empty_script(pfs):
                        cwd=pfs.cwd, timeout=60, preexec_fn=lambda: os.close(0))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("options, status", [(["list"], 0), (["bogus"], 1), (["--chunk-size", "1", "list"], 2)])
+def test_closed_stderr_keeps_the_exit_status(pfs, options, status):
+    r = subprocess.run(pfs.argv(*options), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env(), cwd=pfs.cwd,
+                       timeout=60, preexec_fn=lambda: os.close(2))
+    assert r.returncode == status
