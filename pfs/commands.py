@@ -177,7 +177,12 @@ class Session:
         if not jobs:
             return "no jobs were running"
         names = ", ".join(f"{j.kind} {j.file_id} ({printable(j.name)}) at {j.fraction:.0%}" for j in jobs)
-        return f"abandoned {names}; the next open of the store rolls unfinished puts back"
+        kinds = {j.kind for j in jobs}
+        after = [what for kind, what in (("put", "the next open of the store rolls unfinished puts back"),
+                                         ("delete", "the next open finishes the deletes"),
+                                         ("get", "an abandoned get leaves no file under its destination name"))
+                 if kind in kinds]
+        return "; ".join([f"abandoned {names}", *after])
 
     def _count_failure(self) -> None:
         with self._lock:

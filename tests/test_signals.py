@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -199,3 +198,20 @@ def test_sigterm_at_the_shell_prompt_restores_the_terminal(tmp_path):
     status, shown = ended_within(child, 2.5)
     assert status == 128 + signal.SIGTERM
     assert "pfs: terminated (SIGTERM): no jobs were running" in shown
+
+
+def test_one_shot_get_interrupted_leaves_nothing_under_the_name(tmp_path, big):
+    store = tmp_path / "store"
+    r = run_pfs(store, f"put {big}\n")
+    assert r.returncode == 0, r.stderr
+    dest = tmp_path / "out" / "big.bin"
+    dest.parent.mkdir()
+    child = spawn(pfs_argv(store, "get", "1", str(dest)), tmp_path)
+    wait_mid_put(child)  # the get's progress bar
+    child.sendintr()
+    status, shown = ended_within(child, 2.5)
+    assert status == 130
+    assert re.search(r"pfs: interrupted \(SIGINT\): abandoned get 1 \(big\.bin\) at \d+%; "
+                     r"an abandoned get leaves no file under its destination name\s*$", shown), shown[-1000:]
+    assert not dest.exists()
+    assert not group_alive(child.pid)
