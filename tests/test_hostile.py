@@ -403,3 +403,13 @@ def test_low_open_file_limit_is_raised_or_refused_up_front(tmp_path):
                            "(raise the limit with `ulimit -n 40`, or use fewer workers)\n"), err
     r = run_pfs(store, "verify --all\n")
     assert r.returncode == 0, r.stderr
+
+
+def test_stdout_on_a_full_device_is_one_error_line(tmp_path):
+    store = tmp_path / "store"
+    _stored_files(store, tmp_path, 2)
+    with open("/dev/full", "wb") as full:
+        r = _run_raw(store, b"", "list", stdout=full)
+    assert r.returncode == 1
+    assert r.stderr.decode() == ("error: cannot write to standard output (No space left on device); "
+                                 "the rest of the output is lost\n")
