@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pfs import interrupts
-from pfs.errors import IntegrityError, PfsError, UsageError, printable
+from pfs.errors import IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
 from pfs.output import PlainOutput, Table, show_progress
 from pfs.store import Store, describe
@@ -220,7 +220,9 @@ class Session:
         elif job.kind == "delete":
             self.out.line(f"[{job.file_id}] deleted {name}")
         elif job.kind == "verify":
-            if job.result:
+            if isinstance(job.result, Skipped):
+                self.out.line(f"[{job.file_id}] skipped {name}: {job.result.reason}")
+            elif job.result:
                 self._report_damage(context, job.result)
             else:
                 self.out.line(f"[{job.file_id}] verified {name}: every part is intact")
@@ -251,10 +253,12 @@ class VerifyTally:
 
     def add(self, job: Job) -> bool:
         """Count one finished verify; True when it was the last."""
-        if job.error is None:
+        if isinstance(job.result, Skipped):
+            outcome = "skipped"
+        elif job.error is None:
             outcome = "damaged" if job.result else "verified"
         else:
-            outcome = "skipped" if isinstance(job.error, UsageError) else "damaged"
+            outcome = "damaged"
         with self.lock:
             self.counts[outcome] += 1
             self.left -= 1
@@ -316,15 +320,36 @@ def _verify_all(s: Session) -> None:
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:
         if e.status not in ("stored", "storing"):
-            why = f"{e.status} ({e.reason})" if e.reason else e.status
-            s.out.line(f"[{e.id}] skipped {printable(e.name)}: it is {why}, not stored")
+            s.out.line(f"[{e.id}] skipped {printable(e.name)}: {_not_stored(e)}")
     if not checked:
         s.out.line(f"verify --all: nothing to verify, {len(entries)} skipped" if entries
                    else "no files stored yet (put PATH stores one)")
         return
     tally = VerifyTally(len(checked), len(entries) - len(checked))
     for e in checked:
-        s.start_counted(tally, e, lambda job, i=e.id: s.store.verify(i, job.advance))
+        s.start_counted(tally, e, lambda job, i=e.id: _verify_if_stored(s, i, job))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A verify --all found the file no longer stored when its turn came."""
+
+    reason: str
+
+
+def _not_stored(entry) -> str:
+    return f"it is {entry.status}" + (f" ({entry.reason})" if entry.reason else "") + ", not stored"
+
+
+def _verify_if_stored(s: Session, file_id: int, job: Job) -> object:
+    """Verify a file unless an earlier job (a failed put, a delete) left it not stored."""
+    try:
+        entry = s.store.entry(file_id)
+    except NotFoundError:
+        return Skipped("it was deleted")
+    if entry.status != "stored":
+        return Skipped(_not_stored(entry))
+    return s.store.verify(file_id, job.advance)
 
 
 def cmd_list(s: Session, a: Args) -> None:
