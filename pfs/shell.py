@@ -180,7 +180,8 @@ def run_shell(store: Store) -> int:
             except EOFError:
                 break
             try:
-                session.execute(line)
+                for one in line.splitlines():  # a pasted block: one command per line, as in a script
+                    session.execute(one)
             except KeyboardInterrupt:
                 running = len(session.jobs.running())
                 session.out.line(f"stopped waiting; {running} job{'s' * (running != 1)} still running "

@@ -237,3 +237,17 @@ def test_ctrl_z_suspends_and_fg_resumes(pfs):
         assert "Traceback" not in bash.logfile_read.getvalue()
     finally:
         bash.terminate(force=True)
+
+
+def test_pasted_lines_run_one_command_each(pfs, shell):
+    """A bracketed paste arrives as one multi-line buffer; each line is a command."""
+    make_file(pfs.cwd / "a.bin", 2 * CHUNK)
+    child = shell()
+    child.send("\x1b[200~put a.bin\nwait\nlist\n\x1b[201~")
+    child.send("\r")
+    child.expect(r"\[1\] stored a\.bin")
+    child.expect(r"1\s*[│|]\s*a\.bin\s*[│|].*stored")
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    assert ended(child) == 0
+    assert "too many arguments" not in child.logfile_read.getvalue()
