@@ -98,9 +98,9 @@ def _watch() -> None:
     _restore_terminal()
     word = _WORDS.get(signum, "stopped")
     line = f"pfs: {word} ({signal.Signals(signum).name}): {what}\n"
-    if os.isatty(2):
-        line = "\r\x1b[2K\x1b[?25h" + line  # over a progress bar, with the cursor shown again
-    try:  # straight to the descriptor: a lock the main thread holds must not matter
+    try:  # straight to the descriptors: a lock the main thread holds must not matter
+        if os.isatty(1):
+            os.write(1, b"\r\x1b[2K\x1b[?25h")  # clear a progress bar, show the cursor again
         os.write(2, line.encode("utf-8", "backslashreplace"))
     except OSError:
         pass
