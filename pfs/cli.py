@@ -165,12 +165,15 @@ def _log_to(path: Path) -> None:
 
 
 def _report_repair(report) -> int:
+    from pfs.output import PlainOutput
+
+    out = PlainOutput()
     for line in report.repaired:
-        print(f"repaired: {line}")
+        out.line(f"repaired: {line}")
     for line in report.lost:
-        print(f"lost: {line}")
-    print(f"repair done: {len(report.repaired)} repaired, {len(report.lost)} lost")
-    return 1 if report.lost else 0
+        out.line(f"lost: {line}")
+    out.line(f"repair done: {len(report.repaired)} repaired, {len(report.lost)} lost")
+    return 1 if report.lost or out.lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:
