@@ -3,22 +3,37 @@ terminal), script mode (stdin is piped) or one command given on the command line
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
-from pathlib import Path
+from pfs import interrupts
 
-from pfs import __version__
-from pfs.codec import CODECS, HASHES
-from pfs.errors import PfsError
-from pfs.units import parse_size
+interrupts.install()  # before the slower imports: a Ctrl-C from here on is one line, not a traceback
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pfs import __version__  # noqa: E402
+from pfs.codec import CODECS, HASHES  # noqa: E402
+from pfs.errors import PfsError, printable  # noqa: E402
+from pfs.units import format_size, parse_size  # noqa: E402
 
 log = logging.getLogger("pfs")
+
+#: Part sizes pfs accepts: below, a file becomes a flood of tiny part files;
+#: above, one part alone would need gigabytes of memory in flight.
+MIN_CHUNK, MAX_CHUNK = 64 << 10, 1 << 30
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option as one `error:` line."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # "-4M" is a (bad) value, not an option: let the value's check say what is wrong with it
+        self._negative_number_matcher = re.compile(r"^-\d")
 
     def error(self, message: str):
         sys.stderr.write(f"error: {message} (see pfs --help)\n")
@@ -35,9 +50,23 @@ def _size(text: str) -> int:
     return value
 
 
+def _chunk_size(text: str) -> int:
+    value = _size(text)
+    if not MIN_CHUNK <= value <= MAX_CHUNK:
+        raise argparse.ArgumentTypeError(f"{text!r} is {format_size(value)}; a chunk size must be between "
+                                         f"{format_size(MIN_CHUNK)} and {format_size(MAX_CHUNK)}")
+    return value
+
+
+#: More worker processes than this only add memory and start-up time.
+MAX_WORKERS = 256
+
+
 def _workers(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of workers")
+    if int(text) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_WORKERS} worker processes")
     return int(text)
 
 
@@ -57,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
                        "and `pfs --store DIR repair` rebuilds damaged metadata")
     p.add_argument("--store", metavar="DIR", help="store directory (default: $PFS_STORE, else the user data dir)")
-    p.add_argument("--chunk-size", metavar="SIZE", type=_size,
-                   help="part size for new files, e.g. 512k, 4M (default: the store's, 4M for a new store)")
+    p.add_argument("--chunk-size", metavar="SIZE", type=_chunk_size,
+                   help="part size for new files, 64k to 1G, e.g. 512k, 4M (default: the store's, 4M for a new store)")
     p.add_argument("--max-memory", metavar="SIZE", type=_size, default=256 << 20,
                    help="bound on part bytes in flight across all jobs (default: 256M)")
     p.add_argument("--workers", metavar="N", type=_workers, default=os.cpu_count() or 1,
@@ -70,13 +99,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_store(args: argparse.Namespace, repair: bool = False):
+def _store_root(args: argparse.Namespace) -> Path:
+    """The store directory; refuses a new store named like a command (`pfs --store list`
+    means `pfs list` far more often than a store called "list")."""
+    from pfs.commands import ALIASES, COMMANDS
+
+    given = args.store or default_store()
+    root = Path(given).expanduser()
+    if args.store in {*COMMANDS, *ALIASES, "repair"} and not root.exists():
+        raise PfsError(f"there is no store named {given!r}: did you mean `pfs {given}`?",
+                       f"--store ./{given} creates a store of that name")
+    return root
+
+
+def _open_store(root: Path, args: argparse.Namespace, repair: bool = False):
     from pfs.store import Store
 
-    root = Path(args.store or default_store()).expanduser()
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
                  if v is not None}
+    interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
+                                  "nothing is lost: the next open finishes any recovery")
     return Store(root, overrides, args.workers, args.max_memory, repair)
+
+
+def _guard_standard_streams() -> None:
+    """Give a closed stdin, stdout or stderr /dev/null, so that no store file
+    opened later takes descriptor 0, 1 or 2 and receives output meant for the
+    screen. A closed stdout stays None, so the output knows it was lost."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:  # nowhere to report to: errors are dropped, the exit status still tells
+        sys.stderr = open(2, "w", closefd=False)
+
+
+def _enough_descriptors(workers: int) -> None:
+    """Make sure pfs may open the descriptors it needs (the pool's pipes, the
+    workers' files, the fsync threads, the registries): raise the soft limit
+    towards the hard one if it is lower, and refuse to start, rather than fail
+    midway, if even the hard limit is too low."""
+    import resource
+
+    need = 32 + 4 * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise PfsError(f"pfs may open only {hard} files at once (ulimit -n) and needs {need} "
+                           f"with --workers {workers}", f"raise the limit with `ulimit -n {need}`, or use fewer workers")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _log_to(path: Path) -> None:
@@ -88,28 +165,37 @@ def _log_to(path: Path) -> None:
 
 
 def _report_repair(report) -> int:
+    from pfs.output import PlainOutput
+
+    out = PlainOutput()
     for line in report.repaired:
-        print(f"repaired: {line}")
+        out.line(f"repaired: {line}")
     for line in report.lost:
-        print(f"lost: {line}")
-    print(f"repair done: {len(report.repaired)} repaired, {len(report.lost)} lost")
-    return 1 if report.lost else 0
+        out.line(f"lost: {line}")
+    out.line(f"repair done: {len(report.repaired)} repaired, {len(report.lost)} lost")
+    return 1 if report.lost or out.lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    _guard_standard_streams()
     args = build_parser().parse_args(argv)
     repair = args.command[:1] == ["repair"]
     if repair and len(args.command) > 1:
         sys.stderr.write("error: repair takes no arguments (usage: pfs --store DIR repair)\n")
         return 2
     try:
-        store = _open_store(args, repair)
+        _enough_descriptors(args.workers)
+        root = _store_root(args)
+        new = not (root / "store.json").exists()
+        store = _open_store(root, args, repair)
     except PfsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except OSError as exc:
         sys.stderr.write(f"error: cannot open the store: {exc.strerror}: {exc.filename}\n")
         return 2
+    if new:
+        sys.stderr.write(f"pfs: created a new store at {store.root.absolute()}\n")
     _log_to(store.root / "pfs.log")
     if store.workers_note:
         sys.stderr.write(f"pfs: {store.workers_note}\n")
@@ -117,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         for entry in store.recovered:
             done = "rolled back" if entry.status == "storing" else "finished deleting"
             log.info("file %d (%s) was %s when pfs stopped: %s", entry.id, entry.name, entry.status, done)
-            sys.stderr.write(f"pfs: file {entry.id} ({entry.name}) was {entry.status} when pfs stopped: {done}\n")
+            sys.stderr.write(f"pfs: file {entry.id} ({printable(entry.name)}) was {entry.status} when pfs stopped: {done}\n")
         if repair:
             return _report_repair(store.repair_report)
         if args.command:
             from pfs.script import run_one
             return run_one(store, args.command)
-        if sys.stdin.isatty():
+        if sys.stdin is not None and sys.stdin.isatty():
             from pfs.shell import run_shell
             return run_shell(store)
         from pfs.script import run_script
-        return run_script(store, sys.stdin)
+        return run_script(store, sys.stdin or [])  # a closed stdin is an empty script

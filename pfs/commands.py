@@ -7,16 +7,19 @@ errors are PfsErrors, reported as one `error:` line, and the session goes on.
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import shlex
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, printable
+from pfs import interrupts
+from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
-from pfs.output import PlainOutput, Table
+from pfs.output import PlainOutput, Table, show_progress
 from pfs.store import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -111,8 +114,9 @@ class Session:
         self.store = store
         self.out = out
         self.failures = 0
-        self._failures_lock = threading.Lock()
+        self._lock = threading.Lock()
         self.jobs = JobManager(self._job_finished)
+        self.verify_tallies: dict[int, VerifyTally] = {}  # verify job id -> its `verify --all`
 
     def execute(self, line: str) -> None:
         """Run one command line; raises ExitShell on `exit`."""
@@ -127,6 +131,9 @@ class Session:
     def execute_tokens(self, tokens: list[str]) -> None:
         """Run one already-split command; raises ExitShell on `exit`."""
         try:
+            if tokens[0].lower() == "repair":
+                raise UsageError("repair cannot run inside a session: it needs the store to itself",
+                                 f"leave, then run `pfs --store {self.store.root} repair`; `help repair` says more")
             command, args = parse(tokens)
             command.handler(self, args)
         except ExitShell:
@@ -136,22 +143,49 @@ class Session:
         except Exception as exc:
             self._fail(exc)
 
-    def finish(self) -> int:
-        """Wait for every job; the exit status: 0 only if everything succeeded.
-        Ctrl-C while waiting abandons the jobs as a crash would: the store
-        rolls them back when it is next opened."""
-        try:
-            self.jobs.wait_all()
-        except KeyboardInterrupt:
-            count = len(self.jobs.running())
-            self.out.error(f"interrupted: {count} running job(s) abandoned; "
-                           "unfinished puts are rolled back when the store is next opened")
-            log.warning("interrupted with %d job(s) running", count)
-            os._exit(130)
-        return 1 if self.failures else 0
+    def finish(self, live: bool = False, announce: bool = False) -> int:
+        """Wait for every job, showing their progress (`live`, on a terminal) or
+        one line per job (`announce`); returns the exit status: 0 only if
+        everything succeeded and its output reached stdout (141, as for
+        SIGPIPE, when the reader went away)."""
+        if live:
+            show_progress(self.jobs.running)
+        elif announce:
+            for job in self.jobs.running():
+                self.out.line(f"[{job.file_id}] waiting for {job.kind} of {printable(job.name)} to finish")
+        self.jobs.wait_all()
+        if self.out.lost == errno.EPIPE:
+            return 141
+        return 1 if self.failures or self.out.lost else 0
+
+    def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
+        """Start a background job; signals stay with the main thread (see interrupts)."""
+        def run(job: Job) -> object:
+            interrupts.main_thread_only()
+            return work(job)
+        return self.jobs.start(kind, file_id, name, size, run)
+
+    def start_counted(self, tally: VerifyTally, entry, work: Callable[[Job], object]) -> None:
+        """Start a verify job that counts towards `tally`."""
+        with self._lock:  # registered before the job can finish and look for it
+            job = self.start("verify", entry.id, entry.name, entry.size, work)
+            self.verify_tallies[job.id] = tally
+
+    def abandoned(self) -> str:
+        """What stopping now would abandon, for the line a signal prints."""
+        jobs = self.jobs.running()
+        if not jobs:
+            return "no jobs were running"
+        names = ", ".join(f"{j.kind} {j.file_id} ({printable(j.name)}) at {j.fraction:.0%}" for j in jobs)
+        kinds = {j.kind for j in jobs}
+        after = [what for kind, what in (("put", "the next open of the store rolls unfinished puts back"),
+                                         ("delete", "the next open finishes the deletes"),
+                                         ("get", "an abandoned get leaves no file under its destination name"))
+                 if kind in kinds]
+        return "; ".join([f"abandoned {names}", *after])
 
     def _count_failure(self) -> None:
-        with self._failures_lock:
+        with self._lock:
             self.failures += 1
 
     def _fail(self, exc: BaseException, context: str = "") -> None:
@@ -165,14 +199,16 @@ class Session:
 
     def _job_finished(self, job: Job) -> None:
         name = printable(job.name)
+        context = f"{job.kind} {job.file_id} ({name})"
         if isinstance(job.error, Cancelled):
             self.out.line(f"[{job.file_id}] {job.kind} of {name} cancelled{CANCEL_OUTCOME[job.kind]}")
+            self._tally(job)
             return
         if job.error is not None:
-            self._fail(job.error, f"{job.kind} {job.file_id} ({name})")
+            self._fail(job.error, context)
             if isinstance(job.error, IntegrityError):
-                for damage in job.error.damage[1:]:
-                    self.out.error(printable(str(damage)))
+                self._report_damage(context, job.error.damage[1:], count=False)
+            self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
         if job.kind == "put":
@@ -182,24 +218,60 @@ class Session:
         elif job.kind == "get":
             path, damage = job.result
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
-            self._report_salvage(damage)
+            if damage:
+                self.out.error(f"{context}: {len(damage)} damaged part(s) were zero-filled:")
+                self._report_damage(context, damage)
         elif job.kind == "delete":
             self.out.line(f"[{job.file_id}] deleted {name}")
         elif job.kind == "verify":
-            if job.result:
-                self._report_damage(job.result)
+            if isinstance(job.result, Skipped):
+                self.out.line(f"[{job.file_id}] skipped {name}: {job.result.reason}")
+            elif job.result:
+                self._report_damage(context, job.result)
             else:
                 self.out.line(f"[{job.file_id}] verified {name}: every part is intact")
+            self._tally(job)
 
-    def _report_damage(self, damage: list) -> None:
-        self._count_failure()
+    def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
+        if count and damage:
+            self._count_failure()
         for d in damage:
-            self.out.error(printable(str(d)))
+            self.out.error(printable(f"{context}: damaged {d}"))
 
-    def _report_salvage(self, damage: list) -> None:
-        if damage:
-            self.out.error(f"{len(damage)} damaged part(s) were zero-filled:")
-            self._report_damage(damage)
+    def _tally(self, job: Job) -> None:
+        """Count a finished verify towards its `verify --all` summary, if it has one."""
+        with self._lock:
+            tally = self.verify_tallies.pop(job.id, None)
+        if tally is not None and tally.add(job):
+            self.out.line(tally.summary())
+
+
+@dataclass
+class VerifyTally:
+    """The outcome of one `verify --all`, summed as its jobs finish."""
+
+    left: int
+    skipped: int
+    counts: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, job: Job) -> bool:
+        """Count one finished verify; True when it was the last."""
+        if isinstance(job.result, Skipped):
+            outcome = "skipped"
+        elif job.error is None:
+            outcome = "damaged" if job.result else "verified"
+        else:
+            outcome = "damaged"
+        with self.lock:
+            self.counts[outcome] += 1
+            self.left -= 1
+            return self.left == 0
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"verify --all: {c['verified']} verified, {c['damaged']} damaged, "
+                f"{self.skipped + c['skipped']} skipped")
 
 
 # -- handlers ------------------------------------------------------------------
@@ -209,18 +281,21 @@ def cmd_put(s: Session, a: Args) -> None:
     entry = s.store.begin_put(source)
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
-    s.jobs.start("put", entry.id, entry.name, entry.size,
-                 lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled))
+    s.start("put", entry.id, entry.name, entry.size,
+            lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled))
 
 
 def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
     """Start a job on an existing file, after any job already running on it."""
     entry = s.store.entry(file_id)
-    s.jobs.start(kind, file_id, entry.name, entry.size, work)
+    s.start(kind, file_id, entry.name, entry.size, work)
 
 
 def cmd_get(s: Session, a: Args) -> None:
     file_id, dest = a.file_id(), a.get(1)
+    entry = s.store.entry(file_id)
+    s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
+               f"{entry.parts} part{'s' * (entry.parts != 1)})")
     _file_job(s, "get", file_id, lambda job: s.store.get(file_id, dest, "--force" in a.flags,
                                                           "--salvage" in a.flags, job.advance, job.cancelled))
 
@@ -234,15 +309,51 @@ def cmd_verify(s: Session, a: Args) -> None:
     if "--all" in a.flags:
         if a.positional:
             raise UsageError("verify: give an ID or --all, not both")
-        ids = [e.id for e in s.store.list() if e.status == "stored"]
-        if not ids:
-            s.out.line("no stored files to verify")
+        _verify_all(s)
     elif a.positional:
-        ids = [a.file_id()]
+        file_id = a.file_id()
+        _file_job(s, "verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled))
     else:
         raise UsageError("verify: missing arguments", "usage: verify ID | verify --all")
-    for file_id in ids:
-        _file_job(s, "verify", file_id, lambda job, i=file_id: s.store.verify(i, job.advance, job.cancelled))
+
+
+def _verify_all(s: Session) -> None:
+    """Verify every stored file (and those being stored now, once they are);
+    say which are skipped and why, and end with a summary."""
+    entries = s.store.list()
+    checked = [e for e in entries if e.status in ("stored", "storing")]
+    for e in entries:
+        if e.status not in ("stored", "storing"):
+            s.out.line(f"[{e.id}] skipped {printable(e.name)}: {_not_stored(e)}")
+    if not checked:
+        s.out.line(f"verify --all: nothing to verify, {len(entries)} skipped" if entries
+                   else "no files stored yet (put PATH stores one)")
+        return
+    tally = VerifyTally(len(checked), len(entries) - len(checked))
+    for e in checked:
+        s.start_counted(tally, e, lambda job, i=e.id: _verify_if_stored(s, i, job))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A verify --all found the file no longer stored when its turn came."""
+
+    reason: str
+
+
+def _not_stored(entry) -> str:
+    return f"it is {entry.status}" + (f" ({entry.reason})" if entry.reason else "") + ", not stored"
+
+
+def _verify_if_stored(s: Session, file_id: int, job: Job) -> object:
+    """Verify a file unless an earlier job (a failed put, a delete) left it not stored."""
+    try:
+        entry = s.store.entry(file_id)
+    except NotFoundError:
+        return Skipped("it was deleted")
+    if entry.status != "stored":
+        return Skipped(_not_stored(entry))
+    return s.store.verify(file_id, job.advance, job.cancelled)
 
 
 def cmd_list(s: Session, a: Args) -> None:
@@ -260,16 +371,32 @@ def cmd_list(s: Session, a: Args) -> None:
 
 def cmd_info(s: Session, a: Args) -> None:
     file_id = a.file_id()
-    s.jobs.wait_file(file_id)
+    with interrupts.breakable():
+        s.jobs.wait_file(file_id)
     entry = s.store.entry(file_id)
     manifest = s.store.manifest(file_id)
-    title = (f"{entry.name}: {format_size(entry.size)}, {entry.status}"
-             f"{f' ({entry.reason})' if entry.reason else ''}, chunk {format_size(entry.chunk_size)}, "
-             f"{entry.hash}{f', digest {entry.digest}' if entry.digest else ''}")
+    status = entry.status + (f" ({entry.reason})" if entry.reason else "")
+    parts = f"{entry.parts} of {format_size(entry.chunk_size)}"
+    fields = [("name", entry.name), ("id", str(entry.id)), ("size", f"{format_size(entry.size)} ({entry.size:,} bytes)"),
+              ("status", status), ("parts", parts)]
+    if manifest:
+        codecs = Counter(p.codec for p in manifest.parts)
+        fields += [("stored", f"{format_size(entry.stored)} on disk"
+                              + (f" ({entry.stored / entry.size:.1%} of its size)" if entry.size else "")),
+                   ("codec", ", ".join(f"{c} ({n} part{'s' * (n != 1)})" for c, n in codecs.most_common()))]
+    else:
+        fields.append(("codec", f"{entry.codec} (chosen)"))
+    fields += [("hash", entry.hash), ("digest", entry.digest or "-"),
+               ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
+    s.out.line("\n".join(printable(f"{label + ':':<9}{value}") for label, value in fields))
+    if "--parts" not in a.flags:
+        if manifest:
+            s.out.line(f"(info {file_id} --parts lists the {entry.parts} part{'s' * (entry.parts != 1)})")
+        return
     rows = [[str(p.index), str(p.offset), str(p.size), str(p.stored), p.codec, p.hash, p.status, p.id]
             for p in (manifest.parts if manifest else [])]
     s.out.table(Table(["part", "offset", "size", "stored", "codec", "hash", "status", "part id"], rows,
-                      frozenset({"part", "offset", "size", "stored"}), title))
+                      frozenset({"part", "offset", "size", "stored"})))
 
 
 def cmd_jobs(s: Session, a: Args) -> None:
@@ -307,19 +434,41 @@ def cmd_cancel(s: Session, a: Args) -> None:
 
 
 def cmd_wait(s: Session, a: Args) -> None:
-    s.jobs.wait_all()
+    with interrupts.breakable():
+        s.jobs.wait_all()
+
+
+#: Help on what is not a command of the session.
+TOPICS = {
+    "repair": ["pfs --store DIR repair   (from the system shell, with no pfs running on the store)",
+               "  Rebuilds damaged metadata from what survives: the readable snapshot and journal lines,",
+               "  the manifests, and the part files themselves. It prints a `repaired:` line for each thing",
+               "  it fixed and a `lost:` line for each it could not save, moves what it cannot use to",
+               "  STORE/lost+found (it deletes nothing), and exits 1 if anything was lost.",
+               "  Run it when pfs says the store's metadata is damaged."],
+}
+
+
+def _aliases(name: str) -> str:
+    others = [alias for alias, target in ALIASES.items() if target == name]
+    return f" (also: {', '.join(others)})" if others else ""
 
 
 def cmd_help(s: Session, a: Args) -> None:
     if a.positional:
         name = ALIASES.get(a.positional[0].lower(), a.positional[0].lower())
+        if name in TOPICS:
+            s.out.line("\n".join(TOPICS[name]))
+            return
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}", "type `help` for the list of commands")
         c = COMMANDS[name]
-        s.out.line(c.usage)
+        s.out.line(c.usage + _aliases(name))
         s.out.line(f"  {c.summary}")
         return
-    s.out.table(Table(["command", "what it does"], [[c.usage, c.summary] for c in COMMANDS.values()]))
+    rows = [[c.usage + _aliases(c.name), c.summary] for c in COMMANDS.values()]
+    rows.append(["pfs --store DIR repair", "(from the system shell) rebuild damaged metadata; `help repair`"])
+    s.out.table(Table(["command", "what it does"], rows))
 
 
 def cmd_exit(s: Session, a: Args) -> None:
@@ -334,14 +483,16 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             frozenset({"--force", "--salvage"})),
     Command("delete", "delete ID", "remove a file and its parts", cmd_delete, 1, 1),
     Command("list", "list", "show every file: id, name, size, parts, status, stored size", cmd_list),
-    Command("info", "info ID", "show a file's parts: offset, size, stored size, codec, hash, status", cmd_info, 1, 1),
+    Command("info", "info ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
+            "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
     Command("verify", "verify ID | --all", "check that a file's parts are intact, writing nothing", cmd_verify, 0, 1,
             frozenset({"--all"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "
             "a get writes nothing; a delete always finishes", cmd_cancel, 1, 1),
-    Command("help", "help [COMMAND]", "show the commands, or one command's usage", cmd_help, 0, 1),
+    Command("help", "help [COMMAND]", "show the commands, or one command's usage (also: help repair)",
+            cmd_help, 0, 1),
     Command("exit", "exit", "wait for running operations, then leave (Ctrl-D does the same)", cmd_exit),
 ]}
 ALIASES = {"quit": "exit", "ls": "list", "rm": "delete"}

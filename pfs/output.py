@@ -6,11 +6,16 @@ knows about colour and layout.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pfs.errors import printable
+from pfs.units import format_rate, format_size
 
 
 @dataclass
@@ -35,14 +40,46 @@ class PlainOutput:
         self._out = out  # None: whatever sys.stdout is at the time of writing
         self._err = err
         self._lock = threading.Lock()
+        #: Why output stopped reaching stdout (an errno), or None while it does.
+        self.lost: int | None = None
 
     def _write(self, stream, text: str) -> None:
         with self._lock:
-            stream.write(text + "\n")
-            stream.flush()
+            if stream is None or self.lost is not None and stream is self._stdout():
+                self._lose(stream, errno.EBADF)
+                return
+            try:
+                stream.write(text + "\n")
+                stream.flush()
+            except OSError as exc:
+                self._lose(stream, exc.errno or errno.EIO)
+            except ValueError:  # closed
+                self._lose(stream, errno.EBADF)
+
+    def _stdout(self):
+        return self._out or sys.stdout
+
+    def _lose(self, stream, code: int) -> None:
+        """Output cannot be written (a reader that left, a closed stdout): drop it
+        from now on, without the traceback or "Exception ignored" Python would
+        print, and say so once on stderr unless the reader simply went away."""
+        if stream is not self._stdout() and stream is not None or self.lost is not None:
+            return
+        self.lost = code
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # what is still buffered drains harmlessly
+        except OSError:
+            pass
+        if code != errno.EPIPE:
+            try:
+                sys.stderr.write(f"error: cannot write to standard output ({os.strerror(code)}); "
+                                 "the rest of the output is lost\n")
+                sys.stderr.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def line(self, text: str) -> None:
-        self._write(self._out or sys.stdout, text)
+        self._write(self._stdout(), text)
 
     def error(self, text: str) -> None:
         self._write(self._err or sys.stderr, f"error: {text}")
@@ -55,7 +92,7 @@ class PlainOutput:
                         for name, w in zip(table.columns, widths)).format
         lines = [table.title] if table.title else []
         lines += [fmt(*table.columns).rstrip()] + [fmt(*r).rstrip() for r in table.rows]
-        self._write(self._out or sys.stdout, "\n".join(lines))
+        self._write(self._stdout(), "\n".join(lines))
 
 
 class RichOutput(PlainOutput):
@@ -89,3 +126,28 @@ class RichOutput(PlainOutput):
         for r in table.rows:
             t.add_row(*map(self._escape, r))
         self._console.print(t)
+
+
+def show_progress(running: Callable[[], list]) -> None:
+    """Progress bars of the running jobs until none is left (on a terminal).
+    Rates in binary units, as everywhere else in pfs."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{format_size(task.completed)}/{format_size(task.total or 0)}")
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(task.fields.get("rate", ""))
+
+    with Progress("{task.description}", BarColumn(), Amount(), Rate(), TimeRemainingColumn(),
+                  transient=True) as progress:
+        bars = {}
+        while jobs := running():
+            for job in jobs:
+                if job.id not in bars:
+                    bars[job.id] = progress.add_task(printable(f"{job.kind} {job.name}"), total=job.total or 1)
+                progress.update(bars[job.id], completed=job.done, rate=format_rate(job.done, job.elapsed))
+            time.sleep(0.1)

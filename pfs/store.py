@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class Damage:
 
     def __str__(self) -> str:
         end = self.offset + self.size - 1 if self.size else self.offset
-        return f"file {self.file_id} ({self.name}) part {self.index} bytes {self.offset}-{end}: {self.problem}"
+        return f"part {self.index} bytes {self.offset}-{end}: {self.problem}"
 
 
 def _creation_leftover(name: str) -> bool:
@@ -565,8 +566,8 @@ class Store:
                 finally:
                     wait(flushes)
                 if damage and not salvage:
-                    raise IntegrityError(f"file {file_id} ({entry.name}) is damaged: {damage[0]}"
-                                         + (f" and {len(damage) - 1} more" if len(damage) > 1 else ""),
+                    raise IntegrityError(f"damaged {damage[0]}"
+                                         + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""),
                                          damage, "nothing was written; `get --salvage` writes what is readable")
                 if entry.mode is not None:
                     os.fchmod(out.fd, entry.mode)
@@ -661,9 +662,16 @@ class Output:
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason for a failure, for the file record and the screen."""
+    """A one-line reason for a failure, in the user's words, for the file record
+    and the screen: never an exception class name."""
     if isinstance(exc, PfsError):
         return exc.message
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BrokenProcessPool):
+        return "a worker process died"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return str(exc) or "an unexpected failure"

@@ -29,10 +29,16 @@ def no_traceback(r: Result) -> None:
     assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+def without_notice(stderr: str) -> str:
+    """stderr less the one line that says a new store was created."""
+    return "".join(line for line in stderr.splitlines(keepends=True)
+                   if not line.startswith("pfs: created a new store at "))
+
+
 def one_error(r: Result, *fragments: str) -> str:
     """stderr is exactly one `error: ...` line containing every fragment; returns it."""
     no_traceback(r)
-    lines = r.stderr.splitlines()
+    lines = without_notice(r.stderr).splitlines()
     assert len(lines) == 1, f"expected one error line, got: {r.stderr!r}"
     assert lines[0].startswith("error: "), lines
     for fragment in fragments:
@@ -220,7 +226,7 @@ def test_existing_destination_needs_force(pfs, stored):
     assert existing.read_bytes() == b"old"
     r = pfs.run("get 1 existing.bin --force\n")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert without_notice(r.stderr) == ""
     assert existing.read_bytes() == stored
     assert sorted(p.name for p in pfs.cwd.iterdir()) == ["existing.bin", "keep.bin"]  # no temp files
 
@@ -274,6 +280,8 @@ def test_get_of_a_failed_file(pfs):
     assert part_files(pfs.store) == [], "a failed put must leave no parts"
     r = pfs.run("list\nget 1 out.bin\n")
     assert "failed" in list_rows(r.stdout)[1], r.stdout
+    assert "Error" not in r.stdout, "the reason speaks the user's language, not an exception class: " + r.stdout
+    assert re.search(r"failed \(.*shrinks\.bin (shrank|changed size) while it was being stored\)", r.stdout), r.stdout
     assert r.returncode == 1
     one_error(r, "file 1 (shrinks.bin) is failed")
     assert not (pfs.cwd / "out.bin").exists()
@@ -293,6 +301,7 @@ BAD_OPTIONS = [
     ["--workers", "-1"],
     ["--workers", "0"],
     ["--workers", "two"],
+    ["--workers", "257"],
     ["--max-memory", "abc"],
     ["--max-memory", "0"],
     ["--chunk-size", "64M", "--max-memory", "32M"],
@@ -309,6 +318,46 @@ def test_bad_options_exit_2_with_one_error_line(spfs, shared_store, options):
     one_error(r)
     assert r.stdout == ""
     assert_intact(spfs, shared_store[1])
+
+
+@pytest.mark.parametrize("value, why", [
+    ("1", "'1' is 1 B; a chunk size must be between 64.0 KiB and 1.0 GiB"),
+    ("63k", "'63k' is 63.0 KiB; a chunk size must be between 64.0 KiB and 1.0 GiB"),
+    ("2G", "'2G' is 2.0 GiB; a chunk size must be between 64.0 KiB and 1.0 GiB"),
+    ("-4M", "not a size: '-4M'"),
+])
+def test_chunk_size_out_of_range_or_negative_says_why(pfs, value, why):
+    r = pfs.run("list\n", "--chunk-size", value)
+    assert r.returncode == 2
+    line = one_error(r, "--chunk-size", why)
+    assert "expected one argument" not in line
+    assert not pfs.store.exists(), "a refused option created the store"
+
+
+def test_new_store_is_announced_once(tmp_path):
+    store = tmp_path / "new store"
+    r = subprocess.run([sys.executable, "-m", "pfs", "--store", str(store), "list"], capture_output=True, text=True,
+                       env=env(), cwd=tmp_path, timeout=60)
+    assert r.returncode == 0
+    assert r.stderr == f"pfs: created a new store at {store}\n"
+    r = subprocess.run([sys.executable, "-m", "pfs", "--store", str(store), "list"], capture_output=True, text=True,
+                       env=env(), cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["list", "put", "ls", "repair"])
+def test_store_named_like_a_command_is_refused_with_advice(tmp_path, name):
+    """`pfs --store list` silently made a store called "list" in the current directory."""
+    r = subprocess.run([sys.executable, "-m", "pfs", "--store", name], input="exit\n", capture_output=True,
+                       text=True, env=env(), cwd=tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr == (f"error: there is no store named '{name}': did you mean `pfs {name}`? "
+                        f"(--store ./{name} creates a store of that name)\n"), r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = subprocess.run([sys.executable, "-m", "pfs", "--store", f"./{name}", "list"], capture_output=True,
+                       text=True, env=env(), cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / name / "store.json").exists()
 
 
 def test_chunk_too_large_for_memory_limit_says_what_to_do(pfs):
@@ -415,7 +464,7 @@ def test_script_exit_status_is_0_when_everything_succeeds(pfs):
     make_file(pfs.cwd / "b.log", 5 * CHUNK, "text")
     r = pfs.run("# a comment\n\nput a.bin\nput b.log\nwait\nlist\ninfo 1\nverify --all\njobs\nhelp\nget 1 a.out\n")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert without_notice(r.stderr) == ""
     assert (pfs.cwd / "a.out").read_bytes() == a
     assert "[1] verified a.bin" in r.stdout and "[2] verified b.log" in r.stdout
 
@@ -440,7 +489,7 @@ def test_exit_stops_reading_and_waits_for_jobs(pfs):
     data = make_file(pfs.cwd / "a.bin", 20 * CHUNK).read_bytes()
     r = pfs.run("put a.bin\nexit\nfrobnicate\n")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert without_notice(r.stderr) == ""
     assert "[1] stored a.bin" in r.stdout
     assert_intact(pfs, data)
 
@@ -449,13 +498,13 @@ def test_get_and_delete_right_after_put_wait_for_it(pfs):
     data = make_file(pfs.cwd / "big.bin", 40 * CHUNK + 3).read_bytes()
     r = pfs.run("put big.bin\nget 1 big.out\ninfo 1\ndelete 1\n")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert without_notice(r.stderr) == ""
     assert (pfs.cwd / "big.out").read_bytes() == data
     out = r.stdout
     stored, restored, deleted = out.find("[1] stored big.bin"), out.find("[1] restored big.bin"), \
         out.find("[1] deleted big.bin")
     assert -1 < stored < restored < deleted, out
-    assert re.search(r"^big\.bin: .*, stored, chunk", out, re.M), out  # info waited for the put too
+    assert re.search(r"^status: +stored$", out, re.M), out  # info waited for the put too
     assert part_files(pfs.store) == []
     r = pfs.run("list\n")
     assert "no files stored" in r.stdout
@@ -506,7 +555,7 @@ def test_version_and_help(pfs):
     r = pfs.run("", "--help")
     assert r.returncode == 0
     assert "usage:" in r.stdout and "--max-memory" in r.stdout and "--store" in r.stdout
-    assert r.stderr == ""
+    assert without_notice(r.stderr) == ""
 
 
 def test_one_shot_put_then_get(pfs):
@@ -563,12 +612,13 @@ def test_flipped_byte_is_detected_and_nothing_is_written(pfs, stored):
 
     r = pfs.run("get 1 out.bin\n")
     assert r.returncode == 1
-    one_error(r, "file 1", "part 2", byte_range)
+    line = one_error(r, "get 1 (keep.bin): damaged part 2", byte_range)
+    assert line.count("keep.bin") == 1, "the file is named once"
     assert sorted(p.name for p in pfs.cwd.iterdir()) == ["keep.bin"], "no output and no temp file"
 
     r = pfs.run("verify 1\n")
     assert r.returncode == 1
-    one_error(r, "file 1", "part 2", byte_range)
+    one_error(r, "verify 1 (keep.bin): damaged part 2", byte_range)
 
     r = pfs.run("verify --all\n")
     assert r.returncode == 1
@@ -646,3 +696,77 @@ def test_kill_9_during_put_leaves_earlier_files_intact_and_no_half_stored_file(p
     assert "[3] storing keep.bin" in r.stdout
     assert len(part_files(pfs.store)) == 8
     (pfs.cwd / "big.bin").unlink()
+
+
+# -- what the commands say ------------------------------------------------------------
+
+def test_info_is_a_summary_and_lists_parts_on_request(pfs):
+    make_file(pfs.cwd / "wide.log", 300 * CHUNK + 5, "text")
+    r = pfs.run("put wide.log\ninfo 1\n")
+    assert r.returncode == 0, r.stderr
+    info = r.stdout.split("[1] stored wide.log", 1)[1]
+    lines = info.splitlines()[1:]
+    labels = [line.split(":", 1)[0] for line in lines if ":" in line and not line.startswith("(")]
+    assert labels == ["name", "id", "size", "status", "parts", "stored", "codec", "hash", "digest", "created"], info
+    assert re.search(r"^parts: +301 of 64\.0 KiB$", info, re.M), info
+    assert re.search(r"^codec: +zstd \(300 parts\), none \(1 part\)$", info, re.M), info  # 5 bytes stay raw
+    assert re.search(r"^stored: +\d+\.\d KiB on disk \(0\.\d% of its size\)$", info, re.M), info
+    assert "(info 1 --parts lists the 301 parts)" in info
+    assert len(lines) < 15, "info without --parts must not list every part"
+    r = pfs.run("info 1 --parts\n")
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if re.match(r"^\s*\d+\s+\d+\s+\d+\s+\d+\s+(zstd|none)\s", line)]
+    assert len(rows) == 301, r.stdout
+
+
+def test_verify_all_says_what_it_skipped_and_sums_up(pfs):
+    make_file(pfs.cwd / "a.bin", 3 * CHUNK)
+    make_file(pfs.cwd / "b.bin", 2 * CHUNK)
+    r = put_shrinking_file(pfs)  # file 1 fails
+    r = pfs.run("put a.bin\nput b.bin\nverify --all\n")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert re.search(r"^\[1\] skipped shrinks\.bin: it is failed \(.*\), not stored$", out, re.M), out
+    assert "[2] verified a.bin" in out and "[3] verified b.bin" in out, out
+    assert out.rstrip().splitlines()[-1] == "verify --all: 2 verified, 0 damaged, 1 skipped", out
+    part = next(p for p in part_files(pfs.store))
+    part.write_bytes(b"garbage")
+    r = pfs.run("verify --all\n")
+    assert r.returncode == 1
+    assert r.stdout.rstrip().splitlines()[-1] == "verify --all: 1 verified, 1 damaged, 1 skipped", r.stdout
+
+
+def test_get_says_when_it_starts_and_help_shows_aliases_and_repair(pfs):
+    make_file(pfs.cwd / "a.bin", 3 * CHUNK)
+    r = pfs.run("put a.bin\nget 1 out.bin\nhelp\nhelp repair\nhelp quit\n")
+    assert r.returncode == 0, r.stderr
+    assert "[1] restoring a.bin (192.0 KiB, 3 parts)\n" in r.stdout, r.stdout
+    for usage in ("exit (also: quit)", "list (also: ls)", "delete ID (also: rm)", "pfs --store DIR repair"):
+        assert usage in r.stdout, (usage, r.stdout)
+    assert "Rebuilds damaged metadata" in r.stdout and "lost+found" in r.stdout
+    r = pfs.run("repair\n")
+    assert r.returncode == 1
+    one_error(r, "repair cannot run inside a session", f"pfs --store {pfs.store} repair")
+
+
+def test_script_exit_says_which_jobs_it_waits_for(pfs):
+    make_file(pfs.cwd / "a.bin", 40 * CHUNK)
+    r = pfs.run("put a.bin\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["[1] storing a.bin (2.5 MiB, 40 parts)", "[1] waiting for put of a.bin to finish"], lines
+    assert lines[2].startswith("[1] stored a.bin"), lines
+
+
+def test_closed_stdin_is_an_empty_script(pfs):
+    r = subprocess.run(pfs.argv(), stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env(),
+                       cwd=pfs.cwd, timeout=60, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("options, status", [(["list"], 0), (["bogus"], 1), (["--chunk-size", "1", "list"], 2)])
+def test_closed_stderr_keeps_the_exit_status(pfs, options, status):
+    r = subprocess.run(pfs.argv(*options), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env(), cwd=pfs.cwd,
+                       timeout=60, preexec_fn=lambda: os.close(2))
+    assert r.returncode == status

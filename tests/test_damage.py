@@ -97,10 +97,10 @@ def _assert_names_damage(stderr: str, how: str) -> None:
     i, damaged = IDS[how], KINDS[how]
     for index in damaged:
         start, end = _byte_range(index)
-        assert f"file {i} ({how}.bin) part {index} bytes {start}-{end}" in stderr, \
+        assert f" {i} ({how}.bin): damaged part {index} bytes {start}-{end}:" in stderr, \
             f"{how}: part {index} (bytes {start}-{end}) not reported:\n{stderr}"
     for index in set(range(9)) - damaged:
-        assert f"file {i} ({how}.bin) part {index} bytes" not in stderr, \
+        assert f" {i} ({how}.bin): damaged part {index} bytes" not in stderr, \
             f"{how}: intact part {index} reported as damaged:\n{stderr}"
 
 
@@ -115,8 +115,8 @@ def test_get_of_damaged_file_fails_and_writes_nothing(damaged_store, tmp_path):
         assert r.returncode == 1
         assert_clean_stderr(r.stderr)
         for how, i in IDS.items():
-            mine = [l for l in error_lines(r.stderr) if f"file {i} ({how}.bin)" in l]
-            assert mine and mine[0].startswith(f"error: get {i} ({how}.bin): file {i} ({how}.bin) is damaged: "), \
+            mine = [l for l in error_lines(r.stderr) if f" {i} ({how}.bin): " in l]
+            assert mine and mine[0].startswith(f"error: get {i} ({how}.bin): damaged part "), \
                 f"{how}: {r.stderr}"
             assert len(mine) == len(KINDS[how]), f"{how}: one line per damaged part expected:\n{r.stderr}"
             _assert_names_damage(r.stderr, how)
@@ -137,7 +137,7 @@ def test_verify_reports_each_damaged_part_and_writes_nothing(damaged_store):
         for how in IDS:
             _assert_names_damage(r.stderr, how)
         assert f"[{OTHER}] verified other.bin: every part is intact" in r.stdout, r.stdout
-        assert f"file {OTHER} " not in r.stderr
+        assert f" {OTHER} (other.bin)" not in r.stderr
     assert tree_state(pfs.store, VOLATILE) == store_before, "verify changed the store"
     assert tree_state(pfs.cwd) == cwd_before, "verify wrote files"
 

@@ -20,14 +20,15 @@ import logging
 import os
 import shlex
 import string
+import subprocess
 import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CHUNK, assert_clean_stderr, edit_records, error_lines, make_file, part_path,
-                      read_manifest, run_pfs, tree_state, write_manifest)
+from conftest import (CHUNK, assert_clean_stderr, edit_records, env, error_lines, make_file, part_path,
+                      pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
 from pfs.commands import COMMANDS, ExitShell, Session
 from pfs.output import PlainOutput
 from pfs.store import Store
@@ -303,3 +304,112 @@ def test_part_larger_than_max_memory_is_a_clear_error(tmp_path):
         assert dest.read_bytes() == src.read_bytes()
     else:
         assert not dest.exists()
+
+
+# -- where the output goes, and odd bytes coming in --------------------------------------
+
+def _stored_files(store, tmp_path, count: int) -> None:
+    srcs = [make_file(tmp_path / f"f{i}.txt", 10, "text") for i in range(count)]
+    r = run_pfs(store, "".join(f"put {s}\n" for s in srcs))
+    assert r.returncode == 0, r.stderr
+
+
+def _run_raw(store, stdin: bytes = b"", *argv, stdout=subprocess.PIPE, preexec_fn=None) -> subprocess.CompletedProcess:
+    """pfs with bytes in and out, decoding stdin strictly as Python does under a
+    full UTF-8 locale such as en_US.UTF-8 (under C or C.UTF-8 it is lenient)."""
+    return subprocess.run(pfs_argv(store, *argv), input=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                          env={**env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=60, start_new_session=True,
+                          preexec_fn=preexec_fn)
+
+
+def test_reader_that_left_gives_no_traceback_and_status_141(tmp_path):
+    """`pfs list | head -1`, with the reader gone before pfs writes (a pipe whose
+    read end is closed), and a put whose report cannot be written: no traceback,
+    no "Exception ignored", the put still completes."""
+    store = tmp_path / "store"
+    _stored_files(store, tmp_path, 3)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        for argv in (["list"], ["put", str(make_file(tmp_path / "late.bin", 3 * CHUNK))]):
+            r = _run_raw(store, b"", *argv, stdout=write)
+            assert r.stderr == b"", r.stderr.decode()
+            assert r.returncode == 141, argv
+    finally:
+        os.close(write)
+    r = run_pfs(store, "list\n")
+    assert "late.bin" in r.stdout and "storing" not in r.stdout, r.stdout
+
+
+def test_closed_stdout_is_one_error_line_and_no_store_file_takes_its_place(tmp_path):
+    store = tmp_path / "store"
+    _stored_files(store, tmp_path, 2)
+    journal = (store / "files.jsonl").read_bytes()
+    src = make_file(tmp_path / "c.bin", 2 * CHUNK)
+    r = subprocess.run(pfs_argv(store, "put", str(src)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
+                       timeout=60, pass_fds=(), preexec_fn=lambda: os.close(1))
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert err == "error: cannot write to standard output (Bad file descriptor); the rest of the output is lost\n"
+    after = (store / "files.jsonl").read_bytes()
+    assert after.startswith(journal) and b"[" not in after[len(journal):].replace(b'"["', b""), \
+        "screen output went into the journal"
+    r = run_pfs(store, f"get 3 {tmp_path / 'c.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.out").read_bytes() == src.read_bytes()
+
+
+def test_script_with_bytes_that_are_not_utf8(tmp_path):
+    """A piped script naming a file whose name is not UTF-8 (and a line of pure
+    junk bytes): the file is stored under its name, listed, and got back."""
+    store = tmp_path / "store"
+    name = b"caf\xe9 \xff.bin"
+    src = os.path.join(os.fsencode(tmp_path), name)
+    with open(src, "wb") as f:
+        f.write(os.urandom(2 * CHUNK + 5))
+    out = os.fsencode(tmp_path / "back.bin")
+    r = _run_raw(store, b'put "' + src + b'"\n\xfe\xfd\xfc\nlist\nwait\nget 1 ' + out + b"\n")
+    err = r.stderr.decode()
+    assert "Traceback" not in err and "UnicodeDecodeError" not in err, err
+    assert err.count("error:") == 1 and "unknown command" in err, err
+    assert r.returncode == 1
+    assert b"caf\\udce9 \\udcff.bin" in r.stdout, r.stdout  # escaped, never raw bytes on a terminal
+    with open(src, "rb") as f:
+        assert open(out, "rb").read() == f.read()
+    r = _run_raw(store, b"", "put", src.decode("utf-8", "surrogateescape"))  # the same name in argv
+    assert r.returncode == 0, r.stderr.decode()
+
+
+def test_low_open_file_limit_is_raised_or_refused_up_front(tmp_path):
+    """Too few file descriptors made a put fail midway, with a traceback from the
+    pool's forkserver. Now pfs raises a low soft limit itself, and refuses at once,
+    in one line, a hard limit it cannot work with."""
+    import resource
+
+    store = tmp_path / "store"
+    src = make_file(tmp_path / "a.bin", 3 * CHUNK)
+    _stored_files(store, tmp_path, 1)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for soft, limit in ((10, hard), (14, hard), (10, 10), (18, 18)):
+        def cap(soft=soft, limit=limit) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, limit))
+        r = _run_raw(store, f"put {src}\nlist\nget 1 {tmp_path / f'o{soft}-{limit}'}\n".encode(), preexec_fn=cap)
+        err = r.stderr.decode()
+        if limit == hard:
+            assert r.returncode == 0 and err == "", err
+        else:
+            assert r.returncode == 2, err
+            assert err == (f"error: pfs may open only {limit} files at once (ulimit -n) and needs 40 with --workers 2 "
+                           "(raise the limit with `ulimit -n 40`, or use fewer workers)\n"), err
+    r = run_pfs(store, "verify --all\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_stdout_on_a_full_device_is_one_error_line(tmp_path):
+    store = tmp_path / "store"
+    _stored_files(store, tmp_path, 2)
+    with open("/dev/full", "wb") as full:
+        r = _run_raw(store, b"", "list", stdout=full)
+    assert r.returncode == 1
+    assert r.stderr.decode() == ("error: cannot write to standard output (No space left on device); "
+                                 "the rest of the output is lost\n")

@@ -122,3 +122,132 @@ def test_ctrl_c_clears_the_line_and_does_not_exit(pfs, shell):
     assert child.isalive()
     child.sendline("exit")
     assert ended(child) == 0
+
+
+def test_start_up_line_names_the_store(pfs, shell):
+    child = shell()
+    shown = child.logfile_read.getvalue()
+    assert f"store {pfs.store}, 0 files" in shown, shown
+    child.sendline("exit")
+    assert ended(child) == 0
+
+
+def test_tab_completion_quotes_paths_and_completes_options_and_topics(pfs, shell):
+    data = make_file(pfs.cwd / "my notes.txt", 3 * CHUNK).read_bytes()
+    child = shell()
+    child.send("put my\t")
+    child.expect_exact('"my notes.txt"')  # inserted quoted, so the command works as it stands
+    child.send("\r")
+    child.expect(r"\[1\] stored my notes\.txt")
+    child.expect_exact(PROMPT)
+    child.send('get 1 "my\t')  # inside an open quote
+    child.expect_exact('"my notes.txt"')
+    child.send(" --f\t")
+    child.expect_exact("--force")
+    child.send("\r")
+    child.expect(r"\[1\] restoring my notes\.txt")
+    child.expect(r"\[1\] restored my notes\.txt")
+    child.expect_exact(PROMPT)
+    child.send("help rep\t")
+    child.expect_exact("air")  # the terminal is sent only what completion added
+    child.send("\r")
+    child.expect_exact("Rebuilds damaged metadata")
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    assert ended(child) == 0
+    assert (pfs.cwd / "my notes.txt").read_bytes() == data
+
+
+def test_completer_directly():
+    """The completer fed a Document, as prompt_toolkit does."""
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from pfs.shell import ShellCompleter
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in ShellCompleter(None).get_completions(Document(text), CompleteEvent())]
+
+    assert complete("verify --a") == ["--all"]
+    assert complete("get 1 out --") == ["--force", "--salvage"]
+    assert complete("help q") == ["quit"]
+    assert complete("he") == ["help"]
+    assert complete("frob --f") == []
+
+
+def test_toolbar_collapses_to_more_instead_of_cutting_a_value():
+    from pfs.jobs import Job
+    from pfs.shell import toolbar_text
+
+    jobs = [Job(i, "put", i, f"file-{i}.bin", 100, done=50) for i in range(1, 8)]
+    text = toolbar_text(jobs, 80)
+    assert len(text) <= 80
+    assert text.endswith(" more"), text
+    shown, more = text.rsplit(" | +", 1)
+    entries = shown.strip().split(" | ")
+    assert int(more.split()[0]) + len(entries) == 7, text
+    for entry in entries:
+        assert re.fullmatch(r"put \d file-\d\.bin 50% [\d.]+ (B|KiB|MiB|GiB)/s", entry), entry
+    assert toolbar_text(jobs[:1], 80).strip().startswith("put 1 file-1.bin 50%")
+
+
+def test_history_on_a_full_disk_falls_back_quietly(pfs, shell, small_fs, tmp_path):
+    fs = small_fs("full", 4 << 20)
+    if fs.kind != "tmpfs":
+        pytest.skip("needs a real full filesystem (tmpfs)")
+    pfs.store = fs.path / "store"
+    assert pfs.run("exit\n").returncode == 0
+    (pfs.store / "reserve").unlink()  # no slack for the history to use
+    fs.fill()
+    child = shell()
+    for command in ("help", "list", "jobs", "list"):
+        child.sendline(command)
+        child.expect_exact(PROMPT)
+    child.sendline("exit")
+    ended(child)
+    shown = child.logfile_read.getvalue()
+    assert "Traceback" not in shown and "Unhandled exception" not in shown, shown
+    assert shown.count("warning: cannot write the history file") == 1, shown
+
+
+def test_ctrl_z_suspends_and_fg_resumes(pfs):
+    """Under a job-control shell, as a user runs it (a process group with no such
+    parent ignores stop signals, so bash is the parent here)."""
+    import shlex
+
+    e = env()
+    e.update(TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8", PROMPT_TOOLKIT_NO_CPR="1", PS1="$ ")
+    bash = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], cwd=str(pfs.cwd), env=e, dimensions=(40, 120),
+                         encoding="utf-8", codec_errors="replace", timeout=TIMEOUT)
+    bash.logfile_read = io.StringIO()
+    try:
+        bash.expect_exact("$ ")
+        bash.sendline(shlex.join(pfs.argv()))
+        bash.expect_exact(PROMPT)
+        bash.sendcontrol("z")
+        bash.expect("Stopped")
+        bash.expect_exact("$ ")
+        bash.sendline("fg")
+        bash.sendline("list")
+        bash.expect("no files stored")
+        bash.sendline("exit")
+        bash.expect_exact("$ ")
+        bash.sendline("echo status=$?")
+        bash.expect("status=0")
+        assert "Traceback" not in bash.logfile_read.getvalue()
+    finally:
+        bash.terminate(force=True)
+
+
+def test_pasted_lines_run_one_command_each(pfs, shell):
+    """A bracketed paste arrives as one multi-line buffer; each line is a command."""
+    make_file(pfs.cwd / "a.bin", 2 * CHUNK)
+    child = shell()
+    child.send("\x1b[200~put a.bin\nwait\nlist\n\x1b[201~")
+    child.send("\r")
+    child.expect(r"\[1\] stored a\.bin")
+    child.expect(r"1\s*[│|]\s*a\.bin\s*[│|].*stored")
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    assert ended(child) == 0
+    assert "too many arguments" not in child.logfile_read.getvalue()
