@@ -27,9 +27,9 @@ from pfs.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
 from pfs.governor import MemoryGovernor
-from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SNAPSHOT, STORED,
-                          STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged, fsync_dir,
-                          read_json, write_json_atomic)
+from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SESSIONS,
+                          SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry,
+                          SessionFiles, damaged, fsync_dir, live_sessions, read_json, write_json_atomic)
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import Volumes, part_id
@@ -41,7 +41,8 @@ VOLUMES = "volumes"
 #: What tells a directory is (the rest of) a pfs store, even without its store.json.
 STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
 #: The store's own files and directories (name: whether it is a directory).
-LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, MANIFESTS: True, "tmp": True}
+LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, FILES_LOCK: False, MANIFESTS: True,
+          SESSIONS: True, "tmp": True}
 #: Parts removed per delete task.
 REMOVE_BATCH = 512
 
@@ -88,6 +89,21 @@ def _volumes_ok(volumes: object) -> bool:
     return type(volumes) is list and bool(volumes) and all(
         type(v) is str and v and not os.path.isabs(v) and ".." not in Path(v).parts and Path(v).parts
         for v in volumes) and len(set(volumes)) == len(volumes)
+
+
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
+    try:
+        pid = int(temp_name.split(".")[-3])
+    except (ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def batched(items: list, n: int) -> list[list]:
@@ -189,7 +205,8 @@ def safe_name(entry: FileEntry) -> str:
 
 
 class Store:
-    """An open pfs store. Use as a context manager: it holds the store's lock."""
+    """An open pfs store, shared with any other pfs that has it open. Use as a
+    context manager: it holds a session of the store."""
 
     def __init__(self, root: Path, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
                  max_memory: int = 256 << 20, repair: bool = False) -> None:
@@ -211,7 +228,7 @@ class Store:
         self.settings = Settings(**{**defaults, **(overrides or {})})
         self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self._lock(alone=repair)
         try:
             if config is None and not notes:
                 config = self._read_config()  # another pfs may have created it before we held the lock
@@ -224,6 +241,7 @@ class Store:
             self.tmp.mkdir(exist_ok=True)
             self.parts = PartRegistry(self.root, len(config["volumes"]))
             self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
+            self.sessions = SessionFiles(self.root)
             self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes, max_memory // 2,
                                          notes) if repair else None
             self.recovered = self._recover()
@@ -294,23 +312,31 @@ class Store:
                              f"--max-memory {format_size(self.max_memory)}",
                              f"use --max-memory {format_option(need)} or more")
 
-    def _lock(self) -> None:
-        """flock the store's directory itself: unlike a lock file, nothing can
-        replace it while it is held. STORE/lock only names the holder's pid."""
+    def _lock(self, alone: bool) -> None:
+        """flock the store's directory itself (unlike a lock file, nothing can
+        replace it while it is held): shared by every pfs using the store, or
+        exclusive for what needs the store alone (repair), which STORE/lock then
+        names by pid."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_EX if alone else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if alone:
+                holders = ", ".join(live_sessions(self.root)) or "another pfs"
+                raise StoreLockedError(f"store {self.root} is in use by {holders}; repair needs it alone",
+                                       "exit every other pfs using it first") from None
             try:
                 holder = (self.root / LOCK).read_text(errors="replace").strip() or "unknown"
             except OSError:
                 holder = "unknown"
-            raise StoreLockedError(f"store {self.root} is in use by pid {holder}",
-                                   "exit that pfs first, or use another --store") from None
+            raise StoreLockedError(f"store {self.root} is being repaired by pid {holder}",
+                                   "wait for the repair to finish") from None
         self._lock_fd = fd
         root = os.fstat(fd)
         self._root_id = (root.st_dev, root.st_ino)
+        if not alone:
+            return
         note = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:  # in place and fixed width: needs no new disk block, never reads as empty
             os.pwrite(note, f"{os.getpid():<20}\n".encode(), 0)
@@ -335,27 +361,38 @@ class Store:
             os.close(source.fd)
         self._sources.clear()
         self.files.close()
+        self.sessions.close()
         self._unlock()
 
     def _recover(self) -> list[FileEntry]:
-        """Finish what a crash interrupted: roll back puts, complete deletes, sweep tmp/."""
+        """Finish what dead sessions (a crash) left unfinished: roll back their
+        puts, complete their deletes. The work of live sessions is theirs."""
         touched = []
-        for entry in self.files.all():
-            if entry.status == STORING:
+        unfinished = [e for e in self.files.all() if e.status in (STORING, DELETING)]
+        with self.sessions.claim_dead() as dead:
+            for seen in unfinished:
+                entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
+                if entry is None or entry.status not in (STORING, DELETING) or not dead(entry.session):
+                    continue
                 worker.remove_parts(self._part_paths(entry))
                 self.parts.remove(entry.id)
-                self.files.save(replace(entry, status=FAILED, reason="interrupted"))
+                if entry.status == STORING:
+                    self.files.save(replace(entry, status=FAILED, reason="interrupted"))
+                else:
+                    self.files.remove(entry.id)
                 touched.append(entry)
-            elif entry.status == DELETING:
-                worker.remove_parts(self._part_paths(entry))
-                self.parts.remove(entry.id)
-                self.files.remove(entry.id)
-                touched.append(entry)
-        for leftover in self.tmp.iterdir():
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        for torn in [*self.root.glob(".*.tmp"), *self.parts.path(0).parent.glob(".*.tmp")]:
-            torn.unlink()  # an atomic JSON write that a crash cut short
+        self._sweep()
         return touched
+
+    def _sweep(self) -> None:
+        """Remove what crashed processes left in tmp/ (when no other pfs could be
+        using it) and the temporary files of atomic writes they cut short."""
+        if not self.sessions.holders():
+            for leftover in self.tmp.iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        for torn in [*self.root.glob(".*.tmp"), *self.parts.path(0).parent.glob(".*.tmp")]:
+            if not _writer_alive(torn.name):
+                torn.unlink(missing_ok=True)
 
     # -- queries --------------------------------------------------------------
 
@@ -406,7 +443,7 @@ class Store:
             entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
-                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns)
+                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns, session=self.sessions.id)
             self.files.save(entry)
         except BaseException:
             os.close(src.fd)
@@ -477,7 +514,7 @@ class Store:
     def _checked_manifest(self, entry: FileEntry) -> Manifest:
         """The file's manifest, refused if it disagrees with the file record."""
         manifest = self.parts.load(entry.id)
-        where = self.parts.path(entry.id)
+        where = self.parts.where(entry.id)
         if manifest is None:
             raise damaged(self.root, f"the manifest of file {entry.id} ({entry.name}) is missing: {where}")
         offset = 0
@@ -500,13 +537,18 @@ class Store:
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
                      cancel: threading.Event | None) -> list[Damage]:
-        self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
-        manifest = self._checked_manifest(entry)
-        tasks = ((part_memory(p.size),
-                  (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
-                   out_path, p.offset))
-                 for p in manifest.parts)
-        problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
+        """Read every part under a shared hold of the file: a delete (by any pfs)
+        is refused while it runs, and one that ran before it is seen here."""
+        with self.sessions.hold(entry.id, exclusive=False):
+            entry = self._stored_entry(entry.id)
+            self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
+            manifest = self._checked_manifest(entry)
+            tasks = ((part_memory(p.size),
+                      (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
+                       out_path, p.offset))
+                     for p in manifest.parts)
+            problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size),
+                                       cancel)
         return [Damage(entry.id, entry.name, p.index, p.offset, p.size, problem)
                 for p, problem in zip(manifest.parts, problems) if problem]
 
@@ -582,11 +624,16 @@ class Store:
     # -- delete ---------------------------------------------------------------
 
     def delete(self, file_id: int, progress: Progress = _no_progress) -> FileEntry:
-        """Remove a file and its parts; a crash midway is finished at the next open."""
+        """Remove a file and its parts; a crash midway is finished at the next open.
+        Refused while another command (of any pfs) reads the file."""
+        with self.sessions.hold(file_id, exclusive=True):
+            return self._delete(file_id, progress)
+
+    def _delete(self, file_id: int, progress: Progress) -> FileEntry:
         entry = self.entry(file_id)
         if entry.status in (STORING, DELETING):
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
-        self.files.save(replace(entry, status=DELETING))
+        self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
         paths = self._part_paths(entry)
         batches = batched(paths, REMOVE_BATCH)
         self.engine.run(worker.remove_parts, ((0, (b,)) for b in batches),

@@ -1,14 +1,19 @@
-"""The store's metadata: file records, part manifests, and where they are kept.
+"""The store's metadata: file records, part manifests, sessions, and where they are kept.
 
 records: the record types and their validation, shared by every registry;
-jsonfiles: the registries as JSON files in the store's directory.
+base: the contract every registry keeps (FileTable, PartTable, SessionTable);
+jsonfiles: the registries as files in the store's directory (processes of one machine);
+postgres: the registries as tables of a PostgreSQL database (clients on many machines).
 """
 
-from pfs.registry.jsonfiles import (JOURNAL, MANIFESTS, MIN_COMPACT_BYTES, RESERVE, SNAPSHOT, FileRegistry,
-                                    PartRegistry, damaged, fsync_dir, fsync_file, read_json, write_json_atomic)
+from pfs.registry.base import FileTable, PartTable, SessionTable
+from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_BYTES, RESERVE, SESSIONS, SNAPSHOT,
+                                    FileRegistry, PartRegistry, SessionFiles, damaged, fsync_dir, fsync_file,
+                                    live_sessions, read_json, write_json_atomic)
 from pfs.registry.records import (DELETING, FAILED, MAX_INT, MAX_PARTS, STATUSES, STORED, STORING, BadRecord,
                                   FileEntry, Manifest, PartEntry)
 
-__all__ = ["DELETING", "FAILED", "JOURNAL", "MANIFESTS", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES", "RESERVE",
-           "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry", "FileRegistry", "Manifest",
-           "PartEntry", "PartRegistry", "damaged", "fsync_dir", "fsync_file", "read_json", "write_json_atomic"]
+__all__ = ["DELETING", "FAILED", "FILES_LOCK", "JOURNAL", "MANIFESTS", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
+           "RESERVE", "SESSIONS", "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry",
+           "FileRegistry", "FileTable", "Manifest", "PartEntry", "PartRegistry", "PartTable", "SessionFiles",
+           "SessionTable", "damaged", "fsync_dir", "fsync_file", "live_sessions", "read_json", "write_json_atomic"]

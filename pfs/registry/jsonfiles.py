@@ -11,19 +11,26 @@ fsync, rename, fsync of the directory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
+import socket
+import struct
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, astuple
 from itertools import compress
 from pathlib import Path
 
 from pfs import codec
-from pfs.errors import DamagedError, StoreError, advice_for
+from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
+from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.records import (FILE_FIELDS, MAX_INT, BadRecord, FileEntry, Manifest, _ints, _one_of,
                                   _row_problem, _types)
 
@@ -33,6 +40,10 @@ SNAPSHOT = "files.json"
 JOURNAL = "files.jsonl"
 MANIFESTS = "manifests"
 RESERVE = "reserve"
+#: flock()ed around every read and update of the journal, so processes take turns.
+FILES_LOCK = "files.lock"
+#: One file per session, flock()ed by its live process.
+SESSIONS = "sessions"
 #: Disk space held back so that a full disk can still record deletes and rollbacks.
 RESERVE_BYTES = 1 << 20
 #: The journal is folded into the snapshot once it outgrows both this and the snapshot.
@@ -122,18 +133,27 @@ def is_sealed(data: bytes) -> bool:
 
 
 def _journal_op(op: object) -> tuple[str, FileEntry | int]:
-    """A parsed journal line as (kind, record or id); raises BadRecord if it is not one."""
+    """A parsed journal line as (kind, record or id); raises BadRecord if it is not one.
+    Kinds: put (a record), del (a file id forgotten), id (a file id reserved)."""
     if type(op) is dict and op.get("op") == "put":
         return "put", FileEntry.from_dict(op.get("file"))
-    if type(op) is dict and op.get("op") == "del":
+    if type(op) is dict and op.get("op") in ID_OPS:
         if _ints(0, MAX_INT)([op.get("id")]):  # deleting id 0, which never exists, is a no-op
-            return "del", op["id"]
-        raise BadRecord("a delete of something that is not a file id")
+            return op["op"], op["id"]
+        raise BadRecord(f"a{'' if op['op'] == 'id' else ' delete of'} {op['op']} of something that is not a file id")
     raise BadRecord("not a journal operation")
 
 
-class FileRegistry:
-    """Thread-safe map of file id -> FileEntry, persisted as snapshot + journal."""
+#: Journal operations that carry a file id rather than a record.
+ID_OPS = ("del", "id")
+
+
+class FileRegistry(FileTable):
+    """Map of file id -> FileEntry, persisted as snapshot + journal and shared by
+    every process on the store: each update is appended under a short flock of
+    STORE/files.lock, after reading what the others appended since (from the
+    last offset read); a compaction replaces the journal by a new file, which
+    readers tell by its inode and answer by reloading the snapshot."""
 
     def __init__(self, root: Path, strict: bool = True, id_elsewhere: Callable[[], int] = lambda: 0) -> None:
         """Load the registry. Damage raises a DamagedError, or with strict=False
@@ -145,37 +165,93 @@ class FileRegistry:
         self._snapshot = root / SNAPSHOT
         self._journal_path = root / JOURNAL
         self._lock = threading.RLock()
-        self._files: dict[int, FileEntry] = {}
-        self._next_id = 1
         self._strict = strict
         self.damage: list[str] = []
         self._id_elsewhere: Callable[[], int] | None = id_elsewhere
-        self._load()
-        self._next_id = max(self._next_id, max(self._files, default=0) + 1)
-        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._journal_bytes = self._opened_bytes = os.fstat(self._journal).st_size
+        self._flock = os.open(root / FILES_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        self._journal = -1
+        self._updates = 0  # journal bytes this process appended: compacted at close when many
         self._reserve = root / RESERVE
+        try:
+            with self._locked(fcntl.LOCK_EX):  # exclusive: a torn tail is cut, a journal made
+                pass
+        except BaseException:
+            self._close_fds()
+            raise
         self._keep_reserve()
 
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
         does not replay it line by line, then close it."""
-        grew = self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES)
-        if grew and self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
-            self._compact_if_possible()
-        os.close(self._journal)
+        try:
+            if self._updates > MIN_COMPACT_BYTES:
+                with self._locked(fcntl.LOCK_EX):
+                    if self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
+                        self._compact_if_possible()
+        finally:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._journal, self._flock):
+            if fd >= 0:
+                os.close(fd)
+        self._journal = self._flock = -1
+
+    @contextlib.contextmanager
+    def _locked(self, how: int) -> Iterator[None]:
+        """Hold files.lock (shared to read, exclusive to write) with this process's
+        view caught up with every update made before it was taken. A closed
+        registry answers from the view it had."""
+        with self._lock:
+            if self._flock < 0:
+                yield
+                return
+            fcntl.flock(self._flock, how)
+            try:
+                self._catch_up(exclusive=how == fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(self._flock, fcntl.LOCK_UN)
+
+    def _catch_up(self, exclusive: bool) -> None:
+        """Read what other processes appended since our last read; after a
+        compaction (a new journal file) or at first, load everything afresh."""
+        try:
+            current = os.stat(self._journal_path)
+        except FileNotFoundError:
+            current = None
+        if self._journal < 0 or current is None or (current.st_dev, current.st_ino) != self._journal_id():
+            self._reload(exclusive)
+        else:
+            self._replay(exclusive)
+
+    def _journal_id(self) -> tuple[int, int]:
+        st = os.fstat(self._journal)
+        return st.st_dev, st.st_ino
+
+    def _reload(self, exclusive: bool) -> None:
+        self._files: dict[int, FileEntry] = {}
+        self._next_id = 1
+        if self._journal >= 0:
+            os.close(self._journal)
+            self._journal = -1
+        if self._snapshot.exists():
+            self._load_snapshot()
+        if exclusive:
+            self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        else:
+            try:
+                self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND)
+            except FileNotFoundError:  # a writer makes it; until then there is nothing to read
+                return
+        self._journal_bytes = 0
+        self._replay(exclusive)
 
     def _damaged(self, what: str, why: BaseException | str) -> None:
         problem = f"{what} is damaged ({why if isinstance(why, str) else _short(why)})"
         if self._strict:
             raise damaged(self._root, problem)
         self.damage.append(f"{problem} and was skipped")
-
-    def _load(self) -> None:
-        if self._snapshot.exists():
-            self._load_snapshot()
-        if self._journal_path.exists():
-            self._replay()
 
     def _load_snapshot(self) -> None:
         try:
@@ -195,20 +271,29 @@ class FileRegistry:
         else:
             self._next_id = next_id
         self._files = {e.id: e for e in entries}
+        self._next_id = max(self._next_id, max(self._files, default=0) + 1)
 
-    def _replay(self) -> None:
-        data = self._journal_path.read_bytes()
-        complete = data.rfind(b"\n") + 1  # a tail with no newline is a torn append: dropped
+    def _replay(self, exclusive: bool) -> None:
+        """Apply the journal lines appended after our offset. A tail with no
+        newline is an append cut short by a crash (appends hold the exclusive
+        lock, so no live writer is mid-line): a writer cuts it off."""
+        size = os.fstat(self._journal).st_size
+        data = os.pread(self._journal, size - self._journal_bytes, self._journal_bytes) if size > self._journal_bytes \
+            else b""
+        complete = data.rfind(b"\n") + 1
         lines = data[:complete].split(b"\n")[:-1]
+        first_line = self._lines_read if self._journal_bytes else 0
         if not self._replay_at_once(lines):
-            for number, line in enumerate(lines, 1):
+            for number, line in enumerate(lines, first_line + 1):
                 if line.strip():
                     try:
                         self._apply(*_journal_op(json.loads(line)))
                     except BAD_JSON as exc:
                         self._damaged(f"{self._journal_path} line {number}", exc)
-        if complete < len(data):
-            os.truncate(self._journal_path, complete)
+        self._lines_read = first_line + len(lines)
+        self._journal_bytes += complete
+        if exclusive and complete < len(data):
+            os.ftruncate(self._journal, self._journal_bytes)
 
     def _replay_at_once(self, lines: list[bytes]) -> bool:
         """Parse every line in one json.loads call and check every record at once
@@ -224,8 +309,8 @@ class FileRegistry:
             return False
         kinds = [op.get("op") for op in ops]
         puts, bad = FileEntry.from_dicts([op.get("file") for op, kind in zip(ops, kinds) if kind == "put"])
-        if bad or not _one_of(("put", "del"))(kinds) or \
-                not _ints(0, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind == "del"]):
+        if bad or not _one_of(("put", *ID_OPS))(kinds) or \
+                not _ints(0, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind != "put"]):
             return False
         puts = iter(puts)
         for op, kind in zip(ops, kinds):
@@ -233,27 +318,32 @@ class FileRegistry:
         return True
 
     def _apply(self, kind: str, what: FileEntry | int) -> None:
-        """Replay one journal operation: put a record, or delete a file id."""
+        """Replay one journal operation: put a record, delete or reserve a file id."""
         if kind == "put":
             self._files[what.id] = what
             file_id = what.id
         else:
             file_id = what
-            self._files.pop(file_id, None)
+            if kind == "del":
+                self._files.pop(file_id, None)
         self._next_id = max(self._next_id, file_id + 1)
 
-    def _append(self, op: dict) -> None:
-        """Append one line durably, or leave the journal as it was and raise.
+    def _append(self, op: dict, durable: bool = True) -> None:
+        """Append one line (durably unless told), or leave the journal as it was and raise.
         On a full disk the space reserve is given up once, so that deletes and
-        rollbacks, which free space, can still be recorded."""
+        rollbacks, which free space, can still be recorded. Called holding the
+        exclusive lock, caught up: the journal ends where we read it to."""
         line = json.dumps(op, separators=(",", ":")).encode() + b"\n"
         for attempt in range(2):
             try:
                 view = memoryview(line)
                 while view:
                     view = view[os.write(self._journal, view):]
-                os.fsync(self._journal)
+                if durable:
+                    os.fsync(self._journal)
                 self._journal_bytes += len(line)
+                self._lines_read += 1
+                self._updates += len(line)
                 return
             except OSError as exc:
                 os.ftruncate(self._journal, self._journal_bytes)  # never leave half a line
@@ -288,7 +378,7 @@ class FileRegistry:
 
     def _compact_if_possible(self) -> None:
         try:
-            self.compact()
+            self._compact()
         except OSError as exc:
             log.warning("journal compaction postponed: %s", exc)
 
@@ -299,22 +389,33 @@ class FileRegistry:
             return 0
 
     def compact(self) -> None:
-        """Fold the journal into a new snapshot and empty the journal."""
-        with self._lock:
-            snap = {"format": 1, "next_id": self._next_id, "fields": FILE_FIELDS,
-                    "files": [astuple(f) for f in self._files.values()]}
-            write_atomic(self._snapshot, seal(json.dumps(snap, separators=(",", ":")).encode()))
-            os.ftruncate(self._journal, 0)
-            os.fsync(self._journal)
-            self._journal_bytes = self._opened_bytes = 0
+        """Fold the journal into a new snapshot and start a new, empty journal."""
+        with self._locked(fcntl.LOCK_EX):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Called holding the exclusive lock, caught up. The snapshot comes first: a
+        crash before the new journal replaces the old leaves the old one replaying
+        over a snapshot that holds it already, which is harmless."""
+        snap = {"format": 1, "next_id": self._next_id, "fields": FILE_FIELDS,
+                "files": [astuple(f) for f in self._files.values()]}
+        write_atomic(self._snapshot, seal(json.dumps(snap, separators=(",", ":")).encode()))
+        write_atomic(self._journal_path, b"")
+        os.close(self._journal)
+        self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND)
+        self._journal_bytes = self._lines_read = self._updates = 0
 
     def new_id(self) -> int:
-        """Reserve the next file id; ids are never reused, even after delete."""
-        with self._lock:
+        """Reserve the next file id; ids are never reused, even after delete. The
+        reservation is a journal line, so no other process takes the id meanwhile;
+        it needs no fsync of its own: the first record with the id syncs it, and a
+        crash before that loses an id nothing refers to."""
+        with self._locked(fcntl.LOCK_EX):
             if self._id_elsewhere is not None:
                 self._next_id = max(self._next_id, self._id_elsewhere() + 1)
                 self._id_elsewhere = None
             file_id = self._next_id
+            self._append({"op": "id", "id": file_id}, durable=False)
             self._next_id += 1
             return file_id
 
@@ -324,7 +425,7 @@ class FileRegistry:
         problem = _row_problem([getattr(entry, name) for name in FILE_FIELDS])
         if problem:
             raise BadRecord(f"file {entry.id}: {problem}")
-        with self._lock:
+        with self._locked(fcntl.LOCK_EX):
             self._append({"op": "put", "file": asdict(entry)})
             self._files[entry.id] = entry
             self._next_id = max(self._next_id, entry.id + 1)
@@ -332,24 +433,24 @@ class FileRegistry:
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""
-        with self._lock:
+        with self._locked(fcntl.LOCK_EX):
             self._append({"op": "del", "id": file_id})
             self._files.pop(file_id, None)
             self._maybe_compact()
-            if not self._reserve.exists():  # a delete may have freed enough to hold it again
-                self._keep_reserve()
+        if not self._reserve.exists():  # a delete may have freed enough to hold it again
+            self._keep_reserve()
 
     def get(self, file_id: int) -> FileEntry | None:
-        with self._lock:
+        with self._locked(fcntl.LOCK_SH):
             return self._files.get(file_id)
 
     def all(self) -> list[FileEntry]:
         """Every file, in id order."""
-        with self._lock:
+        with self._locked(fcntl.LOCK_SH):
             return [self._files[i] for i in sorted(self._files)]
 
 
-class PartRegistry:
+class PartRegistry(PartTable):
     """Per-file manifests: manifests/<file id>.json."""
 
     def __init__(self, root: Path, volumes: int = 1) -> None:
@@ -360,6 +461,9 @@ class PartRegistry:
 
     def path(self, file_id: int) -> Path:
         return self._dir / f"{file_id}.json"
+
+    def where(self, file_id: int) -> str:
+        return str(self.path(file_id))
 
     def save(self, manifest: Manifest) -> None:
         try:
@@ -402,3 +506,106 @@ class PartRegistry:
 
 #: A manifest's file name: a file id (no leading zeros) and .json.
 _MANIFEST_NAME = re.compile(r"^[1-9][0-9]*\.json$", re.MULTILINE)
+
+
+class SessionFiles(SessionTable):
+    """Sessions as files STORE/sessions/<id>, each flock()ed by its process for as
+    long as it has the store open. The kernel drops the lock when the process
+    dies, however it dies, so a lock that another process can take proves the
+    session dead; taking it is also what claims the dead session's work."""
+
+    def __init__(self, root: Path) -> None:
+        self._dir = root / SESSIONS
+        self._dir.mkdir(exist_ok=True)
+        self._holds = root / FILES_LOCK
+        self.id = uuid.uuid4().hex[:16]
+        self._fd = self._register()
+
+    def _register(self) -> int:
+        """Create our session file already locked: it appears (by rename) only once
+        its lock is held, so no one can ever take it for a dead session's."""
+        tmp = self._dir / f".{self.id}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.time()}).encode())
+            os.rename(tmp, self._dir / self.id)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            (self._dir / self.id).unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
+
+    def holders(self) -> list[str]:
+        return live_sessions(self._dir.parent, self.id)
+
+    @contextlib.contextmanager
+    def claim_dead(self) -> Iterator[Callable[[str], bool]]:
+        claimed: dict[str, int] = {}
+        try:
+            for name in os.listdir(self._dir):
+                fd = _dead_session(self._dir / name) if name != self.id else -1
+                if fd >= 0:
+                    claimed[name] = fd
+            yield lambda session: session == "" or session in claimed or \
+                (session != self.id and not (self._dir / session).exists())
+            for name in claimed:
+                (self._dir / name).unlink(missing_ok=True)
+        finally:
+            for fd in claimed.values():
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def hold(self, file_id: int, exclusive: bool) -> Iterator[None]:
+        """A lock on byte `file_id` of files.lock, owned by its own open file
+        description (an OFD lock), so it orders threads of one process as well."""
+        fd = os.open(self._holds, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK if exclusive else fcntl.F_OFD_SETLKW,
+                            struct.pack("hhqqi4x", kind, os.SEEK_SET, file_id, 1, 0))
+            except BlockingIOError:
+                raise StoreLockedError(f"file {file_id} is being read by another command",
+                                       "try again once it is done") from None
+            yield
+        finally:
+            os.close(fd)
+
+
+def _dead_session(path: Path) -> int:
+    """A descriptor holding the lock of session file `path` if its session is
+    dead (now claimed by us), else -1."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, IsADirectoryError):
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+
+
+def live_sessions(root: Path, but: str = "") -> list[str]:
+    """The live sessions on the store at `root` (other than `but`), described by pid."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(root / SESSIONS)):
+            if name == but or name.startswith("."):
+                continue
+            fd = _dead_session(root / SESSIONS / name)
+            if fd >= 0:
+                os.close(fd)
+                continue
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                found.append(f"pid {json.loads((root / SESSIONS / name).read_bytes())['pid']}")
+    return found

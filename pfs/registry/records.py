@@ -74,6 +74,7 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "stored": (_ints(0, MAX_INT), "is not a size"),
     "digest": (_types(str), "is not text"),
     "reason": (_types(str), "is not text"),
+    "session": (_types(str), "is not text"),
 }
 
 
@@ -107,6 +108,7 @@ class FileEntry:
     reason: str = ""
     mode: int | None = None  # permission bits of the source, restored by get (None: older record)
     mtime: int | None = None  # the source's modification time in nanoseconds, restored by get
+    session: str = ""  # the session that wrote a storing or deleting record ("": before sessions existed)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:
