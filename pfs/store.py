@@ -30,6 +30,7 @@ from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SESSIONS,
                           SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry,
                           SessionFiles, damaged, fsync_dir, live_sessions, read_json, write_json_atomic)
+from pfs.registry.postgres import is_database
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import Volumes, part_id
@@ -82,6 +83,12 @@ def _creation_leftover(name: str) -> bool:
     """What a store creation killed before it wrote store.json may have left:
     the lock, and the temporary file of the store.json write."""
     return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
+
+
+def _settings_ok(config: dict) -> bool:
+    """A chunk size, codec and hash pfs can use."""
+    return type(config.get("chunk_size")) is int and 0 < config["chunk_size"] <= MAX_INT \
+        and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
 
 
 def _volumes_ok(volumes: object) -> bool:
@@ -208,15 +215,39 @@ class Store:
     """An open pfs store, shared with any other pfs that has it open. Use as a
     context manager: it holds a session of the store."""
 
-    def __init__(self, root: Path, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20, repair: bool = False) -> None:
-        """Open (creating if new) the store at `root`. `overrides` may set chunk_size,
-        codec and hash for new files; otherwise the store's defaults apply. With
-        `repair`, damaged metadata is rebuilt (see pfs.repair) instead of refused."""
-        self.root = Path(root)
+    def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
+                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None) -> None:
+        """Open (creating if new) the store at `root`: a directory, or a PostgreSQL
+        URI whose part data lives in the directory `data` (default: the one its
+        settings name). `overrides` may set chunk_size, codec and hash for new
+        files; otherwise the store's defaults apply. With `repair`, damaged
+        metadata is rebuilt (see pfs.repair) instead of refused."""
+        self.location = str(root)
         self._lock_fd = -1
+        self._db = None
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
         self.max_memory = max_memory
+        if is_database(self.location):
+            if repair:
+                raise UsageError("repair rebuilds the files of a directory store; a database store has none",
+                                 "every update of a database store is a transaction: there is nothing to rebuild")
+            self._open_database(overrides or {}, data)
+        else:
+            self._open_directory(Path(root), overrides or {}, repair)
+        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
+        self.workers_note = "" if self.workers == workers else \
+            f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
+            f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
+        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
+
+    # -- opening and closing ------------------------------------------------
+
+    def _open_directory(self, root: Path, overrides: dict, repair: bool) -> None:
+        """Open the store whose metadata are files in `root`, sharing it with
+        other processes (or, to repair, alone)."""
+        self.root = root
+        self.description = str(root.absolute())
+        max_memory = self.max_memory
         notes: list[str] = []
         try:
             config = self._read_config()
@@ -224,15 +255,14 @@ class Store:
             if not repair:
                 raise
             config, notes = None, [f"{exc.message}; rebuilt from the defaults and the volumes on disk"]
-        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
-        self.settings = Settings(**{**defaults, **(overrides or {})})
-        self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
+        self._settle(config, overrides)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock(alone=repair)
         try:
             if config is None and not notes:
                 config = self._read_config()  # another pfs may have created it before we held the lock
             notes += self._check_layout(LAYOUT, repair)
+            self.created = config is None
             if config is None:
                 config = self._create(self.settings)
             notes += self._check_layout(dict.fromkeys(config["volumes"], True), repair)
@@ -248,13 +278,49 @@ class Store:
         except BaseException:
             self._unlock()
             raise
-        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
-        self.workers_note = "" if self.workers == workers else \
-            f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
-            f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
 
-    # -- opening and closing ------------------------------------------------
+    def _settle(self, config: dict | None, overrides: dict) -> None:
+        """The settings for new files: the store's, unless the options override them."""
+        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
+        self.settings = Settings(**{**defaults, **overrides})
+        self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
+
+    def _open_database(self, overrides: dict, data: Path | str | None) -> None:
+        """Open the store whose metadata live in the PostgreSQL database at
+        self.location (creating its tables and settings on first use)."""
+        from pfs.registry.postgres import SESSION_TTL, Database, DatabaseFiles, DatabaseParts, DatabaseSessions
+
+        self._db = db = Database(self.location)
+        try:
+            config = db.settings()
+            self.created = not config
+            if not config:
+                if data is None:
+                    raise UsageError(f"there is no pfs store in {db.name} yet",
+                                     "create one with --data DIR: the directory where its part data go")
+                config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
+                                    "session_ttl": SESSION_TTL, "volumes": [f"{VOLUMES}/0"]})
+            if not (_settings_ok(config) and _volumes_ok(config.get("volumes")) and type(config.get("data")) is str):
+                raise DamagedError(f"the settings of the store in {db.name} are damaged (pfs_settings, pfs_volumes)")
+            self._settle(config, overrides)
+            self.root = Path(data).expanduser() if data is not None else Path(config["data"])
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.description = f"{db.name} (part data in {self.root.absolute()})"
+            st = os.stat(self.root)
+            self._root_id = (st.st_dev, st.st_ino)
+            self.volumes = Volumes(self.root, config["volumes"])
+            self.tmp = self.root / "tmp"
+            self.tmp.mkdir(exist_ok=True)
+            self.parts = DatabaseParts(db, len(config["volumes"]))
+            self.files = DatabaseFiles(db)
+            self.sessions = DatabaseSessions(db, float(config.get("session_ttl", SESSION_TTL)))
+            self.repair_report = None
+            self.recovered = self._recover()
+        except BaseException:
+            if hasattr(self, "sessions"):
+                self.sessions.close()
+            db.close()
+            raise
 
     def _read_config(self) -> dict | None:
         """store.json, or None when `root` is new, empty, or holds only what an
@@ -275,9 +341,7 @@ class Store:
             raise damaged(self.root, f"{path} is damaged (no format number)")
         if config["format"] > FORMAT:
             raise StoreError(f"{self.root} was made by a newer pfs (format {config['format']})", "upgrade pfs to open it")
-        settings_ok = type(config.get("chunk_size")) is int and 0 < config["chunk_size"] <= MAX_INT \
-            and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
-        if not (settings_ok and _volumes_ok(config.get("volumes"))):
+        if not (_settings_ok(config) and _volumes_ok(config.get("volumes"))):
             raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash or volumes)")
         return config
 
@@ -362,6 +426,8 @@ class Store:
         self._sources.clear()
         self.files.close()
         self.sessions.close()
+        if self._db is not None:
+            self._db.close()
         self._unlock()
 
     def _recover(self) -> list[FileEntry]:
@@ -390,7 +456,7 @@ class Store:
         if not self.sessions.holders():
             for leftover in self.tmp.iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        for torn in [*self.root.glob(".*.tmp"), *self.parts.path(0).parent.glob(".*.tmp")]:
+        for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp")]:
             if not _writer_alive(torn.name):
                 torn.unlink(missing_ok=True)
 

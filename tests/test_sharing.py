@@ -1,0 +1,130 @@
+"""Many pfs processes on one store, as real processes (each test runs on a JSON
+store and on a PostgreSQL store, see the `shared` fixture in conftest):
+
+* three processes put, list and delete at once: ids are unique, each sees the
+  others' files, every file comes back byte for byte;
+* a process opening the store while another is in the middle of a put (held
+  still with SIGSTOP) leaves that put alone; kill -9 of the putter then leaves
+  a put that the next process rolls back, the others' files untouched;
+* a delete is refused while another process reads the file, which comes back whole;
+* repair needs the store alone: refused naming the pid of a live pfs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+from conftest import CHUNK, LiveSession, env, error_lines, make_file, parse_list
+
+MIB = 1 << 20
+
+
+def stored_ids(stdout: str) -> dict[int, str]:
+    return {int(i): name for i, name in re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
+
+
+def test_three_processes_put_list_delete_at_once(shared, tmp_path):
+    names = [[f"p{n}-{k}.bin" for k in range(4)] for n in range(3)]
+    for group in names:
+        for k, name in enumerate(group):
+            make_file(shared.cwd / name, k * CHUNK + 7 * (k + 1))
+    scripts = ["".join(f"put {name}\nlist\n" for name in group) + "delete 1\n" * (n == 0) for n, group in
+               enumerate(names)]
+    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
+    outputs = [p.communicate(script, timeout=120) for p, script in zip(procs, scripts)]
+    stored: dict[int, str] = {}
+    for (out, err), group in zip(outputs, names):
+        assert "Traceback" not in err, err
+        mine = stored_ids(out)
+        assert sorted(mine.values()) == sorted(group), (out, err)
+        assert not set(mine) & set(stored), f"an id was given twice: {mine} {stored}"
+        stored |= mine
+    assert sorted(stored) == list(range(1, 13))
+    # each process saw the others' files at some point, or at the latest the last listing does
+    r = shared.run("list\n")
+    listing = parse_list(r.stdout)
+    deleted = 1 if all("no file with id 1" not in err for _, err in outputs) else None
+    expected = {fid: (name, "stored") for fid, name in stored.items() if fid != deleted}
+    assert listing == expected, r.stdout
+    out = tmp_path / "out"
+    out.mkdir()
+    r = shared.run("".join(f"get {fid} {out / str(fid)}\n" for fid in expected))
+    assert r.returncode == 0, r.stderr
+    for fid, (name, _) in expected.items():
+        assert (out / str(fid)).read_bytes() == (shared.cwd / name).read_bytes()
+
+
+def stop(session: LiveSession) -> None:
+    os.killpg(session.pid, signal.SIGSTOP)
+
+
+def cont(session: LiveSession) -> None:
+    os.killpg(session.pid, signal.SIGCONT)
+
+
+def test_open_during_anothers_put_leaves_it_alone_and_kill9_is_rolled_back_later(shared, live_sessions, tmp_path):
+    keep = make_file(shared.cwd / "keep.bin", 3 * CHUNK + 1)
+    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    first = live_sessions(shared.store, shared.cwd, *shared.options)
+    first.send("put keep.bin", "wait", "put big.bin")
+    first.wait_for(r"^\[2\] storing big\.bin")
+    stop(first)  # held still in the middle of its put
+    try:
+        r = shared.run("list\n")
+    finally:
+        cont(first)
+    assert r.returncode == 0, r.stderr
+    assert "rolled back" not in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "storing")}
+    first.wait_for(r"^\[2\] stored big\.bin")
+
+    first.send("put big.bin")
+    first.wait_for(r"^\[3\] storing big\.bin")
+    assert first.kill(), "pfs had already exited"
+    r = shared.run(f"list\nget 1 {tmp_path / 'keep.out'}\nget 2 {tmp_path / 'big.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert "file 3 (big.bin) was storing when pfs stopped: rolled back" in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "stored"),
+                                    3: ("big.bin", "failed (interrupted)")}
+    assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+
+
+def test_delete_is_refused_while_another_process_reads_the_file(shared, live_sessions, tmp_path):
+    big = make_file(shared.cwd / "big.bin", 16 * MIB)
+    assert shared.run("put big.bin\n").returncode == 0
+    reader = live_sessions(shared.store, shared.cwd, *shared.options)
+    reader.send(f"get 1 {tmp_path / 'big.out'}")
+    reader.wait_for(r"^\[1\] restoring big\.bin")
+    stop(reader)
+    try:
+        r = shared.run("delete 1\n")
+    finally:
+        cont(reader)
+    assert r.returncode == 1
+    assert error_lines(r.stderr) == ["error: file 1 is being read by another command; try again once it is done"], \
+        r.stderr
+    assert reader.close() == 0, reader.stderr()
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+    r = shared.run("delete 1\nlist\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
+
+
+def test_repair_needs_the_store_alone(shared, live_sessions):
+    if shared.database:
+        return  # repair rebuilds a directory store's files; a database store has none to rebuild
+    make_file(shared.cwd / "a.bin", CHUNK)
+    first = live_sessions(shared.store, shared.cwd, *shared.options)
+    first.send("put a.bin", "wait", "jobs")
+    first.wait_for(r"^no jobs running$")
+    r = shared.run("", "repair")
+    assert r.returncode == 2, r.stderr
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and f"in use by pid {first.pid}" in errors[0], r.stderr
+    assert first.close() == 0
+    r = shared.run("", "repair")
+    assert r.returncode == 0, r.stderr
