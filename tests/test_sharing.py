@@ -16,6 +16,8 @@ import os
 import re
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 from conftest import CHUNK, LiveSession, env, error_lines, make_file, parse_list
 
@@ -58,6 +60,31 @@ def test_three_processes_put_list_delete_at_once(shared, tmp_path):
         assert (out / str(fid)).read_bytes() == (shared.cwd / name).read_bytes()
 
 
+def wait_until_read(shared, file_id: int, timeout: float = 30) -> None:
+    """Wait until some pfs holds file `file_id` for reading: its shared lock shows
+    in /proc/locks (an OFD lock on the store's files.lock) or in pg_locks."""
+    deadline = time.monotonic() + timeout
+    while not read_held(shared, file_id):
+        assert time.monotonic() < deadline, f"no pfs started reading file {file_id}"
+        time.sleep(0.01)
+
+
+def read_held(shared, file_id: int) -> bool:
+    if shared.database:
+        import psycopg
+
+        with psycopg.connect(shared.store) as conn:
+            return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' "
+                                "AND granted AND objid = %s", (file_id,)).fetchone()[0] > 0
+    inode = (shared.store / "files.lock").stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "OFDLCK" and fields[3] == "READ" and fields[5].endswith(f":{inode}") and \
+                fields[6] == str(file_id):
+            return True
+    return False
+
+
 def stop(session: LiveSession) -> None:
     os.killpg(session.pid, signal.SIGSTOP)
 
@@ -95,22 +122,24 @@ def test_open_during_anothers_put_leaves_it_alone_and_kill9_is_rolled_back_later
 
 
 def test_delete_is_refused_while_another_process_reads_the_file(shared, live_sessions, tmp_path):
-    big = make_file(shared.cwd / "big.bin", 16 * MIB)
+    big = make_file(shared.cwd / "big.bin", 64 * MIB)
     assert shared.run("put big.bin\n").returncode == 0
-    reader = live_sessions(shared.store, shared.cwd, *shared.options)
+    reader = live_sessions(shared.store, shared.cwd, *shared.options, workers=1)
     reader.send(f"get 1 {tmp_path / 'big.out'}")
     reader.wait_for(r"^\[1\] restoring big\.bin")
+    wait_until_read(shared, 1)
     stop(reader)
     try:
+        assert not (tmp_path / "big.out").exists(), "the get ended before it could be stopped"
         r = shared.run("delete 1\n")
     finally:
         cont(reader)
     assert r.returncode == 1
-    assert error_lines(r.stderr) == ["error: file 1 is being read by another command; try again once it is done"], \
-        r.stderr
+    assert error_lines(r.stderr) == ["error: delete 1 (big.bin): it is being read by a get or verify (of this pfs or "
+                                     "another) (try again once it is done)"], r.stderr
     assert reader.close() == 0, reader.stderr()
     assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
-    r = shared.run("delete 1\nlist\n")
+    r = shared.run("delete 1\nwait\nlist\n")
     assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
 
 

@@ -573,7 +573,7 @@ class SessionFiles(SessionTable):
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK if exclusive else fcntl.F_OFD_SETLKW,
                             struct.pack("hhqqi4x", kind, os.SEEK_SET, file_id, 1, 0))
             except BlockingIOError:
-                raise StoreLockedError(f"file {file_id} is being read by another command",
+                raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
                                        "try again once it is done") from None
             yield
         finally:

@@ -10,8 +10,11 @@ of a session first proves the session still registered (a row lock on it), so
 a client whose session was declared dead can change nothing any more.
 
 A session is live while its heartbeat (updated every third of the session TTL,
-the setting session_ttl, by a thread of its own) is younger than the TTL;
-any client claims a dead session by deleting its row, then finishes its work.
+the setting session_ttl, by a thread of its own) is younger than the TTL and
+the connection of that thread is open: it holds an advisory lock on the
+session, which the server drops as soon as the client's connection closes (a
+killed process is seen dead at once, a stopped or cut-off one after the TTL).
+Any client claims a dead session by deleting its row, then finishes its work.
 Operations on one file are ordered by PostgreSQL advisory locks on its id.
 """
 
@@ -62,6 +65,12 @@ _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}) VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}) "
                 f"ON CONFLICT (id) DO UPDATE SET "
                 + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id"))
+
+
+def psycopg_errors() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
 
 
 def is_database(location: str) -> bool:
@@ -264,36 +273,57 @@ class DatabaseParts(PartTable):
         return f"pfs_parts of file {file_id} in {self._db.name}"
 
 
+def _session_key(session: str) -> int:
+    """The advisory lock key of a session (the two-key form: apart from file ids):
+    its first 32 bits as a signed integer, as SQL reads them."""
+    key = int(session[:8], 16)
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+#: The first advisory lock key of a session lock (file holds use one bigint key: another space).
+_SESSION_LOCKS = 0x7066
+
+
 class DatabaseSessions(SessionTable):
-    """pfs_sessions: a row per client, kept fresh by a heartbeat thread."""
+    """pfs_sessions: a row per client, kept fresh by a heartbeat thread whose
+    connection holds the session's advisory lock."""
 
     def __init__(self, db: Database, ttl: float = SESSION_TTL) -> None:
         self._db = db
         self.ttl = ttl
         self.id = uuid.uuid4().hex[:16]
-        with db.transaction(check_session=False) as cur:
-            cur.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
-                        (self.id, os.getpid(), socket.gethostname()))
+        self._conn = None
+        try:
+            self._connect()  # the lock first: the row never shows without it
+            self._conn.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
+                               (self.id, os.getpid(), socket.gethostname()))
+        except psycopg_errors() as exc:
+            raise db.unreachable(exc) from None
         db.session = self.id
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
         self._beat.start()
 
+    def _connect(self) -> None:
+        self._conn = self._db.connect()
+        self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_SESSION_LOCKS, _session_key(self.id)))
+
+    def _beat_once(self) -> None:
+        """Refresh our heartbeat (connecting, and taking our lock, first if needed)."""
+        if self._conn is None or self._conn.closed:
+            self._connect()
+        self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+
     def _heartbeat(self) -> None:
-        """Refresh our heartbeat every third of the TTL, on a connection of its
-        own (a long transaction of another thread must not delay it)."""
-        conn = None
+        """Beat every third of the TTL, on a connection of its own (a long
+        transaction of another thread must not delay it)."""
         while not self._stop.wait(self.ttl / 3):
             try:
-                if conn is None or conn.closed:
-                    conn = self._db.connect()
-                with conn.transaction():
-                    conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+                self._beat_once()
             except Exception as exc:  # noqa: BLE001 -- the next beat retries; commands report the failure
                 log.warning("session heartbeat failed: %s", exc)
-                conn = None
-        if conn is not None:
-            conn.close()
+                with contextlib.suppress(Exception):
+                    self._conn.close()
 
     def holders(self) -> list[str]:
         with self._db.transaction(check_session=False) as cur:
@@ -304,8 +334,9 @@ class DatabaseSessions(SessionTable):
     @contextlib.contextmanager
     def claim_dead(self) -> Iterator[Callable[[str], bool]]:
         with self._db.transaction() as cur:
-            cur.execute("DELETE FROM pfs_sessions WHERE heartbeat < now() - make_interval(secs => %s) "
-                        "RETURNING id", (self.ttl,))
+            cur.execute("DELETE FROM pfs_sessions WHERE id <> %s AND (heartbeat < now() - make_interval(secs => %s) "
+                        "OR pg_try_advisory_xact_lock(%s, ('x' || left(id, 8))::bit(32)::integer)) RETURNING id",
+                        (self.id, self.ttl, _SESSION_LOCKS))
             claimed = {row[0] for row in cur.fetchall()}
 
         def dead(session: str) -> bool:
@@ -329,7 +360,7 @@ class DatabaseSessions(SessionTable):
                 if exclusive:
                     got = conn.execute("SELECT pg_try_advisory_lock(%s)", (file_id,)).fetchone()[0]
                     if not got:
-                        raise StoreLockedError(f"file {file_id} is being read by another command",
+                        raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
                                                "try again once it is done")
                 else:
                     conn.execute("SELECT pg_advisory_lock_shared(%s)", (file_id,))
@@ -343,6 +374,8 @@ class DatabaseSessions(SessionTable):
     def close(self) -> None:
         self._stop.set()
         self._beat.join()
+        with contextlib.suppress(Exception):
+            self._conn.close()
         with contextlib.suppress(StoreError):
             with self._db.transaction(check_session=False) as cur:
                 cur.execute("DELETE FROM pfs_sessions WHERE id = %s", (self.id,))
