@@ -333,20 +333,30 @@ class DatabaseSessions(SessionTable):
 
     @contextlib.contextmanager
     def claim_dead(self) -> Iterator[Callable[[str], bool]]:
-        with self._db.transaction() as cur:
-            cur.execute("DELETE FROM pfs_sessions WHERE id <> %s AND (heartbeat < now() - make_interval(secs => %s) "
-                        "OR pg_try_advisory_xact_lock(%s, ('x' || left(id, 8))::bit(32)::integer)) RETURNING id",
-                        (self.id, self.ttl, _SESSION_LOCKS))
-            claimed = {row[0] for row in cur.fetchall()}
+        """Dead sessions are locked (FOR UPDATE, in a transaction on a connection of
+        its own) for the whole block, so other clients neither claim them nor find
+        them gone, and deleted at its end."""
+        conn = self._db.connect()
+        try:
+            with conn.transaction():
+                claimed = {row[0] for row in conn.execute(
+                    "SELECT id FROM pfs_sessions WHERE id <> %s AND (heartbeat < now() - make_interval(secs => %s) "
+                    "OR pg_try_advisory_xact_lock(%s, ('x' || left(id, 8))::bit(32)::integer)) FOR UPDATE SKIP LOCKED",
+                    (self.id, self.ttl, _SESSION_LOCKS))}
 
-        def dead(session: str) -> bool:
-            if session == "" or session in claimed:
-                return True
-            with self._db.transaction(check_session=False) as cur:
-                cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s", (session,))
-                return cur.fetchone() is None
+                def dead(session: str) -> bool:
+                    if session == "" or session in claimed:
+                        return True
+                    with self._db.transaction(check_session=False) as cur:
+                        cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s", (session,))
+                        return cur.fetchone() is None
 
-        yield dead
+                yield dead
+                conn.execute("DELETE FROM pfs_sessions WHERE id = ANY(%s)", (list(claimed),))
+        except psycopg_errors() as exc:
+            raise self._db.unreachable(exc) from None
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def hold(self, file_id: int, exclusive: bool) -> Iterator[None]:
