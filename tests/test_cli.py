@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import pfs as pfs_package
-from conftest import CHUNK, Pfs, Result, env, make_file
+from conftest import CHUNK, Pfs, Result, env, error_lines, make_file
 
 KEEP_SIZE = 3 * CHUNK + 17  # a multi-part file whose last part is short
 
@@ -526,25 +526,24 @@ def test_second_process_sees_the_files_and_ids_are_never_reused(pfs):
     assert "[4] storing a.bin" in r.stdout, "id 3 was deleted and must not be reused"
 
 
-def test_second_pfs_on_a_locked_store_is_refused(pfs):
-    first = popen(pfs)  # stdin stays open: it holds the store
+def test_second_pfs_shares_the_store_and_repair_is_refused_while_it_does(pfs):
+    first = popen(pfs)  # stdin stays open: it has the store open
     try:
-        lock = pfs.store / "lock"
+        sessions = pfs.store / "sessions"
         deadline = time.monotonic() + 30
-        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        while not (sessions.is_dir() and [n for n in os.listdir(sessions) if not n.startswith(".")]):
             assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first pfs never took the lock"
+            assert time.monotonic() < deadline, "the first pfs never registered its session"
             time.sleep(0.01)
-        r = pfs.run("list\n")
+        for r in (pfs.run("list\n"), pfs.run("", "list")):  # script and one-shot mode share it
+            assert r.returncode == 0 and error_lines(r.stderr) == [], r.stderr
+        r = pfs.run("", "repair")
         assert r.returncode == 2
-        one_error(r, f"in use by pid {first.pid}")
-        r = pfs.run("", "list")  # one-shot mode too
-        assert r.returncode == 2
-        one_error(r, f"in use by pid {first.pid}")
+        one_error(r, f"in use by pid {first.pid}; repair needs it alone")
     finally:
         first.stdin.close()
         assert first.wait(60) == 0
-    r = pfs.run("list\n")  # the lock is gone with the first pfs
+    r = pfs.run("", "repair")  # alone now
     assert r.returncode == 0, r.stderr
 
 
