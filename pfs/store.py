@@ -269,13 +269,14 @@ class Store:
             self.volumes = Volumes(self.root, config["volumes"])
             self.tmp = self.root / "tmp"
             self.tmp.mkdir(exist_ok=True)
+            self.sessions = SessionFiles(self.root)
             self.parts = PartRegistry(self.root, len(config["volumes"]))
             self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
-            self.sessions = SessionFiles(self.root)
             self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes, max_memory // 2,
                                          notes) if repair else None
             self.recovered = self._recover()
         except BaseException:
+            self._close_registries()
             self._unlock()
             raise
 
@@ -317,9 +318,7 @@ class Store:
             self.repair_report = None
             self.recovered = self._recover()
         except BaseException:
-            if hasattr(self, "sessions"):
-                self.sessions.close()
-            db.close()
+            self._close_registries()
             raise
 
     def _read_config(self) -> dict | None:
@@ -424,11 +423,14 @@ class Store:
         for source in self._sources.values():
             os.close(source.fd)
         self._sources.clear()
-        self.files.close()
-        self.sessions.close()
-        if self._db is not None:
-            self._db.close()
+        self._close_registries()
         self._unlock()
+
+    def _close_registries(self) -> None:
+        """Close what the opening got to open (a failed open ends its session too)."""
+        for name in ("files", "sessions", "_db"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
 
     def _recover(self) -> list[FileEntry]:
         """Finish what dead sessions (a crash) left unfinished: roll back their
@@ -506,11 +508,11 @@ class Store:
             if chunk_parts > MAX_PARTS:
                 raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
                                  f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
-            entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
+            entry = FileEntry(id=0, name=path.name, size=st.st_size, status=STORING,
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
                               mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns, session=self.sessions.id)
-            self.files.save(entry)
+            entry = self.files.add(entry)  # gets its id
         except BaseException:
             os.close(src.fd)
             raise

@@ -83,10 +83,13 @@ def test_ids_are_unique_across_clients_and_never_reused(clients):
     a, b = clients(), clients()
     ids = [a.files.new_id(), b.files.new_id(), a.files.new_id(), b.files.new_id()]
     assert len(set(ids)) == 4 and ids == sorted(ids)
-    a.files.save(record(ids[-1]))
-    a.files.remove(ids[-1])
+    added = [a.files.add(record(0)), b.files.add(record(0)), a.files.add(record(0))]  # chosen and recorded at once
+    assert [e.id for e in added] == sorted(e.id for e in added) and added[0].id > max(ids)
+    assert a.files.all() == b.files.all() == added
+    for entry in added:
+        a.files.remove(entry.id)
     c = clients()
-    assert c.files.new_id() > max(ids)
+    assert c.files.new_id() > added[-1].id
 
 
 def test_each_client_sees_the_others_updates(clients):

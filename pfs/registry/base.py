@@ -36,6 +36,11 @@ class FileTable(ABC):
         """Reserve a file id no client has had or will have."""
 
     @abstractmethod
+    def add(self, entry: FileEntry) -> FileEntry:
+        """Record a new file durably under a fresh id (whatever `entry.id` says),
+        chosen and recorded at once; returns the entry with its id."""
+
+    @abstractmethod
     def save(self, entry: FileEntry) -> None:
         """Record (insert or replace) a file durably."""
 

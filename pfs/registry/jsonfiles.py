@@ -18,13 +18,11 @@ import json
 import logging
 import os
 import re
-import socket
 import struct
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, astuple
+from dataclasses import asdict, astuple, replace
 from itertools import compress
 from pathlib import Path
 
@@ -142,6 +140,13 @@ def _journal_op(op: object) -> tuple[str, FileEntry | int]:
             return op["op"], op["id"]
         raise BadRecord(f"a{'' if op['op'] == 'id' else ' delete of'} {op['op']} of something that is not a file id")
     raise BadRecord("not a journal operation")
+
+
+def _check(entry: FileEntry) -> None:
+    """Only a valid record is written, which is what lets a sealed snapshot load unchecked."""
+    problem = _row_problem([getattr(entry, name) for name in FILE_FIELDS])
+    if problem:
+        raise BadRecord(f"file {entry.id}: {problem}")
 
 
 #: Journal operations that carry a file id rather than a record.
@@ -405,31 +410,45 @@ class FileRegistry(FileTable):
         self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND)
         self._journal_bytes = self._lines_read = self._updates = 0
 
+    def _take_next_id(self) -> int:
+        """The next file id (holding the exclusive lock, caught up)."""
+        if self._id_elsewhere is not None:
+            self._next_id = max(self._next_id, self._id_elsewhere() + 1)
+            self._id_elsewhere = None
+        self._next_id += 1
+        return self._next_id - 1
+
     def new_id(self) -> int:
         """Reserve the next file id; ids are never reused, even after delete. The
         reservation is a journal line, so no other process takes the id meanwhile;
         it needs no fsync of its own: the first record with the id syncs it, and a
         crash before that loses an id nothing refers to."""
         with self._locked(fcntl.LOCK_EX):
-            if self._id_elsewhere is not None:
-                self._next_id = max(self._next_id, self._id_elsewhere() + 1)
-                self._id_elsewhere = None
-            file_id = self._next_id
+            file_id = self._take_next_id()
             self._append({"op": "id", "id": file_id}, durable=False)
-            self._next_id += 1
             return file_id
 
-    def save(self, entry: FileEntry) -> None:
-        """Record (insert or replace) a file durably. Only a valid record is
-        written, which is what lets a sealed snapshot load unchecked."""
-        problem = _row_problem([getattr(entry, name) for name in FILE_FIELDS])
-        if problem:
-            raise BadRecord(f"file {entry.id}: {problem}")
+    def add(self, entry: FileEntry) -> FileEntry:
+        """Record a new file under the next id (whatever `entry.id` says): one
+        journal line, appended under the same lock that chose the id."""
         with self._locked(fcntl.LOCK_EX):
-            self._append({"op": "put", "file": asdict(entry)})
-            self._files[entry.id] = entry
-            self._next_id = max(self._next_id, entry.id + 1)
-            self._maybe_compact()
+            entry = replace(entry, id=self._take_next_id())
+            _check(entry)
+            self._record(entry)
+        return entry
+
+    def save(self, entry: FileEntry) -> None:
+        """Record (insert or replace) a file durably."""
+        _check(entry)
+        with self._locked(fcntl.LOCK_EX):
+            self._record(entry)
+
+    def _record(self, entry: FileEntry) -> None:
+        """Append a record and apply it (holding the exclusive lock, caught up)."""
+        self._append({"op": "put", "file": asdict(entry)})
+        self._files[entry.id] = entry
+        self._next_id = max(self._next_id, entry.id + 1)
+        self._maybe_compact()
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""
@@ -518,18 +537,17 @@ class SessionFiles(SessionTable):
         self._dir = root / SESSIONS
         self._dir.mkdir(exist_ok=True)
         self._holds = root / FILES_LOCK
-        self.id = uuid.uuid4().hex[:16]
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # the pid, for messages naming the holders
         self._fd = self._register()
 
     def _register(self) -> int:
         """Create our session file already locked: it appears (by rename) only once
-        its lock is held, so no one can ever take it for a dead session's."""
+        its lock is held, so no one can ever take it for a dead session's. It is
+        empty (its name says it all), so even a full disk lets pfs open the store."""
         tmp = self._dir / f".{self.id}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                     "started": time.time()}).encode())
             os.rename(tmp, self._dir / self.id)
         except BaseException:
             os.close(fd)
@@ -606,6 +624,5 @@ def live_sessions(root: Path, but: str = "") -> list[str]:
             if fd >= 0:
                 os.close(fd)
                 continue
-            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-                found.append(f"pid {json.loads((root / SESSIONS / name).read_bytes())['pid']}")
+            found.append(f"pid {name.split('-')[0]}")
     return found

@@ -27,7 +27,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, astuple
+from dataclasses import asdict, astuple, replace
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
@@ -189,10 +189,21 @@ class DatabaseFiles(FileTable):
             cur.execute("SELECT nextval('pfs_file_ids')")
             return cur.fetchone()[0]
 
-    def save(self, entry: FileEntry) -> None:
-        FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
+    def add(self, entry: FileEntry) -> FileEntry:
         with self._db.transaction() as cur:
-            cur.execute(_UPSERT_FILE, astuple(entry))
+            cur.execute("SELECT nextval('pfs_file_ids')")
+            entry = replace(entry, id=cur.fetchone()[0])
+            self._write(cur, entry)
+        return entry
+
+    def save(self, entry: FileEntry) -> None:
+        with self._db.transaction() as cur:
+            self._write(cur, entry)
+
+    @staticmethod
+    def _write(cur, entry: FileEntry) -> None:
+        FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
+        cur.execute(_UPSERT_FILE, astuple(entry))
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
