@@ -29,7 +29,7 @@ from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityErr
 from pfs.governor import MemoryGovernor
 from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SESSIONS,
                           SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry,
-                          SessionFiles, damaged, fsync_dir, live_sessions, read_json, write_json_atomic)
+                          SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json, write_json_atomic)
 from pfs.registry.postgres import is_database
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
@@ -100,17 +100,8 @@ def _volumes_ok(volumes: object) -> bool:
 
 def _writer_alive(temp_name: str) -> bool:
     """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
-    try:
-        pid = int(temp_name.split(".")[-3])
-    except (ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
+    fields = temp_name.split(".")
+    return len(fields) > 3 and pid_alive(fields[-3])
 
 
 def batched(items: list, n: int) -> list[list]:

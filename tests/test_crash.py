@@ -123,9 +123,11 @@ class CrashLoop:
         self.survivors_stored = {}
         for n, proc in enumerate(procs):
             if n != victim:
-                assert proc.wait(timeout=120) in (0, 1), f"a pfs beside the killed one failed (iteration {self.iteration})"
+                assert proc.wait(timeout=120) in (0, 1), \
+                    f"a pfs beside the killed one failed (iteration {self.iteration})"
                 stdout = (self.work / f"stdout-{n}.txt").read_text()
-                self.survivors_stored |= {int(i): name for i, name in re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
+                self.survivors_stored |= {int(i): name for i, name in
+                                          re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
         if snapshot.exists() and snapshot.stat().st_mtime_ns != before:
             self.counts["runs that compacted the journal"] += 1
         return killed

@@ -9,11 +9,12 @@ postgres: the registries as tables of a PostgreSQL database (clients on many mac
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_BYTES, RESERVE, SESSIONS, SNAPSHOT,
                                     FileRegistry, PartRegistry, SessionFiles, damaged, fsync_dir, fsync_file,
-                                    live_sessions, read_json, write_json_atomic)
+                                    live_sessions, pid_alive, read_json, write_json_atomic)
 from pfs.registry.records import (DELETING, FAILED, MAX_INT, MAX_PARTS, STATUSES, STORED, STORING, BadRecord,
                                   FileEntry, Manifest, PartEntry)
 
 __all__ = ["DELETING", "FAILED", "FILES_LOCK", "JOURNAL", "MANIFESTS", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
            "RESERVE", "SESSIONS", "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry",
            "FileRegistry", "FileTable", "Manifest", "PartEntry", "PartRegistry", "PartTable", "SessionFiles",
-           "SessionTable", "damaged", "fsync_dir", "fsync_file", "live_sessions", "read_json", "write_json_atomic"]
+           "SessionTable", "damaged", "fsync_dir", "fsync_file", "live_sessions", "pid_alive", "read_json",
+           "write_json_atomic"]

@@ -569,7 +569,8 @@ class SessionFiles(SessionTable):
         claimed: dict[str, int] = {}
         try:
             for name in os.listdir(self._dir):
-                fd = _dead_session(self._dir / name) if name != self.id else -1
+                registering = name.startswith(".") and pid_alive(name[1:].split("-")[0])  # not yet locked
+                fd = _dead_session(self._dir / name) if name != self.id and not registering else -1
                 if fd >= 0:
                     claimed[name] = fd
             yield lambda session: session == "" or session in claimed or \
@@ -596,6 +597,17 @@ class SessionFiles(SessionTable):
             yield
         finally:
             os.close(fd)
+
+
+def pid_alive(pid: str) -> bool:
+    """Whether a process of this machine with that pid (as text) runs."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def _dead_session(path: Path) -> int:
