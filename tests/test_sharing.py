@@ -157,3 +157,42 @@ def test_repair_needs_the_store_alone(shared, live_sessions):
     assert first.close() == 0
     r = shared.run("", "repair")
     assert r.returncode == 0, r.stderr
+
+
+def test_kill9_of_one_of_three_while_the_others_put(shared, live_sessions, tmp_path):
+    """Three pfs put at once; one is killed with SIGKILL in the middle of its put.
+    The others' puts all complete; the next pfs to open (one of the others, if it
+    was still opening, or a later one) rolls back the killed one's put, and every
+    stored file comes back byte for byte."""
+    sources = {}
+    for n in range(3):
+        for k in range(3):
+            sources[f"p{n}-{k}.bin"] = make_file(shared.cwd / f"p{n}-{k}.bin", (8 if n == 0 else 1) * MIB + k)
+    sessions = [live_sessions(shared.store, shared.cwd, *shared.options) for _ in range(3)]
+    for n, session in enumerate(sessions):
+        session.send(*(f"put p{n}-{k}.bin" for k in range(3)))
+    victim = sessions[0]
+    victim.wait_for(r"^\[\d+\] storing p0-")
+    assert victim.kill(), "the pfs to kill had already exited"
+    stored: dict[int, str] = {}
+    for session in sessions[1:]:
+        assert session.close() == 0, session.stderr()
+        mine = stored_ids(session.stdout())
+        assert sorted(mine.values()) == [f"p{sessions.index(session)}-{k}.bin" for k in range(3)]
+        stored |= mine
+    killed = {int(i): name for i, name in re.findall(r"^\[(\d+)\] storing (p0-\S+) ", victim.stdout(), re.M)}
+    out = tmp_path / "out"
+    out.mkdir()
+    r = shared.run("list\n" + "".join(f"get {fid} {out / str(fid)}\n" for fid in stored))
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    for fid, name in stored.items():
+        assert listing[fid] == (name, "stored")
+        assert (out / str(fid)).read_bytes() == sources[name].read_bytes()
+    interrupted = {fid for fid, (_, status) in listing.items() if status == "failed (interrupted)"}
+    assert interrupted and interrupted <= set(killed), (listing, killed)
+    notices = r.stderr + "".join(session.stderr() for session in sessions[1:])  # whoever opened after the kill
+    for fid in interrupted:
+        assert f"file {fid} ({killed[fid]}) was storing when pfs stopped: rolled back" in notices, notices
+    assert set(listing) == set(stored) | set(killed)
+    assert all(listing[fid][1] in ("stored", "failed (interrupted)") for fid in killed), listing
