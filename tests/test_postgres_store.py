@@ -111,3 +111,18 @@ def test_a_client_whose_heartbeat_expired_is_rolled_back_and_can_change_nothing(
     assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
     parts = [p for p in (tmp_path / "data" / "volumes").rglob("*") if p.is_file()]
     assert len(parts) == 5  # keep.bin's; nothing of the put that lost its session
+
+
+def test_a_record_field_newer_than_the_store_becomes_a_column_with_its_default(postgres_uri, tmp_path):
+    import psycopg
+
+    work = tmp_path / "work"
+    work.mkdir()
+    a = make_file(work / "a.bin", 100_000)
+    assert Pfs(postgres_uri, work, ("--data", str(tmp_path / "data"))).run("put a.bin\n").returncode == 0
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        conn.execute('ALTER TABLE pfs_files DROP COLUMN "session"')  # as made by a pfs before sessions
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'a.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert parse_list(r.stdout) == {1: ("a.bin", "stored")}
+    assert (tmp_path / "a.out").read_bytes() == a.read_bytes()

@@ -27,7 +27,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, astuple, replace
+from dataclasses import MISSING, asdict, astuple, fields, replace
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
@@ -39,17 +39,31 @@ log = logging.getLogger("pfs")
 #: Seconds after its last heartbeat that a session counts as dead, unless the store's settings say otherwise.
 SESSION_TTL = 30.0
 
+#: The SQL type of each FileEntry field: a field added to FileEntry needs its type here,
+#: and becomes a column of existing stores at their next open.
 _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "status": "text", "parts": "bigint",
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status"]
 
+
+def _default(field_name: str) -> str:
+    """The SQL default of a column added to an existing store: the field's own, so old rows stay valid."""
+    default = next(f.default for f in fields(FileEntry) if f.name == field_name)
+    return "" if default is MISSING or default is None else f" DEFAULT {default!r}"
+
+
+#: Columns of fields added to FileEntry since a store was created, added at its next open.
+_ADD_COLUMNS = "\n".join(f'ALTER TABLE pfs_files ADD COLUMN IF NOT EXISTS "{c}" {_COLUMN_TYPES[c]}{_default(c)};'
+                         for c in FILE_FIELDS if c != "id")
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS pfs_settings (key text PRIMARY KEY, value jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS pfs_volumes (index integer PRIMARY KEY, path text NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS pfs_file_ids;
 CREATE TABLE IF NOT EXISTS pfs_files ({", ".join(f'"{c}" {_COLUMN_TYPES[c]}' for c in FILE_FIELDS)});
+{_ADD_COLUMNS}
 CREATE INDEX IF NOT EXISTS pfs_files_unfinished ON pfs_files (status) WHERE status IN ('storing', 'deleting');
 CREATE TABLE IF NOT EXISTS pfs_manifests (file_id bigint PRIMARY KEY, file jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS pfs_parts (
@@ -65,6 +79,12 @@ _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}) VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}) "
                 f"ON CONFLICT (id) DO UPDATE SET "
                 + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """A database error as one line (the server's are several: the line, a hint)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def psycopg_errors() -> type[Exception]:
@@ -114,7 +134,7 @@ class Database:
             raise self.unreachable(exc) from None
 
     def unreachable(self, exc: BaseException) -> StoreError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "the connection failed"
+        reason = _first_line(exc) or "the connection failed"
         return StoreError(f"cannot reach the database {self.name}: {reason}",
                           "check that the server runs and accepts connections; nothing was changed by the "
                           "command that failed")
@@ -140,7 +160,7 @@ class Database:
                 self._drop()
                 raise self.unreachable(exc) from None
             except psycopg.Error as exc:
-                raise StoreError(f"the database {self.name} refused an update: {exc}".strip()) from None
+                raise StoreError(f"the database {self.name} refused an update: {_first_line(exc)}") from None
 
     def _drop(self) -> None:
         if self._conn is not None:
