@@ -1,6 +1,7 @@
 """A store whose metadata live in a real PostgreSQL server (see conftest's
-`postgres` fixture): creation, its data directory remembered, a server that
-cannot be reached, and a server restart in the middle of a put."""
+`postgres` fixture): creation, its data directory remembered, repair refused,
+a server that cannot be reached, a server restart in the middle of a put, a
+client stopped past its session TTL, a record field newer than the store."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def test_created_on_first_use_and_its_data_directory_remembered(postgres_uri, tm
     assert r.returncode == 0, r.stderr
     assert parse_list(r.stdout) == {1: ("a.bin", "stored")}
     assert (tmp_path / "a.out").read_bytes() == a.read_bytes()
+    r = Pfs(postgres_uri, work).run("", "repair")
+    assert r.returncode == 2 and error_lines(r.stderr) == [
+        "error: repair rebuilds the files of a directory store; a database store has none (every update of a "
+        "database store is a transaction: there is nothing to rebuild)"], r.stderr
 
 
 def test_unreachable_server_is_one_error_line(tmp_path):
