@@ -145,7 +145,7 @@ def test_ctrl_c_while_a_large_store_opens(tmp_path):
     assert run_pfs(store, "exit\n").returncode == 0
     fields = ["id", "name", "size", "status", "parts", "chunk_size", "codec", "hash", "uuid", "created",
               "stored", "digest", "reason"]
-    rows = [[i, f"f{i}", 1, "stored", 1, CHUNK, "none", "xxh3-128", f"{i:032x}", 0.0, 1, "0" * 32, None]
+    rows = [[i, f"f{i}", 1, "stored", 1, CHUNK, "none", "xxh3-128", f"{i:032x}", 0.0, 1, "0" * 32, ""]
             for i in range(1, 300_001)]
     (store / "files.json").write_text(json.dumps({"format": 1, "next_id": len(rows) + 1, "fields": fields,
                                                   "files": rows}))
@@ -153,7 +153,7 @@ def test_ctrl_c_while_a_large_store_opens(tmp_path):
     proc = subprocess.Popen(pfs_argv(store, "list"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env(), start_new_session=True)
     deadline = time.monotonic() + 10
-    while (store / "lock").read_text() != str(proc.pid):  # it holds the lock: reading the registry
+    while (store / "lock").read_text().strip() != str(proc.pid):  # it holds the lock: reading the registry
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
