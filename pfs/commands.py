@@ -160,6 +160,8 @@ class Session:
 
     def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
         """Start a background job; signals stay with the main thread (see interrupts)."""
+        interrupts.start_resource_tracker()
+
         def run(job: Job) -> object:
             interrupts.main_thread_only()
             return work(job)

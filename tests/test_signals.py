@@ -51,7 +51,11 @@ def spawn(argv: list[str], cwd: Path) -> pexpect.spawn:
 
 def wait_mid_put(child: pexpect.spawn) -> None:
     """Until the progress bar shows the put has stored something (and is not done)."""
-    child.expect(r"[1-9][\d.]* (KiB|MiB)/200\.0 MiB")
+    try:
+        child.expect(r"[1-9][\d.]* (KiB|MiB)/200\.0 MiB")
+    except pexpect.EOF:
+        shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.logfile_read.getvalue())
+        raise AssertionError(f"pfs ended before its progress showed:\n{shown[-3000:]}") from None
 
 
 def ended_within(child: pexpect.spawn, seconds: float) -> tuple[int, str]:
