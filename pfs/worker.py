@@ -2,6 +2,7 @@
 with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
 and numbers, a result is a hash and a size."""
 
+import mmap
 import os
 import select
 import signal
@@ -10,7 +11,7 @@ import time
 
 from pfs import codec
 
-_buffer = bytearray()
+_buffer: mmap.mmap | None = None
 
 
 def init_worker(pfs_pid: int) -> None:
@@ -41,10 +42,15 @@ def _alive(pid: int) -> bool:
 
 
 def _view(size: int) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker, not per part."""
+    """A reusable buffer of `size` bytes: one allocation per worker, not per part.
+    It is an mmap, so it starts on a page boundary: the kernel's copies between
+    the page cache and a buffer 16 bytes past a page boundary, where a
+    bytearray's data starts, cost far more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process; a 2-worker get of 1 GiB,
+    2.2 against 0.4 s)."""
     global _buffer
-    if len(_buffer) < size:
-        _buffer = bytearray(size)
+    if _buffer is None or len(_buffer) < size:
+        _buffer = mmap.mmap(-1, max(size, mmap.PAGESIZE))
     return memoryview(_buffer)[:size]
 
 
