@@ -2,6 +2,8 @@
 with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
 and numbers, a result is a hash and a size."""
 
+import fcntl
+import mmap
 import os
 import select
 import shutil
@@ -12,7 +14,7 @@ import time
 
 from pfs import codec
 
-_buffer = bytearray()
+_buffer: mmap.mmap | None = None
 
 
 def init_worker(pfs_pid: int) -> None:
@@ -43,10 +45,15 @@ def _alive(pid: int) -> bool:
 
 
 def _view(size: int) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker, not per part."""
+    """A reusable buffer of `size` bytes: one allocation per worker, not per part.
+    It is an mmap, so it starts on a page boundary: the kernel's copies between
+    the page cache and a buffer 16 bytes past a page boundary, where a
+    bytearray's data starts, cost far more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process; a 2-worker get of 1 GiB,
+    2.2 against 0.4 s)."""
     global _buffer
-    if len(_buffer) < size:
-        _buffer = bytearray(size)
+    if _buffer is None or len(_buffer) < size:
+        _buffer = mmap.mmap(-1, max(size, mmap.PAGESIZE))
     return memoryview(_buffer)[:size]
 
 
@@ -113,11 +120,7 @@ def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str
     if codec.digest(hash_name, data) != expected:
         return "hash mismatch"
     if out_path is not None:
-        out = os.open(out_path, os.O_WRONLY)
-        try:
-            _write_all(out, data, offset)
-        finally:
-            os.close(out)
+        _write_output(out_path, data, offset)
     return None
 
 
@@ -154,6 +157,18 @@ def _kind(mode: int) -> str:
     kinds = {stat.S_IFDIR: "directory", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
              stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
     return kinds.get(stat.S_IFMT(mode), "special file")
+
+
+def _write_output(path: str, data, offset: int) -> None:
+    """pwrite a checked part into the output, one worker at a time: workers
+    writing into one file at once spin on its inode lock, which burnt more
+    system CPU than the copies themselves; waiting on flock sleeps instead."""
+    out = os.open(path, os.O_WRONLY)
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX)  # released by close
+        _write_all(out, data, offset)
+    finally:
+        os.close(out)
 
 
 def remove_parts(paths: list[str]) -> int:
