@@ -369,6 +369,7 @@ class FileRegistry:
         self._strict = strict
         self.damage: list[str] = []
         self._id_elsewhere: Callable[[], int] | None = id_elsewhere
+        self._unsealed = False
         self._load()
         self._next_id = max(self._next_id, max(self._files, default=0) + 1)
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -378,9 +379,11 @@ class FileRegistry:
 
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
-        does not replay it line by line, then close it."""
+        does not replay it line by line, then close it. A snapshot without its
+        check (from an older pfs) is rewritten with one, so that the next open
+        need not check every record again."""
         grew = self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES)
-        if grew and self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
+        if (grew and self._journal_bytes * 4 > self._snapshot_bytes()) or self._unsealed:  # amortised O(1)
             self._compact_if_possible()
         os.close(self._journal)
 
@@ -402,7 +405,8 @@ class FileRegistry:
             snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
-            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), is_sealed(data))
+            self._unsealed = not is_sealed(data)
+            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), not self._unsealed)
         except BAD_JSON as exc:
             self._damaged(str(self._snapshot), exc)
             return
