@@ -42,8 +42,8 @@ STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
 #: Bounds on what a record may claim, so that a damaged one cannot make open,
 #: recovery or repair loop for ever or overflow the OS: no file has more parts
-#: (16 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
-MAX_PARTS = 1 << 22
+#: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
+MAX_PARTS = 1 << 20
 MAX_INT = (1 << 63) - 1
 
 

@@ -548,3 +548,18 @@ def test_journal_line_reusing_an_id_for_another_file(store, tmp_path):
     out = repair(pfs)
     assert "file 2 (f2.bin): its record disagreed with its manifest; record rebuilt from its manifest" in out, out
     assert_files_back(pfs, originals, tmp_path / "out")
+
+
+def test_put_needing_more_parts_than_a_record_may_hold_is_refused(pfs):
+    """Records claim at most 1,048,576 parts (so a damaged one cannot make recovery
+    loop for ever); a put that would need more is refused up front with advice.
+    The source is a real sparse file of 64 GiB + 1 byte (64 KiB chunks)."""
+    big = pfs.cwd / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate((1 << 20) * CHUNK + 1)
+    r = pfs.run("put big.bin\nlist\n")
+    assert r.returncode == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and "more than 1048576 parts" in errors[0] and "--chunk-size" in errors[0], errors
+    assert parse_list(r.stdout) == {}
