@@ -42,8 +42,8 @@ STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
 #: Bounds on what a record may claim, so that a damaged one cannot make open,
 #: recovery or repair loop for ever or overflow the OS: no file has more parts
-#: (16 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
-MAX_PARTS = 1 << 22
+#: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
+MAX_PARTS = 1 << 20
 MAX_INT = (1 << 63) - 1
 
 
@@ -371,6 +371,7 @@ class FileRegistry:
         self._strict = strict
         self.damage: list[str] = []
         self._id_elsewhere: Callable[[], int] | None = id_elsewhere
+        self._unsealed = False
         self._load()
         self._next_id = max(self._next_id, max(self._files, default=0) + 1)
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -380,9 +381,11 @@ class FileRegistry:
 
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
-        does not replay it line by line, then close it."""
+        does not replay it line by line, then close it. A snapshot without its
+        check (from an older pfs) is rewritten with one, so that the next open
+        need not check every record again."""
         grew = self._journal_bytes > max(self._opened_bytes, MIN_COMPACT_BYTES)
-        if grew and self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
+        if (grew and self._journal_bytes * 4 > self._snapshot_bytes()) or self._unsealed:  # amortised O(1)
             self._compact_if_possible()
         os.close(self._journal)
 
@@ -404,7 +407,8 @@ class FileRegistry:
             snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
-            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), is_sealed(data))
+            self._unsealed = not is_sealed(data)
+            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), not self._unsealed)
         except BAD_JSON as exc:
             self._damaged(str(self._snapshot), exc)
             return
