@@ -150,6 +150,11 @@ def _ints(low: int, high: int) -> Check:
     return check
 
 
+def _optional(check: Check) -> Check:
+    """`check` on the values that are not None (fields older records lack)."""
+    return lambda col: check([v for v in col if v is not None])
+
+
 def _one_of(values) -> Check:
     return lambda col: set(map(type, col)) <= {str} and set(col) <= frozenset(values)
 
@@ -182,6 +187,8 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "stored": (_ints(0, MAX_INT), "is not a size"),
     "digest": (_types(str), "is not text"),
     "reason": (_types(str), "is not text"),
+    "mode": (_optional(_ints(0, 0o777)), "is not a permission mode"),
+    "mtime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
 }
 
 

@@ -163,6 +163,9 @@ BAD_SNAPSHOT_ROWS = {
     "status null": _set("status", None),
     "created a dict": _set("created", {"t": 1}),
     "id a bool": _set("id", True),
+    "mode a string": _set("mode", "rwx"),
+    "mode with setuid": _set("mode", 0o4755),
+    "mtime a float": _set("mtime", 1.5),
 }
 
 
