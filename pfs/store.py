@@ -458,7 +458,7 @@ class Store:
             self.files.save(done)
             return done
         except BaseException as exc:
-            if isinstance(exc, EOFError):  # a worker found the source shorter than put saw
+            if isinstance(exc, worker.SourceShrank):
                 exc = source_changed(source, "changed size")
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):

@@ -77,6 +77,11 @@ def _write_all(fd: int, data, offset: int | None = None) -> None:
             offset += n
 
 
+class SourceShrank(Exception):
+    """The source holds fewer bytes than the put recorded (its own type, so that
+    an EOFError from a dying pool is never mistaken for a changed source)."""
+
+
 def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
     """Read a slice of `source`, hash it, compress it and write it to `dest`
     (the engine fsyncs it next). Returns (hash, codec used, stored size)."""
@@ -87,7 +92,7 @@ def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, 
     finally:
         os.close(fd)
     if got != size:
-        raise EOFError(f"{source} shrank while it was being stored")
+        raise SourceShrank(f"{source} shrank while it was being stored")
     part_hash = codec.digest(hash_name, view)
     used, payload = codec.compress(codec_name, view)
     try:
