@@ -27,6 +27,65 @@ from pfs.store import Store, describe, part_memory
 _POLL = 0.1
 
 
+def spool_path(store: Store, entry: FileEntry, index: int) -> str:
+    """Where part `index` of a file being written waits for the pool."""
+    return str(store.tmp / f"{entry.uuid}.{index}")
+
+
+class _Feeder:
+    """Feeds spooled parts to the pool from its own thread until told to finish.
+    It holds no reference to its Writer, so a writer dropped unclosed is
+    collected (and abandoned) while the thread still waits for parts."""
+
+    def __init__(self, store: Store, entry: FileEntry) -> None:
+        self._store, self._entry = store, entry
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, store.workers))  # bounds the spool
+        self.results: list = []
+        self.syncs: list[Future] = []
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pfs-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[int, str, int] | None) -> None:
+        """Queue a spooled part (None: no more), waiting while the spool is full;
+        raises the pool's failure if it gave up."""
+        while not self._done.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+        if item is not None:
+            raise self.error or PfsError(f"cannot store {self._entry.name}: the writer stopped")
+
+    def finish(self) -> None:
+        """Wait until every queued part is stored (or the pool gave up)."""
+        self.put(None)
+        self._thread.join()
+        wait(self.syncs)
+
+    def _run(self) -> None:
+        store, entry = self._store, self._entry
+
+        def tasks():
+            while (item := self._queue.get()) is not None:
+                index, path, size = item
+                yield part_memory(size), (path, 0, size, store.part_file(entry, index), entry.codec, entry.hash)
+
+        def written(index: int, _) -> None:
+            os.unlink(spool_path(store, entry, index))
+            self.syncs.append(store.engine.fsync_soon(store.part_file(entry, index)))
+
+        try:
+            self.results = store.engine.run(worker.store_part, tasks(), written, self.cancel)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+
+
 class Writer(io.RawIOBase):
     """A new stored file opened for writing (write only, no seeking back).
     close() stores it; leaving a `with` block by an exception, or dropping the
@@ -41,14 +100,7 @@ class Writer(io.RawIOBase):
         self._buffer = bytearray()
         self._parts = 0
         self._size = 0
-        self._spool: queue.Queue = queue.Queue(maxsize=max(1, store.workers))
-        self._syncs: list[Future] = []
-        self._results: list = []
-        self._error: BaseException | None = None
-        self._cancel = threading.Event()
-        self._done = threading.Event()
-        self._pool_feeder = threading.Thread(target=self._store_parts, name="pfs-writer", daemon=True)
-        self._pool_feeder.start()
+        self._feeder = _Feeder(store, self._entry)
         self.stored: FileEntry | None = None
 
     def writable(self) -> bool:
@@ -71,50 +123,16 @@ class Writer(io.RawIOBase):
         self._size += n
         return n
 
-    def _spool_path(self, index: int) -> str:
-        return str(self._store.tmp / f"{self._entry.uuid}.{index}")
-
     def _spool_part(self) -> None:
         """Hand the full buffer to the pool, through a spool file."""
         index = self._parts
         self._entry = self._store.reserve(self._entry, index + 1)
-        path = self._spool_path(index)
+        path = spool_path(self._store, self._entry, index)
         with open(path, "wb") as f:
             f.write(self._buffer)
-        item = (index, path, len(self._buffer))
         self._buffer.clear()
         self._parts += 1
-        while True:
-            if self._done.is_set():
-                raise self._failure()
-            try:
-                self._spool.put(item, timeout=_POLL)
-                return
-            except queue.Full:
-                continue
-
-    def _failure(self) -> BaseException:
-        return self._error or PfsError(f"cannot store {self.name}: the writer stopped")
-
-    def _store_parts(self) -> None:
-        """Feed spooled parts to the pool until the writer closes (thread)."""
-        entry = self._entry
-
-        def tasks():
-            while (item := self._spool.get()) is not None:
-                index, path, size = item
-                yield part_memory(size), (path, 0, size, self._store.part_file(entry, index), entry.codec, entry.hash)
-
-        def written(index: int, _) -> None:
-            os.unlink(self._spool_path(index))
-            self._syncs.append(self._store.engine.fsync_soon(self._store.part_file(entry, index)))
-
-        try:
-            self._results = self._store.engine.run(worker.store_part, tasks(), written, self._cancel)
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._done.set()
+        self._feeder.put((index, path, os.path.getsize(path)))
 
     def close(self) -> None:
         """Store the file: the last part, then its record; its name now resolves to it."""
@@ -123,14 +141,13 @@ class Writer(io.RawIOBase):
         try:
             if self._buffer:
                 self._spool_part()
-            self._finish_feeding()
-            if self._error is not None:
-                raise self._failure()
-            wait(self._syncs)
-            for f in self._syncs:
+            self._feeder.finish()
+            if self._feeder.error is not None:
+                raise self._feeder.error
+            for f in self._feeder.syncs:
                 f.result()
             final = replace(self._entry, size=self._size, parts=self._parts)
-            self.stored = self._store.publish(final, self._results, self._keep)
+            self.stored = self._store.publish(final, self._feeder.results, self._keep)
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, OSError):
@@ -139,28 +156,20 @@ class Writer(io.RawIOBase):
         finally:
             super().close()
 
-    def _finish_feeding(self) -> None:
-        while not self._done.is_set():
-            try:
-                self._spool.put(None, timeout=_POLL)
-                break
-            except queue.Full:
-                continue
-        self._pool_feeder.join()
-
     def discard(self) -> None:
         """Abandon the file: nothing of it stays in the store."""
         if not self.closed:
-            self._abandon()
-            super().close()
+            try:
+                self._abandon()
+            finally:
+                super().close()
 
     def _abandon(self) -> None:
-        self._cancel.set()
-        self._finish_feeding()
-        wait(self._syncs)
+        self._feeder.cancel.set()
+        self._feeder.finish()
         for index in range(self._parts):
             try:
-                os.unlink(self._spool_path(index))
+                os.unlink(spool_path(self._store, self._entry, index))
             except FileNotFoundError:
                 pass
         self._store.abandon(self._entry)
