@@ -522,10 +522,11 @@ class Store:
     # -- streaming writes (see pfs.writer) ----------------------------------------
 
     def begin_write(self, name: str) -> FileEntry:
-        """Record a file that will be written as a stream, as `storing` and empty:
-        its size is known only at the end, and reserve() says how many parts a
-        crash may have to roll back meanwhile."""
-        entry = FileEntry(id=self.files.new_id(), name=names.check(name), size=0, status=STORING, parts=0,
+        """Record a file that will be written as a stream, as `storing` with room
+        for one part: its size is known only at the end, and reserve() says how
+        many parts a crash may have to roll back meanwhile."""
+        chunk = self.settings.chunk_size
+        entry = FileEntry(id=self.files.new_id(), name=names.check(name), size=chunk, status=STORING, parts=1,
                           chunk_size=self.settings.chunk_size, codec=self.settings.codec, hash=self.settings.hash,
                           uuid=uuid.uuid4().hex, created=time.time(), mode=0o644, mtime=time.time_ns())
         self.files.save(entry)
