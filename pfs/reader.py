@@ -65,7 +65,9 @@ class Parts:
 
 
 class Reader(io.RawIOBase):
-    """A stored file opened for reading: seek, tell, read and readinto anywhere."""
+    """A stored file opened for reading: seek, tell, read and readinto anywhere.
+    It reads the file it opened to the end, even if another is stored under its
+    name meanwhile: the replaced file is deleted once its last reader closes."""
 
     def __init__(self, store: Store, entry: FileEntry) -> None:
         super().__init__()
@@ -73,6 +75,13 @@ class Reader(io.RawIOBase):
         self.name = entry.name
         self.size = entry.size
         self._pos = 0
+        self._store, self._id = store, entry.id
+        store.hold(entry.id)  # a file stored under its name meanwhile does not delete it under us
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._store.release(self._id)
 
     def readable(self) -> bool:
         return True

@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -211,6 +212,9 @@ class Store:
         self.root = Path(root)
         self._lock_fd = -1
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
+        self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
+        self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
+        self._readers_lock = threading.Lock()
         self.max_memory = max_memory
         notes: list[str] = []
         try:
@@ -410,16 +414,48 @@ class Store:
 
     def _drop_replaced(self, replaced: FileEntry | None, by: FileEntry, keep: bool) -> None:
         """Delete the file `by` took the name of, unless kept (then its id still
-        reaches it). It is no longer what the name resolves to, so a failure
-        here loses nothing: it is logged, and a delete left halfway is finished
-        at the next open."""
+        reaches it), once nobody reads it any more: a reader that opened it
+        goes on reading it whole."""
         if replaced is None or replaced.id == by.id or keep:
             return
+        with self._readers_lock:
+            if self._readers[replaced.id]:
+                self._doomed.add(replaced.id)
+                return
+        self._delete_replaced(replaced.id)
+
+    def _delete_replaced(self, file_id: int) -> None:
+        """It is no longer what its name resolves to, so a failure here loses
+        nothing: it is logged, and a delete left halfway is finished at the next open."""
         try:
-            self.delete(replaced.id)
+            self.delete(file_id)
         except PfsError as exc:
-            log.warning("file %d (%s), replaced by file %d, was not deleted: %s",
-                        replaced.id, replaced.name, by.id, exc)
+            log.warning("file %d, replaced under its name, was not deleted: %s", file_id, exc)
+
+    def hold(self, file_id: int) -> None:
+        """Note a reader of a file: a replacement does not delete it meanwhile."""
+        with self._readers_lock:
+            self._readers[file_id] += 1
+
+    def release(self, file_id: int) -> None:
+        """A reader is done; the last one of a replaced file deletes it."""
+        with self._readers_lock:
+            self._readers[file_id] -= 1
+            if self._readers[file_id] > 0:
+                return
+            del self._readers[file_id]
+            if file_id not in self._doomed:
+                return
+            self._doomed.discard(file_id)
+        self._delete_replaced(file_id)
+
+    @contextlib.contextmanager
+    def reading(self, file_id: int):
+        self.hold(file_id)
+        try:
+            yield
+        finally:
+            self.release(file_id)
 
     def manifest(self, file_id: int) -> Manifest | None:
         """The parts of a file (None while it is being stored or after it failed)."""
@@ -605,12 +641,13 @@ class Store:
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
                      cancel: threading.Event | None) -> list[Damage]:
         self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
-        manifest = self.checked_manifest(entry)
-        tasks = ((part_memory(p.size),
-                  (self.part_path(p), p.stored, p.codec, p.size, entry.hash, p.hash,
-                   out_path, p.offset))
-                 for p in manifest.parts)
-        problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
+        with self.reading(entry.id):  # a replacement stored meanwhile does not delete it under us
+            manifest = self.checked_manifest(entry)
+            tasks = ((part_memory(p.size),
+                      (self.part_path(p), p.stored, p.codec, p.size, entry.hash, p.hash,
+                       out_path, p.offset))
+                     for p in manifest.parts)
+            problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
         return [Damage(entry.id, entry.name, p.index, p.offset, p.size, problem)
                 for p, problem in zip(manifest.parts, problems) if problem]
 

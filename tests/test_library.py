@@ -77,6 +77,34 @@ def test_streaming_write_stores_on_close_and_replaces_the_old_file(store, tmp_pa
     assert list((store.root / "tmp").iterdir()) == []
 
 
+def test_a_reader_keeps_reading_the_file_it_opened_while_it_is_replaced(store, tmp_path):
+    old = make_file(tmp_path / "old.bin", 4 * CHUNK).read_bytes()
+    new = make_file(tmp_path / "new.bin", 2 * CHUNK).read_bytes()
+    first = store.put(tmp_path / "old.bin", "r/f.bin")
+    with store.open("r/f.bin") as f:
+        assert f.read(10) == old[:10]
+        second = store.put(tmp_path / "new.bin", "r/f.bin")
+        with store.open("r/f.bin") as g:
+            assert g.read() == new, "a new open gets the new file"
+        assert f.read() == old[10:], "the open reader still reads the old file whole"
+        assert store.info(first.id).status == "stored"
+    with pytest.raises(NotFoundError):
+        store.info(first.id)  # deleted when its last reader closed
+    assert store.info("r/f.bin").id == second.id
+
+
+def test_the_spool_of_a_streaming_write_is_bounded_by_the_memory_governor(tmp_path):
+    limit = 1 << 20  # room for 8 parts of 64 KiB in flight (each counts twice: input and output)
+    with pfs.open(tmp_path / "store", workers=1, chunk_size=CHUNK, max_memory=limit) as store:
+        most = 0
+        with store.open("big.bin", "wb") as f:
+            for _ in range(60):
+                f.write(os.urandom(CHUNK))
+                most = max(most, len(os.listdir(store.root / "tmp")))
+        assert store.info("big.bin").size == 60 * CHUNK
+    assert 1 <= most <= limit // (2 * CHUNK) + 2, most
+
+
 def test_an_abandoned_writer_leaves_nothing(store, tmp_path):
     before = set(part_files(store.root))
     with pytest.raises(KeyError):
