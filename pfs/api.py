@@ -41,7 +41,7 @@ class FileInfo:
     size: int = 0
     stored: int = 0
     parts: int = 0
-    status: str = STORED
+    status: str = ""
     created: float = 0.0
     mtime: float | None = None
     digest: str = ""
@@ -79,7 +79,8 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
                  max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None) -> None:
         overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec)) if v is not None}
-        self.core = _Core(Path(path) if path is not None else default_root(), overrides, workers, max_memory)
+        root = Path(path).expanduser() if path is not None else default_root()
+        self.core = _Core(root, overrides, workers, max_memory)
         self.root = self.core.root
 
     def __enter__(self) -> Store:
