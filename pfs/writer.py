@@ -2,8 +2,9 @@
 
 Each part, once full, is written to a spool file in STORE/tmp/ and handed to
 the same worker pool, under the same memory governor, as a put: workers read
-the spool file like a put's source, so no part's bytes cross a pipe. At most
-a few parts wait in the spool (the writer blocks until the pool catches up).
+the spool file like a put's source, so no part's bytes cross a pipe. The
+spool holds at most the parts the governor lets into the pool plus one per
+worker queued (the writer blocks until the pool catches up).
 The file is stored, and its name resolves to it, only when the writer is
 closed; an abandoned writer leaves nothing, and a crash is rolled back at the
 next open like an interrupted put.
@@ -15,8 +16,8 @@ import io
 import os
 import queue
 import threading
-from dataclasses import replace
 from concurrent.futures import Future, wait
+from dataclasses import replace
 
 from pfs import worker
 from pfs.errors import PfsError
