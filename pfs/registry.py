@@ -11,6 +11,7 @@ fsync, rename, fsync of the directory.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import logging
@@ -360,8 +361,60 @@ def _journal_op(op: object) -> tuple[str, FileEntry | int]:
     raise BadRecord("not a journal operation")
 
 
+class NameIndex:
+    """Stored names -> file ids, kept sorted so that listing a prefix costs the
+    size of the answer, not of the store. Each name's ids are in the order they
+    became current (stored, or renamed to the name): the last stored one is
+    what the name resolves to, which also settles the duplicate names a store
+    made before names were paths may hold."""
+
+    def __init__(self, entries) -> None:
+        """Index `entries` given in the order they became current."""
+        self._ids: dict[str, list[int]] = {}
+        for e in entries:
+            self._ids.setdefault(e.name, []).append(e.id)
+        self._sorted = sorted(self._ids)
+
+    def add(self, entry: FileEntry) -> None:
+        ids = self._ids.get(entry.name)
+        if ids is None:
+            ids = self._ids[entry.name] = []
+            bisect.insort(self._sorted, entry.name)
+        ids.append(entry.id)
+
+    def discard(self, entry: FileEntry) -> None:
+        ids = self._ids.get(entry.name, [])
+        if entry.id in ids:
+            ids.remove(entry.id)
+            if not ids:
+                del self._ids[entry.name]
+                del self._sorted[bisect.bisect_left(self._sorted, entry.name)]
+
+    def ids(self, name: str) -> list[int]:
+        """The ids recorded under `name`, oldest first."""
+        return list(self._ids.get(name, ()))
+
+    def under(self, prefix: str, recursive: bool) -> tuple[list[str], list[str]]:
+        """(names, directories) under `prefix` (`` or ending in `/`); not
+        recursive, a subdirectory is one entry and its names are skipped over."""
+        names, dirs = [], []
+        i = bisect.bisect_left(self._sorted, prefix)
+        while i < len(self._sorted) and self._sorted[i].startswith(prefix):
+            name = self._sorted[i]
+            slash = -1 if recursive else name.find("/", len(prefix))
+            if slash < 0:
+                names.append(name)
+                i += 1
+            else:
+                dirs.append(name[:slash + 1])
+                i = bisect.bisect_left(self._sorted, name[:slash] + "0", i)  # "0" follows "/"
+        return names, dirs
+
+
 class FileRegistry:
-    """Thread-safe map of file id -> FileEntry, persisted as snapshot + journal."""
+    """Thread-safe map of file id -> FileEntry, persisted as snapshot + journal.
+    The map's order is the order files became current under their names (see
+    NameIndex), and the snapshot keeps it."""
 
     def __init__(self, root: Path, strict: bool = True, id_elsewhere: Callable[[], int] = lambda: 0) -> None:
         """Load the registry. Damage raises a DamagedError, or with strict=False
@@ -374,6 +427,7 @@ class FileRegistry:
         self._journal_path = root / JOURNAL
         self._lock = threading.RLock()
         self._files: dict[int, FileEntry] = {}
+        self._names: NameIndex | None = None  # built on first use: opening stays as fast
         self._next_id = 1
         self._strict = strict
         self.damage: list[str] = []
@@ -467,12 +521,30 @@ class FileRegistry:
     def _apply(self, kind: str, what: FileEntry | int) -> None:
         """Replay one journal operation: put a record, or delete a file id."""
         if kind == "put":
-            self._files[what.id] = what
+            self._put(what)
             file_id = what.id
         else:
             file_id = what
-            self._files.pop(file_id, None)
+            self._pop(file_id)
         self._next_id = max(self._next_id, file_id + 1)
+
+    def _put(self, entry: FileEntry) -> None:
+        """Record `entry` in memory; one that becomes current under its name
+        (new, renamed, or now stored) moves to the end of the order."""
+        old = self._files.get(entry.id)
+        if old is not None and old.name == entry.name and (old.status == STORED or entry.status != STORED):
+            self._files[entry.id] = entry
+            return
+        if old is not None:
+            self._pop(entry.id)
+        self._files[entry.id] = entry
+        if self._names is not None:
+            self._names.add(entry)
+
+    def _pop(self, file_id: int) -> None:
+        old = self._files.pop(file_id, None)
+        if old is not None and self._names is not None:
+            self._names.discard(old)
 
     def _append(self, op: dict) -> None:
         """Append one line durably, or leave the journal as it was and raise.
@@ -558,7 +630,7 @@ class FileRegistry:
             raise BadRecord(f"file {entry.id}: {problem}")
         with self._lock:
             self._append({"op": "put", "file": asdict(entry)})
-            self._files[entry.id] = entry
+            self._put(entry)
             self._next_id = max(self._next_id, entry.id + 1)
             self._maybe_compact()
 
@@ -566,7 +638,7 @@ class FileRegistry:
         """Forget a file durably."""
         with self._lock:
             self._append({"op": "del", "id": file_id})
-            self._files.pop(file_id, None)
+            self._pop(file_id)
             self._maybe_compact()
             if not self._reserve.exists():  # a delete may have freed enough to hold it again
                 self._keep_reserve()
@@ -579,6 +651,25 @@ class FileRegistry:
         """Every file, in id order."""
         with self._lock:
             return [self._files[i] for i in sorted(self._files)]
+
+    def _index(self) -> NameIndex:
+        if self._names is None:
+            self._names = NameIndex(self._files.values())
+        return self._names
+
+    def named(self, name: str) -> list[FileEntry]:
+        """Every file recorded under `name`, in the order they became current."""
+        with self._lock:
+            return [self._files[i] for i in self._index().ids(name)]
+
+    def current(self, name: str) -> FileEntry | None:
+        """The file `name` resolves to: the last of that name to be stored."""
+        return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
+
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        """(names, directories) under a prefix (`` or ending in `/`), sorted."""
+        with self._lock:
+            return self._index().under(prefix, recursive)
 
 
 class PartRegistry:

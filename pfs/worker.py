@@ -114,26 +114,36 @@ def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str
     a damaged part is never written. Whatever is at the part path (a directory,
     a FIFO, a file that cannot be read) is damage of that part, never an error
     of the whole operation, and never blocks."""
-    try:
-        view = _read_part(path, stored)
-    except _Damaged as damage:
-        return str(damage)
-    try:
-        data = codec.decompress(codec_name, view, size)
-    except codec.DecodeError as exc:
-        return f"cannot decode: {exc}"
-    if codec.digest(hash_name, data) != expected:
-        return "hash mismatch"
+    data, problem = part_data(path, stored, codec_name, size, hash_name, expected, _view(stored))
+    if problem:
+        return problem
     if out_path is not None:
         _write_output(out_path, data, offset)
     return None
+
+
+def part_data(path: str, stored: int, codec_name: str, size: int, hash_name: str, expected: str,
+              buffer: memoryview) -> tuple[memoryview | bytes, str]:
+    """One part's bytes, read through `buffer` (`stored` bytes long) and checked:
+    (data, "") when it is good, else (b"", what is wrong with it)."""
+    try:
+        view = _read_part(path, stored, buffer)
+    except _Damaged as damage:
+        return b"", str(damage)
+    try:
+        data = codec.decompress(codec_name, view, size)
+    except codec.DecodeError as exc:
+        return b"", f"cannot decode: {exc}"
+    if codec.digest(hash_name, data) != expected:
+        return b"", "hash mismatch"
+    return data, ""
 
 
 class _Damaged(Exception):
     """What is wrong with a part file."""
 
 
-def _read_part(path: str, stored: int) -> memoryview:
+def _read_part(path: str, stored: int, view: memoryview) -> memoryview:
     """The `stored` bytes of a part file, or _Damaged. O_NONBLOCK: opening a FIFO
     must not wait for a writer."""
     try:
@@ -148,7 +158,6 @@ def _read_part(path: str, stored: int) -> memoryview:
             raise _Damaged(f"part path is not a regular file (it is a {_kind(st.st_mode)})")
         if st.st_size != stored:
             raise _Damaged(f"part file is {st.st_size} bytes, expected {stored}")
-        view = _view(stored)
         if _read_at(fd, view, 0) != stored:
             raise _Damaged("part file changed while being read")
         return view
