@@ -3,8 +3,9 @@
 Each part, once full, is written to a spool file in STORE/tmp/ and handed to
 the same worker pool, under the same memory governor, as a put: workers read
 the spool file like a put's source, so no part's bytes cross a pipe. The
-spool holds at most the parts the governor lets into the pool plus one per
-worker queued (the writer blocks until the pool catches up).
+spool holds at most the parts the governor lets into the pool, one per worker
+queued, the one the feeder holds while it waits for the governor, and the one
+being written (the writer blocks until the pool catches up).
 The file is stored, and its name resolves to it, only when the writer is
 closed; an abandoned writer leaves nothing, and a crash is rolled back at the
 next open like an interrupted put.

@@ -102,7 +102,8 @@ def test_the_spool_of_a_streaming_write_is_bounded_by_the_memory_governor(tmp_pa
                 f.write(os.urandom(CHUNK))
                 most = max(most, len(os.listdir(store.root / "tmp")))
         assert store.info("big.bin").size == 60 * CHUNK
-    assert 1 <= most <= limit // (2 * CHUNK) + 2, most
+    # in the pool + queued for the one worker + held by the feeder + being written
+    assert 1 <= most <= limit // (2 * CHUNK) + 1 + 1 + 1, most
 
 
 def test_an_abandoned_writer_leaves_nothing(store, tmp_path):
