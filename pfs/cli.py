@@ -72,11 +72,9 @@ def _workers(text: str) -> int:
 
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
-    if os.environ.get("PFS_STORE"):
-        return os.environ["PFS_STORE"]
-    from platformdirs import user_data_dir
+    from pfs.store import default_root
 
-    return str(Path(user_data_dir("pfs")) / "store")
+    return str(default_root())
 
 
 def build_parser() -> argparse.ArgumentParser:

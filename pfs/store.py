@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -16,13 +17,14 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from pfs import codec, worker
+from pfs import codec, names, worker
 from pfs.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError)
@@ -46,6 +48,8 @@ LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, FILES_
           SESSIONS: True, "tmp": True}
 #: Parts removed per delete task.
 REMOVE_BATCH = 512
+
+log = logging.getLogger("pfs")
 
 Progress = Callable[[int], None]
 
@@ -102,6 +106,15 @@ def _writer_alive(temp_name: str) -> bool:
     """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
     fields = temp_name.split(".")
     return len(fields) > 3 and pid_alive(fields[-3])
+
+
+def default_root() -> Path:
+    """The store used when none is given: $PFS_STORE, else the user data directory."""
+    if os.environ.get("PFS_STORE"):
+        return Path(os.environ["PFS_STORE"])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("pfs")) / "store"
 
 
 def batched(items: list, n: int) -> list[list]:
@@ -217,6 +230,9 @@ class Store:
         self._lock_fd = -1
         self._db = None
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
+        self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
+        self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
+        self._readers_lock = threading.Lock()
         self.max_memory = max_memory
         if is_database(self.location):
             if repair:
@@ -464,6 +480,82 @@ class Store:
             raise NotFoundError(f"no file with id {file_id}", "`list` shows the stored files")
         return entry
 
+    def resolve(self, ref: str | int) -> FileEntry:
+        """The file an argument names: an id (all digits), else the stored file
+        the name resolves to (the last of that name to be stored)."""
+        if isinstance(ref, int) or names.is_id(ref):
+            return self.entry(int(ref))
+        name = names.check(ref)
+        entry = self.files.current(name)
+        if entry is None:
+            raise NotFoundError(f"no file named {name}", "`list` shows the stored files")
+        return entry
+
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        """(names, directories) under a directory as typed (`logs`, `logs/`, ``), sorted."""
+        return self.files.under(names.prefix(prefix), recursive)
+
+    def rename(self, ref: str | int, new: str, keep: bool = False) -> FileEntry:
+        """Give a stored file a new name, moving no data (one journal record). A
+        file already under the new name is replaced: deleted, unless `keep`."""
+        entry = self.resolve(ref)
+        if entry.status != STORED:
+            raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
+        name = names.check(new)
+        replaced = self.files.current(name)
+        moved = replace(entry, name=name)
+        self.files.save(moved)
+        self._drop_replaced(replaced, moved, keep)
+        return moved
+
+    def _drop_replaced(self, replaced: FileEntry | None, by: FileEntry, keep: bool) -> None:
+        """Delete the file `by` took the name of, unless kept (then its id still
+        reaches it), once nobody reads it any more: a reader that opened it
+        goes on reading it whole."""
+        if replaced is None or replaced.id == by.id or keep:
+            return
+        with self._readers_lock:
+            if self._readers[replaced.id]:
+                self._doomed.add(replaced.id)
+                return
+        self._delete_replaced(replaced.id)
+
+    def _delete_replaced(self, file_id: int) -> None:
+        """It is no longer what its name resolves to, so a failure here loses
+        nothing: it is logged, and a delete left halfway is finished at the next open."""
+        try:
+            self.delete(file_id)
+        except PfsError as exc:
+            log.warning("file %d, replaced under its name, was not deleted: %s", file_id, exc)
+
+    def hold(self, file_id: int) -> None:
+        """Note a reader of a file: a replacement does not delete it meanwhile."""
+        with self._readers_lock:
+            self._readers[file_id] += 1
+
+    def release(self, file_id: int) -> None:
+        """A reader is done; the last one of a replaced file deletes it."""
+        with self._readers_lock:
+            self._readers[file_id] -= 1
+            if self._readers[file_id] > 0:
+                return
+            del self._readers[file_id]
+            if file_id not in self._doomed:
+                return
+            self._doomed.discard(file_id)
+        self._delete_replaced(file_id)
+
+    @contextlib.contextmanager
+    def reading(self, file_id: int) -> Iterator[None]:
+        """Read a file: a file stored under its name meanwhile (by this pfs) does not
+        delete it under us, and a delete by any pfs is refused until we are done."""
+        self.hold(file_id)
+        try:
+            with self.sessions.hold(file_id, exclusive=False):
+                yield
+        finally:
+            self.release(file_id)
+
     def manifest(self, file_id: int) -> Manifest | None:
         """The parts of a file (None while it is being stored or after it failed)."""
         self.entry(file_id)
@@ -481,15 +573,24 @@ class Store:
                     return True
         return False
 
+    def part_path(self, part: PartEntry) -> str:
+        return str(self.volumes.path(part.volume, part.id))
+
+    def part_file(self, entry: FileEntry, index: int) -> str:
+        """Where part `index` of a file is (to be) written."""
+        return str(self.volumes.path(self.volumes.place(index), part_id(entry.uuid, index)))
+
     def _part_paths(self, entry: FileEntry) -> list[str]:
-        return [str(self.volumes.path(self.volumes.place(i), part_id(entry.uuid, i))) for i in range(entry.parts)]
+        return [self.part_file(entry, i) for i in range(entry.parts)]
 
     # -- put ------------------------------------------------------------------
 
-    def begin_put(self, source: str) -> FileEntry:
-        """Open the source and record the new file as `storing`; returns it with its id.
-        finish_put reads every part from this one open file."""
+    def begin_put(self, source: str, name: str | None = None) -> FileEntry:
+        """Open the source and record the new file as `storing` under `name` (see
+        names.target); returns it with its id. finish_put reads every part from
+        this one open file."""
         path = user_path(source)
+        name = names.target(name, path.name)
         if self.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
         src = open_source(path, source)
@@ -499,7 +600,7 @@ class Store:
             if chunk_parts > MAX_PARTS:
                 raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
                                  f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
-            entry = FileEntry(id=0, name=path.name, size=st.st_size, status=STORING,
+            entry = FileEntry(id=0, name=name, size=st.st_size, status=STORING,
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
                               mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns, session=self.sessions.id)
@@ -511,10 +612,10 @@ class Store:
         return entry
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress,
-                   cancel: threading.Event | None = None) -> FileEntry:
+                   cancel: threading.Event | None = None, keep: bool = False) -> FileEntry:
         """Store the parts of the source opened by begin_put; on any failure, or
         when `cancel` is set, roll it back. A source that changes meanwhile fails
-        the put: never a mix of two versions."""
+        the put: never a mix of two versions. See publish for `keep`."""
         src = self._sources.pop(entry.id)
         chunk = entry.chunk_size
         paths = self._part_paths(entry)
@@ -539,22 +640,12 @@ class Store:
                 wait(syncs)
             for f in syncs:
                 f.result()
-            for d in sorted({os.path.dirname(p) for p in paths}):
-                fsync_dir(d)
             how = src.change()
             if how:
                 raise source_changed(source, how)
-            parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
-                               size=size(i), stored=stored, codec=used,
-                               hash=h, volume=self.volumes.place(i))
-                     for i, (h, used, stored) in enumerate(results)]
-            done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                           digest=codec.file_digest([p.hash for p in parts]))
-            self.parts.save(Manifest(done, parts))
-            self.files.save(done)
-            return done
+            return self.publish(entry, results, keep)
         except BaseException as exc:
-            if isinstance(exc, EOFError):  # a worker found the source shorter than put saw
+            if isinstance(exc, worker.SourceShrank):
                 exc = source_changed(source, "changed size")
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):
@@ -563,6 +654,58 @@ class Store:
         finally:
             os.close(src.fd)
 
+    # -- streaming writes (see pfs.writer) ----------------------------------------
+
+    def begin_write(self, name: str) -> FileEntry:
+        """Record a file that will be written as a stream, as `storing` with room
+        for one part: its size is known only at the end, and reserve() says how
+        many parts a crash may have to roll back meanwhile."""
+        chunk = self.settings.chunk_size
+        entry = FileEntry(id=0, name=names.check(name), size=chunk, status=STORING, parts=1,
+                          chunk_size=self.settings.chunk_size, codec=self.settings.codec, hash=self.settings.hash,
+                          uuid=uuid.uuid4().hex, created=time.time(), mode=0o644, mtime=time.time_ns(),
+                          session=self.sessions.id)
+        return self.files.add(entry)  # gets its id
+
+    def reserve(self, entry: FileEntry, parts: int) -> FileEntry:
+        """Record that up to `parts` parts of a storing file may exist (doubling,
+        so a stream costs a few journal records), for recovery to remove them."""
+        if parts <= entry.parts:
+            return entry
+        if parts > MAX_PARTS:
+            raise UsageError(f"{entry.name} would need more than {MAX_PARTS} parts of "
+                             f"{format_size(entry.chunk_size)}", "use a bigger --chunk-size")
+        parts = min(MAX_PARTS, max(parts, 2 * entry.parts))
+        reserved = replace(entry, parts=parts, size=parts * entry.chunk_size)
+        self.files.save(reserved)
+        return reserved
+
+    def abandon(self, entry: FileEntry) -> None:
+        """Remove every trace of a file that was never stored: parts, manifest, record."""
+        worker.remove_parts(self._part_paths(entry))
+        self.parts.remove(entry.id)
+        self.files.remove(entry.id)
+
+    def publish(self, entry: FileEntry, results: list[tuple[str, str, int]], keep: bool = False) -> FileEntry:
+        """Make a file whose parts are written and fsynced (`results`: each part's
+        hash, codec and stored size) stored: its name now resolves to it, in one
+        journal record. The file it replaces under that name is deleted then,
+        unless `keep`."""
+        for d in sorted({os.path.dirname(p) for p in self._part_paths(entry)}):
+            fsync_dir(d)
+        chunk = entry.chunk_size
+        parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
+                           size=min(chunk, entry.size - i * chunk), stored=stored, codec=used,
+                           hash=h, volume=self.volumes.place(i))
+                 for i, (h, used, stored) in enumerate(results)]
+        done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
+                       digest=codec.file_digest([p.hash for p in parts]))
+        replaced = self.files.current(entry.name)
+        self.parts.save(Manifest(done, parts))
+        self.files.save(done)
+        self._drop_replaced(replaced, done, keep)
+        return done
+
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         worker.remove_parts(self._part_paths(entry))
         self.parts.remove(entry.id)
@@ -570,7 +713,7 @@ class Store:
 
     # -- get / verify ----------------------------------------------------------
 
-    def _checked_manifest(self, entry: FileEntry) -> Manifest:
+    def checked_manifest(self, entry: FileEntry) -> Manifest:
         """The file's manifest, refused if it disagrees with the file record."""
         manifest = self.parts.load(entry.id)
         where = self.parts.where(entry.id)
@@ -586,7 +729,7 @@ class Store:
             raise damaged(self.root, f"the manifest of file {entry.id} does not match its record: {where}")
         return manifest
 
-    def _stored_entry(self, file_id: int) -> FileEntry:
+    def stored_entry(self, file_id: int) -> FileEntry:
         entry = self.entry(file_id)
         if entry.status != STORED:
             why = f": {entry.reason}" if entry.reason else ""
@@ -596,25 +739,24 @@ class Store:
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
                      cancel: threading.Event | None) -> list[Damage]:
-        """Read every part under a shared hold of the file: a delete (by any pfs)
-        is refused while it runs, and one that ran before it is seen here."""
-        with self.sessions.hold(entry.id, exclusive=False):
-            entry = self._stored_entry(entry.id)
+        """Read every part while holding the file (see reading); its record is read
+        again under the hold, so a delete that ran before it is seen here."""
+        with self.reading(entry.id):
+            entry = self.stored_entry(entry.id)
             self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
-            manifest = self._checked_manifest(entry)
+            manifest = self.checked_manifest(entry)
             tasks = ((part_memory(p.size),
-                      (str(self.volumes.path(p.volume, p.id)), p.stored, p.codec, p.size, entry.hash, p.hash,
+                      (self.part_path(p), p.stored, p.codec, p.size, entry.hash, p.hash,
                        out_path, p.offset))
                      for p in manifest.parts)
-            problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size),
-                                       cancel)
+            problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
         return [Damage(entry.id, entry.name, p.index, p.offset, p.size, problem)
                 for p, problem in zip(manifest.parts, problems) if problem]
 
     def verify(self, file_id: int, progress: Progress = _no_progress,
                cancel: threading.Event | None = None) -> list[Damage]:
         """Check every part of a stored file without writing anything; stops when `cancel` is set."""
-        return self._check_parts(self._stored_entry(file_id), None, progress, cancel)
+        return self._check_parts(self.stored_entry(file_id), None, progress, cancel)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
         """Where get would write file `file_id`: never inside the store, never over
@@ -649,7 +791,7 @@ class Store:
         mtime; only a fully verified file appears under the destination name, and
         a crash leaves nothing behind. With salvage, damaged parts are zero-filled
         instead and listed. Returns (path written, damage)."""
-        entry = self._stored_entry(file_id)
+        entry = self.stored_entry(file_id)
         target = self.destination(file_id, dest, force)
         try:
             with Output(target) as out:

@@ -2,6 +2,8 @@
 with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
 and numbers, a result is a hash and a size."""
 
+import fcntl
+import mmap
 import os
 import select
 import shutil
@@ -12,7 +14,7 @@ import time
 
 from pfs import codec
 
-_buffer = bytearray()
+_buffer: mmap.mmap | None = None
 
 
 def init_worker(pfs_pid: int) -> None:
@@ -43,10 +45,15 @@ def _alive(pid: int) -> bool:
 
 
 def _view(size: int) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker, not per part."""
+    """A reusable buffer of `size` bytes: one allocation per worker, not per part.
+    It is an mmap, so it starts on a page boundary: the kernel's copies between
+    the page cache and a buffer 16 bytes past a page boundary, where a
+    bytearray's data starts, cost far more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process; a 2-worker get of 1 GiB,
+    2.2 against 0.4 s)."""
     global _buffer
-    if len(_buffer) < size:
-        _buffer = bytearray(size)
+    if _buffer is None or len(_buffer) < size:
+        _buffer = mmap.mmap(-1, max(size, mmap.PAGESIZE))
     return memoryview(_buffer)[:size]
 
 
@@ -70,6 +77,11 @@ def _write_all(fd: int, data, offset: int | None = None) -> None:
             offset += n
 
 
+class SourceShrank(Exception):
+    """The source holds fewer bytes than the put recorded (its own type, so that
+    an EOFError from a dying pool is never mistaken for a changed source)."""
+
+
 def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
     """Read a slice of `source`, hash it, compress it and write it to `dest`
     (the engine fsyncs it next). Returns (hash, codec used, stored size)."""
@@ -80,7 +92,7 @@ def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, 
     finally:
         os.close(fd)
     if got != size:
-        raise EOFError(f"{source} shrank while it was being stored")
+        raise SourceShrank(f"{source} shrank while it was being stored")
     part_hash = codec.digest(hash_name, view)
     used, payload = codec.compress(codec_name, view)
     try:
@@ -102,30 +114,36 @@ def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str
     a damaged part is never written. Whatever is at the part path (a directory,
     a FIFO, a file that cannot be read) is damage of that part, never an error
     of the whole operation, and never blocks."""
+    data, problem = part_data(path, stored, codec_name, size, hash_name, expected, _view(stored))
+    if problem:
+        return problem
+    if out_path is not None:
+        _write_output(out_path, data, offset)
+    return None
+
+
+def part_data(path: str, stored: int, codec_name: str, size: int, hash_name: str, expected: str,
+              buffer: memoryview) -> tuple[memoryview | bytes, str]:
+    """One part's bytes, read through `buffer` (`stored` bytes long) and checked:
+    (data, "") when it is good, else (b"", what is wrong with it)."""
     try:
-        view = _read_part(path, stored)
+        view = _read_part(path, stored, buffer)
     except _Damaged as damage:
-        return str(damage)
+        return b"", str(damage)
     try:
         data = codec.decompress(codec_name, view, size)
     except codec.DecodeError as exc:
-        return f"cannot decode: {exc}"
+        return b"", f"cannot decode: {exc}"
     if codec.digest(hash_name, data) != expected:
-        return "hash mismatch"
-    if out_path is not None:
-        out = os.open(out_path, os.O_WRONLY)
-        try:
-            _write_all(out, data, offset)
-        finally:
-            os.close(out)
-    return None
+        return b"", "hash mismatch"
+    return data, ""
 
 
 class _Damaged(Exception):
     """What is wrong with a part file."""
 
 
-def _read_part(path: str, stored: int) -> memoryview:
+def _read_part(path: str, stored: int, view: memoryview) -> memoryview:
     """The `stored` bytes of a part file, or _Damaged. O_NONBLOCK: opening a FIFO
     must not wait for a writer."""
     try:
@@ -140,7 +158,6 @@ def _read_part(path: str, stored: int) -> memoryview:
             raise _Damaged(f"part path is not a regular file (it is a {_kind(st.st_mode)})")
         if st.st_size != stored:
             raise _Damaged(f"part file is {st.st_size} bytes, expected {stored}")
-        view = _view(stored)
         if _read_at(fd, view, 0) != stored:
             raise _Damaged("part file changed while being read")
         return view
@@ -154,6 +171,18 @@ def _kind(mode: int) -> str:
     kinds = {stat.S_IFDIR: "directory", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
              stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
     return kinds.get(stat.S_IFMT(mode), "special file")
+
+
+def _write_output(path: str, data, offset: int) -> None:
+    """pwrite a checked part into the output, one worker at a time: workers
+    writing into one file at once spin on its inode lock, which burnt more
+    system CPU than the copies themselves; waiting on flock sleeps instead."""
+    out = os.open(path, os.O_WRONLY)
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX)  # released by close
+        _write_all(out, data, offset)
+    finally:
+        os.close(out)
 
 
 def remove_parts(paths: list[str]) -> int:

@@ -121,12 +121,15 @@ BAD_COMMANDS = [
     ("frobnicate", ["unknown command 'frobnicate'"]),
     ("help frobnicate", ["unknown command"]),
     ("put", ["put: missing arguments"]),
-    ("put a b", ["put: too many arguments"]),
+    ("put a b c", ["put: too many arguments"]),
+    ("put keep.bin a//b", ["bad name 'a//b'", "empty segment"]),
+    ("put keep.bin ../up", ["bad name '../up'", "'..' segment"]),
     ("get", ["get: missing arguments"]),
     ("get 1 a b", ["get: too many arguments"]),
     ("delete", ["delete: missing arguments"]),
     ("delete 1 2", ["delete: too many arguments"]),
-    ("list now", ["list: too many arguments"]),
+    ("list a b", ["list: too many arguments"]),
+    ("list now", ["nothing is stored under now"]),
     ("info", ["info: missing arguments"]),
     ("verify", ["verify"]),
     ("verify 1 --all", ["verify"]),
@@ -135,10 +138,10 @@ BAD_COMMANDS = [
     ("get 1 --bogus", ["unknown option '--bogus'"]),
     ("put missing.bin", ["missing.bin", "does not exist"]),
     ("put adir", ["adir", "is a directory"]),
-    ("get one", ["number", "'one'"]),
-    ("delete 1x", ["number"]),
-    ("info -1", ["number"]),
-    ("verify x", ["number"]),
+    ("get one", ["no file named one"]),
+    ("delete 1x", ["no file named 1x"]),
+    ("info -1", ["no file named -1"]),
+    ("verify ./1", ["no file named 1"]),  # ./ makes it a name, not the id 1
     ("get 99", ["no file with id 99"]),
     ("delete 99", ["no file with id 99"]),
     ("info 99", ["no file with id 99"]),
@@ -185,7 +188,7 @@ def test_bad_destination_is_one_error_line_and_damages_nothing(spfs, shared_stor
 def test_bad_command_in_one_shot_mode(spfs, shared_store):
     r = spfs.run("", "get", "one")
     assert r.returncode == 1
-    one_error(r, "number")
+    one_error(r, "no file named one")
     r = spfs.run("", "frobnicate")
     assert r.returncode == 1
     one_error(r, "unknown command")
@@ -513,7 +516,7 @@ def test_get_and_delete_right_after_put_wait_for_it(pfs):
 def test_second_process_sees_the_files_and_ids_are_never_reused(pfs):
     a = make_file(pfs.cwd / "a.bin", 2 * CHUNK).read_bytes()
     b = make_file(pfs.cwd / "b c.txt", 3 * CHUNK, "text").read_bytes()
-    r = pfs.run('put a.bin\nput "b c.txt"\nput a.bin\n')
+    r = pfs.run('put a.bin\nput "b c.txt"\nput a.bin --keep\n')
     assert r.returncode == 0, r.stderr
     r = pfs.run("list\ndelete 3\n")
     rows = list_rows(r.stdout)
@@ -690,7 +693,7 @@ def test_kill_9_during_put_leaves_earlier_files_intact_and_no_half_stored_file(p
         assert v.returncode == 0, v.stderr
     assert list((pfs.store / "tmp").iterdir()) == []
     # the store keeps working: ids go on, the interrupted file can be deleted
-    r = pfs.run("put keep.bin\ndelete 2\n")
+    r = pfs.run("put keep.bin --keep\ndelete 2\n")
     assert r.returncode == 0, r.stderr
     assert "[3] storing keep.bin" in r.stdout
     assert len(part_files(pfs.store)) == 8
@@ -740,7 +743,7 @@ def test_get_says_when_it_starts_and_help_shows_aliases_and_repair(pfs):
     r = pfs.run("put a.bin\nget 1 out.bin\nhelp\nhelp repair\nhelp quit\n")
     assert r.returncode == 0, r.stderr
     assert "[1] restoring a.bin (192.0 KiB, 3 parts)\n" in r.stdout, r.stdout
-    for usage in ("exit (also: quit)", "list (also: ls)", "delete ID (also: rm)", "pfs --store DIR repair"):
+    for usage in ("exit (also: quit)", "list [PREFIX] [-r|--recursive] (also: ls)", "delete NAME|ID (also: rm)", "pfs --store DIR repair"):
         assert usage in r.stdout, (usage, r.stdout)
     assert "Rebuilds damaged metadata" in r.stdout and "lost+found" in r.stdout
     r = pfs.run("repair\n")

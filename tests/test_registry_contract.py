@@ -189,3 +189,53 @@ def test_a_delete_is_refused_while_a_file_is_read(clients):
             pass
     with b.sessions.hold(7, exclusive=True):
         pass
+
+
+def named(file_id: int, name: str, status: str = "stored") -> FileEntry:
+    return dataclasses.replace(record(file_id, status), name=name)
+
+
+def test_names_list_like_directories_for_every_client(clients):
+    """Names sort by code point; LIKE's wildcards in a prefix are plain characters."""
+    a, b = clients(), clients()
+    for name in ["logs/2026/app.log", "logs/b.txt", "logs/a_b", "logs/a%b", "logsx", "logs/é", "top", "logs/aXb/c"]:
+        a.files.add(named(0, name))
+    assert b.files.under("") == (["logsx", "top"], ["logs/"])
+    assert b.files.under("logs/") == (["logs/a%b", "logs/a_b", "logs/b.txt", "logs/é"], ["logs/2026/", "logs/aXb/"])
+    assert b.files.under("logs/", recursive=True) == (
+        ["logs/2026/app.log", "logs/a%b", "logs/aXb/c", "logs/a_b", "logs/b.txt", "logs/é"], [])
+    assert b.files.under("logs/a_") == (["logs/a_b"], []) and b.files.under("logs/a%") == (["logs/a%b"], [])
+    assert b.files.under("nothing/") == ([], [])
+    assert [e.name for e in b.files.named("logs/b.txt")] == ["logs/b.txt"] and b.files.named("logs") == []
+
+
+def test_a_name_resolves_to_the_last_file_stored_under_it(clients):
+    """Order is when a file became current under its name (recorded there, or
+    stored there), not its id: the same for a client catching up, after a
+    compaction, and for a client opened afterwards."""
+    a, b = clients(), clients()
+    first, second = a.files.add(named(0, "n", "storing")), a.files.add(named(0, "n", "storing"))
+    assert b.files.current("n") is None and [e.id for e in b.files.named("n")] == [first.id, second.id]
+    a.files.save(dataclasses.replace(second, status="stored"))
+    assert b.files.current("n").id == second.id
+    a.files.save(dataclasses.replace(first, status="stored"))  # stored last: the name resolves to it
+    assert b.files.current("n").id == first.id and [e.id for e in b.files.named("n")] == [second.id, first.id]
+    a.files.save(dataclasses.replace(a.files.get(second.id), reason="unchanged name and status: order kept"))
+    assert b.files.current("n").id == first.id
+    a.files.compact()
+    for client in (b, clients()):
+        assert client.files.current("n").id == first.id
+        assert [e.id for e in client.files.named("n")] == [second.id, first.id]
+    a.files.remove(first.id)
+    assert b.files.current("n").id == second.id
+
+
+def test_a_rename_moves_a_file_to_its_new_name(clients):
+    a, b = clients(), clients()
+    old = a.files.add(named(0, "dir/old"))
+    kept = a.files.add(named(0, "new"))
+    b.files.save(dataclasses.replace(b.files.get(old.id), name="new"))  # renamed over `new`, which is kept
+    assert a.files.named("dir/old") == [] and a.files.under("") == (["new"], [])
+    assert a.files.current("new").id == old.id and [e.id for e in a.files.named("new")] == [kept.id, old.id]
+    b.files.save(dataclasses.replace(b.files.get(kept.id), name="dir/kept"))
+    assert clients().files.under("", recursive=True) == (["dir/kept", "new"], [])

@@ -4,7 +4,8 @@ Three tables, each shared by every client (process, machine) of one store:
 
 * FileTable: file id -> FileEntry. Every update is durable and visible to the
   other clients at their next read; ids are unique among all clients and never
-  reused, even after a delete.
+  reused, even after a delete. Names are paths: a name resolves to the last
+  file stored under it, and a prefix lists like a directory.
 * PartTable: file id -> Manifest (the parts of a stored file).
 * SessionTable: the clients that have the store open. A session is live while
   its client is (provably: a lock it holds, or a heartbeat that has not
@@ -22,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from pfs.registry.records import FileEntry, Manifest
+from pfs.registry.records import STORED, FileEntry, Manifest
 
 
 class FileTable(ABC):
@@ -55,6 +56,20 @@ class FileTable(ABC):
     @abstractmethod
     def all(self) -> list[FileEntry]:
         """Every file, in id order, other clients' updates included."""
+
+    @abstractmethod
+    def named(self, name: str) -> list[FileEntry]:
+        """Every file recorded under `name` (whatever its status), in the order
+        they became current: recorded under the name, or stored there."""
+
+    def current(self, name: str) -> FileEntry | None:
+        """The file `name` resolves to: the last of that name to be stored."""
+        return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
+
+    @abstractmethod
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        """(names, directories ending in `/`) under a prefix (`` or ending in `/`),
+        each sorted by code point; not recursive, a subdirectory is one entry."""
 
     @abstractmethod
     def compact(self) -> None:

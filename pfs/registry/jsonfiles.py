@@ -29,7 +29,8 @@ from pathlib import Path
 from pfs import codec
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import (FILE_FIELDS, MAX_INT, BadRecord, FileEntry, Manifest, _ints, _one_of,
+from pfs.registry.names import NameIndex
+from pfs.registry.records import (FILE_FIELDS, MAX_INT, STORED, BadRecord, FileEntry, Manifest, _ints, _one_of,
                                   _row_problem, _types)
 
 log = logging.getLogger("pfs")
@@ -158,7 +159,9 @@ class FileRegistry(FileTable):
     every process on the store: each update is appended under a short flock of
     STORE/files.lock, after reading what the others appended since (from the
     last offset read); a compaction replaces the journal by a new file, which
-    readers tell by its inode and answer by reloading the snapshot."""
+    readers tell by its inode and answer by reloading the snapshot. The map's
+    order is the order files became current under their names (see NameIndex),
+    and the snapshot keeps it."""
 
     def __init__(self, root: Path, strict: bool = True, id_elsewhere: Callable[[], int] = lambda: 0) -> None:
         """Load the registry. Damage raises a DamagedError, or with strict=False
@@ -176,6 +179,8 @@ class FileRegistry(FileTable):
         self._flock = os.open(root / FILES_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         self._journal = -1
         self._updates = 0  # journal bytes this process appended: compacted at close when many
+        self._names: NameIndex | None = None  # built on first use: opening stays as fast
+        self._unsealed = False  # a snapshot without its check (older pfs): resealed at close
         self._reserve = root / RESERVE
         try:
             with self._locked(fcntl.LOCK_EX):  # exclusive: a torn tail is cut, a journal made
@@ -187,11 +192,13 @@ class FileRegistry(FileTable):
 
     def close(self) -> None:
         """Fold a journal this session grew into the snapshot, so the next open
-        does not replay it line by line, then close it."""
+        does not replay it line by line, then close it. A snapshot without its
+        check (from an older pfs) is rewritten with one, so that the next open
+        need not check every record again."""
         try:
-            if self._updates > MIN_COMPACT_BYTES:
+            if self._updates > MIN_COMPACT_BYTES or self._unsealed:
                 with self._locked(fcntl.LOCK_EX):
-                    if self._journal_bytes * 4 > self._snapshot_bytes():  # still amortised O(1) per update
+                    if self._unsealed or self._journal_bytes * 4 > self._snapshot_bytes():  # amortised O(1)
                         self._compact_if_possible()
         finally:
             self._close_fds()
@@ -236,6 +243,7 @@ class FileRegistry(FileTable):
 
     def _reload(self, exclusive: bool) -> None:
         self._files: dict[int, FileEntry] = {}
+        self._names = None
         self._next_id = 1
         if self._journal >= 0:
             os.close(self._journal)
@@ -264,7 +272,8 @@ class FileRegistry(FileTable):
             snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
-            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), is_sealed(data))
+            self._unsealed = not is_sealed(data)
+            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), not self._unsealed)
         except BAD_JSON as exc:
             self._damaged(str(self._snapshot), exc)
             return
@@ -325,13 +334,31 @@ class FileRegistry(FileTable):
     def _apply(self, kind: str, what: FileEntry | int) -> None:
         """Replay one journal operation: put a record, delete or reserve a file id."""
         if kind == "put":
-            self._files[what.id] = what
+            self._put(what)
             file_id = what.id
         else:
             file_id = what
             if kind == "del":
-                self._files.pop(file_id, None)
+                self._pop(file_id)
         self._next_id = max(self._next_id, file_id + 1)
+
+    def _put(self, entry: FileEntry) -> None:
+        """Record `entry` in memory; one that becomes current under its name
+        (new, renamed, or now stored) moves to the end of the order."""
+        old = self._files.get(entry.id)
+        if old is not None and old.name == entry.name and (old.status == STORED or entry.status != STORED):
+            self._files[entry.id] = entry
+            return
+        if old is not None:
+            self._pop(entry.id)
+        self._files[entry.id] = entry
+        if self._names is not None:
+            self._names.add(entry)
+
+    def _pop(self, file_id: int) -> None:
+        old = self._files.pop(file_id, None)
+        if old is not None and self._names is not None:
+            self._names.discard(old)
 
     def _append(self, op: dict, durable: bool = True) -> None:
         """Append one line (durably unless told), or leave the journal as it was and raise.
@@ -409,6 +436,7 @@ class FileRegistry(FileTable):
         os.close(self._journal)
         self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND)
         self._journal_bytes = self._lines_read = self._updates = 0
+        self._unsealed = False
 
     def _take_next_id(self) -> int:
         """The next file id (holding the exclusive lock, caught up)."""
@@ -446,7 +474,7 @@ class FileRegistry(FileTable):
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
         self._append({"op": "put", "file": asdict(entry)})
-        self._files[entry.id] = entry
+        self._put(entry)
         self._next_id = max(self._next_id, entry.id + 1)
         self._maybe_compact()
 
@@ -454,7 +482,7 @@ class FileRegistry(FileTable):
         """Forget a file durably."""
         with self._locked(fcntl.LOCK_EX):
             self._append({"op": "del", "id": file_id})
-            self._files.pop(file_id, None)
+            self._pop(file_id)
             self._maybe_compact()
         if not self._reserve.exists():  # a delete may have freed enough to hold it again
             self._keep_reserve()
@@ -467,6 +495,19 @@ class FileRegistry(FileTable):
         """Every file, in id order."""
         with self._locked(fcntl.LOCK_SH):
             return [self._files[i] for i in sorted(self._files)]
+
+    def _index(self) -> NameIndex:
+        if self._names is None:
+            self._names = NameIndex(self._files.values())
+        return self._names
+
+    def named(self, name: str) -> list[FileEntry]:
+        with self._locked(fcntl.LOCK_SH):
+            return [self._files[i] for i in self._index().ids(name)]
+
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        with self._locked(fcntl.LOCK_SH):
+            return self._index().under(prefix, recursive)
 
 
 class PartRegistry(PartTable):

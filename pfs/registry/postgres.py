@@ -5,7 +5,10 @@ settings), pfs_volumes (index -> directory), pfs_files (one row per file, one
 column per FileEntry field), pfs_manifests and pfs_parts (the manifest of each
 stored file: its record's copy and one row per part), pfs_sessions (the clients
 that have the store open, with their heartbeats). File ids come from the
-sequence pfs_file_ids. Every update is one transaction, and every transaction
+sequence pfs_file_ids. A file's current_seq (from the sequence
+pfs_current_seqs) is taken anew whenever it becomes current under its name
+(recorded under it, or stored there), so ordering by it is the order the JSON
+registry keeps: a name resolves to its last stored file. Every update is one transaction, and every transaction
 of a session first proves the session still registered (a row lock on it), so
 a client whose session was declared dead can change nothing any more.
 
@@ -64,6 +67,9 @@ CREATE TABLE IF NOT EXISTS pfs_volumes (index integer PRIMARY KEY, path text NOT
 CREATE SEQUENCE IF NOT EXISTS pfs_file_ids;
 CREATE TABLE IF NOT EXISTS pfs_files ({", ".join(f'"{c}" {_COLUMN_TYPES[c]}' for c in FILE_FIELDS)});
 {_ADD_COLUMNS}
+CREATE SEQUENCE IF NOT EXISTS pfs_current_seqs;
+ALTER TABLE pfs_files ADD COLUMN IF NOT EXISTS current_seq bigint;
+CREATE INDEX IF NOT EXISTS pfs_files_names ON pfs_files (name COLLATE "C", current_seq);
 CREATE INDEX IF NOT EXISTS pfs_files_unfinished ON pfs_files (status) WHERE status IN ('storing', 'deleting');
 CREATE TABLE IF NOT EXISTS pfs_manifests (file_id bigint PRIMARY KEY, file jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS pfs_parts (
@@ -76,9 +82,25 @@ CREATE TABLE IF NOT EXISTS pfs_sessions (
 """
 
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
-_UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}) VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}) "
+#: A record written: one that becomes current under its name (new, renamed, or
+#: now stored) takes a new current_seq, as the JSON registry moves it to the end.
+_UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
+                f"VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}, nextval('pfs_current_seqs')) "
                 f"ON CONFLICT (id) DO UPDATE SET "
-                + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id"))
+                + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id")
+                + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
+                  "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END")
+#: Names in code point order (as Python sorts them), whatever the database's collation.
+_NAME = 'name COLLATE "C"'
+#: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
+_ENTRY = ("(CASE WHEN %(flat)s AND strpos(substr(name, %(n)s::integer + 1), '/') > 0 "
+          "THEN left(name, %(n)s::integer + strpos(substr(name, %(n)s::integer + 1), '/')) ELSE name END) "
+          'COLLATE "C"')
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching what starts with `prefix` (its wildcards escaped)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -235,6 +257,17 @@ class DatabaseFiles(FileTable):
 
     def all(self) -> list[FileEntry]:
         return self._select("ORDER BY id", ())
+
+    def named(self, name: str) -> list[FileEntry]:
+        """Rows of stores older than current_seq (NULL) first, in id order."""
+        return self._select(f"WHERE {_NAME} = %s ORDER BY current_seq NULLS FIRST, id", (name,))
+
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        with self._db.transaction(check_session=False) as cur:
+            cur.execute(f"SELECT DISTINCT {_ENTRY} AS entry FROM pfs_files WHERE {_NAME} LIKE %(like)s ESCAPE '\\' "
+                        "ORDER BY entry", {"flat": not recursive, "n": len(prefix), "like": _like_prefix(prefix)})
+            found = [row[0] for row in cur.fetchall()]
+        return [e for e in found if not e.endswith("/")], [e for e in found if e.endswith("/")]
 
     def _select(self, where: str, args: tuple) -> list[FileEntry]:
         with self._db.transaction(check_session=False) as cur:

@@ -17,9 +17,10 @@ STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
 #: Bounds on what a record may claim, so that a damaged one cannot make open,
 #: recovery or repair loop for ever or overflow the OS: no file has more parts
-#: (16 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
-MAX_PARTS = 1 << 22
+#: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
+MAX_PARTS = 1 << 20
 MAX_INT = (1 << 63) - 1
+
 
 class BadRecord(ValueError):
     """A metadata record that is not what pfs writes (wrong type, out of range,
@@ -40,6 +41,11 @@ def _ints(low: int, high: int) -> Check:
     def check(col: Sequence) -> bool:
         return set(map(type, col)) <= {int} and (not col or (low <= min(col) and max(col) <= high))
     return check
+
+
+def _optional(check: Check) -> Check:
+    """`check` on the values that are not None (fields older records lack)."""
+    return lambda col: check([v for v in col if v is not None])
 
 
 def _one_of(values) -> Check:
@@ -74,6 +80,8 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "stored": (_ints(0, MAX_INT), "is not a size"),
     "digest": (_types(str), "is not text"),
     "reason": (_types(str), "is not text"),
+    "mode": (_optional(_ints(0, 0o777)), "is not a permission mode"),
+    "mtime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
     "session": (_types(str), "is not text"),
 }
 
