@@ -135,6 +135,8 @@ WRITER = textwrap.dedent("""
 
 
 def test_kill_9_during_a_streaming_write_is_rolled_back_at_next_open(tmp_path):
+    """A streaming write names its session like a put: another pfs opening the
+    store meanwhile leaves it alone; once its process is killed, it is rolled back."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     root = tmp_path / "store"
@@ -144,6 +146,10 @@ def test_kill_9_during_a_streaming_write_is_rolled_back_at_next_open(tmp_path):
         assert proc.stdout.readline() == b"parts stored\n"
         time.sleep(0.2)
         assert part_files(root), "the writer stored parts before it was killed"
+        alive = run_pfs(root, "list -r\n")
+        assert alive.returncode == 0 and "rolled back" not in alive.stderr, alive.stderr
+        assert parse_list(alive.stdout) == {1: ("stream/big.bin", "storing")}
+        assert part_files(root), "another pfs removed the parts of a live write"
     finally:
         assert kill_group(proc)
     r = run_pfs(root, "list -r\n")

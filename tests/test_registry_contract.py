@@ -207,6 +207,9 @@ def test_names_list_like_directories_for_every_client(clients):
     assert b.files.under("logs/a_") == (["logs/a_b"], []) and b.files.under("logs/a%") == (["logs/a%b"], [])
     assert b.files.under("nothing/") == ([], [])
     assert [e.name for e in b.files.named("logs/b.txt")] == ["logs/b.txt"] and b.files.named("logs") == []
+    a.files.add(named(0, "later"))
+    a.files.compact()  # b reloads what it had indexed, and what came since
+    assert b.files.under("") == (["later", "logsx", "top"], ["logs/"])
 
 
 def test_a_name_resolves_to_the_last_file_stored_under_it(clients):
