@@ -771,7 +771,7 @@ class Bench:
         t, start = time.perf_counter(), have
         while have < want:
             n = min(POPULATE_BATCH, want - have)
-            lines = [f"put {seeds[(have + i) % len(seeds)]}" for i in range(n)]
+            lines = [f"put {seeds[(have + i) % len(seeds)]} small/{have + i:07d}.bin" for i in range(n)]
             self.pfs_run(store, stdin=script_file(self.work / "populate.pfs", lines))
             have += n
         if have - start >= 1000:
@@ -804,10 +804,10 @@ class Bench:
         Returns the per-put seconds and CPU, with the peak RSS of the K-put script."""
         k, fresh = self.profile.small_puts, self.work / "fresh"
         fresh_dir(fresh)
-        files = [write_file(fresh / f"f{i}.bin", 1024, random_blocks(1024)) for i in range(k + 1)]
-        os.sync()
-        one = self.pfs_run(store, stdin=script_file(self.work / "one.pfs", [f"put {files[0]}"]), capture=True)
-        many = self.pfs_run(store, stdin=script_file(self.work / "many.pfs", [f"put {f}" for f in files]),
+        files = [write_file(fresh / f"f{i}.bin", 1024, random_blocks(1024)) for i in range(k + 2)]
+        os.sync()  # distinct names: a put to a name that exists would replace that file
+        one = self.pfs_run(store, stdin=script_file(self.work / "one.pfs", [f"put {files[-1]}"]), capture=True)
+        many = self.pfs_run(store, stdin=script_file(self.work / "many.pfs", [f"put {f}" for f in files[:-1]]),
                             capture=True)
         ids = stored_ids(one.stdout) + stored_ids(many.stdout)
         self.pfs_run(store, stdin=script_file(self.work / "delete.pfs", [f"delete {i}" for i in ids]))
