@@ -1,5 +1,7 @@
 """pfs benchmark: big-file put/get against cp/cat and the peers (restic, borg,
-rclone when installed), the memory contract, the small-file path, list and start-up.
+rclone when installed), reads through the library (fsspec, random 4 KiB reads), the
+memory contract, the small-file path and list on the JSON and PostgreSQL metadata
+engines, concurrent small puts, and start-up.
 
     python benchmarks/bench.py [--quick] [--dir DIR] [--json OUT] [--install-peers]
 
@@ -45,6 +47,9 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+from postgres_server import PostgresServer, missing as postgres_missing  # noqa: E402  (the tests' server)
+
 DEFAULT_JSON = HERE / "results" / "latest.json"
 MiB = 1 << 20
 GiB = 1 << 30
@@ -76,6 +81,44 @@ with open(path, "rb") as f:
         f.seek(offset)
         compressor.compress(f.read(part))
 """
+#: Reads a stored file sequentially through fsspec in 4 MiB blocks into a file (argv: store name out).
+FSSPEC_READ = """\
+import sys, fsspec
+if __name__ == "__main__":
+    store, name, out = sys.argv[1:4]
+    with fsspec.open(f"pfs://{name}", "rb", store=store) as f, open(out, "wb") as dest:
+        while block := f.read(4 << 20):
+            dest.write(block)
+"""
+#: Times n reads of 4 KiB at random offsets of a stored file through the Python API
+#: and writes their latencies in seconds as JSON (argv: store name n seed out).
+RANDOM_READS = """\
+import json, random, sys, time, pfs
+if __name__ == "__main__":
+    store, name, n, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    rng, latencies = random.Random(seed), []
+    with pfs.open(store) as s, s.open(name, "rb") as f:
+        size = f.seek(0, 2)
+        for _ in range(n):
+            offset = rng.randrange(size - 4096)
+            t = time.perf_counter()
+            f.seek(offset)
+            if len(f.read(4096)) != 4096:
+                sys.exit(f"short read at {offset}")
+            latencies.append(time.perf_counter() - t)
+    with open(out, "w") as f:
+        json.dump(latencies, f)
+"""
+#: Runs one pfs per script concurrently, each reading its script on stdin (argv: n script... pfs-argv...).
+CONCURRENT = """\
+import subprocess, sys
+n = int(sys.argv[1])
+scripts, argv = sys.argv[2:2 + n], sys.argv[2 + n:]
+procs = [subprocess.Popen(argv, stdin=open(s, "rb"), stdout=subprocess.DEVNULL) for s in scripts]
+sys.exit(max(p.wait() for p in procs))
+"""
+#: Concurrent pfs processes in the aggregate small-put rows.
+CONCURRENCY = (1, 2, 4)
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
@@ -90,10 +133,13 @@ class Profile:
     small_puts: int  # fresh 1 KiB files per small-put sample
     small_reps: int
     fast_reps: int  # repetitions of sub-second commands (list, start-up)
+    random_reads: int  # 4 KiB reads at random offsets per big file, spread over the rounds
+    concurrent_puts: int  # puts per process in the concurrent small-put rows
+    concurrent_reps: int
 
 
-FULL = Profile("full", GiB, 7, (10, 10_000, 100_000), 500, 7, 10)
-QUICK = Profile("quick", 64 * MiB, 7, (10, 1_000, 5_000), 200, 3, 5)
+FULL = Profile("full", GiB, 7, (10, 10_000, 100_000), 500, 7, 10, 1000, 500, 3)
+QUICK = Profile("quick", 64 * MiB, 7, (10, 1_000, 5_000), 200, 3, 5, 200, 250, 3)
 
 
 # -- results --------------------------------------------------------------------------
@@ -128,6 +174,8 @@ class Measurement:
     ratios: dict[str, float] = field(default_factory=dict)
     target: Target | None = None
     note: str = ""
+    rate: float | None = None  # work per second, median over the repetitions, in rate_unit
+    rate_unit: str = ""
 
     @property
     def min(self) -> float | None:
@@ -518,7 +566,9 @@ def size_text(n: float) -> str:
 def time_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    return f"{seconds:.3f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    return f"{seconds * 1000:.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f} µs"
 
 
 def value_text(value: float, unit: str) -> str:
@@ -549,10 +599,58 @@ def progress(m: Measurement) -> None:
 # -- pfs ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class DbStore:
+    """A store whose metadata is a PostgreSQL database, its part data in a directory."""
+
+    uri: str
+    data: Path
+
+
+Store = Path | DbStore
+
+
+class Postgres:
+    """A throwaway PostgreSQL server (the tests' own) and the database stores made on it."""
+
+    def __init__(self, work: Path) -> None:
+        self.server = PostgresServer()
+        self.work = work
+
+    def sql(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server.uri(), autocommit=True) as conn:
+            conn.execute(statement)
+
+    def new(self, name: str) -> DbStore:
+        """An empty database store (pfs creates its tables on first use)."""
+        self.sql(f'CREATE DATABASE "{name}"')
+        return DbStore(self.server.uri(name), self.work / f"{name}-data")
+
+    def copy(self, store: DbStore, name: str) -> DbStore:
+        """A copy of a store nobody has open: its database as a template, its data copied."""
+        self.sql(f'CREATE DATABASE "{name}" TEMPLATE "{store.uri.rsplit("/", 1)[1]}"')
+        copy = DbStore(self.server.uri(name), self.work / f"{name}-data")
+        shutil.copytree(store.data, copy.data, symlinks=True)
+        return copy
+
+    def drop(self, store: DbStore) -> None:
+        self.sql(f'DROP DATABASE "{store.uri.rsplit("/", 1)[1]}"')
+        remove(store.data)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@dataclass(frozen=True)
 class Pfs:
     """How to invoke the pfs under test."""
 
-    exe: tuple[str, ...]
+    python: tuple[str, ...]  # the interpreter, with the copy first on its path: runs library scripts too
+
+    @property
+    def exe(self) -> tuple[str, ...]:
+        return (*self.python, "-m", "pfs")
 
     @classmethod
     def snapshot(cls, into: Path) -> Pfs:
@@ -562,11 +660,17 @@ class Pfs:
         every row measure the same version, the one whose digest the JSON records."""
         shutil.copytree(REPO / "pfs", into / "pfs", ignore=shutil.ignore_patterns("__pycache__"))
         path = os.pathsep.join([str(into), *filter(None, [os.environ.get("PYTHONPATH")])])
-        return cls(("env", f"PYTHONPATH={path}", sys.executable, "-m", "pfs"))
+        return cls(("env", f"PYTHONPATH={path}", sys.executable))
 
-    def argv(self, store: Path, *args: str | Path) -> list[str | Path]:
-        """pfs --store STORE ARGS... (options, then a one-shot command if any)."""
-        return [*self.exe, "--store", store, *args]
+    def argv(self, store: Store, *args: str | Path) -> list[str | Path]:
+        """pfs --store STORE [--data DIR] ARGS... (options, then a one-shot command if any)."""
+        where = ("--store", store.uri, "--data", store.data) if isinstance(store, DbStore) else ("--store", store)
+        return [*self.exe, *where, *args]
+
+
+def engine_label(operation: str, engine: str) -> str:
+    """A row's operation, naming the metadata engine unless it is the default (JSON)."""
+    return operation if engine == "JSON" else f"{operation} ({engine})"
 
 
 def script_file(path: Path, lines: Sequence[str]) -> Path:
@@ -592,11 +696,12 @@ class Bench:
         self.inputs: dict[str, dict] = {}
         self.observations: list[str] = []
         self.recovered_messages = 0
+        self.postgres: Postgres | None = None  # the server of the database-store rows, while they run
 
     def add(self, *rows: Measurement) -> None:
         self.rows.extend(rows)
 
-    def pfs_run(self, store: Path, *args: str, stdin: Path | None = None, capture: bool = False) -> Run:
+    def pfs_run(self, store: Store, *args: str, stdin: Path | None = None, capture: bool = False) -> Run:
         """A pfs run outside `measure` (small-file path); counts crash-recovery messages."""
         r = run(self.pfs.argv(store, *args), stdin=stdin, capture=capture)
         self.recovered_messages += len(RECOVERED.findall(r.stderr))
@@ -764,9 +869,89 @@ class Bench:
             diff.target = Target("≤ 32 MiB", diff.peak / MiB, 32, "MiB")
             self.add(m, diff)
 
-    # -- 5. small files ------------------------------------------------------------------------------------
+    # -- 5. reads through the library -----------------------------------------------------------------------
 
-    def populate(self, store: Path, seeds: list[Path], have: int, want: int) -> int:
+    def library_reads(self, inputs: dict[str, Path]) -> None:
+        """Sequential reads of each big file through fsspec and `pfs get` beside `cat`,
+        and 4 KiB reads at random offsets through the Python API, in the same rounds."""
+        console.rule("reads through the library: fsspec, pfs get, random 4 KiB reads")
+        store, reps = self.work / "store-lib", self.profile.reps
+        reader = script_file(self.work / "fsspec_read.py", [FSSPEC_READ])
+        sampler = script_file(self.work / "random_reads.py", [RANDOM_READS])
+        per_round = -(-self.profile.random_reads // reps)
+
+        def latency_file(rep: int) -> Path:
+            return self.work / f"latencies-{rep}.json"
+
+        for name, src in inputs.items():
+            stored, dest = f"big/{src.name}", self.work / "lib-read.out"
+            self.pfs_run(store, "put", str(src), stored)
+            run([*self.pfs.python, reader, store, stored, dest])
+            if not filecmp.cmp(src, dest, shallow=False):
+                raise RuntimeError(f"fsspec read of {name} returned different bytes")
+            remove(dest)
+
+            def check_and_clean(rep: int, src: Path = src) -> None:
+                if rep == 0 and not filecmp.cmp(src, dest, shallow=False):
+                    raise RuntimeError(f"pfs get of {name} by name returned different bytes")
+                remove(dest)
+
+            cases = [Case("cat > /dev/null (read rounds)", name, lambda _, s=src: shell('cat "$1" > /dev/null', s)),
+                     Case("pfs get NAME", name, lambda _, n=stored: self.pfs.argv(store, "get", n, dest),
+                          after=check_and_clean),
+                     Case("fsspec.open read, 4 MiB blocks", name,
+                          lambda _, n=stored: [*self.pfs.python, reader, store, n, os.devnull])]
+            for case in cases:
+                case.nbytes = self.profile.file_size
+            cases.append(Case(f"pfs API {per_round} random 4 KiB reads", name,
+                              lambda rep, n=stored: [*self.pfs.python, sampler, store, n, per_round, rep,
+                                                     latency_file(rep)]))
+            cat, get, fs, command = measure(cases, reps)
+            for m in (get, fs):
+                m.ratio("cat", cat, "paired")
+            fs.ratio("pfs get", get, "paired")
+            command.note = "the whole command: interpreter start, store open, the reads"
+            latencies = [t for rep in range(reps) for t in json.loads(latency_file(rep).read_text())]
+            p99 = statistics.quantiles(latencies, n=100)[98]
+            latency = Measurement("pfs API random 4 KiB read (latency)", name, seconds=latencies,
+                                  note=f"{name}: p99 {time_text(p99)} over {len(latencies)} reads at random "
+                                       f"offsets ({per_round} a round), each timed inside the reader, which keeps the last 4 "
+                                       f"parts read (a read in one of them is a cache hit)")
+            progress(latency)
+            console.print(f"  p99 {time_text(p99)}")
+            self.add(cat, get, fs, command, latency)
+        remove(store)
+
+    # -- 6. small files, JSON and PostgreSQL engines ----------------------------------------------------------
+
+    def engines(self) -> list[str]:
+        return ["JSON"] + (["PostgreSQL"] if self.postgres else [])
+
+    def new_store(self, engine: str, name: str) -> Store:
+        return self.postgres.new(name) if engine == "PostgreSQL" else self.work / name
+
+    def copy_store(self, store: Store, name: str) -> Store:
+        if isinstance(store, DbStore):
+            return self.postgres.copy(store, name)
+        shutil.copytree(store, self.work / name, symlinks=True)
+        return self.work / name
+
+    def drop_store(self, store: Store) -> None:
+        if isinstance(store, DbStore):
+            self.postgres.drop(store)
+        else:
+            remove(store)
+
+    def seeds(self) -> list[Path]:
+        """100 distinct 1 KiB files, made once, that small puts take their bytes from."""
+        seeds_dir = self.work / "seeds"
+        if not seeds_dir.exists():
+            seeds_dir.mkdir()
+            for i in range(100):
+                write_file(seeds_dir / f"seed-{i}.bin", 1024, random_blocks(1024))
+        return sorted(seeds_dir.iterdir())
+
+    def populate(self, store: Store, seeds: list[Path], have: int, want: int, engine: str) -> int:
         """Put small files through pfs scripts until the store holds `want`; returns the new count."""
         t, start = time.perf_counter(), have
         while have < want:
@@ -776,28 +961,24 @@ class Bench:
             have += n
         if have - start >= 1000:
             took = time.perf_counter() - t
-            text = (f"populating {start:,} -> {have:,} files took {took:.1f} s "
+            text = (f"{engine}: populating {start:,} -> {have:,} files took {took:.1f} s "
                     f"({(have - start) / took:.0f} puts/s in scripts of {POPULATE_BATCH:,} lines)")
             self.observations.append(text)
             console.print(f"  {text}")
         return have
 
-    def small_stores(self) -> dict[int, Path]:
+    def small_stores(self, engine: str) -> dict[int, Store]:
         """A store holding each of the profile's counts of 1 KiB files: one store is
         populated and copied when it reaches each smaller count."""
-        seeds_dir = self.work / "seeds"
-        seeds_dir.mkdir()
-        seeds = [write_file(seeds_dir / f"seed-{i}.bin", 1024, random_blocks(1024)) for i in range(100)]
-        counts = self.profile.small_counts
-        store, have, stores = self.work / "store-small", 0, {}
+        seeds, counts = self.seeds(), self.profile.small_counts
+        tag = engine.lower()
+        store, have, stores = self.new_store(engine, f"store_small_{tag}"), 0, {}
         for count in counts:
-            have = self.populate(store, seeds, have, count)
-            stores[count] = store if count == counts[-1] else self.work / f"store-{count}"
-            if stores[count] != store:
-                shutil.copytree(store, stores[count], symlinks=True)
+            have = self.populate(store, seeds, have, count, engine)
+            stores[count] = store if count == counts[-1] else self.copy_store(store, f"store_{tag}_{count}")
         return stores
 
-    def small_put_sample(self, store: Path) -> Run:
+    def small_put_sample(self, store: Store) -> Run:
         """One sample of the per-put cost: (T(1 + K puts) - T(1 put)) / K, both scripts
         against the same store, so start-up, store open and pool start cancel out. The
         files added are deleted afterwards, so the store keeps its count.
@@ -817,46 +998,94 @@ class Bench:
 
         return Run(per_put("seconds"), many.peak_rss, "", "", per_put("user"), per_put("system"))
 
-    def small_puts(self, stores: dict[int, Path]) -> list[Measurement]:
+    def small_puts(self, stores: dict[tuple[str, int], Store]) -> dict[tuple[str, int], Measurement]:
         """Per-put samples, round-robin over the stores, every other round in reverse
         order (which store goes first in a round turned out to matter)."""
         k = self.profile.small_puts
-        rows = {count: Measurement("pfs put 1 KiB (per put)", f"store holds {count:,}",
-                                   note=f"(T(1+{k} puts) - T(1 put)) / {k} in script mode, fresh 1 KiB files; "
-                                        f"ratio of medians, a difference of two runs has no meaningful minimum")
-                for count in stores}
+        rows = {(engine, count): Measurement(
+                    engine_label("pfs put 1 KiB (per put)", engine), f"store holds {count:,}",
+                    note=f"(T(1+{k} puts) - T(1 put)) / {k} in script mode, fresh 1 KiB files; "
+                         f"ratio of medians, a difference of two runs has no meaningful minimum")
+                for engine, count in stores}
         for rep in range(self.profile.small_reps):
-            for count, store in list(stores.items())[::-1 if rep % 2 else 1]:
-                rows[count].add(self.small_put_sample(store))
+            for key, store in list(stores.items())[::-1 if rep % 2 else 1]:
+                rows[key].add(self.small_put_sample(store))
         for row in rows.values():
             progress(row)
-        return list(rows.values())
+        return rows
 
     def small_files(self) -> None:
-        counts = self.profile.small_counts
-        console.rule(f"small files: stores of {', '.join(f'{c:,}' for c in counts)} files")
-        stores = self.small_stores()
+        counts, engines = self.profile.small_counts, self.engines()
+        console.rule(f"small files ({' and '.join(engines)} engines): stores of {', '.join(f'{c:,}' for c in counts)}"
+                     f" files")
+        stores = {(engine, count): store for engine in engines for count, store in self.small_stores(engine).items()}
         exit_script = script_file(self.work / "exit.pfs", ["exit"])
         puts = self.small_puts(stores)
-        reads = measure([case for count, store in stores.items() for case in (
-            Case("pfs list", f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s, "list")),
-            Case("echo exit | pfs (store open)", f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s),
-                 stdin=exit_script))], self.profile.fast_reps)
-        lists, opens = reads[0::2], reads[1::2]
+        cases = [case for (engine, count), store in stores.items() for case in (
+            Case(engine_label("pfs list", engine), f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s, "list")),
+            Case(engine_label("echo exit | pfs (store open)", engine), f"store holds {count:,}",
+                 lambda _, s=store: self.pfs.argv(s), stdin=exit_script))]
+        reads = measure(cases, self.profile.fast_reps)
+        lists, opens = dict(zip(stores, reads[0::2])), dict(zip(stores, reads[1::2]))
         label = f"vs {counts[0]:,} files"
-        for rows in (lists, opens):
-            for m in rows:
-                m.ratio(label, rows[0])
-        for m in puts:
-            m.ratio(f"{label} (medians)", puts[0], "median")
-        puts[-1].target = Target(f"≤ 1.2× the {counts[0]:,}-file put", puts[-1].ratios[f"{label} (medians)"],
-                                 1.2, "×")
-        lists[-1].target = Target("< 1 s", lists[-1].min, 1.0, "s")
-        self.add(*puts, *lists, *opens)
+        for engine in engines:
+            first = (engine, counts[0])
+            for rows, stat, suffix in ((lists, "min", ""), (opens, "min", ""), (puts, "median", " (medians)")):
+                for count in counts:
+                    rows[engine, count].ratio(label + suffix, rows[first], stat)
+                    if engine != "JSON":
+                        rows[engine, count].ratio("JSON engine" + suffix, rows["JSON", count], stat)
+        last = ("JSON", counts[-1])
+        puts[last].target = Target(f"≤ 1.2× the {counts[0]:,}-file put", puts[last].ratios[f"{label} (medians)"],
+                                   1.2, "×")
+        lists[last].target = Target("< 1 s", lists[last].min, 1.0, "s")
+        for engine in engines:
+            self.add(*(rows[engine, count] for rows in (puts, lists, opens) for count in counts))
         for store in stores.values():
-            remove(store)
+            self.drop_store(store)
 
-    # -- 6. start-up -------------------------------------------------------------------------------------------
+    # -- 7. concurrent small puts -------------------------------------------------------------------------------
+
+    def concurrent_puts(self) -> None:
+        """Aggregate small-put rate of 1, 2 and 4 pfs processes, each running a script
+        of distinct puts into one store, per engine; the rounds interleave everything."""
+        n, engines = self.profile.concurrent_puts, self.engines()
+        console.rule(f"concurrent small puts: {', '.join(map(str, CONCURRENCY))} processes × {n:,} puts "
+                     f"({' and '.join(engines)} engines)")
+        seeds, cases, stores = self.seeds(), [], []
+        for engine in engines:
+            store = self.new_store(engine, f"store_concurrent_{engine.lower()}")
+            stores.append(store)
+            self.pfs_run(store, "list")  # creates the store, untimed
+            for procs in CONCURRENCY:
+                scripts = [self.work / f"concurrent-{engine}-{procs}-{i}.pfs" for i in range(procs)]
+
+                def write_scripts(rep: int, scripts: list[Path] = scripts, procs: int = procs) -> None:
+                    for i, path in enumerate(scripts):
+                        script_file(path, [f"put {seeds[j % len(seeds)]} c{procs}/r{rep}/p{i}/{j:05d}.bin"
+                                           for j in range(n)])
+
+                cases.append(Case(engine_label("pfs put 1 KiB, concurrent", engine), f"{procs} × {n:,} puts",
+                                  lambda _, s=store, scripts=scripts: [
+                                      sys.executable, "-c", CONCURRENT, len(scripts), *scripts,
+                                      *self.pfs.argv(s)],
+                                  before=write_scripts))
+        rows = measure(cases, self.profile.concurrent_reps)
+        for i, engine in enumerate(engines):
+            group = rows[i * len(CONCURRENCY):(i + 1) * len(CONCURRENCY)]
+            for procs, m in zip(CONCURRENCY, group):
+                m.rate, m.rate_unit = statistics.median(procs * n / s for s in m.seconds), "puts/s"
+                if procs > 1:
+                    m.ratios["speed-up vs 1 process"] = m.rate / group[0].rate
+                m.note = "puts/s: processes × puts / wall time of all of them (each pfs's start-up and store " \
+                         "open included), median over rounds"
+            self.add(*group)
+            console.print(f"  {engine}: " + ", ".join(f"{p} × {n:,}: {m.rate:,.0f} puts/s"
+                                                    for p, m in zip(CONCURRENCY, group)))
+        for store in stores:
+            self.drop_store(store)
+
+    # -- 8. start-up -------------------------------------------------------------------------------------------
 
     def startup(self) -> None:
         console.rule("start-up (empty store)")
@@ -872,14 +1101,36 @@ class Bench:
             m.target = Target("< 0.3 s", m.min, 0.3, "s")
         self.add(python, *rows)
 
+    @contextlib.contextmanager
+    def postgres_server(self) -> Iterator[None]:
+        """A throwaway PostgreSQL server for the database-store rows, stopped at the end;
+        without the server binaries those rows are skipped, with a note saying why."""
+        why = postgres_missing()
+        if why:
+            self.observations.append(f"PostgreSQL rows skipped: {why}")
+            console.print(f"[yellow]PostgreSQL rows skipped: {why}[/]")
+            yield
+            return
+        self.postgres = Postgres(self.work)
+        console.print(f"  PostgreSQL server started on port {self.postgres.server.port} "
+                      f"in {self.postgres.server.start_seconds:.1f} s")
+        try:
+            yield
+        finally:
+            self.postgres.close()
+            self.postgres = None
+
     # -- everything ----------------------------------------------------------------------------------------------
 
     def run_all(self) -> None:
         inputs = self.make_inputs()
         for name, src in inputs.items():
             self.big_file(name, src)
+        self.library_reads(inputs)
         self.memory(inputs)
-        self.small_files()
+        with self.postgres_server():
+            self.small_files()
+            self.concurrent_puts()
         self.startup()
         if self.recovered_messages:
             self.observations.append(
@@ -889,8 +1140,11 @@ class Bench:
 
 # -- report -------------------------------------------------------------------------------------------------------
 
-def ratios_text(ratios: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}×" if k.startswith("speed-up") else f"{v:.2f}× {k}" for k, v in ratios.items())
+def ratios_text(m: Measurement) -> str:
+    """The row's ratios, after its rate if it has one."""
+    rate = [f"{m.rate:,.0f} {m.rate_unit}"] if m.rate is not None else []
+    return ", ".join(rate + [f"{k} {v:.2f}×" if k.startswith("speed-up") else f"{v:.2f}× {k}"
+                             for k, v in m.ratios.items()])
 
 
 def render(rows: list[Measurement], title: str) -> Table:
@@ -905,7 +1159,7 @@ def render(rows: list[Measurement], title: str) -> Table:
         else:
             met = m.note if m.note == "not installed" else ""
         table.add_row(m.operation, m.file, time_text(m.min), time_text(m.median), spread_text(m.spread), cpu_text(m),
-                      ratios_text(m.ratios) or "-",
+                      ratios_text(m) or "-",
                       size_text(m.peak) if m.peak is not None else "-", m.target.text if m.target else "", met)
     return table
 
