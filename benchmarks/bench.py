@@ -130,6 +130,7 @@ class Profile:
     file_size: int
     reps: int  # interleaved rounds of the big-file section
     small_counts: tuple[int, ...]
+    db_small_counts: tuple[int, ...]  # the PostgreSQL engine's (it fills a store at about 150 puts/s)
     small_puts: int  # fresh 1 KiB files per small-put sample
     small_reps: int
     fast_reps: int  # repetitions of sub-second commands (list, start-up)
@@ -138,8 +139,8 @@ class Profile:
     concurrent_reps: int
 
 
-FULL = Profile("full", GiB, 7, (10, 10_000, 100_000), 500, 7, 10, 1000, 500, 3)
-QUICK = Profile("quick", 64 * MiB, 7, (10, 1_000, 5_000), 200, 3, 5, 200, 250, 3)
+FULL = Profile("full", GiB, 7, (10, 10_000, 100_000), (10, 10_000), 500, 7, 10, 1000, 250, 3)
+QUICK = Profile("quick", 64 * MiB, 7, (10, 1_000, 5_000), (10, 1_000, 5_000), 200, 3, 5, 200, 250, 3)
 
 
 # -- results --------------------------------------------------------------------------
@@ -915,8 +916,8 @@ class Bench:
             p99 = statistics.quantiles(latencies, n=100)[98]
             latency = Measurement("pfs API random 4 KiB read (latency)", name, seconds=latencies,
                                   note=f"{name}: p99 {time_text(p99)} over {len(latencies)} reads at random "
-                                       f"offsets ({per_round} a round), each timed inside the reader, which keeps the last 4 "
-                                       f"parts read (a read in one of them is a cache hit)")
+                                       f"offsets ({per_round} a round), each timed inside the reader, which keeps "
+                                       f"the last 4 parts read (a read in one of them is a cache hit)")
             progress(latency)
             console.print(f"  p99 {time_text(p99)}")
             self.add(cat, get, fs, command, latency)
@@ -967,10 +968,13 @@ class Bench:
             console.print(f"  {text}")
         return have
 
+    def small_counts(self, engine: str) -> tuple[int, ...]:
+        return self.profile.db_small_counts if engine == "PostgreSQL" else self.profile.small_counts
+
     def small_stores(self, engine: str) -> dict[int, Store]:
         """A store holding each of the profile's counts of 1 KiB files: one store is
         populated and copied when it reaches each smaller count."""
-        seeds, counts = self.seeds(), self.profile.small_counts
+        seeds, counts = self.seeds(), self.small_counts(engine)
         tag = engine.lower()
         store, have, stores = self.new_store(engine, f"store_small_{tag}"), 0, {}
         for count in counts:
@@ -1017,12 +1021,13 @@ class Bench:
     def small_files(self) -> None:
         counts, engines = self.profile.small_counts, self.engines()
         console.rule(f"small files ({' and '.join(engines)} engines): stores of {', '.join(f'{c:,}' for c in counts)}"
-                     f" files")
+                     f" files ({', '.join(f'{c:,}' for c in self.profile.db_small_counts)} on PostgreSQL)")
         stores = {(engine, count): store for engine in engines for count, store in self.small_stores(engine).items()}
         exit_script = script_file(self.work / "exit.pfs", ["exit"])
         puts = self.small_puts(stores)
         cases = [case for (engine, count), store in stores.items() for case in (
-            Case(engine_label("pfs list", engine), f"store holds {count:,}", lambda _, s=store: self.pfs.argv(s, "list")),
+            Case(engine_label("pfs list", engine), f"store holds {count:,}",
+                 lambda _, s=store: self.pfs.argv(s, "list")),
             Case(engine_label("echo exit | pfs (store open)", engine), f"store holds {count:,}",
                  lambda _, s=store: self.pfs.argv(s), stdin=exit_script))]
         reads = measure(cases, self.profile.fast_reps)
@@ -1031,7 +1036,7 @@ class Bench:
         for engine in engines:
             first = (engine, counts[0])
             for rows, stat, suffix in ((lists, "min", ""), (opens, "min", ""), (puts, "median", " (medians)")):
-                for count in counts:
+                for count in self.small_counts(engine):
                     rows[engine, count].ratio(label + suffix, rows[first], stat)
                     if engine != "JSON":
                         rows[engine, count].ratio("JSON engine" + suffix, rows["JSON", count], stat)
@@ -1040,7 +1045,7 @@ class Bench:
                                    1.2, "×")
         lists[last].target = Target("< 1 s", lists[last].min, 1.0, "s")
         for engine in engines:
-            self.add(*(rows[engine, count] for rows in (puts, lists, opens) for count in counts))
+            self.add(*(rows[engine, count] for rows in (puts, lists, opens) for count in self.small_counts(engine)))
         for store in stores.values():
             self.drop_store(store)
 
