@@ -249,8 +249,8 @@ class Session:
         if found.bad and not found.damage:
             self._count_failure()
         if not (found.damage or found.bad or found.healed):
-            what = "every copy and shard is intact" if job.kind == "verify" else "nothing to heal"
-            self.out.line(f"[{job.file_id}] {job.kind} {printable(job.name)}: {what}")
+            what = "verified {}: every part is intact" if job.kind == "verify" else "healed {}: nothing to heal"
+            self.out.line(f"[{job.file_id}] " + what.format(printable(job.name)))
 
     def _report_healed(self, job: Job, found) -> None:
         if found.healed:
@@ -476,7 +476,7 @@ def cmd_info(s: Session, a: Args) -> None:
     fields += [("redundancy", s.store.redundancy_of([entry])[entry.id]),
                ("hash", entry.hash), ("digest", entry.digest or "-"),
                ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
-    s.out.line("\n".join(printable(f"{label + ':':<11}{value}") for label, value in fields))
+    s.out.line("\n".join(printable(f"{label + ':':<12}{value}") for label, value in fields))
     if "--parts" not in a.flags:
         if manifest:
             s.out.line(f"(info {file_id} --parts lists the {entry.parts} part{'s' * (entry.parts != 1)})")

@@ -323,6 +323,10 @@ class PartEntry:
     copies: list[int] = field(default_factory=list)  # the volume of each copy (copies layout)
     shards: list[dict] = field(default_factory=list)  # {"volume", "hash", "size"} of each shard (ec layout)
 
+    def __post_init__(self) -> None:
+        if not self.copies and not self.shards:  # one copy, on `volume` (all a record made before copies has)
+            self.copies = [self.volume]
+
     def volumes(self) -> list[int]:
         """The volume of each piece (copy or shard), in piece order."""
         return [s["volume"] for s in self.shards] if self.shards else self.copies
@@ -365,7 +369,7 @@ def _part(d: object, file: FileEntry, index: int) -> PartEntry:
     if type(d) is not dict:
         raise BadRecord(f"part {index} is not part {index} of this file")
     part = PartEntry(**{k: d.get(k, default) for k, default in _PART_FIELDS.items() if k not in ("copies", "shards")},
-                     copies=d.get("copies", [d.get("volume", 0)]), shards=d.get("shards", []))
+                     copies=d.get("copies", []), shards=d.get("shards", []))
     offset = index * file.chunk_size
     expected = PartEntry(index, part_id(file.uuid, index), offset, min(file.chunk_size, file.size - offset),
                          part.stored, part.codec, part.hash, part.volume, part.status, part.copies, part.shards)

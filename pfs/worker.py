@@ -193,9 +193,8 @@ def check_part(job: PartCheck) -> PartVerdict:
     volumes = [v for v, _ in job.pieces]
     names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
     verdict = PartVerdict(None, volumes, [f"{names[j]}: {p}" for j, p in problems.items()])
-    if data is None:
-        verdict.problem = _summary(job, problems)
-        return verdict
+    if data is None:  # the problem names every piece's
+        return PartVerdict(_summary(job, problems), volumes)
     if job.out_path is not None:
         out = os.open(job.out_path, os.O_WRONLY)
         try:
