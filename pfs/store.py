@@ -606,9 +606,10 @@ class Store:
         usable = self.volset.writable()
         if len(usable) < layout.width:
             others = ", ".join(f"volume {v} {self.volset.status(v)}" for v in self.volset.configs if v not in usable)
-            raise UsageError(f"storing {layout.describe()} needs {layout.width} volumes that can "
-                             f"take parts, and {len(usable)} can" + (f" ({others})" if others else ""),
-                             "add volumes with `volume add DIR`, or ask for fewer copies")
+            raise UsageError(f"storing {layout.describe()} needs {layout.width} volume{'s' * (layout.width > 1)} "
+                             f"with free space, and {len(usable)} {'has' if len(usable) == 1 else 'have'} some"
+                             + (f" ({others})" if others else ""),
+                             "free some space, add a volume with `volume add DIR`, or ask for fewer copies")
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         self._sweep(entry)

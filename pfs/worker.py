@@ -313,14 +313,17 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:
     """Remove the keys not in `keep` from a volume (missing ones are fine); returns
-    how many existed. A volume that is gone is left alone."""
+    how many existed. A volume that is gone is left alone, and so is what is not
+    a part (a directory with content in a part's place): pfs did not write it."""
     volume, removed = _volume(desc), 0
-    try:
-        for key in keys:
-            if key not in keep:
+    for key in keys:
+        if key not in keep:
+            try:
                 removed += volume.remove(key)
-    except VolumeUnavailableError:
-        pass
+            except PartDamagedError:
+                continue
+            except VolumeUnavailableError:
+                break
     return removed
 
 

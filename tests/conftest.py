@@ -285,7 +285,10 @@ def live_sessions():
 def volume_dirs(store: Path) -> dict[int, Path]:
     """{volume id: directory} of the store's local volumes, as store.json lists them
     (a store of the first format lists plain names)."""
-    config = json.loads((store / "store.json").read_bytes())
+    try:
+        config = json.loads((store / "store.json").read_bytes())
+    except FileNotFoundError:  # not created yet
+        return {}
     dirs = {}
     for i, v in enumerate(config["volumes"]):
         vid, url = (i, v) if isinstance(v, str) else (v["id"], v["url"])

@@ -21,8 +21,6 @@ ACTIVE, DRAINING = "active", "draining"
 ONLINE, MISSING, FULL = "online", "missing", "full"
 #: Where a new store keeps its first volume, relative to the store's root.
 FIRST_VOLUME = "volumes/0"
-#: Free bytes below which a local volume counts as full (and placement skips it).
-RESERVE = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class VolumeSet:
         if vid not in self._open:
             config = self.configs[vid]
             self._open[vid] = open_volume({"url": self.location(config), "store_id": self.store_id,
-                                           "volume_id": str(vid), "reserve": _reserve(config)})
+                                           "volume_id": str(vid)})
         return self._open[vid]
 
     # -- status ---------------------------------------------------------------------
@@ -168,10 +166,6 @@ class VolumeSet:
 
     def to_list(self) -> list[dict]:
         return [c.to_dict() for c in self.configs.values()]
-
-
-def _reserve(config: VolumeConfig) -> int:
-    return 0 if "://" in config.url else RESERVE
 
 
 def _free(volume: Volume) -> int | None:
