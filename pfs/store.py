@@ -644,18 +644,19 @@ class Store:
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
                      cancel: threading.Event | None, every: bool = False, heal: bool = True,
-                     relocate: bool = False) -> Findings:
+                     relocate: bool = False, only_moving: bool = False) -> Findings:
         """Read every part through the pool (into `out_path` when given), checking
         the pieces it reads (all of them with `every`), rewriting damaged pieces
         in place (`heal`) and, with `relocate`, moving pieces off volumes that no
-        longer keep them (missing, draining), only for the parts that have such pieces."""
+        longer keep them (missing, draining); `only_moving` reads only the parts
+        that have such pieces."""
         layout = Layout.of(entry)
         self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,", layout)
         manifest = self._checked_manifest(entry)
         self.volset.refresh()
         weights = self.volset.writable() if relocate else {}
         jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate) for p in manifest.parts]
-        todo = [(p, job) for p, job in zip(manifest.parts, jobs) if not relocate or job.moves]
+        todo = [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
         intent = self._note_intent(entry) if any(job.moves for _, job in todo) else None
         try:
             verdicts = self.engine.run(worker.check_part, ((part_memory(p.size, layout), (job,)) for p, job in todo),
@@ -728,7 +729,7 @@ class Store:
         """Restore the file's redundancy: put a new copy or shard on another volume
         for each one on a volume that is missing or draining."""
         entry = self._stored_entry(file_id)
-        return self._check_parts(entry, None, progress, cancel, relocate=True)
+        return self._check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
         """Where get would write file `file_id`: never inside the store, never over

@@ -121,8 +121,9 @@ def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
         while True:
             if not left:
                 why = "; ".join(skipped) or "not enough volumes"
-                raise PfsError(f"only {len(placed)} of {len(pieces)} copies or shards of a part could be written "
-                               f"({why})", "add a volume or free some space")
+                what = "no volume could take it" if len(pieces) == 1 else \
+                    f"only {len(placed)} of {len(pieces)} copies or shards of a part could be written"
+                raise PfsError(f"{what} ({why})", "add a volume or free some space")
             vid, desc = left.pop(0)
             try:
                 _write(_volume(desc), key, piece)
@@ -189,10 +190,8 @@ def check_part(job: PartCheck) -> PartVerdict:
     if payload is not None:
         data, problem = _decoded(job, payload)
         if problem:  # every piece checked out, yet the whole does not
-            return PartVerdict(problem, [v for v, _ in job.pieces], [problem])
+            return PartVerdict(problem, [v for v, _ in job.pieces])
     volumes = [v for v, _ in job.pieces]
-    names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
-    verdict = PartVerdict(None, volumes, [f"{names[j]}: {p}" for j, p in problems.items()])
     if data is None:  # the problem names every piece's
         return PartVerdict(_summary(job, problems), volumes)
     if job.out_path is not None:
@@ -201,21 +200,33 @@ def check_part(job: PartCheck) -> PartVerdict:
             _write_all(out, data, job.offset)
         finally:
             os.close(out)
+    names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
+    verdict = PartVerdict(None, volumes)
     pieces = _Pieces(layout, payload)
     for j, problem in problems.items():
         desc = job.pieces[j][1]
-        if job.heal and desc is not None and j not in job.moves:
-            _write(_volume(desc), keys[j], pieces[j])
-            _volume(desc).flush([keys[j]])
-            verdict.healed.append(f"{names[j]} rewritten ({problem})")
+        if j in job.moves:
+            continue
+        if job.heal and desc is not None:
+            try:
+                _write(_volume(desc), keys[j], pieces[j])
+                _volume(desc).flush([keys[j]])
+                verdict.healed.append(f"{names[j]} rewritten ({problem})")
+                continue
+            except VolumeError as exc:
+                problem += f"; cannot be rewritten ({exc.message})"
+        verdict.bad.append(f"{names[j]}: {problem}")
+    taken = set(volumes)
     for j, targets in job.moves.items():
         try:
-            volumes[j] = place([pieces[j]], [keys[j]], targets)[0]
+            volumes[j] = place([pieces[j]], [keys[j]], [t for t in targets if t[0] not in taken])[0]
         except PfsError as exc:
-            verdict.bad.append(f"{names[j]}: cannot be moved ({exc.message})")
+            verdict.bad.append(f"{names[j]}: {problems.get(j, 'its volume does not keep it')}; "
+                               f"cannot be moved ({exc.message})")
             continue
+        taken.add(volumes[j])
         _volume(dict(targets)[volumes[j]]).flush([keys[j]])
-        verdict.healed.append(f"{names[j]} {'rebuilt' if j in problems else 'copied'} on volume {volumes[j]}")
+        verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
     return verdict
 
 
@@ -307,8 +318,9 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
     """Why a part cannot be read: its one piece's problem, or each piece's."""
     if len(job.pieces) == 1:
         return problems[0]
-    return "too few good " + ("shards" if job.layout.ec else "copies") + ": " + \
-        "; ".join(f"{j}: {p}" for j, p in sorted(problems.items()))
+    kind = "shard" if job.layout.ec else "copy"
+    return f"too few good {'shards' if job.layout.ec else 'copies'}: " + \
+        "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
 
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:

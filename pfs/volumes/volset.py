@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pfs.errors import PfsError, UsageError, VolumeError
 from pfs.volumes.base import Volume, open_volume
+from pfs.volumes.local import LocalVolume
 
 ACTIVE, DRAINING = "active", "draining"
 ONLINE, MISSING, FULL = "online", "missing", "full"
@@ -143,7 +144,7 @@ class VolumeSet:
             if marker is not None:
                 raise UsageError(f"{url} is already a volume (of {'this' if marker.get('store') == self.store_id else 'another'} store)",
                                  "give an empty directory or bucket")
-            if next(iter(volume.keys()), None) is not None:
+            if not _empty(volume):
                 raise UsageError(f"{url} is not empty", "give an empty directory or bucket")
             volume.write_marker(self.store_id, str(config.id))
         except VolumeError as exc:
@@ -166,6 +167,13 @@ class VolumeSet:
 
     def to_list(self) -> list[dict]:
         return [c.to_dict() for c in self.configs.values()]
+
+
+def _empty(volume: Volume) -> bool:
+    """No parts, and for a directory nothing at all but a new filesystem's lost+found."""
+    if next(iter(volume.keys()), None) is not None:
+        return False
+    return not isinstance(volume, LocalVolume) or set(os.listdir(volume.root)) <= {"lost+found"}
 
 
 def _free(volume: Volume) -> int | None:
