@@ -303,6 +303,19 @@ def pieces(store: Path) -> list[tuple[int, str, Path]]:
             if p.is_file()]
 
 
+def referenced_pieces(store: Path) -> set[tuple[int, str]]:
+    """(volume id, key) of every copy or shard the manifests reference."""
+    found = set()
+    for m in (store / "manifests").glob("*.json"):
+        if m.stem.isdigit():
+            for part in json.loads(m.read_bytes())["parts"]:
+                if part.get("shards"):
+                    found |= {(s["volume"], f"{part['id']}.{j}") for j, s in enumerate(part["shards"])}
+                else:
+                    found |= {(v, part["id"]) for v in part.get("copies", [part.get("volume", 0)])}
+    return found
+
+
 def part_files(store: Path) -> dict[str, Path]:
     """Every part file on the store's volumes: {part id (file name): path}."""
     found = {}

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, part_files,
-                      pfs_argv)
+from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, pfs_argv, pieces,
+                      referenced_pieces, run_pfs)
 from pfs.registry import MIN_COMPACT_BYTES
 
 MIB = 1 << 20
@@ -36,9 +36,14 @@ MIB = 1 << 20
 KEEP = 3
 
 
+#: Crash loop modes: the options of every run, and how many volumes the store has.
+MODES = {"plain": ([], 1), "copies": (["--copies", "2"], 4), "ec": (["--ec", "2+1"], 4)}
+
+
 class CrashLoop:
-    def __init__(self, root: Path, seed: int) -> None:
+    def __init__(self, root: Path, seed: int, mode: str = "plain") -> None:
         self.rng = random.Random(seed)
+        self.options, volumes = MODES[mode]
         self.store = root / "store"
         self.work = root / "work"
         self.originals = root / "orig"
@@ -50,6 +55,14 @@ class CrashLoop:
         self.failed: set[int] = set()
         self.counts = collections.Counter()
         self.iteration = 0
+        self.draining: int | None = None
+        self.damaged = False
+        extra = [root / f"vol{i}" for i in range(1, volumes)]
+        for d in extra:
+            d.mkdir()
+        if extra:
+            r = run_pfs(self.store, "".join(f"volume add {d}\n" for d in extra), cwd=self.work)
+            assert r.returncode == 0, r.stderr
 
     # -- one iteration ------------------------------------------------------
 
@@ -78,8 +91,28 @@ class CrashLoop:
             make_file(self.originals / name, rng.randint(1 * MIB, 8 * MIB), rng.choice(["random", "text"]))
             lines.append(f"put {self.originals / name}")
             self.counts["puts issued"] += 1
+        if self.options:  # kills also land in heals, scrubs and drains
+            lines += self.maintenance()
         rng.shuffle(lines)
         return lines, deletes, gets
+
+    def maintenance(self) -> list[str]:
+        """A scrub after damage of one piece; a heal; the drain of one volume."""
+        rng, lines = self.rng, []
+        if self.stored and rng.random() < 0.4:
+            vid, key, path = rng.choice(pieces(self.store))
+            path.unlink()  # within redundancy: the check's scrub heals it before the next
+            self.damaged = True
+            lines.append("verify --all --heal")
+            self.counts["pieces deleted"] += 1
+        if rng.random() < 0.3:
+            lines.append("heal")
+        if self.draining is None and self.iteration > 2 and rng.random() < 0.3:
+            self.draining = rng.randint(1, 3)
+        if self.draining is not None and rng.random() < 0.5:
+            lines.append(f"volume drain {self.draining}")
+            self.counts["drains issued"] += 1
+        return lines
 
     def make_compaction_due(self) -> None:
         """Grow the journal past the compaction threshold with no-op records (deletes
@@ -106,13 +139,15 @@ class CrashLoop:
         script = self.work / "script.txt"
         script.write_text("".join(line + "\n" for line in lines))
         with script.open() as stdin:
-            proc = subprocess.Popen(pfs_argv(self.store), stdin=stdin, stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(pfs_argv(self.store, *self.options), stdin=stdin, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, cwd=self.work, env=env(), start_new_session=True)
         try:
             proc.wait(timeout=self.rng.uniform(0.02, 0.5))
         except subprocess.TimeoutExpired:
             pass
         killed = kill_group(proc)
+        intents = self.store / "intents"
+        self.counts["heals or drains cut short"] += len(list(intents.iterdir())) if intents.exists() else 0
         if snapshot.exists() and snapshot.stat().st_mtime_ns != before:
             self.counts["runs that compacted the journal"] += 1
         return killed
@@ -153,8 +188,12 @@ class CrashLoop:
             assert set(manifests) == set(stored), \
                 (f"manifests {sorted(manifests)} but stored files {sorted(stored)} (iteration {self.iteration})\n"
                  f"{session.stdout()}\n{session.stderr()}")
-            referenced = {pid for pids in manifests.values() for pid in pids}
-            on_disk = set(part_files(self.store))
+            if self.damaged:  # heal the piece deleted before the run, so damage never adds up
+                session.send("verify --all --heal", "wait", "jobs")
+                session.wait_for(r"^verify --all --heal: ", timeout=120)
+                self.damaged = False
+            referenced = referenced_pieces(self.store)
+            on_disk = {(vid, key) for vid, key, _ in pieces(self.store)}
             assert on_disk <= referenced, (f"{len(on_disk - referenced)} orphan part file(s) after reopen "
                                            f"(iteration {self.iteration})")
             assert referenced <= on_disk, (f"{len(referenced - on_disk)} referenced part file(s) missing "
@@ -198,15 +237,15 @@ class CrashLoop:
         return self.counts
 
 
-def _crash_loop(tmp_path: Path, kills: int, capsys) -> None:
+def _crash_loop(tmp_path: Path, kills: int, capsys, mode: str = "plain") -> None:
     seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
-    loop = CrashLoop(tmp_path, seed)
+    loop = CrashLoop(tmp_path, seed, mode)
     start = time.monotonic()
     try:
         counts = loop.run(kills)
     finally:
         with capsys.disabled():
-            print(f"\ncrash loop (PFS_CRASH_SEED={seed}): "
+            print(f"\ncrash loop {mode} (PFS_CRASH_SEED={seed}): "
                   + ", ".join(f"{k}={v}" for k, v in sorted(loop.counts.items()))
                   + f" in {time.monotonic() - start:.0f} s")
     assert counts["kills"] >= kills
@@ -214,6 +253,13 @@ def _crash_loop(tmp_path: Path, kills: int, capsys) -> None:
 
 def test_kill9_at_random_instants(tmp_path, capsys):
     _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")), capsys)
+
+
+@pytest.mark.parametrize("mode", ["copies", "ec"])
+def test_kill9_with_copies_and_erasure_coding(tmp_path, capsys, mode):
+    """The same loop on four volumes, with heals, scrubs (after a piece was deleted)
+    and the drain of a volume in the killed scripts."""
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")) // 2, capsys, mode)
 
 
 @pytest.mark.soak

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, pieces, read_manifest,
-                      run_pfs, volume_dirs)
+                      referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
@@ -65,21 +65,9 @@ class Volumes:
             keys = [(v, part["id"]) for v in part.get("copies", [part.get("volume", 0)])]
         return [dirs[v] / key[:2] / key[2:4] / key for v, key in keys]
 
-    def referenced(self) -> set[tuple[int, str]]:
-        """(volume, key) of every piece the manifests reference."""
-        found = set()
-        for m in (self.store / "manifests").glob("*.json"):
-            for part in json.loads(m.read_bytes())["parts"]:
-                if part.get("shards"):
-                    found |= {(s["volume"], f"{part['id']}.{j}") for j, s in enumerate(part["shards"])}
-                else:
-                    found |= {(v, part["id"]) for v in part["copies"]}
-        return found
-
     def assert_no_orphans(self) -> None:
-        on_disk = {(vid, key) for vid, key, _ in pieces(self.store)}
-        assert on_disk == self.referenced(), (f"orphans: {on_disk - self.referenced()}, "
-                                              f"missing: {self.referenced() - on_disk}")
+        on_disk, referenced = {(vid, key) for vid, key, _ in pieces(self.store)}, referenced_pieces(self.store)
+        assert on_disk == referenced, f"orphans: {on_disk - referenced}, missing: {referenced - on_disk}"
 
 
 @pytest.mark.parametrize("extra, option", [(2, "--copies=1"), (2, "--copies=2"), (3, "--copies=3"),
@@ -329,3 +317,24 @@ def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path):
     assert v.run(f"volume add {extra}\n").returncode == 0
     second = v.put("b.bin", "--copies", "2")
     v.get_all({1: original, 2: second})
+
+
+def test_pieces_of_an_interrupted_heal_are_removed_at_open(tmp_path):
+    """What a kill between a heal's writes and its manifest leaves: its note in
+    intents/ and a copy that no manifest references. The next open removes that
+    copy, and only that."""
+    v = Volumes(tmp_path, 2)
+    original = v.put("a.bin", "--copies", "2")
+    part = read_manifest(v.store, 1)["parts"][0]
+    spare = next(vid for vid in volume_dirs(v.store) if vid not in part["copies"])
+    source = v.piece_paths(1, 0)[0]
+    stray = volume_dirs(v.store)[spare] / source.relative_to(source.parents[2])
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(source.read_bytes())
+    record = json.loads((v.store / "manifests" / "1.json").read_bytes())["file"]
+    (v.store / "intents" / "1.json").write_text(json.dumps(record))
+    r = v.run("list\n")
+    assert r.returncode == 0, r.stderr
+    assert not stray.exists() and list((v.store / "intents").iterdir()) == []
+    v.assert_no_orphans()
+    v.get_all({1: original})
