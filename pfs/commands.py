@@ -254,8 +254,9 @@ class Session:
 
     def _report_healed(self, job: Job, found) -> None:
         if found.healed:
-            self.out.line(printable(f"[{job.file_id}] healed {job.name}: {len(found.healed)} cop(ies)/shard(s): "
-                                    + "; ".join(found.healed)))
+            n = len(found.healed)
+            self.out.line(printable(f"[{job.file_id}] healed {job.name} ({n} cop{'y' if n == 1 else 'ies'} or "
+                                    f"shard{'s' * (n != 1)}): " + "; ".join(found.healed)))
 
     def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
         if count and damage:

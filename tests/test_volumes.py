@@ -184,7 +184,7 @@ def test_damaged_pieces_are_healed_on_read_and_by_scrub(tmp_path, option):
     assert r.returncode == 1 and len(error_lines(r.stderr)) == len(parts) - 3, r.stderr  # verify finds, fixes nothing
     r = v.run("verify --all --heal\n")
     assert r.returncode == 0, r.stderr
-    assert f"{len(parts) - 3} cop(ies)/shard(s)" in r.stdout and "1 healed" in r.stdout, r.stdout
+    assert f"({len(parts) - 3} copies or shards)" in r.stdout and "1 healed" in r.stdout, r.stdout
     r = v.run("verify --all\n")
     assert r.returncode == 0 and "1 verified, 0 damaged" in r.stdout, r.stdout + r.stderr
     for i in range(len(parts)):
