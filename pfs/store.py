@@ -799,14 +799,15 @@ class Store:
 
     # -- volumes ------------------------------------------------------------------
 
-    def add_volume(self, location: str, weight: float = 1.0) -> VolumeConfig:
-        """Claim a directory (or s3://bucket/prefix) as a new volume of the store."""
+    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
+        """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
+        standard server) as a new volume of the store."""
         if "://" not in location:
             path = user_path(location).absolute()
             if self.inside_store(path):
                 raise UsageError(f"{location} is inside the store {self.root}", "choose a directory outside the store")
             location = str(path)
-        config = self.volset.add(location, weight, self.config["next_volume"])
+        config = self.volset.add(location, weight, endpoint, self.config["next_volume"])
         self.save_volumes(config.id + 1)
         return config
 

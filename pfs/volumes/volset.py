@@ -27,27 +27,30 @@ FIRST_VOLUME = "volumes/0"
 @dataclass(frozen=True)
 class VolumeConfig:
     """One volume as store.json lists it. `url` is a directory (relative to the
-    store's root when it lies inside it) or s3://bucket/prefix (the server and
-    credentials come from the standard AWS places, never from the store)."""
+    store's root when it lies inside it) or s3://bucket/prefix; `endpoint` is
+    its S3 server where not the standard AWS one (credentials come from the
+    standard AWS places, never from the store)."""
 
     id: int
     url: str
     weight: float = 1.0
     state: str = ACTIVE
+    endpoint: str = ""
 
     @classmethod
     def from_dict(cls, d: object) -> VolumeConfig:
         """A listed volume; ValueError unless it is what pfs writes."""
-        if type(d) is not dict or set(d) - {"id", "url", "weight", "state"}:
+        if type(d) is not dict or set(d) - {"id", "url", "weight", "state", "endpoint"}:
             raise ValueError("not a volume")
         v = cls(**d)
         if type(v.id) is not int or not 0 <= v.id < 1 << 31 or type(v.url) is not str or not v.url or \
-                type(v.weight) not in (int, float) or not 0 < v.weight < 1e9 or v.state not in (ACTIVE, DRAINING):
+                type(v.weight) not in (int, float) or not 0 < v.weight < 1e9 or v.state not in (ACTIVE, DRAINING) \
+                or type(v.endpoint) is not str:
             raise ValueError(f"volume {d.get('id')!r} is not a volume")
         return v
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "endpoint" or v}
 
 
 def parse_volumes(listed: object) -> list[VolumeConfig]:
@@ -85,8 +88,9 @@ class VolumeSet:
     def volume(self, vid: int) -> Volume:
         if vid not in self._open:
             config = self.configs[vid]
+            endpoint = {"endpoint": config.endpoint} if config.endpoint else {}
             self._open[vid] = open_volume({"url": self.location(config), "store_id": self.store_id,
-                                           "volume_id": str(vid)})
+                                           "volume_id": str(vid), **endpoint})
         return self._open[vid]
 
     # -- status ---------------------------------------------------------------------
@@ -130,10 +134,12 @@ class VolumeSet:
 
     # -- changes (the caller writes store.json) ---------------------------------------
 
-    def add(self, url: str, weight: float, next_id: int) -> VolumeConfig:
+    def add(self, url: str, weight: float, endpoint: str, next_id: int) -> VolumeConfig:
         """Claim a new volume: refused if it is in use (listed already, another
         store's, or not empty). Its marker is written before store.json lists it."""
-        config = VolumeConfig(next_id, url, weight)
+        if endpoint and "://" not in url:
+            raise UsageError("--endpoint is for s3:// volumes only")
+        config = VolumeConfig(next_id, url, weight, ACTIVE, endpoint)
         location = self.location(config)
         if any(self.location(c) == location for c in self.configs.values()):
             raise UsageError(f"{url} is already a volume of this store", "`volume list` shows them")
