@@ -577,8 +577,7 @@ class Store:
                 results = self.engine.run(worker.store_part, tasks(), written, cancel)
             finally:
                 wait(syncs)
-            for f in syncs:
-                f.result()
+            lost = _volume_failures(syncs)
             how = src.change()
             if how:
                 raise source_changed(source, how)
@@ -589,6 +588,8 @@ class Store:
             done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
                            digest=codec.file_digest([p.hash for p in parts]))
             self.parts.save(Manifest(done, parts))
+            if lost:
+                self._keep_off_lost_volumes(done, lost[0], cancel)
             self.files.save(done)
             return done
         except BaseException as exc:
@@ -600,6 +601,15 @@ class Store:
             raise exc
         finally:
             os.close(src.fd)
+
+    def _keep_off_lost_volumes(self, done: FileEntry, why: VolumeError, cancel: threading.Event | None) -> None:
+        """A volume went away while the put wrote to it: rebuild the copies or
+        shards it held on the other volumes, from the ones that made it. The put
+        fails only where too few made it (a single copy, too few shards)."""
+        found = self._check_parts(done, None, _no_progress, cancel, relocate=True, only_moving=True)
+        if found.damage or found.bad:
+            raise PfsError(f"{why.message}, and too few copies or shards of some parts were written elsewhere",
+                           why.advice)
 
     def _check_room(self, layout: Layout) -> None:
         """Refuse a layout that needs more volumes than can take parts now."""
@@ -963,6 +973,16 @@ class Output:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _volume_failures(syncs: list[Future]) -> list[VolumeError]:
+    """The flushes that failed because their volume did (went away, filled up);
+    any other failure is raised."""
+    failures = [f.exception() for f in syncs if f.exception() is not None]
+    for exc in failures:
+        if not isinstance(exc, VolumeError):
+            raise exc
+    return failures
 
 
 def describe(exc: BaseException) -> str:

@@ -338,3 +338,31 @@ def test_pieces_of_an_interrupted_heal_are_removed_at_open(tmp_path):
     assert not stray.exists() and list((v.store / "intents").iterdir()) == []
     v.assert_no_orphans()
     v.get_all({1: original})
+
+
+@pytest.mark.parametrize("copies", [2, 1])
+def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies):
+    """The directory of a volume is moved away while a put writes to it: with two
+    copies the put completes with both copies on the volumes left; with one, it
+    fails and is rolled back. Nothing is written to the vanished volume's place."""
+    import time
+    v = Volumes(tmp_path, 3)
+    data = make_file(v.work / "big.bin", 600 * CHUNK).read_bytes()
+    victim = v.dirs[1]
+    s = live_sessions(v.store, v.work, "--copies", str(copies))
+    s.send("put big.bin")
+    deadline = time.monotonic() + 30
+    while not any(victim.glob("*/*/*")):
+        assert time.monotonic() < deadline, "the put wrote nothing to the victim"
+        time.sleep(0.005)
+    victim.rename(tmp_path / "gone")
+    assert s.close() == (0 if copies == 2 else 1), s.stderr()
+    r = v.run("list\n")
+    assert not victim.exists()
+    if copies == 2:
+        assert parse_list(r.stdout)[1] == ("big.bin", "stored") and "2 copies" in r.stdout and "missing" not in r.stdout
+        assert all(2 not in volumes for volumes in _volumes_of(v.store))
+        v.get_all({1: data})
+    else:
+        assert "volume directory" in s.stderr() and parse_list(r.stdout)[1][1].startswith("failed"), s.stderr()
+    v.assert_no_orphans()
