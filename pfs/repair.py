@@ -218,7 +218,7 @@ def _collect_orphans(root: Path, files: FileRegistry, parts: PartRegistry, volum
             placed.update((v, k) for p in manifest.parts for v, k in zip(p.volumes(), layout.keys(p.id)))
         elif e.status in (STORED, STORING, DELETING):
             anywhere.update(k for i in range(e.parts) for k in layout.keys(part_id(e.uuid, i)))
-    moved = 0
+    moved, places = 0, set()
     for vid in volumes.configs:
         volume = volumes.volume(vid)
         if not (isinstance(volume, LocalVolume) and volumes.readable(vid)):
@@ -226,7 +226,9 @@ def _collect_orphans(root: Path, files: FileRegistry, parts: PartRegistry, volum
         for key in list(volume.keys()):
             if key not in anywhere and (vid, key) not in placed:
                 path = volume.path(key)
-                set_aside(root if path.is_relative_to(root) else volume.root, path)
+                base = root if path.is_relative_to(root) else volume.root
+                set_aside(base, path)
                 moved += 1
+                places.add(str(base / LOST_AND_FOUND))
     if moved:
-        report.lost.append(f"{moved} part file(s) belonged to no file; moved to {root / LOST_AND_FOUND}")
+        report.lost.append(f"{moved} part file(s) belonged to no file; moved to {', '.join(sorted(places))}")

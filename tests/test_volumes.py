@@ -366,3 +366,25 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies):
     else:
         assert "volume directory" in s.stderr() and parse_list(r.stdout)[1][1].startswith("failed"), s.stderr()
     v.assert_no_orphans()
+
+
+def test_repair_rebuilds_manifests_from_copies_and_shards_on_every_volume(tmp_path):
+    v = Volumes(tmp_path, 3)
+    originals = {1: v.put("a.bin", "--copies", "2"), 2: v.put("b.bin", "--ec", "2+1"),
+                 3: v.put("c.bin", "--ec", "2+2", kind="text")}
+    wanted = {i: read_manifest(v.store, i) for i in originals}
+    for i in originals:
+        (v.store / "manifests" / f"{i}.json").unlink()
+    stray = v.dirs[1] / "ab" / "cd" / ("abcd" + "0" * 28)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"belongs to no file")
+    r = run_pfs(v.store, "", "repair", cwd=v.work)
+    assert r.returncode == 1, r.stdout + r.stderr  # the stray part is reported lost
+    assert r.stdout.count("manifest rebuilt from its part files") == 3, r.stdout
+    assert f"moved to {v.dirs[1] / 'lost+found'}" in r.stdout and not stray.exists()
+    def same(part: dict) -> dict:  # the order of copies is only a preference
+        return {**part, "copies": sorted(part["copies"]), "volume": None}
+
+    for i in originals:
+        assert list(map(same, read_manifest(v.store, i)["parts"])) == list(map(same, wanted[i]["parts"])), i
+    v.get_all(originals)
