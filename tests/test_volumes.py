@@ -287,15 +287,21 @@ def test_full_volume_is_skipped_and_enospc_retried_elsewhere(tmp_path, small_fs)
     v.assert_no_orphans()
 
 
-def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path):
+@pytest.mark.parametrize("crashed", [False, True], ids=["fresh", "upgrade-cut-short"])
+def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path, crashed):
     """store.json listing "volumes": ["volumes/0"], no markers, parts with only a
-    `volume` field: opened, upgraded in place, read, and given new volumes."""
+    `volume` field: opened, upgraded in place, read, and given new volumes. An
+    upgrade cut short after the marker was written keeps the marker's identity."""
     v = Volumes(tmp_path, 0)
     original = v.put("a.bin")
     config = json.loads((v.store / "store.json").read_bytes())
     old = {"format": 1, **{k: config[k] for k in ("chunk_size", "codec", "hash")}, "volumes": ["volumes/0"]}
     (v.store / "store.json").write_text(json.dumps(old))
-    (v.store / "volumes" / "0" / "pfs-volume.json").unlink()
+    marker = v.store / "volumes" / "0" / "pfs-volume.json"
+    if crashed:
+        marker.write_text(json.dumps({"format": 1, "store": "b" * 32, "volume": "0"}))
+    else:
+        marker.unlink()
     (v.store / "intents").rmdir()
     manifest = read_manifest(v.store, 1)
     for part in manifest["parts"]:
@@ -310,8 +316,9 @@ def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path):
     v.get_all({1: original})
     upgraded = json.loads((v.store / "store.json").read_bytes())
     assert upgraded["format"] == 2 and upgraded["volumes"][0]["url"] == "volumes/0"
-    marker = json.loads((v.store / "volumes" / "0" / "pfs-volume.json").read_bytes())
+    marker = json.loads(marker.read_bytes())
     assert marker["store"] == upgraded["id"] and marker["volume"] == "0"
+    assert (upgraded["id"] == "b" * 32) == crashed
     extra = tmp_path / "vol1"
     extra.mkdir()
     assert v.run(f"volume add {extra}\n").returncode == 0
