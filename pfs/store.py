@@ -30,7 +30,7 @@ from pfs.governor import MemoryGovernor
 from pfs.redundancy import Layout, check_layout
 from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE, SNAPSHOT,
                           STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged,
-                          fsync_dir, parse_ec, read_json, write_json_atomic)
+                          fsync_dir, read_json, write_json_atomic)
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
