@@ -466,7 +466,11 @@ class Store:
         try:
             entry = FileEntry.from_dict(read_json(intent, self.root))
         except (PfsError, ValueError):
-            raise damaged(self.root, f"{intent} is damaged") from None
+            if self.repair_report is None:
+                raise damaged(self.root, f"{intent} is damaged") from None
+            # repair has already set aside whatever pieces no manifest references
+            self.repair_report.repaired.append(f"{intent} is damaged; moved to {set_aside(self.root, intent)}")
+            return
         current = self.files.get(entry.id)
         manifest = self.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
         self._sweep(entry, manifest)

@@ -395,3 +395,16 @@ def test_repair_rebuilds_manifests_from_copies_and_shards_on_every_volume(tmp_pa
     for i in originals:
         assert list(map(same, read_manifest(v.store, i)["parts"])) == list(map(same, wanted[i]["parts"])), i
     v.get_all(originals)
+
+
+def test_a_damaged_heal_note_is_refused_then_set_aside_by_repair(tmp_path):
+    v = Volumes(tmp_path, 1)
+    original = v.put("a.bin", "--copies", "2")
+    (v.store / "intents" / "1.json").write_text('{"id": 1, "na')
+    r = run_pfs(v.store, "list\n", cwd=v.work)
+    assert r.returncode == 2 and error_lines(r.stderr) == [error_lines(r.stderr)[0]], r.stderr
+    assert "intents/1.json is damaged" in r.stderr and "repair" in r.stderr
+    r = run_pfs(v.store, "", "repair", cwd=v.work)
+    assert r.returncode == 0 and "intents/1.json is damaged; moved to" in r.stdout, r.stdout + r.stderr
+    assert list((v.store / "intents").iterdir()) == []
+    v.get_all({1: original})
