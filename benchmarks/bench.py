@@ -1,20 +1,23 @@
-"""pfs benchmark: big-file put/get against cp/cat (and restic/borg when installed),
-the memory contract, the small-file path, list and start-up.
+"""pfs benchmark: big-file put/get against cp/cat and the peers (restic, borg,
+rclone when installed), the memory contract, the small-file path, list and start-up.
 
-    python benchmarks/bench.py [--quick] [--dir DIR] [--json OUT]
+    python benchmarks/bench.py [--quick] [--dir DIR] [--json OUT] [--install-peers]
 
 Every command, pfs or baseline, runs as a child process through one code path
-(`run`), which times it and samples the summed RSS of its whole process tree.
-The machine is shared, so results are ratios to baselines measured in the same
-run, and the commands of a section run round-robin (one repetition of each, then
-the next round) so that a change of load hits pfs and its baselines alike.
-Ratios and targets use the minimum over repetitions (noise only adds time),
-except where a row says median.
+(`run`), which times it, samples the summed RSS of its whole process tree and
+measures the CPU time (user and system) of that whole tree: exactly, from a
+cgroup made for the command, where the machine lets us create one. CPU time does
+not depend on how busy the machine is, so it is the figure to compare on a shared
+machine; wall time is the figure users feel, and is only comparable within a run.
+The commands of a section run round-robin (one repetition of each, then the next
+round), so a change of load hits pfs and the baselines of its round alike; the
+big-file ratios are medians of the ratios within each round.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import hashlib
 import json
@@ -47,6 +50,10 @@ MiB = 1 << 20
 GiB = 1 << 30
 #: RSS sampling period of the process tree.
 SAMPLE_EVERY = 0.020
+#: How long a command's leftover processes may take to exit before the run fails.
+LEFTOVER_WAIT = 10.0
+#: The peers, as Debian packages (--install-peers installs them with apt-get).
+PEER_PACKAGES = ("restic", "borgbackup", "rclone")
 #: Put lines per pfs process when populating a store with small files.
 POPULATE_BATCH = 5_000
 #: pfs options of the four big-file configurations.
@@ -78,15 +85,15 @@ class Profile:
 
     name: str
     file_size: int
-    reps: int
+    reps: int  # interleaved rounds of the big-file section
     small_counts: tuple[int, ...]
     small_puts: int  # fresh 1 KiB files per small-put sample
     small_reps: int
     fast_reps: int  # repetitions of sub-second commands (list, start-up)
 
 
-FULL = Profile("full", GiB, 5, (10, 10_000, 100_000), 500, 7, 10)
-QUICK = Profile("quick", 64 * MiB, 2, (10, 1_000, 5_000), 200, 3, 5)
+FULL = Profile("full", GiB, 7, (10, 10_000, 100_000), 500, 7, 10)
+QUICK = Profile("quick", 64 * MiB, 7, (10, 1_000, 5_000), 200, 3, 5)
 
 
 # -- results --------------------------------------------------------------------------
@@ -108,12 +115,16 @@ class Target:
 
 @dataclass
 class Measurement:
-    """One row: an operation on one input, repeated; seconds and peak tree RSS per repetition."""
+    """One row: an operation on one input, repeated; per repetition the wall seconds,
+    the peak tree RSS and the tree's user and system CPU seconds."""
 
     operation: str
     file: str
     seconds: list[float] = field(default_factory=list)
     peak_rss: list[int] = field(default_factory=list)
+    user: list[float] = field(default_factory=list)
+    system: list[float] = field(default_factory=list)
+    nbytes: int | None = None  # the input's size, for CPU seconds per GiB
     ratios: dict[str, float] = field(default_factory=dict)
     target: Target | None = None
     note: str = ""
@@ -127,21 +138,42 @@ class Measurement:
         return statistics.median(self.seconds) if self.seconds else None
 
     @property
+    def spread(self) -> float | None:
+        """(max - min) / median of the wall times: how noisy the row was."""
+        return (max(self.seconds) - self.min) / self.median if len(self.seconds) > 1 else None
+
+    @property
     def peak(self) -> int | None:
         return max(self.peak_rss) if self.peak_rss else None
 
-    def add(self, seconds: float, peak_rss: int) -> None:
-        self.seconds.append(seconds)
-        self.peak_rss.append(peak_rss)
+    def cpu(self, kind: str) -> float | None:
+        """Median user or system CPU seconds, per GiB of input when the row has a size."""
+        values = getattr(self, kind)
+        if not values:
+            return None
+        return statistics.median(values) / (self.nbytes / GiB if self.nbytes else 1)
+
+    def add(self, r: Run) -> None:
+        self.seconds.append(r.seconds)
+        self.peak_rss.append(r.peak_rss)
+        if r.user is not None:
+            self.user.append(r.user)
+            self.system.append(r.system)
 
     def ratio(self, label: str, base: Measurement, stat: str = "min") -> float:
-        """Record and return stat(self) / stat(base) under `label` (stat: min or median)."""
-        self.ratios[label] = getattr(self, stat) / getattr(base, stat)
+        """Record and return stat(self) / stat(base) under `label` (stat: min or median),
+        or with stat "paired" the median over rounds of this round's time / the base's."""
+        if stat == "paired":
+            self.ratios[label] = statistics.median(a / b for a, b in zip(self.seconds, base.seconds))
+        else:
+            self.ratios[label] = getattr(self, stat) / getattr(base, stat)
         return self.ratios[label]
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d.update(min=self.min, median=self.median, peak=self.peak,
+        d.update(min=self.min, median=self.median, spread=self.spread, peak=self.peak,
+                 user_cpu=self.cpu("user"), system_cpu=self.cpu("system"),
+                 cpu_unit="s/GiB" if self.nbytes else "s",
                  target=d["target"] and {**d["target"], "met": self.target.met})
         return d
 
@@ -150,12 +182,15 @@ class Measurement:
 
 @dataclass
 class Run:
-    """One finished command."""
+    """One finished command; user and system are the CPU seconds of its whole
+    process tree (None when the machine gives no way to measure them)."""
 
     seconds: float
     peak_rss: int
     stdout: str
     stderr: str
+    user: float | None = None
+    system: float | None = None
 
 
 class TreeSampler:
@@ -195,24 +230,110 @@ class TreeSampler:
         return total
 
 
+@dataclass(frozen=True)
+class Cgroups:
+    """A cgroup hierarchy with CPU accounting in which we may create groups: every
+    process a command starts, even one that leaves its parent, stays in the
+    command's group, so the group's counters are the CPU time of the whole tree."""
+
+    root: Path
+    version: int  # 2: cpu.stat in microseconds; 1: cpuacct.usage_{user,sys} in nanoseconds
+
+    @property
+    def description(self) -> str:
+        return f"cgroup v{self.version} ({self.root}), exact for the whole process tree"
+
+    def create(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=self.root))
+
+    @staticmethod
+    def join(group: Path) -> None:
+        """Move the calling process into `group` (run in the child before exec)."""
+        (group / "cgroup.procs").write_text("0")
+
+    @staticmethod
+    def members(group: Path) -> str:
+        return (group / "cgroup.procs").read_text().strip()
+
+    def cpu(self, group: Path) -> tuple[float, float]:
+        """(user, system) CPU seconds used in `group` so far."""
+        if self.version == 2:
+            stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+            return int(stat["user_usec"]) / 1e6, int(stat["system_usec"]) / 1e6
+        return (int((group / "cpuacct.usage_user").read_text()) / 1e9,
+                int((group / "cpuacct.usage_sys").read_text()) / 1e9)
+
+    @classmethod
+    def find(cls) -> Cgroups | None:
+        """The first hierarchy where a group can be created and joined, or None."""
+        for root, version, probe in ((Path("/sys/fs/cgroup"), 2, "cpu.stat"),
+                                     (Path("/sys/fs/cgroup/unified"), 2, "cpu.stat"),
+                                     (Path("/sys/fs/cgroup/cpuacct"), 1, "cpuacct.usage_sys")):
+            if not (root / "cgroup.procs").exists():
+                continue
+            cgroups = cls(root, version)
+            try:
+                group = cgroups.create()
+                try:
+                    if not (group / probe).exists():
+                        continue
+                    subprocess.run(["true"], preexec_fn=lambda g=group: cls.join(g), check=True)
+                    cgroups.cpu(group)
+                finally:
+                    group.rmdir()
+            except (OSError, subprocess.SubprocessError, KeyError, ValueError):
+                continue
+            return cgroups
+        return None
+
+
+#: Where CPU time comes from: a cgroup per command when possible, else wait4's rusage.
+CGROUPS = Cgroups.find()
+CPU_METHOD = CGROUPS.description if CGROUPS else \
+    "rusage from wait4: the command and the descendants it waited for (processes that left the tree are missed)"
+
+
+def wait_empty(group: Path) -> None:
+    """Wait until every process of a finished command's group has exited (their CPU
+    time counts); a command that leaves processes running is a failure."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while CGROUPS.members(group):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes left running after the command exited: {CGROUPS.members(group)}")
+        time.sleep(0.005)
+
+
 def run(argv: Sequence[str | Path], stdin: Path | None = None, cwd: Path | None = None,
         env: dict[str, str] | None = None, capture: bool = False) -> Run:
-    """Run a command to completion: wall time, peak tree RSS and (with capture) stdout.
-    A non-zero exit raises, with the end of stderr."""
-    with open(stdin or os.devnull, "rb") as fin, tempfile.TemporaryFile() as fout, \
-            tempfile.TemporaryFile() as ferr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(map(str, argv)), stdin=fin, stdout=fout if capture else subprocess.DEVNULL,
-                                stderr=ferr, cwd=cwd, env=env)
-        with TreeSampler(proc.pid) as sampler:
-            proc.wait()
-        seconds = time.perf_counter() - start
-        fout.seek(0)
-        ferr.seek(0)
-        stdout, stderr = fout.read().decode(errors="replace"), ferr.read().decode(errors="replace")
+    """Run a command to completion: wall time, peak tree RSS, the tree's CPU time and
+    (with capture) stdout. A non-zero exit raises, with the end of stderr."""
+    group = CGROUPS.create() if CGROUPS else None
+    try:
+        with open(stdin or os.devnull, "rb") as fin, tempfile.TemporaryFile() as fout, \
+                tempfile.TemporaryFile() as ferr:
+            start = time.perf_counter()
+            proc = subprocess.Popen(list(map(str, argv)), stdin=fin,
+                                    stdout=fout if capture else subprocess.DEVNULL, stderr=ferr, cwd=cwd, env=env,
+                                    preexec_fn=group and (lambda: Cgroups.join(group)))
+            with TreeSampler(proc.pid) as sampler:
+                _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if group:
+                wait_empty(group)
+                user, system = CGROUPS.cpu(group)
+            else:
+                user, system = usage.ru_utime, usage.ru_stime
+            fout.seek(0)
+            ferr.seek(0)
+            stdout, stderr = fout.read().decode(errors="replace"), ferr.read().decode(errors="replace")
+    finally:
+        if group:
+            with contextlib.suppress(OSError):  # still busy only if wait_empty has raised
+                group.rmdir()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}: {stderr.strip()[-2000:]}")
-    return Run(seconds, sampler.peak, stdout, stderr)
+    return Run(seconds, sampler.peak, stdout, stderr, user, system)
 
 
 Hook = Callable[[int], object]
@@ -230,19 +351,19 @@ class Case:
     stdin: Path | None = None
     cwd: Path | None = None
     env: dict[str, str] | None = None
+    nbytes: int | None = None  # size of the input it processes (CPU is then reported per GiB)
 
 
 def measure(cases: Sequence[Case], reps: int) -> list[Measurement]:
     """Run the cases round-robin for `reps` rounds; one row per case. Dirty pages are
     flushed before every timed command, so one run's writeback does not bill the next."""
-    rows = [Measurement(c.operation, c.file) for c in cases]
+    rows = [Measurement(c.operation, c.file, nbytes=c.nbytes) for c in cases]
     for rep in range(reps):
         for case, row in zip(cases, rows):
             if case.before:
                 case.before(rep)
             os.sync()
-            r = run(case.argv(rep), case.stdin, case.cwd, case.env)
-            row.add(r.seconds, r.peak_rss)
+            row.add(run(case.argv(rep), case.stdin, case.cwd, case.env))
             if case.after:
                 case.after(rep)
     for row in rows:
@@ -404,10 +525,25 @@ def value_text(value: float, unit: str) -> str:
     return {"×": f"{value:.2f}×", "s": time_text(value), "MiB": f"{value:.1f} MiB"}[unit]
 
 
+def spread_text(spread: float | None) -> str:
+    return "-" if spread is None else f"{spread:.0%}"
+
+
+def cpu_text(m: Measurement) -> str:
+    """Median user + system CPU of the process tree: seconds per GiB for big-file rows."""
+    user, system = m.cpu("user"), m.cpu("system")
+    if user is None:
+        return "-"
+    if m.nbytes:
+        return f"{user:.2f} + {system:.2f} s/GiB"
+    return f"{time_text(user)} + {time_text(system)}"
+
+
 def progress(m: Measurement) -> None:
     peak = size_text(m.peak) if m.peak else "-"
-    console.print(f"  {m.operation:<34} {m.file:<26} min {time_text(m.min):>10}  "
-                  f"median {time_text(m.median):>10}  peak RSS {peak}")
+    console.print(f"  {m.operation:<34} {m.file:<20} min {time_text(m.min):>10}  "
+                  f"median {time_text(m.median):>10}  spread {spread_text(m.spread):>4}  "
+                  f"CPU user + sys {cpu_text(m):>21}  peak RSS {peak}")
 
 
 # -- pfs ----------------------------------------------------------------------------------------------
@@ -499,9 +635,10 @@ class Bench:
         return cases
 
     def external_cases(self, name: str, src: Path) -> tuple[list[Case], list[Measurement]]:
-        """restic and borg backup/restore into fresh local repos; a 'not installed'
-        row for each operation of a tool that is missing."""
-        tools = {"restic": self.restic, "borg": self.borg}
+        """The peers: restic and borg backup/restore into fresh local repos, rclone
+        copy to a local directory; a 'not installed' row for each operation of a
+        tool that is missing (`--install-peers` installs them)."""
+        tools = {"restic": self.restic, "borg": self.borg, "rclone": self.rclone}
         cases, missing = [], []
         for tool, make in tools.items():
             pair = make(name, src)
@@ -536,6 +673,14 @@ class Bench:
             lambda repo: ["restic", "-r", str(repo), "backup", str(src)],
             lambda repo, out: ["restic", "-r", str(repo), "restore", "latest", "--target", str(out)])
 
+    def rclone(self, name: str, src: Path) -> list[Case]:
+        """rclone copy of the file into an empty local directory (its --local-no-preallocate
+        and friends left at their defaults; rclone does not fsync, so compare with cp)."""
+        out = self.work / "rclone-out"
+        return [Case("rclone copy (local to local)", name, lambda _: ["rclone", "copy", str(src), str(out)],
+                     before=lambda _: fresh_dir(out), after=lambda _: remove(out),
+                     env={**os.environ, "RCLONE_CONFIG": os.devnull})]
+
     def borg(self, name: str, src: Path) -> list[Case]:
         env = {**os.environ, "BORG_PASSPHRASE": "", "BORG_BASE_DIR": str(self.work / "borg-base"),
                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
@@ -569,11 +714,14 @@ class Bench:
         baselines = self.baseline_cases(name, src)
         external, missing = self.external_cases(name, src)
         pfs_cases = [case for config in CONFIGS for case in self.put_get_cases(name, src, config)]
-        rows = measure(baselines + external + pfs_cases, self.profile.reps)
+        cases = baselines + external + pfs_cases
+        for case in cases:
+            case.nbytes = self.profile.file_size
+        rows = measure(cases, self.profile.reps)
         by_op = {m.operation: m for m in rows}
-        for m in rows[len(baselines) + len(external):]:
-            m.ratio("cp && sync", by_op["cp && sync"])
-            m.ratio("cp", by_op["cp"])
+        for m in rows[len(baselines):]:
+            m.ratio("cp && sync", by_op["cp && sync"], "paired")
+            m.ratio("cp", by_op["cp"], "paired")
         put, get = by_op["pfs put default"], by_op["pfs get default"]
         if name.startswith("random"):
             put.target = Target("≤ 1.0× cp && sync", put.ratios["cp && sync"], 1.0, "×")
@@ -623,7 +771,7 @@ class Bench:
         t, start = time.perf_counter(), have
         while have < want:
             n = min(POPULATE_BATCH, want - have)
-            lines = [f"put {seeds[(have + i) % len(seeds)]}" for i in range(n)]
+            lines = [f"put {seeds[(have + i) % len(seeds)]} small/{have + i:07d}.bin" for i in range(n)]
             self.pfs_run(store, stdin=script_file(self.work / "populate.pfs", lines))
             have += n
         if have - start >= 1000:
@@ -649,21 +797,25 @@ class Bench:
                 shutil.copytree(store, stores[count], symlinks=True)
         return stores
 
-    def small_put_sample(self, store: Path) -> tuple[float, int]:
+    def small_put_sample(self, store: Path) -> Run:
         """One sample of the per-put cost: (T(1 + K puts) - T(1 put)) / K, both scripts
         against the same store, so start-up, store open and pool start cancel out. The
         files added are deleted afterwards, so the store keeps its count.
-        Returns (seconds per put, peak RSS of the K-put script)."""
+        Returns the per-put seconds and CPU, with the peak RSS of the K-put script."""
         k, fresh = self.profile.small_puts, self.work / "fresh"
         fresh_dir(fresh)
-        files = [write_file(fresh / f"f{i}.bin", 1024, random_blocks(1024)) for i in range(k + 1)]
-        os.sync()
-        one = self.pfs_run(store, stdin=script_file(self.work / "one.pfs", [f"put {files[0]}"]), capture=True)
-        many = self.pfs_run(store, stdin=script_file(self.work / "many.pfs", [f"put {f}" for f in files]),
+        files = [write_file(fresh / f"f{i}.bin", 1024, random_blocks(1024)) for i in range(k + 2)]
+        os.sync()  # distinct names: a put to a name that exists would replace that file
+        one = self.pfs_run(store, stdin=script_file(self.work / "one.pfs", [f"put {files[-1]}"]), capture=True)
+        many = self.pfs_run(store, stdin=script_file(self.work / "many.pfs", [f"put {f}" for f in files[:-1]]),
                             capture=True)
         ids = stored_ids(one.stdout) + stored_ids(many.stdout)
         self.pfs_run(store, stdin=script_file(self.work / "delete.pfs", [f"delete {i}" for i in ids]))
-        return (many.seconds - one.seconds) / k, many.peak_rss
+        def per_put(field: str) -> float | None:
+            a, b = getattr(many, field), getattr(one, field)
+            return None if a is None else (a - b) / k
+
+        return Run(per_put("seconds"), many.peak_rss, "", "", per_put("user"), per_put("system"))
 
     def small_puts(self, stores: dict[int, Path]) -> list[Measurement]:
         """Per-put samples, round-robin over the stores, every other round in reverse
@@ -675,7 +827,7 @@ class Bench:
                 for count in stores}
         for rep in range(self.profile.small_reps):
             for count, store in list(stores.items())[::-1 if rep % 2 else 1]:
-                rows[count].add(*self.small_put_sample(store))
+                rows[count].add(self.small_put_sample(store))
         for row in rows.values():
             progress(row)
         return list(rows.values())
@@ -743,14 +895,17 @@ def ratios_text(ratios: dict[str, float]) -> str:
 
 def render(rows: list[Measurement], title: str) -> Table:
     table = Table(title=title, header_style="bold")
-    for column in ("operation", "file", "min", "median", "ratio", "peak RSS", "target", "met?"):
-        table.add_column(column, justify="right" if column in ("min", "median", "peak RSS") else "left")
+    right = ("min", "median", "spread", "CPU user + sys", "peak RSS")
+    for column in ("operation", "file", "min", "median", "spread", "CPU user + sys", "ratio", "peak RSS", "target",
+                   "met?"):
+        table.add_column(column, justify="right" if column in right else "left")
     for m in rows:
         if m.target:
             met = f"{'[green]yes' if m.target.met else '[red]NO'}[/] ({value_text(m.target.value, m.target.unit)})"
         else:
             met = m.note if m.note == "not installed" else ""
-        table.add_row(m.operation, m.file, time_text(m.min), time_text(m.median), ratios_text(m.ratios) or "-",
+        table.add_row(m.operation, m.file, time_text(m.min), time_text(m.median), spread_text(m.spread), cpu_text(m),
+                      ratios_text(m.ratios) or "-",
                       size_text(m.peak) if m.peak is not None else "-", m.target.text if m.target else "", met)
     return table
 
@@ -760,7 +915,9 @@ def report(bench: Bench, info: dict, out: Path, started: str, seconds: float) ->
     title = f"pfs {info['pfs']} benchmark ({bench.profile.name}) - {info['cpu']}, {info['cores']} cores, " \
             f"{size_text(info['ram_bytes'])} RAM, {info['filesystem']}, Python {info['python']}"
     console.print(render(bench.rows, title))
-    console.print("ratios: min / min of the baseline over the repetitions, unless marked (medians)")
+    console.print(f"big-file ratios: median over the {bench.profile.reps} rounds of the ratio within the round; "
+                  f"others: min / min of the baseline, unless marked (medians). spread: (max - min) / median. "
+                  f"CPU: medians of the whole process tree, per GiB of input for big-file rows, from {CPU_METHOD}")
     notes = {(m.operation, m.note): None for m in bench.rows if m.note and m.note != "not installed"}
     for operation, note in notes:
         console.print(f"note: {operation}: {note}")
@@ -770,10 +927,52 @@ def report(bench: Bench, info: dict, out: Path, started: str, seconds: float) ->
     out.write_text(json.dumps({
         "profile": asdict(bench.profile), "machine": info, "inputs": bench.inputs, "started": started,
         "duration_seconds": round(seconds, 1),
-        "ratio_method": "min over repetitions / min of the baseline over repetitions, unless labelled medians",
+        "ratio_method": "big-file rows: median over rounds of the ratio within the round; others: min over "
+                        "repetitions / min of the baseline over repetitions, unless labelled medians",
+        "cpu_method": CPU_METHOD,
         "rows": [m.to_json() for m in bench.rows], "observations": bench.observations}, indent=2))
+    chart_file = chart(bench.rows, title, out.with_suffix(".png"))
     missed = [f"{m.operation} ({m.file})" for m in bench.rows if m.target and not m.target.met]
-    console.print(f"results: {out}; targets missed: {', '.join(missed) or 'none'}")
+    console.print(f"results: {out}{f', chart: {chart_file}' if chart_file else ''}; "
+                  f"targets missed: {', '.join(missed) or 'none'}")
+
+
+def chart(rows: list[Measurement], title: str, out: Path) -> Path | None:
+    """A PNG beside the JSON: for each big file, every command's wall time (median,
+    with a min-max bar) next to its CPU time (user + system) per GiB. None without
+    matplotlib (pip install -e '.[bench]')."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print("[yellow]no chart: matplotlib is not installed (pip install -e '.[bench]')[/]")
+        return None
+    files = list(dict.fromkeys(m.file for m in rows if m.nbytes and m.seconds))
+    fig, axes = plt.subplots(1, len(files), figsize=(7 * len(files), 9), squeeze=False)
+    for ax, name in zip(axes[0], files):
+        group = [m for m in rows if m.file == name and m.nbytes and m.seconds]
+        y = range(len(group))
+        gib = [m.nbytes / GiB for m in group]
+        wall = [m.median / g for m, g in zip(group, gib)]
+        low = [w - m.min / g for w, m, g in zip(wall, group, gib)]
+        high = [max(m.seconds) / g - w for w, m, g in zip(wall, group, gib)]
+        user = [m.cpu("user") or 0 for m in group]
+        system = [m.cpu("system") or 0 for m in group]
+        colours = ["tab:blue" if m.operation.startswith("pfs") else "tab:grey" for m in group]
+        ax.barh([i - 0.2 for i in y], wall, 0.4, xerr=[low, high], color=colours, label="wall (median, min-max)")
+        ax.barh([i + 0.2 for i in y], user, 0.4, color="tab:orange", label="CPU user")
+        ax.barh([i + 0.2 for i in y], system, 0.4, left=user, color="tab:red", label="CPU system")
+        ax.set_yticks(list(y), [m.operation for m in group], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds per GiB")
+        ax.set_title(name)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def default_work_parent() -> Path:
@@ -785,17 +984,22 @@ def default_work_parent() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Benchmark pfs against cp, cat (and restic/borg when installed).")
+    p = argparse.ArgumentParser(description="Benchmark pfs against cp, cat and the peers (restic, borg, rclone).")
     p.add_argument("--quick", action="store_true",
-                   help="64 MiB files, 2 repetitions, small-file counts 10/1,000/5,000 (under ~2 minutes)")
+                   help="64 MiB files, 7 rounds, small-file counts 10/1,000/5,000 (a few minutes)")
     p.add_argument("--dir", type=Path,
                    help="parent of the work directory (default: the temp dir if it is on the repo's filesystem)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default: {DEFAULT_JSON})")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                   help=f"results file (default: {DEFAULT_JSON}); the chart goes beside it as .png")
+    p.add_argument("--install-peers", action="store_true",
+                   help=f"first install the peers with apt-get install -y {' '.join(PEER_PACKAGES)} (as root)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.install_peers:
+        subprocess.run(["apt-get", "install", "-y", *PEER_PACKAGES], check=True)
     profile = QUICK if args.quick else FULL
     parent = args.dir or default_work_parent()
     parent.mkdir(parents=True, exist_ok=True)
@@ -807,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"pfs benchmark ({profile.name}) in {work}: {info['cpu']}, {info['cores']} cores, "
                   f"{size_text(info['ram_bytes'])} RAM, {info['filesystem']}, Python {info['python']}, "
                   f"pfs {info['pfs']} ({info['commit']}{', uncommitted changes' * info['pfs_uncommitted_changes']}, "
-                  f"sources {info['pfs_source_digest']})")
+                  f"sources {info['pfs_source_digest']}); CPU time from {CPU_METHOD}")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     try:
         bench.run_all()

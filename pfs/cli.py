@@ -88,11 +88,9 @@ def _ec(text: str) -> str:
 
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
-    if os.environ.get("PFS_STORE"):
-        return os.environ["PFS_STORE"]
-    from platformdirs import user_data_dir
+    from pfs.store import default_root
 
-    return str(Path(user_data_dir("pfs")) / "store")
+    return str(default_root())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
                        "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
                        "and `pfs --store DIR repair` rebuilds damaged metadata")
-    p.add_argument("--store", metavar="DIR", help="store directory (default: $PFS_STORE, else the user data dir)")
+    p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
+                   "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
+    p.add_argument("--data", metavar="DIR", help="where a PostgreSQL store keeps its part data "
+                   "(default: the directory given when it was created)")
     p.add_argument("--chunk-size", metavar="SIZE", type=_chunk_size,
                    help="part size for new files, 64k to 1G, e.g. 512k, 4M (default: the store's, 4M for a new store)")
     p.add_argument("--max-memory", metavar="SIZE", type=_size, default=256 << 20,
@@ -119,12 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _store_root(args: argparse.Namespace) -> Path:
-    """The store directory; refuses a new store named like a command (`pfs --store list`
-    means `pfs list` far more often than a store called "list")."""
+def _store_root(args: argparse.Namespace) -> Path | str:
+    """The store directory (or database URI); refuses a new store named like a
+    command (`pfs --store list` means `pfs list` far more often than a store called "list")."""
     from pfs.commands import ALIASES, COMMANDS
+    from pfs.registry.postgres import is_database
 
     given = args.store or default_store()
+    if is_database(given):
+        return given
     root = Path(given).expanduser()
     if args.store in {*COMMANDS, *ALIASES, "repair"} and not root.exists():
         raise PfsError(f"there is no store named {given!r}: did you mean `pfs {given}`?",
@@ -132,7 +136,7 @@ def _store_root(args: argparse.Namespace) -> Path:
     return root
 
 
-def _open_store(root: Path, args: argparse.Namespace, repair: bool = False):
+def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False):
     from pfs.store import Store
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
@@ -141,7 +145,7 @@ def _open_store(root: Path, args: argparse.Namespace, repair: bool = False):
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    return Store(root, overrides, args.workers, args.max_memory, repair)
+    return Store(root, overrides, args.workers, args.max_memory, repair, args.data)
 
 
 def _guard_standard_streams() -> None:
@@ -208,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _enough_descriptors(args.workers)
         root = _store_root(args)
-        new = not (root / "store.json").exists()
         store = _open_store(root, args, repair)
     except PfsError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -216,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"error: cannot open the store: {exc.strerror}: {exc.filename}\n")
         return 2
-    if new:
-        sys.stderr.write(f"pfs: created a new store at {store.root.absolute()}\n")
+    if store.created:
+        sys.stderr.write(f"pfs: created a new store at {store.description}\n")
     _log_to(store.root / "pfs.log")
     if store.workers_note:
         sys.stderr.write(f"pfs: {store.workers_note}\n")

@@ -20,6 +20,7 @@ from pfs import interrupts
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
 from pfs.output import PlainOutput, Table, show_progress
+from pfs.registry import FileEntry
 from pfs.store import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -38,11 +39,9 @@ class Args:
     flags: frozenset[str]
     values: dict[str, str] = field(default_factory=dict)  # options that take a value
 
-    def file_id(self, index: int = 0) -> int:
-        text = self.positional[index]
-        if not text.isdigit() or not text.isascii():
-            raise UsageError(f"file id must be a number, got {text!r}", "`list` shows the ids")
-        return int(text)
+    def file(self, store: Store, index: int = 0) -> FileEntry:
+        """The file an argument names: an id (all digits) or a stored name."""
+        return store.resolve(self.positional[index])
 
     def get(self, index: int) -> str | None:
         return self.positional[index] if index < len(self.positional) else None
@@ -58,6 +57,7 @@ class Command:
     max_args: int = 0
     flags: frozenset[str] = frozenset()
     options: frozenset[str] = frozenset()  # options followed by a value
+    short: dict[str, str] = field(default_factory=dict)  # short flag -> its long form
 
 
 def split(line: str) -> list[str]:
@@ -95,7 +95,9 @@ def parse(tokens: list[str]) -> tuple[Command, Args]:
     positional, flags, values, literal = [], set(), {}, False
     tokens = iter(rest)
     for token in tokens:
-        if literal or not token.startswith("--"):
+        if not literal and token in command.short:
+            flags.add(command.short[token])
+        elif literal or not token.startswith("--"):
             positional.append(token)
         elif token == "--":
             literal = True
@@ -167,6 +169,8 @@ class Session:
 
     def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
         """Start a background job; signals stay with the main thread (see interrupts)."""
+        interrupts.start_resource_tracker()
+
         def run(job: Job) -> object:
             interrupts.main_thread_only()
             return work(job)
@@ -309,11 +313,12 @@ class VerifyTally:
 
 def cmd_put(s: Session, a: Args) -> None:
     source = a.positional[0]
-    entry = s.store.begin_put(source)
+    entry = s.store.begin_put(source, a.get(1))
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
+    keep = "--keep" in a.flags
     s.start("put", entry.id, entry.name, entry.size,
-            lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled))
+            lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled, keep))
 
 
 def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
@@ -323,8 +328,8 @@ def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]
 
 
 def cmd_get(s: Session, a: Args) -> None:
-    file_id, dest = a.file_id(), a.get(1)
-    entry = s.store.entry(file_id)
+    entry, dest = a.file(s.store), a.get(1)
+    file_id = entry.id
     s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
     _file_job(s, "get", file_id, lambda job: s.store.get(file_id, dest, "--force" in a.flags,
@@ -332,7 +337,7 @@ def cmd_get(s: Session, a: Args) -> None:
 
 
 def cmd_delete(s: Session, a: Args) -> None:
-    file_id = a.file_id()
+    file_id = a.file(s.store).id
     _file_job(s, "delete", file_id, lambda job: s.store.delete(file_id, job.advance))
 
 
@@ -344,7 +349,7 @@ def cmd_verify(s: Session, a: Args) -> None:
         label = "verify --all --heal" if heal else "verify --all"
         _check_all(s, "verify", label, lambda i, job: s.store.verify(i, job.advance, job.cancelled, heal))
     elif a.positional:
-        file_id = a.file_id()
+        file_id = a.file(s.store).id
         _file_job(s, "verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled, heal))
     else:
         raise UsageError("verify: missing arguments", "usage: verify ID | verify --all [--heal]")
@@ -444,21 +449,46 @@ def _volume_list(s: Session) -> None:
 
 
 def cmd_list(s: Session, a: Args) -> None:
-    entries = s.store.list()
-    if not entries:
+    """Like a directory listing: the files under PREFIX, each subdirectory as one
+    row (all names below it with --recursive). Every record of a name is shown:
+    the one the name resolves to (the last stored), older versions kept by
+    `put --keep` and failed puts, each with its id."""
+    prefix = a.get(0) or ""
+    names, dirs = s.store.under(prefix, "--recursive" in a.flags)
+    if not names and not dirs:
+        if prefix.strip("/."):
+            raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
         s.out.line("no files stored yet (put PATH stores one)")
         return
-    redundancy = s.store.redundancy_of(entries)
-    rows = [[str(e.id), e.name, format_size(e.size), str(e.parts),
-             e.status + (f" ({e.reason})" if e.reason else ""),
-             format_size(e.stored) if e.status == "stored" else "-", redundancy[e.id]]
-            for e in entries]
+    rows = [["-", d, "-", "-", "directory", "-", "-"] for d in dirs]
+    listed = [(e, e is not current) for name in names for e, current in _with_current(s.store.files.named(name))]
+    redundancy = s.store.redundancy_of([e for e, _ in listed])
+    rows += [_list_row(e, older) + [redundancy[e.id]] for e, older in listed]
+    rows.sort(key=lambda row: row[1])
     s.out.table(Table(["id", "name", "size", "parts", "status", "stored", "redundancy"], rows,
                       frozenset({"id", "size", "parts", "stored"})))
 
 
+def _with_current(entries: list[FileEntry]) -> list[tuple[FileEntry, FileEntry | None]]:
+    """Each record of one name with the one the name resolves to (the last stored)."""
+    current = next((e for e in reversed(entries) if e.status == "stored"), None)
+    return [(e, current) for e in entries]
+
+
+def _list_row(e: FileEntry, older: bool) -> list[str]:
+    status = e.status + (f" ({e.reason})" if e.reason else "") + (" (older version)" if older and
+                                                                 e.status == "stored" else "")
+    return [str(e.id), e.name, format_size(e.size), str(e.parts), status,
+            format_size(e.stored) if e.status == "stored" else "-"]
+
+
+def cmd_mv(s: Session, a: Args) -> None:
+    entry = s.store.rename(a.positional[0], a.positional[1], "--keep" in a.flags)
+    s.out.line(f"[{entry.id}] renamed to {printable(entry.name)}")
+
+
 def cmd_info(s: Session, a: Args) -> None:
-    file_id = a.file_id()
+    file_id = a.file(s.store).id
     with interrupts.breakable():
         s.jobs.wait_file(file_id)
     entry = s.store.entry(file_id)
@@ -530,6 +560,12 @@ def cmd_wait(s: Session, a: Args) -> None:
 
 #: Help on what is not a command of the session.
 TOPICS = {
+    "names": ["A stored file has a name, a path inside the store such as logs/2026/app.log, and an id.",
+              "  get, delete, info and verify take either: an argument made only of digits is an id;",
+              "  ./123 or /123 is the file named 123. Names have no empty, `.` or `..` segments and no",
+              "  control characters. A name resolves to the last file stored (or renamed) under it:",
+              "  older versions kept by `put --keep`, and duplicate names in a store made before names",
+              "  were paths, are reached by id (`list` shows them)."],
     "repair": ["pfs --store DIR repair   (from the system shell, with no pfs running on the store)",
                "  Rebuilds damaged metadata from what survives: the readable snapshot and journal lines,",
                "  the manifests, and the part files themselves. It prints a `repaired:` line for each thing",
@@ -566,16 +602,24 @@ def cmd_exit(s: Session, a: Args) -> None:
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
-    Command("put", "put PATH", "store a file (runs in the background; prints its id at once)", cmd_put, 1, 1),
-    Command("get", "get ID [DEST] [--force] [--salvage]",
+    Command("put", "put PATH [NAME] [--keep]",
+            "store a file as NAME (a path like logs/app.log; default: its file name; NAME/ puts it inside); "
+            "a file already named so is replaced once the new one is stored, --keep keeps it by id "
+            "(runs in the background; prints the id at once)", cmd_put, 1, 2, frozenset({"--keep"})),
+    Command("get", "get NAME|ID [DEST] [--force] [--salvage]",
             "restore a file to DEST (a file or directory; default: its name here); "
             "--force overwrites, --salvage zero-fills damaged parts", cmd_get, 1, 2,
             frozenset({"--force", "--salvage"})),
-    Command("delete", "delete ID", "remove a file and its parts", cmd_delete, 1, 1),
-    Command("list", "list", "show every file: id, name, size, parts, status, stored size", cmd_list),
-    Command("info", "info ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
+    Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),
+    Command("list", "list [PREFIX] [-r|--recursive]",
+            "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
+            "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),
+            short={"-r": "--recursive"}),
+    Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
+            "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
+    Command("info", "info NAME|ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
             "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
-    Command("verify", "verify ID | --all [--heal]", "check every copy and shard of a file's parts, writing nothing; "
+    Command("verify", "verify NAME|ID | --all [--heal]", "check every copy and shard of a file's parts, writing nothing; "
             "--heal rewrites damaged ones and restores missing ones (a scrub)", cmd_verify, 0, 1,
             frozenset({"--all", "--heal"})),
     Command("heal", "heal", "restore every file's copies and shards onto the volumes that keep them "
@@ -588,7 +632,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "
             "a get writes nothing; a delete always finishes", cmd_cancel, 1, 1),
-    Command("help", "help [COMMAND]", "show the commands, or one command's usage (also: help repair)",
+    Command("help", "help [COMMAND]", "show the commands, or one command's usage (also: help names, help repair)",
             cmd_help, 0, 1),
     Command("exit", "exit", "wait for running operations, then leave (Ctrl-D does the same)", cmd_exit),
 ]}

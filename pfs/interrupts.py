@@ -50,11 +50,23 @@ def install() -> None:
 
 
 def main_thread_only() -> None:
-    """Block the handled signals in the calling thread. A process started from
-    it (the worker pool's forkserver, and through it every worker) inherits the
-    blocked mask, so a Ctrl-C in the terminal, which reaches the whole process
-    group, stops pfs alone instead of killing a pool process mid-start."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    """Block SIGINT in the calling (job) thread. A process started from it (the
+    worker pool's forkserver, and through it every worker) inherits the blocked
+    mask, so a Ctrl-C in the terminal, which reaches the whole process group,
+    stops pfs alone instead of killing a pool process mid-start. (SIGTERM stays
+    open: the pool terminates a broken pool's workers with it.) See
+    start_resource_tracker for the one thing that would undo this."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker from the main thread, before any
+    job thread needs it. Starting it unblocks SIGINT and SIGTERM in the thread
+    that starts it, which in a job thread would undo main_thread_only just
+    before that thread starts the forkserver."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
 
 
 def abandoning(describe: Callable[[], str]) -> None:

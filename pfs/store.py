@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -16,21 +17,24 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pfs import codec, placement, worker
+from pfs import codec, names, placement, worker
 from pfs.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError, VolumeError)
 from pfs.governor import MemoryGovernor
 from pfs.redundancy import Layout, check_layout
-from pfs.registry import (DELETING, FAILED, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE, SNAPSHOT,
-                          STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, damaged,
-                          fsync_dir, read_json, write_json_atomic)
+from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE,
+                          SESSIONS, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry,
+                          PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
+                          write_json_atomic)
+from pfs.registry.postgres import is_database
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
@@ -45,10 +49,12 @@ INTENTS = "intents"
 #: What tells a directory is (the rest of) a pfs store, even without its store.json.
 STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
 #: The store's own files and directories (name: whether it is a directory).
-LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, MANIFESTS: True, "tmp": True,
-          INTENTS: True}
+LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, FILES_LOCK: False, MANIFESTS: True,
+          SESSIONS: True, "tmp": True, INTENTS: True}
 #: Part keys removed between two progress reports of a delete.
 REMOVE_BATCH = 512
+
+log = logging.getLogger("pfs")
 
 Progress = Callable[[int], None]
 
@@ -119,6 +125,13 @@ def _creation_leftover(root: Path, name: str) -> bool:
     return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
 
 
+def _settings_ok(config: dict) -> bool:
+    """A chunk size, codec and hash pfs can use."""
+    return type(config.get("chunk_size")) is int and 0 < config["chunk_size"] <= MAX_INT \
+        and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
+
+
+
 def _old_volumes_ok(volumes: object) -> bool:
     """A format 1 store's volumes: a non-empty list of distinct directories inside the store."""
     return type(volumes) is list and bool(volumes) and all(
@@ -151,6 +164,19 @@ def _marker(volume) -> dict | None:
         return volume.read_marker()
     except VolumeError:
         return None
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
+    fields = temp_name.split(".")
+    return len(fields) > 3 and pid_alive(fields[-3])
+
+
+def default_root() -> Path:
+    """The store used when none is given: $PFS_STORE, else the user data directory."""
+    if os.environ.get("PFS_STORE"):
+        return Path(os.environ["PFS_STORE"])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("pfs")) / "store"
 
 
 def batched(items: list, n: int) -> list[list]:
@@ -252,17 +278,45 @@ def safe_name(entry: FileEntry) -> str:
 
 
 class Store:
-    """An open pfs store. Use as a context manager: it holds the store's lock."""
+    """An open pfs store, shared with any other pfs that has it open. Use as a
+    context manager: it holds a session of the store."""
 
-    def __init__(self, root: Path, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20, repair: bool = False) -> None:
-        """Open (creating if new) the store at `root`. `overrides` may set chunk_size,
-        codec and hash for new files; otherwise the store's defaults apply. With
-        `repair`, damaged metadata is rebuilt (see pfs.repair) instead of refused."""
-        self.root = Path(root)
+    def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
+                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None) -> None:
+        """Open (creating if new) the store at `root`: a directory, or a PostgreSQL
+        URI whose part data lives in the directory `data` (default: the one its
+        settings name). `overrides` may set chunk_size, codec and hash for new
+        files; otherwise the store's defaults apply. With `repair`, damaged
+        metadata is rebuilt (see pfs.repair) instead of refused."""
+        self.location = str(root)
         self._lock_fd = -1
+        self._db = None
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
+        self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
+        self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
+        self._readers_lock = threading.Lock()
         self.max_memory = max_memory
+        if is_database(self.location):
+            if repair:
+                raise UsageError("repair rebuilds the files of a directory store; a database store has none",
+                                 "every update of a database store is a transaction: there is nothing to rebuild")
+            self._open_database(overrides or {}, data)
+        else:
+            self._open_directory(Path(root), overrides or {}, repair)
+        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
+        self.workers_note = "" if self.workers == workers else \
+            f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
+            f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
+        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
+
+    # -- opening and closing ------------------------------------------------
+
+    def _open_directory(self, root: Path, overrides: dict, repair: bool) -> None:
+        """Open the store whose metadata are files in `root`, sharing it with
+        other processes (or, to repair, alone)."""
+        self.root = root
+        self.description = str(root.absolute())
+        max_memory = self.max_memory
         notes: list[str] = []
         try:
             config = self._read_config()
@@ -270,17 +324,14 @@ class Store:
             if not repair:
                 raise
             config, notes = None, [f"{exc.message}; rebuilt from the defaults and the volumes on disk"]
-        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash", "copies", "ec") if k in config} \
-            if config else {}
-        self.settings = Settings(**{**defaults, **(overrides or {})})
-        self.layout = check_layout(self.settings.copies, self.settings.ec)
-        self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
+        self._settle(config, overrides)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self._lock(alone=repair)
         try:
             if config is None and not notes:
                 config = self._read_config()  # another pfs may have created it before we held the lock
             notes += self._check_layout(LAYOUT, repair)
+            self.created = config is None
             if config is None:
                 config = self._create(self.settings)
             elif config["format"] == 1:
@@ -288,25 +339,72 @@ class Store:
             self.config = config
             inside = [v.url for v in parse_volumes(config["volumes"]) if "://" not in v.url and not os.path.isabs(v.url)]
             notes += self._check_layout(dict.fromkeys(inside, True), repair)
-            self.volset = VolumeSet(self.root.absolute(), config["id"], parse_volumes(config["volumes"]))
-            self.tmp = self.root / "tmp"
-            self.tmp.mkdir(exist_ok=True)
-            (self.root / INTENTS).mkdir(exist_ok=True)
+            self._open_volumes(config)
+            self.sessions = SessionFiles(self.root)
             self.parts = PartRegistry(self.root)
             self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
             self.repair_report = rebuild(self.root, self.files, self.parts, self.volset, max_memory // 2,
                                          notes) if repair else None
             self.recovered = self._recover()
         except BaseException:
+            self._close_registries()
             self._unlock()
             raise
-        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size, self.layout))
-        self.workers_note = "" if self.workers == workers else \
-            f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
-            f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
 
-    # -- opening and closing ------------------------------------------------
+    def _open_volumes(self, config: dict) -> None:
+        """The volume set, and the store's own working directories beside it."""
+        self.volset = VolumeSet(self.root.absolute(), config["id"], parse_volumes(config["volumes"]))
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        (self.root / INTENTS).mkdir(exist_ok=True)
+
+    def _settle(self, config: dict | None, overrides: dict) -> None:
+        """The settings for new files: the store's, unless the options override them."""
+        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash", "copies", "ec") if k in config} \
+            if config else {}
+        self.settings = Settings(**{**defaults, **overrides})
+        self.layout = check_layout(self.settings.copies, self.settings.ec)
+        self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
+
+    def _open_database(self, overrides: dict, data: Path | str | None) -> None:
+        """Open the store whose metadata live in the PostgreSQL database at
+        self.location (creating its tables and settings on first use)."""
+        from pfs.registry.postgres import SESSION_TTL, Database, DatabaseFiles, DatabaseParts, DatabaseSessions
+
+        self._db = db = Database(self.location)
+        try:
+            config = db.settings()
+            self.created = not config
+            if not config:
+                if data is None:
+                    raise UsageError(f"there is no pfs store in {db.name} yet",
+                                     "create one with --data DIR: the directory where its part data go")
+                config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
+                                    "session_ttl": SESSION_TTL, "volumes": [FIRST_VOLUME], "id": uuid.uuid4().hex})
+            if not (_settings_ok(config) and _old_volumes_ok(config.get("volumes")) and _redundancy_ok(config)
+                    and type(config.get("data")) is str):
+                raise DamagedError(f"the settings of the store in {db.name} are damaged (pfs_settings, pfs_volumes)")
+            self._settle(config, overrides)
+            self.root = Path(data).expanduser() if data is not None else Path(config["data"])
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.description = f"{db.name} (part data in {self.root.absolute()})"
+            st = os.stat(self.root)
+            self._root_id = (st.st_dev, st.st_ino)
+            store_id = config.get("id") or db.adopt("id", uuid.uuid4().hex)  # a store made before volume markers
+            self.config = {**config, "id": store_id, "volumes": [VolumeConfig(i, name).to_dict()
+                                                                 for i, name in enumerate(config["volumes"])]}
+            self._open_volumes(self.config)
+            for vid in self.volset.configs:  # the data directory's volumes are this store's
+                if _marker(self.volset.volume(vid)) is None:
+                    self.volset.volume(vid).write_marker(store_id, str(vid))
+            self.parts = DatabaseParts(db)
+            self.files = DatabaseFiles(db)
+            self.sessions = DatabaseSessions(db, float(config.get("session_ttl", SESSION_TTL)))
+            self.repair_report = None
+            self.recovered = self._recover()
+        except BaseException:
+            self._close_registries()
+            raise
 
     def _read_config(self) -> dict | None:
         """store.json, or None when `root` is new, empty, or holds only what an
@@ -327,11 +425,9 @@ class Store:
             raise damaged(self.root, f"{path} is damaged (no format number)")
         if config["format"] > FORMAT:
             raise StoreError(f"{self.root} was made by a newer pfs (format {config['format']})", "upgrade pfs to open it")
-        settings_ok = type(config.get("chunk_size")) is int and 0 < config["chunk_size"] <= MAX_INT \
-            and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
         volumes_ok = _old_volumes_ok(config.get("volumes")) if config["format"] == 1 else \
             _volumes_ok(config) and _redundancy_ok(config)
-        if not (settings_ok and volumes_ok):
+        if not (_settings_ok(config) and volumes_ok):
             raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash, copies, ec or volumes)")
         return config
 
@@ -390,23 +486,31 @@ class Store:
                              f"--max-memory {format_size(self.max_memory)}",
                              f"use --max-memory {format_option(need)} or more")
 
-    def _lock(self) -> None:
-        """flock the store's directory itself: unlike a lock file, nothing can
-        replace it while it is held. STORE/lock only names the holder's pid."""
+    def _lock(self, alone: bool) -> None:
+        """flock the store's directory itself (unlike a lock file, nothing can
+        replace it while it is held): shared by every pfs using the store, or
+        exclusive for what needs the store alone (repair), which STORE/lock then
+        names by pid."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_EX if alone else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if alone:
+                holders = ", ".join(live_sessions(self.root)) or "another pfs"
+                raise StoreLockedError(f"store {self.root} is in use by {holders}; repair needs it alone",
+                                       "exit every other pfs using it first") from None
             try:
                 holder = (self.root / LOCK).read_text(errors="replace").strip() or "unknown"
             except OSError:
                 holder = "unknown"
-            raise StoreLockedError(f"store {self.root} is in use by pid {holder}",
-                                   "exit that pfs first, or use another --store") from None
+            raise StoreLockedError(f"store {self.root} is being repaired by pid {holder}",
+                                   "wait for the repair to finish") from None
         self._lock_fd = fd
         root = os.fstat(fd)
         self._root_id = (root.st_dev, root.st_ino)
+        if not alone:
+            return
         note = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:  # in place and fixed width: needs no new disk block, never reads as empty
             os.pwrite(note, f"{os.getpid():<20}\n".encode(), 0)
@@ -430,37 +534,54 @@ class Store:
         for source in self._sources.values():
             os.close(source.fd)
         self._sources.clear()
-        self.files.close()
+        self._close_registries()
         self._unlock()
 
+    def _close_registries(self) -> None:
+        """Close what the opening got to open (a failed open ends its session too)."""
+        for name in ("files", "sessions", "_db"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
+
     def _recover(self) -> list[FileEntry]:
-        """Finish what a crash interrupted: roll back puts, complete deletes, remove
-        the pieces an interrupted heal or drain wrote that no manifest took up,
-        sweep tmp/. Only a file's record is needed: its pieces' keys derive from
-        its uuid, and every volume is tried for each."""
+        """Finish what dead sessions (a crash) left unfinished: roll back their
+        puts, complete their deletes, remove the pieces their heals or drains
+        wrote that no manifest took up. Only a file's record is needed: its
+        pieces' keys derive from its uuid, and every volume is tried for each.
+        The work of live sessions is theirs."""
         touched = []
-        for entry in self.files.all():
-            if entry.status == STORING:
+        unfinished = [e for e in self.files.all() if e.status in (STORING, DELETING)]
+        with self.sessions.claim_dead() as dead:
+            for seen in unfinished:
+                entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
+                if entry is None or entry.status not in (STORING, DELETING) or not dead(entry.session):
+                    continue
                 self._sweep(entry)
                 self.parts.remove(entry.id)
-                self.files.save(replace(entry, status=FAILED, reason="interrupted"))
+                if entry.status == STORING:
+                    self.files.save(replace(entry, status=FAILED, reason="interrupted"))
+                else:
+                    self.files.remove(entry.id)
                 touched.append(entry)
-            elif entry.status == DELETING:
-                self._sweep(entry)
-                self.parts.remove(entry.id)
-                self.files.remove(entry.id)
-                touched.append(entry)
-        for intent in sorted((self.root / INTENTS).iterdir()):
-            self._finish_intent(intent)
-        for leftover in self.tmp.iterdir():
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        for torn in [*self.root.glob(".*.tmp"), *self.parts.path(0).parent.glob(".*.tmp"),
-                     *(self.root / INTENTS).glob(".*.tmp")]:
-            torn.unlink()  # an atomic JSON write that a crash cut short
+            for intent in sorted((self.root / INTENTS).iterdir()):
+                self._finish_intent(intent, dead)
+        self._sweep_leftovers()
         return touched
 
-    def _finish_intent(self, intent: Path) -> None:
-        """Remove the pieces of the intent's file that its manifest does not reference."""
+    def _sweep_leftovers(self) -> None:
+        """Remove what crashed processes left in tmp/ (when no other pfs could be
+        using it) and the temporary files of atomic writes they cut short."""
+        if not self.sessions.holders():
+            for leftover in self.tmp.iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp"),
+                     *(self.root / INTENTS).glob(".*.tmp")]:
+            if not _writer_alive(torn.name):
+                torn.unlink(missing_ok=True)
+
+    def _finish_intent(self, intent: Path, dead: Callable[[str], bool]) -> None:
+        """Remove the pieces of the intent's file that its manifest does not
+        reference, if the session that noted it is dead."""
         if intent.name.startswith("."):
             return
         try:
@@ -470,6 +591,8 @@ class Store:
                 raise damaged(self.root, f"{intent} is damaged") from None
             # repair has already set aside whatever pieces no manifest references
             self.repair_report.repaired.append(f"{intent} is damaged; moved to {set_aside(self.root, intent)}")
+            return
+        if not dead(entry.session):
             return
         current = self.files.get(entry.id)
         manifest = self.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
@@ -490,6 +613,7 @@ class Store:
                     worker.remove_pieces(self.volset.describe(vid), batch,
                                          frozenset(k for k in batch if (vid, k) in kept))
             progress(len(batch))
+
     # -- queries --------------------------------------------------------------
 
     def list(self) -> list[FileEntry]:
@@ -500,6 +624,82 @@ class Store:
         if entry is None:
             raise NotFoundError(f"no file with id {file_id}", "`list` shows the stored files")
         return entry
+
+    def resolve(self, ref: str | int) -> FileEntry:
+        """The file an argument names: an id (all digits), else the stored file
+        the name resolves to (the last of that name to be stored)."""
+        if isinstance(ref, int) or names.is_id(ref):
+            return self.entry(int(ref))
+        name = names.check(ref)
+        entry = self.files.current(name)
+        if entry is None:
+            raise NotFoundError(f"no file named {name}", "`list` shows the stored files")
+        return entry
+
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        """(names, directories) under a directory as typed (`logs`, `logs/`, ``), sorted."""
+        return self.files.under(names.prefix(prefix), recursive)
+
+    def rename(self, ref: str | int, new: str, keep: bool = False) -> FileEntry:
+        """Give a stored file a new name, moving no data (one journal record). A
+        file already under the new name is replaced: deleted, unless `keep`."""
+        entry = self.resolve(ref)
+        if entry.status != STORED:
+            raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
+        name = names.check(new)
+        replaced = self.files.current(name)
+        moved = replace(entry, name=name)
+        self.files.save(moved)
+        self._drop_replaced(replaced, moved, keep)
+        return moved
+
+    def _drop_replaced(self, replaced: FileEntry | None, by: FileEntry, keep: bool) -> None:
+        """Delete the file `by` took the name of, unless kept (then its id still
+        reaches it), once nobody reads it any more: a reader that opened it
+        goes on reading it whole."""
+        if replaced is None or replaced.id == by.id or keep:
+            return
+        with self._readers_lock:
+            if self._readers[replaced.id]:
+                self._doomed.add(replaced.id)
+                return
+        self._delete_replaced(replaced.id)
+
+    def _delete_replaced(self, file_id: int) -> None:
+        """It is no longer what its name resolves to, so a failure here loses
+        nothing: it is logged, and a delete left halfway is finished at the next open."""
+        try:
+            self.delete(file_id)
+        except PfsError as exc:
+            log.warning("file %d, replaced under its name, was not deleted: %s", file_id, exc)
+
+    def hold(self, file_id: int) -> None:
+        """Note a reader of a file: a replacement does not delete it meanwhile."""
+        with self._readers_lock:
+            self._readers[file_id] += 1
+
+    def release(self, file_id: int) -> None:
+        """A reader is done; the last one of a replaced file deletes it."""
+        with self._readers_lock:
+            self._readers[file_id] -= 1
+            if self._readers[file_id] > 0:
+                return
+            del self._readers[file_id]
+            if file_id not in self._doomed:
+                return
+            self._doomed.discard(file_id)
+        self._delete_replaced(file_id)
+
+    @contextlib.contextmanager
+    def reading(self, file_id: int) -> Iterator[None]:
+        """Read a file: a file stored under its name meanwhile (by this pfs) does not
+        delete it under us, and a delete by any pfs is refused until we are done."""
+        self.hold(file_id)
+        try:
+            with self.sessions.hold(file_id, exclusive=False):
+                yield
+        finally:
+            self.release(file_id)
 
     def manifest(self, file_id: int) -> Manifest | None:
         """The parts of a file (None while it is being stored or after it failed)."""
@@ -521,10 +721,12 @@ class Store:
 
     # -- put ------------------------------------------------------------------
 
-    def begin_put(self, source: str) -> FileEntry:
-        """Open the source and record the new file as `storing`; returns it with its id.
-        finish_put reads every part from this one open file."""
+    def begin_put(self, source: str, name: str | None = None) -> FileEntry:
+        """Open the source and record the new file as `storing` under `name` (see
+        names.target); returns it with its id. finish_put reads every part from
+        this one open file."""
         path = user_path(source)
+        name = names.target(name, path.name)
         if self.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
         self.volset.refresh()
@@ -536,12 +738,12 @@ class Store:
             if chunk_parts > MAX_PARTS:
                 raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
                                  f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
-            entry = FileEntry(id=self.files.new_id(), name=path.name, size=st.st_size, status=STORING,
+            entry = FileEntry(id=0, name=name, size=st.st_size, status=STORING,
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
                               mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns,
-                              copies=self.layout.copies, ec=self.settings.ec)
-            self.files.save(entry)
+                              copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
+            entry = self.files.add(entry)  # gets its id
         except BaseException:
             os.close(src.fd)
             raise
@@ -549,55 +751,32 @@ class Store:
         return entry
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = _no_progress,
-                   cancel: threading.Event | None = None) -> FileEntry:
+                   cancel: threading.Event | None = None, keep: bool = False) -> FileEntry:
         """Store the parts of the source opened by begin_put; on any failure, or
         when `cancel` is set, roll it back. A source that changes meanwhile fails
-        the put: never a mix of two versions."""
+        the put: never a mix of two versions. See publish for `keep`."""
         src = self._sources.pop(entry.id)
-        chunk, layout = entry.chunk_size, Layout.of(entry)
-        weights = self.volset.writable()
-        descs = {vid: self.volset.describe(vid) for vid in weights}
-
-        def size(i: int) -> int:
-            return min(chunk, entry.size - i * chunk)
-
-        def tasks():
-            for i in range(entry.parts):
-                pid = part_id(entry.uuid, i)
-                targets = [(vid, descs[vid]) for vid in placement.rank(pid, weights)]
-                yield part_memory(size(i), layout), (proc_path(src.fd), i * chunk, size(i), entry.codec, entry.hash,
-                                                     layout, pid, targets)
-
+        chunk, task = entry.chunk_size, self.part_tasks(entry)
+        sizes = [min(chunk, entry.size - i * chunk) for i in range(entry.parts)]
+        tasks = (task(i, proc_path(src.fd), i * chunk, size) for i, size in enumerate(sizes))
         syncs: list[Future] = []
 
         def written(i: int, result) -> None:
-            keys = layout.keys(part_id(entry.uuid, i))
-            for vid, key in zip(result[3], keys):
-                syncs.append(self.engine.sync_soon(self.volset.volume(vid).flush, [key]))
-            progress(size(i))
+            syncs.extend(self.flush_part(entry, i, result))
+            progress(sizes[i])
 
         try:
             try:
-                results = self.engine.run(worker.store_part, tasks(), written, cancel)
+                results = self.engine.run(worker.store_part, tasks, written, cancel)
             finally:
                 wait(syncs)
-            lost = _volume_failures(syncs)
+            lost = volume_failures(syncs)
             how = src.change()
             if how:
                 raise source_changed(source, how)
-            parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk, size=size(i), stored=stored,
-                               codec=used, hash=h, volume=placed[0], copies=[] if layout.ec else placed,
-                               shards=shards)
-                     for i, (h, used, stored, placed, shards) in enumerate(results)]
-            done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                           digest=codec.file_digest([p.hash for p in parts]))
-            self.parts.save(Manifest(done, parts))
-            if lost:
-                self._keep_off_lost_volumes(done, lost[0], cancel)
-            self.files.save(done)
-            return done
+            return self.publish(entry, results, keep, lost, cancel)
         except BaseException as exc:
-            if isinstance(exc, EOFError):  # a worker found the source shorter than put saw
+            if isinstance(exc, worker.SourceShrank):
                 exc = source_changed(source, "changed size")
             self._roll_back(entry, exc)
             if isinstance(exc, OSError):
@@ -610,7 +789,7 @@ class Store:
         """A volume went away while the put wrote to it: rebuild the copies or
         shards it held on the other volumes, from the ones that made it. The put
         fails only where too few made it (a single copy, too few shards)."""
-        found = self._check_parts(done, None, _no_progress, cancel, relocate=True, only_moving=True)
+        found = self._scan_parts(done, None, _no_progress, cancel, relocate=True, only_moving=True)
         if found.damage or found.bad:
             raise PfsError(f"{why.message}, and too few copies or shards of some parts were written elsewhere",
                            why.advice)
@@ -625,6 +804,81 @@ class Store:
                              + (f" ({others})" if others else ""),
                              "free some space, add a volume with `volume add DIR`, or ask for fewer copies")
 
+    def part_tasks(self, entry: FileEntry) -> Callable[[int, str, int, int], tuple[int, tuple]]:
+        """What stores part `index` of a file from `size` bytes of `source` at
+        `offset`, as (memory, worker.store_part's arguments): its copies or
+        shards go to the volumes that take pieces now, best placed first."""
+        layout = Layout.of(entry)
+        weights = self.volset.writable()
+        descs = {vid: self.volset.describe(vid) for vid in weights}
+
+        def task(index: int, source: str, offset: int, size: int) -> tuple[int, tuple]:
+            pid = part_id(entry.uuid, index)
+            targets = [(vid, descs[vid]) for vid in placement.rank(pid, weights)]
+            return part_memory(size, layout), (source, offset, size, entry.codec, entry.hash, layout, pid, targets)
+        return task
+
+    def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list[Future]:
+        """Make the pieces a worker wrote for part `index` (`result`: store_part's) durable, soon."""
+        keys = Layout.of(entry).keys(part_id(entry.uuid, index))
+        return [self.engine.sync_soon(self.volset.volume(vid).flush, [key]) for vid, key in zip(result[3], keys)]
+
+    # -- streaming writes (see pfs.writer) ----------------------------------------
+
+    def begin_write(self, name: str) -> FileEntry:
+        """Record a file that will be written as a stream, as `storing` with room
+        for one part: its size is known only at the end, and reserve() says how
+        many parts a crash may have to roll back meanwhile."""
+        chunk = self.settings.chunk_size
+        self.volset.refresh()
+        self._check_room(self.layout)
+        entry = FileEntry(id=0, name=names.check(name), size=chunk, status=STORING, parts=1,
+                          chunk_size=self.settings.chunk_size, codec=self.settings.codec, hash=self.settings.hash,
+                          uuid=uuid.uuid4().hex, created=time.time(), mode=0o644, mtime=time.time_ns(),
+                          copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
+        return self.files.add(entry)  # gets its id
+
+    def reserve(self, entry: FileEntry, parts: int) -> FileEntry:
+        """Record that up to `parts` parts of a storing file may exist (doubling,
+        so a stream costs a few journal records), for recovery to remove them."""
+        if parts <= entry.parts:
+            return entry
+        if parts > MAX_PARTS:
+            raise UsageError(f"{entry.name} would need more than {MAX_PARTS} parts of "
+                             f"{format_size(entry.chunk_size)}", "use a bigger --chunk-size")
+        parts = min(MAX_PARTS, max(parts, 2 * entry.parts))
+        reserved = replace(entry, parts=parts, size=parts * entry.chunk_size)
+        self.files.save(reserved)
+        return reserved
+
+    def abandon(self, entry: FileEntry) -> None:
+        """Remove every trace of a file that was never stored: parts, manifest, record."""
+        self._sweep(entry)
+        self.parts.remove(entry.id)
+        self.files.remove(entry.id)
+
+    def publish(self, entry: FileEntry, results: list[tuple], keep: bool = False, lost: list[VolumeError] = (),
+                cancel: threading.Event | None = None) -> FileEntry:
+        """Make a file whose parts are written and flushed (`results`: each part's
+        store_part result) stored: its name now resolves to it, in one journal
+        record. Pieces whose flush failed as their volume did (`lost`) are
+        rebuilt elsewhere first. The file it replaces under that name is deleted
+        then, unless `keep`."""
+        chunk, layout = entry.chunk_size, Layout.of(entry)
+        parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
+                           size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
+                           volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
+                 for i, (h, used, stored, placed, shards) in enumerate(results)]
+        done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
+                       digest=codec.file_digest([p.hash for p in parts]))
+        replaced = self.files.current(entry.name)
+        self.parts.save(Manifest(done, parts))
+        if lost:
+            self._keep_off_lost_volumes(done, lost[0], cancel)
+        self.files.save(done)
+        self._drop_replaced(replaced, done, keep)
+        return done
+
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         self._sweep(entry)
         self.parts.remove(entry.id)
@@ -632,10 +886,10 @@ class Store:
 
     # -- get / verify ----------------------------------------------------------
 
-    def _checked_manifest(self, entry: FileEntry) -> Manifest:
+    def checked_manifest(self, entry: FileEntry) -> Manifest:
         """The file's manifest, refused if it disagrees with the file record."""
         manifest = self.parts.load(entry.id)
-        where = self.parts.path(entry.id)
+        where = self.parts.where(entry.id)
         if manifest is None:
             raise damaged(self.root, f"the manifest of file {entry.id} ({entry.name}) is missing: {where}")
         offset = 0
@@ -648,7 +902,7 @@ class Store:
             raise damaged(self.root, f"the manifest of file {entry.id} does not match its record: {where}")
         return manifest
 
-    def _stored_entry(self, file_id: int) -> FileEntry:
+    def stored_entry(self, file_id: int) -> FileEntry:
         entry = self.entry(file_id)
         if entry.status != STORED:
             why = f": {entry.reason}" if entry.reason else ""
@@ -657,8 +911,15 @@ class Store:
         return entry
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
-                     cancel: threading.Event | None, every: bool = False, heal: bool = True,
-                     relocate: bool = False, only_moving: bool = False) -> Findings:
+                     cancel: threading.Event | None, **how: bool) -> Findings:
+        """_scan_parts while holding the file (see reading); its record is read
+        again under the hold, so a delete that ran before it is seen here."""
+        with self.reading(entry.id):
+            return self._scan_parts(self.stored_entry(entry.id), out_path, progress, cancel, **how)
+
+    def _scan_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
+                    cancel: threading.Event | None, every: bool = False, heal: bool = True,
+                    relocate: bool = False, only_moving: bool = False) -> Findings:
         """Read every part through the pool (into `out_path` when given), checking
         the pieces it reads (all of them with `every`), rewriting damaged pieces
         in place (`heal`) and, with `relocate`, moving pieces off volumes that no
@@ -666,7 +927,7 @@ class Store:
         that have such pieces."""
         layout = Layout.of(entry)
         self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,", layout)
-        manifest = self._checked_manifest(entry)
+        manifest = self.checked_manifest(entry)
         self.volset.refresh()
         weights = self.volset.writable() if relocate else {}
         jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate) for p in manifest.parts]
@@ -689,7 +950,7 @@ class Store:
                 self._record_moves(manifest, layout, moved)
         except BaseException:
             if intent:
-                self._finish_intent(intent)
+                self._finish_intent(intent, lambda _: True)
             raise
         if intent:
             intent.unlink()
@@ -711,6 +972,10 @@ class Store:
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
                                 out_path, p.offset, every, heal, moves)
 
+    def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
+        """What reads one part of a stored file in this process (a reader), writing nothing."""
+        return self._part_check(entry, Layout.of(entry), part, {}, None, False, False, False)
+
     def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> None:
         """Record where moved pieces are now, then remove them from where they were."""
         new = {p.index: volumes for p, volumes in moved}
@@ -727,7 +992,7 @@ class Store:
         """Before pieces are written where no manifest says: the next open removes
         what the manifest did not take up, should pfs stop before it does."""
         path = self.root / INTENTS / f"{entry.id}.json"
-        write_json_atomic(path, asdict(entry))
+        write_json_atomic(path, asdict(replace(entry, session=self.sessions.id)))
         return path
 
     def verify(self, file_id: int, progress: Progress = _no_progress,
@@ -735,14 +1000,14 @@ class Store:
         """Check every piece of every part of a stored file; with `heal`, rewrite the
         damaged ones and move pieces off volumes that no longer keep them
         (a scrub). Without, nothing is written. Stops when `cancel` is set."""
-        entry = self._stored_entry(file_id)
+        entry = self.stored_entry(file_id)
         return self._check_parts(entry, None, progress, cancel, every=True, heal=heal, relocate=heal)
 
     def heal(self, file_id: int, progress: Progress = _no_progress,
              cancel: threading.Event | None = None) -> Findings:
         """Restore the file's redundancy: put a new copy or shard on another volume
         for each one on a volume that is missing or draining."""
-        entry = self._stored_entry(file_id)
+        entry = self.stored_entry(file_id)
         return self._check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
@@ -779,7 +1044,7 @@ class Store:
         a crash leaves nothing behind. With salvage, damaged parts are zero-filled
         instead and listed. A damaged copy or shard met on the way is rewritten
         from the good data. Returns (path written, findings)."""
-        entry = self._stored_entry(file_id)
+        entry = self.stored_entry(file_id)
         target = self.destination(file_id, dest, force)
         try:
             with Output(target) as out:
@@ -816,6 +1081,7 @@ class Store:
     def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
         """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
         standard server) as a new volume of the store."""
+        self._check_volumes_editable()
         if "://" not in location:
             path = user_path(location).absolute()
             if self.inside_store(path):
@@ -824,6 +1090,13 @@ class Store:
         config = self.volset.add(location, weight, endpoint, self.config["next_volume"])
         self.save_volumes(config.id + 1)
         return config
+
+    def _check_volumes_editable(self) -> None:
+        """A database store keeps its part data in its one data directory."""
+        if self._db is not None:
+            raise UsageError(f"the store in {self._db.name} keeps its part data in one directory, "
+                             f"{self.root.absolute()}", "volumes are added to, drained from and removed from "
+                             "directory stores")
 
     def volume_report(self) -> list[VolumeRow]:
         """Every volume with its status, what it holds and its free space."""
@@ -852,11 +1125,13 @@ class Store:
 
     def start_drain(self, vid: int) -> None:
         """Mark a volume draining: nothing new goes there, and heal moves what it holds."""
+        self._check_volumes_editable()
         self.volset.set_state(vid, DRAINING)
         self.save_volumes()
 
     def remove_volume(self, vid: int) -> None:
         """Forget a volume that holds nothing (drained, or lost and healed)."""
+        self._check_volumes_editable()
         users = self.files_on(vid)
         if users:
             raise UsageError(f"volume {vid} still holds pieces of {len(users)} file(s) (first: file {users[0]})",
@@ -902,11 +1177,16 @@ class Store:
     # -- delete ---------------------------------------------------------------
 
     def delete(self, file_id: int, progress: Progress = _no_progress) -> FileEntry:
-        """Remove a file and its parts; a crash midway is finished at the next open."""
+        """Remove a file and its parts; a crash midway is finished at the next open.
+        Refused while another command (of any pfs) reads the file."""
+        with self.sessions.hold(file_id, exclusive=True):
+            return self._delete(file_id, progress)
+
+    def _delete(self, file_id: int, progress: Progress) -> FileEntry:
         entry = self.entry(file_id)
         if entry.status in (STORING, DELETING):
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
-        self.files.save(replace(entry, status=DELETING))
+        self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
         self.volset.refresh()
         self._sweep(entry, progress=progress)
         self.parts.remove(file_id)
@@ -979,7 +1259,7 @@ class Output:
         self.close()
 
 
-def _volume_failures(syncs: list[Future]) -> list[VolumeError]:
+def volume_failures(syncs: list[Future]) -> list[VolumeError]:
     """The flushes that failed because their volume did (went away, filled up);
     any other failure is raised."""
     failures = [f.exception() for f in syncs if f.exception() is not None]

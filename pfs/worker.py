@@ -3,7 +3,9 @@ with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
 task is a few paths, numbers and volume descriptions (each volume is opened
 once per worker), a result is a hash, a size and where the pieces went."""
 
+import fcntl
 import json
+import mmap
 import os
 import select
 import signal
@@ -17,7 +19,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
 
-_buffer = bytearray()
+_buffer: mmap.mmap | None = None
 
 
 def init_worker(pfs_pid: int) -> None:
@@ -48,10 +50,15 @@ def _alive(pid: int) -> bool:
 
 
 def _view(size: int) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker, not per part."""
+    """A reusable buffer of `size` bytes: one allocation per worker, not per part.
+    It is an mmap, so it starts on a page boundary: the kernel's copies between
+    the page cache and a buffer 16 bytes past a page boundary, where a
+    bytearray's data starts, cost far more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process; a 2-worker get of 1 GiB,
+    2.2 against 0.4 s)."""
     global _buffer
-    if len(_buffer) < size:
-        _buffer = bytearray(size)
+    if _buffer is None or len(_buffer) < size:
+        _buffer = mmap.mmap(-1, max(size, mmap.PAGESIZE))
     return memoryview(_buffer)[:size]
 
 
@@ -90,6 +97,11 @@ _volumes: dict[str, Volume] = {}
 Target = tuple[int, dict]
 
 
+class SourceShrank(Exception):
+    """The source holds fewer bytes than the put recorded (its own type, so that
+    an EOFError from a dying pool is never mistaken for a changed source)."""
+
+
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
                part_id: str, targets: list[Target]) -> tuple[str, str, int, list[int], list[dict]]:
     """Read a slice of `source`, hash it, compress it and write its pieces (its
@@ -103,7 +115,7 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     finally:
         os.close(fd)
     if got != size:
-        raise EOFError(f"{source} shrank while it was being stored")
+        raise SourceShrank(f"{source} shrank while it was being stored")
     part_hash = codec.digest(hash_name, view)
     used, payload = codec.compress(codec_name, view)
     pieces = redundancy.encode(layout, payload) if layout.ec else [payload] * layout.copies
@@ -184,22 +196,12 @@ def check_part(job: PartCheck) -> PartVerdict:
     move pieces off volumes that no longer keep them. Damage is never an
     error of the whole operation and never written out."""
     layout, keys = job.layout, job.layout.keys(job.part_id)
-    problems: dict[int, str] = {}
-    payload = (_read_shards if layout.ec else _read_copies)(job, keys, problems)
-    data = None
-    if payload is not None:
-        data, problem = _decoded(job, payload)
-        if problem:  # every piece checked out, yet the whole does not
-            return PartVerdict(problem, [v for v, _ in job.pieces])
+    payload, data, problem, problems = _read(job)
     volumes = [v for v, _ in job.pieces]
-    if data is None:  # the problem names every piece's
-        return PartVerdict(_summary(job, problems), volumes)
+    if problem:
+        return PartVerdict(problem, volumes)
     if job.out_path is not None:
-        out = os.open(job.out_path, os.O_WRONLY)
-        try:
-            _write_all(out, data, job.offset)
-        finally:
-            os.close(out)
+        _write_output(job.out_path, data, job.offset)
     names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
     verdict = PartVerdict(None, volumes)
     pieces = _Pieces(layout, payload)
@@ -228,6 +230,35 @@ def check_part(job: PartCheck) -> PartVerdict:
         _volume(dict(targets)[volumes[j]]).flush([keys[j]])
         verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
     return verdict
+
+
+def part_bytes(job: PartCheck) -> tuple[bytes | None, str | None]:
+    """A part's bytes read from a good copy or enough good shards and checked,
+    writing nothing (for a reader): (data, None), or (None, why it cannot be read)."""
+    _, data, problem, _ = _read(job)
+    return data, problem
+
+
+def _read(job: PartCheck) -> tuple[bytes | None, bytes | None, str | None, dict[int, str]]:
+    """(stored bytes, part bytes, why the part cannot be read, each bad piece's problem)."""
+    problems: dict[int, str] = {}
+    payload = (_read_shards if job.layout.ec else _read_copies)(job, job.layout.keys(job.part_id), problems)
+    if payload is None:  # the problem names every piece's
+        return None, None, _summary(job, problems), problems
+    data, problem = _decoded(job, payload)  # every piece checked out, yet the whole may not
+    return payload, data, problem, problems
+
+
+def _write_output(path: str, data, offset: int) -> None:
+    """pwrite a checked part into the output, one worker at a time: workers
+    writing into one file at once spin on its inode lock, which burnt more
+    system CPU than the copies themselves; waiting on flock sleeps instead."""
+    out = os.open(path, os.O_WRONLY)
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX)  # released by close
+        _write_all(out, data, offset)
+    finally:
+        os.close(out)
 
 
 class _Pieces:

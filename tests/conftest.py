@@ -21,15 +21,18 @@ class Result:
 
 
 class Pfs:
-    """Runs `python -m pfs --store STORE ...` with a script on stdin."""
+    """Runs `python -m pfs --store STORE ...` with a script on stdin. `store` is a
+    directory, or a PostgreSQL URI with `options` saying where its data go."""
 
-    def __init__(self, store: Path, cwd: Path) -> None:
+    def __init__(self, store: Path | str, cwd: Path, options: tuple[str, ...] = ()) -> None:
         self.store = store
         self.cwd = cwd
+        self.options = options
+        self.database = isinstance(store, str)
 
     def argv(self, *options: str) -> list[str]:
         return [sys.executable, "-m", "pfs", "--store", str(self.store), "--chunk-size", str(CHUNK),
-                "--workers", "2", *options]
+                "--workers", "2", *self.options, *options]
 
     def run(self, script: str = "", *options: str, timeout: float = 60) -> Result:
         proc = subprocess.run(self.argv(*options), input=script, capture_output=True, text=True,
@@ -48,6 +51,38 @@ def pfs(tmp_path: Path) -> Pfs:
     work = tmp_path / "work"
     work.mkdir()
     return Pfs(tmp_path / "store", work)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the whole run (skipped where it cannot run)."""
+    from postgres_server import PostgresServer, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    print(f"\nPostgreSQL started in {server.start_seconds:.2f} s")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_uri(postgres, request) -> str:
+    """A new, empty database of the test's own on the server."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50] + f"_{os.getpid()}_{time.monotonic_ns()}"
+    return postgres.create_database(name[:63])
+
+
+@pytest.fixture(params=["json", "postgresql"])
+def shared(request, tmp_path: Path) -> Pfs:
+    """A store for many processes: a directory (JSON registries), or a PostgreSQL
+    database with its part data in a directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    if request.param == "json":
+        return Pfs(tmp_path / "store", work)
+    return Pfs(request.getfixturevalue("postgres_uri"), work, ("--data", str(tmp_path / "data")))
 
 
 def make_file(path: Path, size: int, kind: str = "random") -> Path:

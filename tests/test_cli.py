@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import pfs as pfs_package
-from conftest import CHUNK, Pfs, Result, env, make_file, part_path, pieces
+from conftest import CHUNK, Pfs, Result, env, error_lines, make_file, part_path, pieces
 
 KEEP_SIZE = 3 * CHUNK + 17  # a multi-part file whose last part is short
 
@@ -120,12 +120,15 @@ BAD_COMMANDS = [
     ("frobnicate", ["unknown command 'frobnicate'"]),
     ("help frobnicate", ["unknown command"]),
     ("put", ["put: missing arguments"]),
-    ("put a b", ["put: too many arguments"]),
+    ("put a b c", ["put: too many arguments"]),
+    ("put keep.bin a//b", ["bad name 'a//b'", "empty segment"]),
+    ("put keep.bin ../up", ["bad name '../up'", "'..' segment"]),
     ("get", ["get: missing arguments"]),
     ("get 1 a b", ["get: too many arguments"]),
     ("delete", ["delete: missing arguments"]),
     ("delete 1 2", ["delete: too many arguments"]),
-    ("list now", ["list: too many arguments"]),
+    ("list a b", ["list: too many arguments"]),
+    ("list now", ["nothing is stored under now"]),
     ("info", ["info: missing arguments"]),
     ("verify", ["verify"]),
     ("verify 1 --all", ["verify"]),
@@ -134,10 +137,10 @@ BAD_COMMANDS = [
     ("get 1 --bogus", ["unknown option '--bogus'"]),
     ("put missing.bin", ["missing.bin", "does not exist"]),
     ("put adir", ["adir", "is a directory"]),
-    ("get one", ["number", "'one'"]),
-    ("delete 1x", ["number"]),
-    ("info -1", ["number"]),
-    ("verify x", ["number"]),
+    ("get one", ["no file named one"]),
+    ("delete 1x", ["no file named 1x"]),
+    ("info -1", ["no file named -1"]),
+    ("verify ./1", ["no file named 1"]),  # ./ makes it a name, not the id 1
     ("get 99", ["no file with id 99"]),
     ("delete 99", ["no file with id 99"]),
     ("info 99", ["no file with id 99"]),
@@ -184,7 +187,7 @@ def test_bad_destination_is_one_error_line_and_damages_nothing(spfs, shared_stor
 def test_bad_command_in_one_shot_mode(spfs, shared_store):
     r = spfs.run("", "get", "one")
     assert r.returncode == 1
-    one_error(r, "number")
+    one_error(r, "no file named one")
     r = spfs.run("", "frobnicate")
     assert r.returncode == 1
     one_error(r, "unknown command")
@@ -512,7 +515,7 @@ def test_get_and_delete_right_after_put_wait_for_it(pfs):
 def test_second_process_sees_the_files_and_ids_are_never_reused(pfs):
     a = make_file(pfs.cwd / "a.bin", 2 * CHUNK).read_bytes()
     b = make_file(pfs.cwd / "b c.txt", 3 * CHUNK, "text").read_bytes()
-    r = pfs.run('put a.bin\nput "b c.txt"\nput a.bin\n')
+    r = pfs.run('put a.bin --keep\nput "b c.txt"\nput a.bin --keep\n')  # either may be stored last
     assert r.returncode == 0, r.stderr
     r = pfs.run("list\ndelete 3\n")
     rows = list_rows(r.stdout)
@@ -525,25 +528,24 @@ def test_second_process_sees_the_files_and_ids_are_never_reused(pfs):
     assert "[4] storing a.bin" in r.stdout, "id 3 was deleted and must not be reused"
 
 
-def test_second_pfs_on_a_locked_store_is_refused(pfs):
-    first = popen(pfs)  # stdin stays open: it holds the store
+def test_second_pfs_shares_the_store_and_repair_is_refused_while_it_does(pfs):
+    first = popen(pfs)  # stdin stays open: it has the store open
     try:
-        lock = pfs.store / "lock"
+        sessions = pfs.store / "sessions"
         deadline = time.monotonic() + 30
-        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        while not (sessions.is_dir() and [n for n in os.listdir(sessions) if not n.startswith(".")]):
             assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first pfs never took the lock"
+            assert time.monotonic() < deadline, "the first pfs never registered its session"
             time.sleep(0.01)
-        r = pfs.run("list\n")
+        for r in (pfs.run("list\n"), pfs.run("", "list")):  # script and one-shot mode share it
+            assert r.returncode == 0 and error_lines(r.stderr) == [], r.stderr
+        r = pfs.run("", "repair")
         assert r.returncode == 2
-        one_error(r, f"in use by pid {first.pid}")
-        r = pfs.run("", "list")  # one-shot mode too
-        assert r.returncode == 2
-        one_error(r, f"in use by pid {first.pid}")
+        one_error(r, f"in use by pid {first.pid}; repair needs it alone")
     finally:
         first.stdin.close()
         assert first.wait(60) == 0
-    r = pfs.run("list\n")  # the lock is gone with the first pfs
+    r = pfs.run("", "repair")  # alone now
     assert r.returncode == 0, r.stderr
 
 
@@ -689,7 +691,7 @@ def test_kill_9_during_put_leaves_earlier_files_intact_and_no_half_stored_file(p
         assert v.returncode == 0, v.stderr
     assert list((pfs.store / "tmp").iterdir()) == []
     # the store keeps working: ids go on, the interrupted file can be deleted
-    r = pfs.run("put keep.bin\ndelete 2\n")
+    r = pfs.run("put keep.bin --keep\ndelete 2\n")
     assert r.returncode == 0, r.stderr
     assert "[3] storing keep.bin" in r.stdout
     assert len(part_files(pfs.store)) == 8
@@ -739,7 +741,7 @@ def test_get_says_when_it_starts_and_help_shows_aliases_and_repair(pfs):
     r = pfs.run("put a.bin\nget 1 out.bin\nhelp\nhelp repair\nhelp quit\n")
     assert r.returncode == 0, r.stderr
     assert "[1] restoring a.bin (192.0 KiB, 3 parts)\n" in r.stdout, r.stdout
-    for usage in ("exit (also: quit)", "list (also: ls)", "delete ID (also: rm)", "pfs --store DIR repair"):
+    for usage in ("exit (also: quit)", "list [PREFIX] [-r|--recursive] (also: ls)", "delete NAME|ID (also: rm)", "pfs --store DIR repair"):
         assert usage in r.stdout, (usage, r.stdout)
     assert "Rebuilds damaged metadata" in r.stdout and "lost+found" in r.stdout
     r = pfs.run("repair\n")

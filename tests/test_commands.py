@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfs.commands import ALIASES, COMMANDS, Args, Session, parse, split
+from pfs import names
+from pfs.commands import ALIASES, COMMANDS, Session, parse, split
 from pfs.errors import UsageError
 from pfs.jobs import JobManager
 from pfs.output import PlainOutput
@@ -71,11 +72,13 @@ def test_unknown_command():
     (["get"], "missing"),
     (["delete"], "missing"),
     (["info"], "missing"),
-    (["put", "a", "b"], "too many"),
+    (["put", "a", "b", "c"], "too many"),
     (["get", "1", "dest", "extra"], "too many"),
     (["delete", "1", "2"], "too many"),
     (["info", "1", "2"], "too many"),
-    (["list", "x"], "too many"),
+    (["list", "x", "y"], "too many"),
+    (["mv", "x"], "missing"),
+    (["mv", "x", "y", "z"], "too many"),
     (["jobs", "x"], "too many"),
     (["wait", "x"], "too many"),
     (["exit", "now"], "too many"),
@@ -123,7 +126,7 @@ def test_double_dash_makes_the_rest_positional():
     command, args = parse(["get", "--force", "1", "--", "--salvage"])
     assert args.positional == ["1", "--salvage"] and args.flags == {"--force"}
     usage_error(parse, ["put", "--"])  # `--` alone is not a path
-    usage_error(parse, ["put", "--", "a", "b"])
+    usage_error(parse, ["put", "--", "a", "b", "c"])
 
 
 def test_single_dash_words_are_arguments():
@@ -154,16 +157,38 @@ def test_command_names_are_case_insensitive(name):
     assert parse(tokens)[0] is command
 
 
-@pytest.mark.parametrize("text", ["abc", "-1", "1.5", "0x1", "", " 1", "²", "١", "1e3"])
-def test_file_id_must_be_an_ascii_number(text):
-    message = usage_error(Args([text], frozenset()).file_id)
-    assert "number" in message
+@pytest.mark.parametrize("text", ["7", "007", "12"])
+def test_an_ascii_number_is_an_id(text):
+    assert names.is_id(text)
 
 
-def test_file_id_accepts_plain_numbers():
-    assert Args(["7"], frozenset()).file_id() == 7
-    assert Args(["007"], frozenset()).file_id() == 7
-    assert Args(["x", "12"], frozenset()).file_id(1) == 12
+@pytest.mark.parametrize("text, name", [("abc", "abc"), ("-1", "-1"), ("1.5", "1.5"), ("²", "²"), ("١", "١"),
+                                        ("./123", "123"), ("/123", "123"), ("/logs/a b.log", "logs/a b.log"),
+                                        ("caf\udce9", "caf\udce9")])
+def test_anything_else_is_a_name(text, name):
+    assert not names.is_id(text)
+    assert names.check(text) == name
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "empty"), ("/", "empty"), ("a//b", "empty segment"), ("a/", "empty segment"), ("a/./b", "'.' segment"),
+    ("../a", "'..' segment"), ("a/..", "'..' segment"), ("a\nb", "control"), ("a\x00b", "control"),
+    ("a\x1b[31m", "control"), ("a\x85", "control"), ("x" * 256, "segment is longer than 255"),
+    ("a/" * 600 + "b", "longer than 1024")])
+def test_bad_names_are_refused_in_one_line(text, problem):
+    message = usage_error(names.check, text)
+    assert problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize("typed, source, name", [(None, "a.log", "a.log"), ("logs/", "a.log", "logs/a.log"),
+                                                 ("logs/b.log", "a.log", "logs/b.log")])
+def test_put_target_names(typed, source, name):
+    assert names.target(typed, source) == name
+
+
+def test_short_flag_for_list():
+    command, args = parse(["list", "-r", "logs"])
+    assert args.positional == ["logs"] and args.flags == {"--recursive"}
 
 
 def assert_parses_or_fails_in_one_line(tokens: list[str]) -> None:

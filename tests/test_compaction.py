@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from pfs import registry
+from pfs.registry import jsonfiles
 from pfs.registry import STORED, STORING, FileEntry, FileRegistry
 
 
@@ -19,7 +19,7 @@ def on_disk(root) -> list[FileEntry]:
 
 
 def test_every_update_is_durable_across_compactions(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "MIN_COMPACT_BYTES", 2048)  # compact every few dozen lines
+    monkeypatch.setattr(jsonfiles, "MIN_COMPACT_BYTES", 2048)  # compact every few dozen lines
     reg = FileRegistry(tmp_path)
     compactions = 0
     for i in range(1, 150):
@@ -38,19 +38,19 @@ def test_every_update_is_durable_across_compactions(tmp_path, monkeypatch):
 
 
 def test_a_session_folds_the_journal_it_grew_when_it_closes(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "MIN_COMPACT_BYTES", 1024)
+    monkeypatch.setattr(jsonfiles, "MIN_COMPACT_BYTES", 1024)
     reg = FileRegistry(tmp_path)
     for _ in range(20):
         reg.save(entry(reg.new_id(), STORED))
     reg.compact()  # a snapshot of 20 files
     for _ in range(5):  # past MIN_COMPACT_BYTES and a quarter of the snapshot, but smaller than it
         reg.save(entry(reg.new_id(), STORED))
-    assert (tmp_path / registry.JOURNAL).stat().st_size > 1024
+    assert (tmp_path / jsonfiles.JOURNAL).stat().st_size > 1024
     reg.close()
-    assert (tmp_path / registry.JOURNAL).stat().st_size == 0
+    assert (tmp_path / jsonfiles.JOURNAL).stat().st_size == 0
     assert [e.id for e in on_disk(tmp_path)] == list(range(1, 26))
 
-    journal = tmp_path / registry.JOURNAL
+    journal = tmp_path / jsonfiles.JOURNAL
     journal.write_bytes(b"".join(b'{"op":"del","id":0}\n' for _ in range(100)))  # left by an earlier session
     FileRegistry(tmp_path).close()  # a session that only reads leaves it alone
     assert journal.stat().st_size == 2000

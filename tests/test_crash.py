@@ -11,7 +11,13 @@ Each iteration checks, after the kill:
   * there is a manifest for exactly the stored files, and no part file exists
     beyond those the manifests reference.
 
-Default: PFS_CRASH_KILLS (30) kills. `pytest -m soak` runs PFS_SOAK_KILLS (300).
+In the concurrent mode two or three pfs processes run parts of the script at
+once on the store and one of them, at random, is killed: the others finish, and
+every put they report stored must still be stored after the reopen (recovery
+rolls back only the dead process's work).
+
+Default: PFS_CRASH_KILLS (30) kills, PFS_CONCURRENT_KILLS (8) in the concurrent
+mode. `pytest -m soak` runs PFS_SOAK_KILLS (300) of each.
 PFS_CRASH_SEED fixes the random choices (the seed is printed).
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -41,9 +48,10 @@ MODES = {"plain": ([], 1), "copies": (["--copies", "2"], 4), "ec": (["--ec", "2+
 
 
 class CrashLoop:
-    def __init__(self, root: Path, seed: int, mode: str = "plain") -> None:
+    def __init__(self, root: Path, seed: int, mode: str = "plain", processes: int = 1) -> None:
         self.rng = random.Random(seed)
         self.options, volumes = MODES[mode]
+        self.processes = processes
         self.store = root / "store"
         self.work = root / "work"
         self.originals = root / "orig"
@@ -53,6 +61,7 @@ class CrashLoop:
             d.mkdir()
         self.stored: dict[int, str] = {}  # id -> name, as of the last reopen
         self.failed: set[int] = set()
+        self.survivors_stored: dict[int, str] = {}  # what the processes not killed reported stored
         self.counts = collections.Counter()
         self.iteration = 0
         self.draining: int | None = None
@@ -86,7 +95,7 @@ class CrashLoop:
             deletes.add(fid)
             if rng.random() < 0.5:
                 break
-        for k in range(rng.randint(1, 2)):
+        for k in range(rng.randint(1, 2) + self.processes - 1):
             name = f"f{self.iteration}-{k}.bin"
             make_file(self.originals / name, rng.randint(1 * MIB, 8 * MIB), rng.choice(["random", "text"]))
             lines.append(f"put {self.originals / name}")
@@ -129,28 +138,42 @@ class CrashLoop:
             self.counts["runs with a compaction due"] += 1
 
     def run_and_kill(self, lines: list[str]) -> bool:
-        """Start pfs on the script, kill its group after a random delay. True if it was killed."""
+        """Start pfs on the script (split among the processes), kill one process's
+        group after a random delay and let the others finish. True if it was killed."""
         shutil.rmtree(self.out)
         self.out.mkdir()
         if self.rng.random() < 0.25:
             self.make_compaction_due()
         snapshot = self.store / "files.json"
         before = snapshot.stat().st_mtime_ns if snapshot.exists() else None
-        script = self.work / "script.txt"
-        script.write_text("".join(line + "\n" for line in lines))
-        with script.open() as stdin:
-            proc = subprocess.Popen(pfs_argv(self.store, *self.options), stdin=stdin, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, cwd=self.work, env=env(), start_new_session=True)
+        procs = [self.start(lines[n::self.processes], n) for n in range(self.processes)]
+        victim = self.rng.randrange(self.processes)
         try:
-            proc.wait(timeout=self.rng.uniform(0.02, 0.5))
+            procs[victim].wait(timeout=self.rng.uniform(0.02, 0.5))
         except subprocess.TimeoutExpired:
             pass
-        killed = kill_group(proc)
+        killed = kill_group(procs[victim])
+        self.survivors_stored = {}
+        for n, proc in enumerate(procs):
+            if n != victim:
+                assert proc.wait(timeout=120) in (0, 1), \
+                    f"a pfs beside the killed one failed (iteration {self.iteration})"
+                stdout = (self.work / f"stdout-{n}.txt").read_text()
+                self.survivors_stored |= {int(i): name for i, name in
+                                          re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
         intents = self.store / "intents"
         self.counts["heals or drains cut short"] += len(list(intents.iterdir())) if intents.exists() else 0
         if snapshot.exists() and snapshot.stat().st_mtime_ns != before:
             self.counts["runs that compacted the journal"] += 1
         return killed
+
+    def start(self, lines: list[str], n: int) -> subprocess.Popen:
+        """pfs running `lines` as a script, its stdout kept in work/stdout-N.txt."""
+        script = self.work / f"script-{n}.txt"
+        script.write_text("".join(line + "\n" for line in lines))
+        with script.open() as stdin, (self.work / f"stdout-{n}.txt").open("w") as stdout:
+            return subprocess.Popen(pfs_argv(self.store, *self.options), stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL,
+                                    cwd=self.work, env=env(), start_new_session=True)
 
     def reopen_and_check(self, deletes: set[int], gets: dict[str, int]) -> None:
         session = LiveSession(self.store, self.work)
@@ -171,6 +194,10 @@ class CrashLoop:
                 assert listing[fid] == (name, "stored"), \
                     f"stored file {fid} ({name}) is now {listing[fid]} (iteration {self.iteration})"
             stored = {fid: name for fid, (name, status) in listing.items() if status == "stored"}
+            for fid, name in self.survivors_stored.items():
+                assert stored.get(fid) == name, \
+                    f"file {fid} ({name}), stored by a pfs that was not killed, is now {listing.get(fid)}"
+                self.counts["puts of the others kept"] += 1
             for fid, name in stored.items():
                 assert (self.originals / name).exists(), f"file {fid} has unknown name {name!r}"
             # Only a complete, verified file may appear under a get's destination name.
@@ -237,15 +264,15 @@ class CrashLoop:
         return self.counts
 
 
-def _crash_loop(tmp_path: Path, kills: int, capsys, mode: str = "plain") -> None:
+def _crash_loop(tmp_path: Path, kills: int, capsys, mode: str = "plain", processes: int = 1) -> None:
     seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
-    loop = CrashLoop(tmp_path, seed, mode)
+    loop = CrashLoop(tmp_path, seed, mode, processes)
     start = time.monotonic()
     try:
         counts = loop.run(kills)
     finally:
         with capsys.disabled():
-            print(f"\ncrash loop {mode} (PFS_CRASH_SEED={seed}): "
+            print(f"\ncrash loop {mode}, {processes} pfs at once (PFS_CRASH_SEED={seed}): "
                   + ", ".join(f"{k}={v}" for k, v in sorted(loop.counts.items()))
                   + f" in {time.monotonic() - start:.0f} s")
     assert counts["kills"] >= kills
@@ -266,3 +293,14 @@ def test_kill9_with_copies_and_erasure_coding(tmp_path, capsys, mode):
 @pytest.mark.timeout(0)
 def test_kill9_soak(tmp_path, capsys):
     _crash_loop(tmp_path, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_kill9_one_of_several_processes(tmp_path, capsys, processes):
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CONCURRENT_KILLS", "8")) // 2, capsys, processes=processes)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+def test_kill9_one_of_three_soak(tmp_path, capsys):
+    _crash_loop(tmp_path, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys, processes=3)

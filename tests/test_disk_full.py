@@ -160,7 +160,7 @@ def test_full_disk_does_not_tear_the_journal(tmp_path, small_fs, live_sessions):
         assert journal.read_bytes().endswith(b"\n"), f"put {i} left half a line in the journal"
     assert any("space" in line for line in s.err), "the disk never filled up (condition not reproduced)"
     filler.unlink()  # space comes back while the session goes on
-    s.send("put keep.bin", "exit")
+    s.send("put keep.bin --keep", "exit")  # kept: file 1 stays as it was
     s.close()
 
     r = run_pfs(store, f"list\nget 1 {tmp_path / 'keep.out'}\n", cwd=work)

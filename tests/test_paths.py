@@ -77,17 +77,17 @@ def _one_error_each(r, count: int, words: str) -> None:
 def test_get_never_writes_inside_the_store(tmp_path):
     store, work, src = _stored(tmp_path)
     (work / "to-store").symlink_to(store)
-    (work / "to-lock").symlink_to(store / "lock")
-    inside = [store / "lock", store / "store.json", store / "files.json", store / "files.jsonl",
+    (work / "to-lock").symlink_to(store / "files.lock")
+    inside = [store / "files.lock", store / "store.json", store / "files.json", store / "files.jsonl",
               store / "manifests" / "1.json", part_path(store, 1, 0), store / "tmp" / "x", store,
               store / "volumes", "to-store/x", "to-store", "to-lock", f"../{store.name}/manifests/../x"]
     before = tree_state(store, ("lock", "pfs.log"))
-    lock_before = (store / "lock").stat().st_ino
+    lock_before = (store / "files.lock").stat().st_ino
     r = run_pfs(store, "".join(f"get 1 {d} --force\n" for d in inside), cwd=work)
     assert r.returncode == 1
     _one_error_each(r, len(inside), "is inside the store")
     assert tree_state(store, ("lock", "pfs.log")) == before
-    assert (store / "lock").stat().st_ino == lock_before
+    assert (store / "files.lock").stat().st_ino == lock_before
 
     os.chdir(store)  # no DEST: the current directory, here the store itself
     try:
@@ -125,16 +125,19 @@ def test_put_refuses_the_stores_own_files(tmp_path):
 
 
 def test_lock_holds_when_its_file_is_replaced(tmp_path, live_sessions):
+    """The lock that keeps repair out is an flock of the store directory itself:
+    replacing STORE/lock (as a get --force onto it once could) changes nothing."""
     store, work, _ = _stored(tmp_path)
     first = live_sessions(store, work)
-    _wait(lambda: (store / "lock").read_text().strip() == str(first.pid), "the first pfs to take the lock")
+    _wait(lambda: [n for n in os.listdir(store / "sessions") if n.startswith(f"{first.pid}-")],
+          "the first pfs to open the store")
     impostor = tmp_path / "impostor"
     impostor.write_text("")
-    os.replace(impostor, store / "lock")  # as a get --force onto STORE/lock once did
+    os.replace(impostor, store / "lock")
 
-    r = run_pfs(store, "list\n", cwd=work)
+    r = run_pfs(store, "", "repair", cwd=work)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    _one_error_each(r, 1, "is in use by pid")
+    _one_error_each(r, 1, f"is in use by pid {first.pid}")
     first.send("exit")
     assert first.close() == 0
     assert run_pfs(store, "list\n", cwd=work).returncode == 0

@@ -13,7 +13,7 @@ import pytest
 from pfs.codec import file_digest
 from pfs.errors import StoreError
 from pfs.registry import (JOURNAL, MIN_COMPACT_BYTES, SNAPSHOT, FileEntry, FileRegistry, Manifest,
-                          PartEntry, PartRegistry, write_json_atomic)
+                          PartEntry, PartRegistry, is_sealed, write_json_atomic)
 from pfs.volumes import part_id
 
 
@@ -30,8 +30,8 @@ def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEnt
 def registry_with_three_files(root) -> FileRegistry:
     """A registry holding files 1, 2 and 3."""
     reg = FileRegistry(root)
-    for _ in range(3):
-        reg.save(entry(reg.new_id()))
+    for file_id in (1, 2, 3):
+        reg.save(entry(file_id))
     return reg
 
 def journal_line(op: dict) -> bytes:
@@ -265,10 +265,10 @@ def test_replay_over_snapshot_is_idempotent(root):
     reg.compact()
     reg.close()
     (root / JOURNAL).write_bytes(old_journal)  # the truncation never happened
-    for _ in range(2):  # and replaying twice is no different
+    for n in range(2):  # and replaying twice is no different
         reg = FileRegistry(root)
         assert as_map(reg) == expected
-        assert reg.new_id() == 5
+        assert reg.new_id() == 5 + n  # an id handed out once (reserved) never is again
         reg.close()
 
 
@@ -373,4 +373,25 @@ def test_new_ids_go_above_the_highest_id_known_elsewhere(root):
     assert asked == [], "opening to read should not look for ids elsewhere"
     assert [reg.new_id(), reg.new_id()] == [42, 43]
     assert asked == [1]
+    reg.close()
+
+
+def test_snapshot_without_its_check_is_checked_and_resealed_at_close(root):
+    """A snapshot whose check does not match (edited, or from an older pfs) has
+    every record checked; a bad one is refused; a good one is resealed at close."""
+    reg = registry_with_three_files(root)
+    reg.compact()
+    reg.close()
+    snap = json.loads((root / SNAPSHOT).read_bytes())
+    snap.pop("check")
+    snap["files"][1][snap["fields"].index("uuid")] = "not hex"
+    (root / SNAPSHOT).write_text(json.dumps(snap))
+    with pytest.raises(StoreError, match="record 2 is damaged .uuid is not 32 hex digits"):
+        FileRegistry(root)
+    snap["files"][1][snap["fields"].index("uuid")] = "ab" * 16
+    (root / SNAPSHOT).write_text(json.dumps(snap))
+    FileRegistry(root).close()
+    assert is_sealed((root / SNAPSHOT).read_bytes())
+    reg = reopen(root)
+    assert reg.get(2).uuid == "ab" * 16
     reg.close()

@@ -58,7 +58,7 @@ def test_put_list_help_exit(pfs, shell):
     child.expect(r"1\s*[│|]\s*f\.bin\s*[│|].*stored")
     child.expect_exact(PROMPT)
     child.sendline("help")
-    for usage in ["put PATH", "get ID", "delete ID", "verify ID", "exit"]:
+    for usage in ["put PATH", "get NAME|ID", "delete NAME|ID", "verify NAME|ID", "exit"]:
         child.expect_exact(usage)
     child.expect_exact(PROMPT)
     child.sendline("exit")

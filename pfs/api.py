@@ -1,0 +1,159 @@
+"""The Python API: a store opened from Python, over the same engine the shell uses.
+
+    import pfs
+
+    with pfs.open("/data/store") as store:
+        store.put("app.log", "logs/2026/app.log")
+        with store.open("logs/2026/app.log") as f:   # random access: seek, read, readinto
+            f.seek(1000)
+            head = f.read(100)
+        with store.open("logs/summary.txt", "wb") as f:  # streamed: bounded memory
+            f.write(b"...")
+        for item in store.list("logs", recursive=True):
+            print(item.name, item.size)
+
+A file is named by its path in the store or by its id (an int, or a string of
+digits). Failures raise the typed errors of pfs.errors (NotFoundError,
+UsageError, IntegrityError, StoreLockedError, ...), all PfsErrors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pfs.registry import STORED, FileEntry
+from pfs.store import Damage, Store as _Core, default_root
+
+Ref = str | int
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A stored file: `name` is its path in the store; `directory` entries (implied
+    by the names under them) have only a name ending in `/`."""
+
+    name: str
+    id: int | None = None
+    size: int = 0
+    stored: int = 0
+    parts: int = 0
+    status: str = ""
+    created: float = 0.0
+    mtime: float | None = None
+    digest: str = ""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.id is None
+
+    @classmethod
+    def of(cls, entry: FileEntry) -> FileInfo:
+        mtime = entry.mtime / 1e9 if entry.mtime is not None else None
+        return cls(entry.name, entry.id, entry.size, entry.stored, entry.parts, entry.status, entry.created,
+                   mtime, entry.digest)
+
+
+class _BufferedReader(io.BufferedReader):
+    """A buffered reader that also tells the file's size, as fsspec files do."""
+
+    @property
+    def size(self) -> int:
+        return self.raw.size
+
+
+def open(path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
+         max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None) -> Store:
+    """Open (creating if new) the store at `path`, by default $PFS_STORE or the
+    user data directory, as the shell does. Holds the store's lock until closed:
+    use it as a context manager. `chunk_size` and `codec` apply to new files."""
+    return Store(path, workers=workers, max_memory=max_memory, chunk_size=chunk_size, codec=codec)
+
+
+class Store:
+    """An open store. Every method is safe to call from several threads."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
+                 max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None) -> None:
+        overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec)) if v is not None}
+        root = Path(path).expanduser() if path is not None else default_root()
+        self.core = _Core(root, overrides, workers, max_memory)
+        self.root = self.core.root
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers and release the store's lock."""
+        self.core.close()
+
+    def put(self, source: str | os.PathLike, name: str | None = None, *, keep: bool = False) -> FileInfo:
+        """Store a local file under `name` (default: its file name; a name ending
+        in `/` receives it). A file already under that name is replaced once the
+        new one is stored, and deleted unless `keep` (its id still reaches it)."""
+        entry = self.core.begin_put(os.fspath(source), name)
+        return FileInfo.of(self.core.finish_put(entry, os.fspath(source), keep=keep))
+
+    def get(self, ref: Ref, dest: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+        """Restore a stored file to `dest` (a file or a directory; default: its
+        name in the current directory), verified; returns the path written."""
+        entry = self.core.resolve(ref)
+        path, _ = self.core.get(entry.id, os.fspath(dest) if dest is not None else None, force)
+        return path
+
+    def delete(self, ref: Ref) -> None:
+        """Remove a stored file and its parts."""
+        self.core.delete(self.core.resolve(ref).id)
+
+    def mv(self, ref: Ref, new: str, *, keep: bool = False) -> FileInfo:
+        """Rename a stored file without moving its data; a file already under the
+        new name is replaced (deleted unless `keep`)."""
+        return FileInfo.of(self.core.rename(ref, new, keep))
+
+    def info(self, ref: Ref) -> FileInfo:
+        """What is known of one file, by name or id."""
+        return FileInfo.of(self.core.resolve(ref))
+
+    def exists(self, ref: Ref) -> bool:
+        """Whether a name (or id) reaches a stored file."""
+        from pfs.errors import NotFoundError
+
+        try:
+            return self.core.resolve(ref).status == STORED
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str = "", *, recursive: bool = False) -> list[FileInfo]:
+        """The stored files under a directory (`logs`, `logs/`, or `` for the
+        top), sorted by name, like a directory listing: without `recursive`,
+        each subdirectory is one entry whose name ends in `/`."""
+        names, dirs = self.core.under(prefix, recursive)
+        files = [FileInfo.of(e) for e in map(self.core.files.current, names) if e is not None]
+        return sorted(files + [FileInfo(d) for d in dirs], key=lambda i: i.name)
+
+    def verify(self, ref: Ref) -> list[Damage]:
+        """Check every part of a stored file; returns the damage found (none: [])."""
+        return self.core.verify(self.core.resolve(ref).id).damage
+
+    def open(self, ref: Ref, mode: str = "rb", *, keep: bool = False) -> BinaryIO:
+        """A stored file as a binary file object. "rb": random access (seek, read,
+        readinto); every part read is verified first, and a damaged one raises an
+        IntegrityError naming the file, part and byte range. "wb": a new file
+        under the name `ref`, streamed in bounded memory; it is stored, replacing
+        any file of that name, only when closed without an error."""
+        if mode == "rb":
+            from pfs.reader import Reader
+
+            entry = self.core.stored_entry(self.core.resolve(ref).id)
+            return _BufferedReader(Reader(self.core, entry), 1 << 16)
+        if mode == "wb":
+            from pfs.writer import Writer
+
+            return Writer(self.core, str(ref), keep)
+        raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

@@ -1,0 +1,76 @@
+"""Stored names: paths inside the store, such as `logs/2026/app.log`.
+
+A name is a sequence of segments joined by `/`. Directories are implied by the
+names (as S3 prefixes are): there is no directory record. A command argument
+made only of digits is a file id; `./123` or `/123` reaches a file named `123`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pfs.errors import UsageError
+
+#: Longest name and longest segment, in UTF-8 bytes (as most filesystems allow).
+MAX_NAME_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def is_id(text: str) -> bool:
+    """Whether a command argument is a file id rather than a name."""
+    return text.isascii() and text.isdigit()
+
+
+def _strip_root(text: str) -> str:
+    """A name as typed, without the `./` or `/` that may lead it."""
+    if text.startswith("./"):
+        return text[2:]
+    return text[1:] if text.startswith("/") else text
+
+
+def _byte_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def check(text: str) -> str:
+    """The stored name that `text` stands for; a UsageError says what is wrong
+    with it, so that a bad name is refused before anything is stored."""
+    name = _strip_root(text)
+    if not name:
+        raise UsageError("a stored name cannot be empty", "give a name such as logs/app.log")
+    problem = _problem(name)
+    if problem:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise UsageError(f"bad name {shown!r}: {problem}", "names are paths like logs/2026/app.log")
+    return name
+
+
+def _problem(name: str) -> str:
+    if _CONTROL.search(name):
+        return "it contains a control character"
+    if _byte_length(name) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    for segment in name.split("/"):
+        if not segment:
+            return "it has an empty segment (// or a / at an end)"
+        if segment in (".", ".."):
+            return f"it has a {segment!r} segment"
+        if _byte_length(segment) > MAX_SEGMENT_BYTES:
+            return f"a segment is longer than {MAX_SEGMENT_BYTES} bytes"
+    return ""
+
+
+def prefix(text: str) -> str:
+    """A directory as typed (`logs`, `logs/`, `/`, ``) as the prefix its names
+    start with: `logs/`, or `` for the top."""
+    stripped = _strip_root(text).rstrip("/")
+    return check(stripped) + "/" if stripped else ""
+
+
+def target(text: str | None, source_name: str) -> str:
+    """The name a put stores under: `text`, the source's file name when there is
+    none, or the source's file name inside `text` when it ends with `/`."""
+    if not text:
+        return check(source_name)
+    return check(text + source_name if text.endswith("/") else text)

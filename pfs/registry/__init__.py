@@ -1,0 +1,22 @@
+"""The store's metadata: file records, part manifests, sessions, and where they are kept.
+
+records: the record types and their validation, shared by every registry;
+names: the name index (names as paths) a registry keeps in memory;
+base: the contract every registry keeps (FileTable, PartTable, SessionTable);
+jsonfiles: the registries as files in the store's directory (processes of one machine);
+postgres: the registries as tables of a PostgreSQL database (clients on many machines).
+"""
+
+from pfs.registry.base import FileTable, PartTable, SessionTable
+from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_BYTES, RESERVE, SESSIONS, SNAPSHOT,
+                                    FileRegistry, PartRegistry, SessionFiles, damaged, fsync_dir, fsync_file,
+                                    is_sealed, live_sessions, pid_alive, read_json, write_json_atomic)
+from pfs.registry.names import NameIndex
+from pfs.registry.records import (DELETING, FAILED, MAX_COPIES, MAX_INT, MAX_PARTS, STATUSES, STORED, STORING,
+                                  BadRecord, FileEntry, Manifest, PartEntry, parse_ec)
+
+__all__ = ["DELETING", "FAILED", "FILES_LOCK", "JOURNAL", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
+           "RESERVE", "SESSIONS", "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry",
+           "FileRegistry", "FileTable", "Manifest", "NameIndex", "PartEntry", "PartRegistry", "PartTable",
+           "SessionFiles", "SessionTable", "damaged", "fsync_dir", "fsync_file", "is_sealed", "live_sessions",
+           "parse_ec", "pid_alive", "read_json", "write_json_atomic"]

@@ -1,0 +1,139 @@
+"""The registry contract: what the Store asks of whatever keeps its metadata.
+
+Three tables, each shared by every client (process, machine) of one store:
+
+* FileTable: file id -> FileEntry. Every update is durable and visible to the
+  other clients at their next read; ids are unique among all clients and never
+  reused, even after a delete. Names are paths: a name resolves to the last
+  file stored under it, and a prefix lists like a directory.
+* PartTable: file id -> Manifest (the parts of a stored file).
+* SessionTable: the clients that have the store open. A session is live while
+  its client is (provably: a lock it holds, or a heartbeat that has not
+  expired); the unfinished work of a dead session (its `storing` and
+  `deleting` records, which name it) is finished by whichever client claims it.
+  It also orders operations on one file across clients (`hold`).
+
+pfs.registry.jsonfiles keeps them as files in the store's directory (one
+machine); pfs.registry.postgres keeps them in a PostgreSQL database (many).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from pfs.registry.records import STORED, FileEntry, Manifest
+
+
+class FileTable(ABC):
+    """Every file record of the store, as all clients see it."""
+
+    #: Damage skipped while loading (only a registry opened for repair skips any).
+    damage: list[str]
+
+    @abstractmethod
+    def new_id(self) -> int:
+        """Reserve a file id no client has had or will have."""
+
+    @abstractmethod
+    def add(self, entry: FileEntry) -> FileEntry:
+        """Record a new file durably under a fresh id (whatever `entry.id` says),
+        chosen and recorded at once; returns the entry with its id."""
+
+    @abstractmethod
+    def save(self, entry: FileEntry) -> None:
+        """Record (insert or replace) a file durably."""
+
+    @abstractmethod
+    def remove(self, file_id: int) -> None:
+        """Forget a file durably (a no-op for an unknown id)."""
+
+    @abstractmethod
+    def get(self, file_id: int) -> FileEntry | None:
+        """A file's record as it is now, other clients' updates included."""
+
+    @abstractmethod
+    def all(self) -> list[FileEntry]:
+        """Every file, in id order, other clients' updates included."""
+
+    @abstractmethod
+    def named(self, name: str) -> list[FileEntry]:
+        """Every file recorded under `name` (whatever its status), in the order
+        they became current: recorded under the name, or stored there."""
+
+    def current(self, name: str) -> FileEntry | None:
+        """The file `name` resolves to: the last of that name to be stored."""
+        return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
+
+    @abstractmethod
+    def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
+        """(names, directories ending in `/`) under a prefix (`` or ending in `/`),
+        each sorted by code point; not recursive, a subdirectory is one entry."""
+
+    @abstractmethod
+    def compact(self) -> None:
+        """Fold the update history into one compact state (a no-op where there is none)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what this client holds; the records stay."""
+
+
+class PartTable(ABC):
+    """The manifest of every stored file."""
+
+    @abstractmethod
+    def save(self, manifest: Manifest) -> None:
+        """Record a file's parts durably (before its record says `stored`)."""
+
+    @abstractmethod
+    def load(self, file_id: int) -> Manifest | None:
+        """A file's manifest, or None; a damaged one raises DamagedError."""
+
+    @abstractmethod
+    def remove(self, file_id: int) -> None:
+        """Forget a file's manifest (a no-op if it has none)."""
+
+    @abstractmethod
+    def ids(self) -> list[int]:
+        """File ids that have a manifest, in order."""
+
+    @abstractmethod
+    def highest_id(self) -> int:
+        """The highest file id that has a manifest, or 0."""
+
+    @abstractmethod
+    def where(self, file_id: int) -> str:
+        """Where a file's manifest is kept, for messages."""
+
+
+class SessionTable(ABC):
+    """The clients that have the store open, and what orders them."""
+
+    #: This client's session, written into every `storing` and `deleting` record it makes.
+    id: str
+
+    @abstractmethod
+    def holders(self) -> list[str]:
+        """The live sessions other than this one, described for a message (pid and host)."""
+
+    @abstractmethod
+    def claim_dead(self) -> AbstractContextManager[Callable[[str], bool]]:
+        """Claim the sessions that are dead, so that no other client finishes
+        their work at the same time; yields whether a session (named by a record)
+        is dead and ours to finish: claimed now, already gone, or "" (the owner of
+        records written before sessions existed). Claimed sessions are forgotten
+        when the block ends. Read a record again inside the block before finishing
+        it: another client may have finished it just before."""
+
+    @abstractmethod
+    def hold(self, file_id: int, exclusive: bool) -> AbstractContextManager[None]:
+        """Order an operation on one file against other clients' operations on it:
+        shared for reading it, exclusive for deleting it. Raises StoreLockedError
+        instead of waiting when an exclusive hold meets any other."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End this session (the clean way: its work is finished)."""
+

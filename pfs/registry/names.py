@@ -1,0 +1,58 @@
+"""The name index every registry keeps: stored names -> file ids."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from pfs.registry.records import FileEntry
+
+
+class NameIndex:
+    """Stored names -> file ids, kept sorted so that listing a prefix costs the
+    size of the answer, not of the store. Each name's ids are in the order they
+    became current (stored, or renamed to the name): the last stored one is
+    what the name resolves to, which also settles the duplicate names a store
+    made before names were paths may hold."""
+
+    def __init__(self, entries: Iterable[FileEntry]) -> None:
+        """Index `entries` given in the order they became current."""
+        self._ids: dict[str, list[int]] = {}
+        for e in entries:
+            self._ids.setdefault(e.name, []).append(e.id)
+        self._sorted = sorted(self._ids)
+
+    def add(self, entry: FileEntry) -> None:
+        ids = self._ids.get(entry.name)
+        if ids is None:
+            ids = self._ids[entry.name] = []
+            bisect.insort(self._sorted, entry.name)
+        ids.append(entry.id)
+
+    def discard(self, entry: FileEntry) -> None:
+        ids = self._ids.get(entry.name, [])
+        if entry.id in ids:
+            ids.remove(entry.id)
+            if not ids:
+                del self._ids[entry.name]
+                del self._sorted[bisect.bisect_left(self._sorted, entry.name)]
+
+    def ids(self, name: str) -> list[int]:
+        """The ids recorded under `name`, oldest first."""
+        return list(self._ids.get(name, ()))
+
+    def under(self, prefix: str, recursive: bool) -> tuple[list[str], list[str]]:
+        """(names, directories) under `prefix` (`` or ending in `/`); not
+        recursive, a subdirectory is one entry and its names are skipped over."""
+        names, dirs = [], []
+        i = bisect.bisect_left(self._sorted, prefix)
+        while i < len(self._sorted) and self._sorted[i].startswith(prefix):
+            name = self._sorted[i]
+            slash = -1 if recursive else name.find("/", len(prefix))
+            if slash < 0:
+                names.append(name)
+                i += 1
+            else:
+                dirs.append(name[:slash + 1])
+                i = bisect.bisect_left(self._sorted, name[:slash] + "0", i)  # "0" follows "/"
+        return names, dirs

@@ -1,0 +1,191 @@
+"""Streaming writes: a stored file written as it comes, in bounded memory.
+
+Each part, once full, is written to a spool file in STORE/tmp/ and handed to
+the same worker pool, under the same memory governor, as a put: workers read
+the spool file like a put's source (so no part's bytes cross a pipe) and place
+its copies or shards on the volumes like a put's. The
+spool holds at most the parts the governor lets into the pool, one per worker
+queued, the one the feeder holds while it waits for the governor, and the one
+being written (the writer blocks until the pool catches up).
+The file is stored, and its name resolves to it, only when the writer is
+closed; an abandoned writer leaves nothing, and a crash is rolled back at the
+next open like an interrupted put.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import threading
+from concurrent.futures import Future, wait
+from dataclasses import replace
+
+from pfs import worker
+from pfs.errors import PfsError
+from pfs.registry import FileEntry
+from pfs.store import Store, describe, volume_failures
+
+#: How long a blocked writer waits between looks at whether the pool gave up.
+_POLL = 0.1
+
+
+def spool_path(store: Store, entry: FileEntry, index: int) -> str:
+    """Where part `index` of a file being written waits for the pool."""
+    return str(store.tmp / f"{entry.uuid}.{index}")
+
+
+class _Feeder:
+    """Feeds spooled parts to the pool from its own thread until told to finish.
+    It holds no reference to its Writer, so a writer dropped unclosed is
+    collected (and abandoned) while the thread still waits for parts."""
+
+    def __init__(self, store: Store, entry: FileEntry) -> None:
+        self._store, self._entry = store, entry
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, store.workers))  # bounds the spool
+        self.results: list = []
+        self.syncs: list[Future] = []
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pfs-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[int, str, int] | None) -> None:
+        """Queue a spooled part (None: no more), waiting while the spool is full;
+        raises the pool's failure if it gave up."""
+        while not self._done.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+        if item is not None:
+            raise self.error or PfsError(f"cannot store {self._entry.name}: the writer stopped")
+
+    def finish(self) -> None:
+        """Wait until every queued part is stored (or the pool gave up)."""
+        self.put(None)
+        self._thread.join()
+        wait(self.syncs)
+
+    def _run(self) -> None:
+        store, entry = self._store, self._entry
+        task = store.part_tasks(entry)
+
+        def tasks():
+            while (item := self._queue.get()) is not None:
+                index, path, size = item
+                yield task(index, path, 0, size)
+
+        def written(index: int, result) -> None:
+            os.unlink(spool_path(store, entry, index))
+            self.syncs.extend(store.flush_part(entry, index, result))
+
+        try:
+            self.results = store.engine.run(worker.store_part, tasks(), written, self.cancel)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+
+
+class Writer(io.RawIOBase):
+    """A new stored file opened for writing (write only, no seeking back).
+    close() stores it; leaving a `with` block by an exception, or dropping the
+    writer unclosed, abandons it."""
+
+    def __init__(self, store: Store, name: str, keep: bool = False) -> None:
+        super().__init__()
+        self._store, self._keep = store, keep
+        self._entry = store.begin_write(name)
+        self.name = self._entry.name
+        self._chunk = self._entry.chunk_size
+        self._buffer = bytearray()
+        self._parts = 0
+        self._size = 0
+        self._feeder = _Feeder(store, self._entry)
+        self.stored: FileEntry | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size
+
+    def write(self, data) -> int:
+        self._checkClosed()
+        with memoryview(data) as view:
+            view = view.cast("B")
+            n = len(view)
+            while view:
+                take = self._chunk - len(self._buffer)
+                self._buffer += view[:take]
+                view = view[take:]
+                if len(self._buffer) == self._chunk:
+                    self._spool_part()
+        self._size += n
+        return n
+
+    def _spool_part(self) -> None:
+        """Hand the full buffer to the pool, through a spool file."""
+        index = self._parts
+        self._entry = self._store.reserve(self._entry, index + 1)
+        path = spool_path(self._store, self._entry, index)
+        with open(path, "wb") as f:
+            f.write(self._buffer)
+        self._buffer.clear()
+        self._parts += 1
+        self._feeder.put((index, path, os.path.getsize(path)))
+
+    def close(self) -> None:
+        """Store the file: the last part, then its record; its name now resolves to it."""
+        if self.closed:
+            return
+        try:
+            if self._buffer:
+                self._spool_part()
+            self._feeder.finish()
+            if self._feeder.error is not None:
+                raise self._feeder.error
+            lost = volume_failures(self._feeder.syncs)
+            final = replace(self._entry, size=self._size, parts=self._parts)
+            self.stored = self._store.publish(final, self._feeder.results, self._keep, lost)
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, OSError):
+                raise PfsError(f"cannot store {self.name}: {describe(exc)}") from exc
+            raise
+        finally:
+            super().close()
+
+    def discard(self) -> None:
+        """Abandon the file: nothing of it stays in the store."""
+        if not self.closed:
+            try:
+                self._abandon()
+            finally:
+                super().close()
+
+    def _abandon(self) -> None:
+        self._feeder.cancel.set()
+        self._feeder.finish()
+        for index in range(self._parts):
+            try:
+                os.unlink(spool_path(self._store, self._entry, index))
+            except FileNotFoundError:
+                pass
+        self._store.abandon(self._entry)
+
+    def __exit__(self, kind, *rest) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            try:
+                self.discard()
+            except Exception:  # at interpreter exit the store may be gone; the next open rolls it back
+                pass

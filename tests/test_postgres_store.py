@@ -1,0 +1,133 @@
+"""A store whose metadata live in a real PostgreSQL server (see conftest's
+`postgres` fixture): creation, its data directory remembered, repair refused,
+a server that cannot be reached, a server restart in the middle of a put, a
+client stopped past its session TTL, a record field newer than the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from conftest import LiveSession, Pfs, assert_clean_stderr, error_lines, make_file, parse_list
+from postgres_server import free_port
+
+MIB = 1 << 20
+
+
+def test_created_on_first_use_and_its_data_directory_remembered(postgres_uri, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    a = make_file(work / "a.bin", 200_000)
+    r = Pfs(postgres_uri, work).run("list\n")
+    assert r.returncode == 2 and error_lines(r.stderr) == [
+        f"error: there is no pfs store in {postgres_uri} yet (create one with --data DIR: the directory where "
+        "its part data go)"], r.stderr
+    r = Pfs(postgres_uri, work, ("--data", str(tmp_path / "data"))).run("put a.bin\n")
+    assert r.returncode == 0, r.stderr
+    assert f"pfs: created a new store at {postgres_uri} (part data in {tmp_path / 'data'})" in r.stderr
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'a.out'}\n")  # no --data: the settings say where
+    assert r.returncode == 0, r.stderr
+    assert parse_list(r.stdout) == {1: ("a.bin", "stored")}
+    assert (tmp_path / "a.out").read_bytes() == a.read_bytes()
+    r = Pfs(postgres_uri, work).run("", "repair")
+    assert r.returncode == 2 and error_lines(r.stderr) == [
+        "error: repair rebuilds the files of a directory store; a database store has none (every update of a "
+        "database store is a transaction: there is nothing to rebuild)"], r.stderr
+
+
+def test_unreachable_server_is_one_error_line(tmp_path):
+    uri = f"postgresql://pfs:secret@127.0.0.1:{free_port()}/nowhere"
+    r = Pfs(uri, tmp_path).run("list\n")
+    assert r.returncode == 2
+    assert_clean_stderr(r.stderr)
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: cannot reach the database postgresql://pfs@127.0.0.1:{uri.split(':')[3]}"), r.stderr
+    assert "secret" not in r.stderr
+
+
+def test_server_restart_in_the_middle_of_a_put(postgres, postgres_uri, tmp_path, live_sessions):
+    work = tmp_path / "work"
+    work.mkdir()
+    options = ("--data", str(tmp_path / "data"))
+    keep = make_file(work / "keep.bin", 300_000)
+    big = make_file(work / "big.bin", 24 * MIB)
+    session: LiveSession = live_sessions(postgres_uri, work, *options)
+    session.send("put keep.bin", "wait", "put big.bin")
+    session.wait_for(r"^\[2\] storing big\.bin")
+    os.killpg(session.pid, signal.SIGSTOP)  # held in the middle of its put while the server restarts
+    try:
+        postgres.stop("fast")
+        postgres.start()
+    finally:
+        os.killpg(session.pid, signal.SIGCONT)
+    session.send("wait", "put big.bin", "wait", "list")
+    session.wait_for(r"^\[3\] stored big\.bin")
+    assert session.close() == 1
+    assert_clean_stderr(session.stderr())
+    errors = error_lines(session.stderr())
+    assert len(errors) == 1 and "cannot reach the database" in errors[0], session.stderr()
+
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'keep.out'}\nget 3 {tmp_path / 'big.out'}\n")
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    assert listing[1] == ("keep.bin", "stored") and listing[3] == ("big.bin", "stored")
+    assert listing[2][1].startswith("failed"), listing  # rolled back by the pfs that was putting it
+    assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+    parts = [p for p in (tmp_path / "data" / "volumes").rglob("*") if p.is_file()]
+    assert len(parts) == 5 + 384  # exactly the parts of the stored files: nothing of the failed put is left
+
+
+def test_a_client_whose_heartbeat_expired_is_rolled_back_and_can_change_nothing(postgres_uri, tmp_path,
+                                                                                 live_sessions):
+    """A pfs stopped (SIGSTOP) in the middle of a put for longer than the session
+    TTL is dead to the others: the next pfs rolls its put back. When it resumes,
+    its put fails with one clear line instead of recording parts that are gone."""
+    import psycopg
+
+    work = tmp_path / "work"
+    work.mkdir()
+    options = ("--data", str(tmp_path / "data"))
+    keep = make_file(work / "keep.bin", 300_000)
+    make_file(work / "big.bin", 24 * MIB)
+    assert Pfs(postgres_uri, work, options).run("put keep.bin\n").returncode == 0
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        conn.execute("UPDATE pfs_settings SET value = '1' WHERE key = 'session_ttl'")
+    stopped = live_sessions(postgres_uri, work, *options)
+    stopped.send("put big.bin")
+    stopped.wait_for(r"^\[2\] storing big\.bin")
+    os.killpg(stopped.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # past the TTL without a heartbeat
+        r = Pfs(postgres_uri, work).run("list\n")
+    finally:
+        os.killpg(stopped.pid, signal.SIGCONT)
+    assert "file 2 (big.bin) was storing when pfs stopped: rolled back" in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "failed (interrupted)")}
+    assert stopped.close() == 1
+    assert_clean_stderr(stopped.stderr())
+    errors = error_lines(stopped.stderr())
+    assert len(errors) == 1 and "this pfs lost its session on the store" in errors[0], stopped.stderr()
+
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'keep.out'}\n")
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "failed (interrupted)")}, r.stderr
+    assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
+    parts = [p for p in (tmp_path / "data" / "volumes").rglob("*") if p.is_file()]
+    assert len(parts) == 5  # keep.bin's; nothing of the put that lost its session
+
+
+def test_a_record_field_newer_than_the_store_becomes_a_column_with_its_default(postgres_uri, tmp_path):
+    import psycopg
+
+    work = tmp_path / "work"
+    work.mkdir()
+    a = make_file(work / "a.bin", 100_000)
+    assert Pfs(postgres_uri, work, ("--data", str(tmp_path / "data"))).run("put a.bin\n").returncode == 0
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        conn.execute('ALTER TABLE pfs_files DROP COLUMN "session"')  # as made by a pfs before sessions
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'a.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert parse_list(r.stdout) == {1: ("a.bin", "stored")}
+    assert (tmp_path / "a.out").read_bytes() == a.read_bytes()

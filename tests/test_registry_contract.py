@@ -1,0 +1,244 @@
+"""The registry contract (pfs/registry/base.py), one suite for every registry:
+the JSON files in a store directory and the tables of a real PostgreSQL
+database. Two clients of one store are two registries opened on it (as two
+processes would); a dead client is a real process killed with SIGKILL after
+registering its session."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pfs.codec import file_digest
+from pfs.errors import StoreLockedError
+from pfs.registry import (FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, SessionFiles, FileTable,
+                          PartTable, SessionTable)
+from pfs.volumes import part_id
+
+
+class Client:
+    """One client's view of the store: its three tables."""
+
+    def __init__(self, files: FileTable, parts: PartTable, sessions: SessionTable, close) -> None:
+        self.files, self.parts, self.sessions, self._close = files, parts, sessions, close
+
+    def close(self) -> None:
+        self.sessions.close()
+        self.files.close()
+        self._close()
+
+
+def json_client(root: Path) -> Client:
+    parts = PartRegistry(root)
+    return Client(FileRegistry(root, id_elsewhere=parts.highest_id), parts, SessionFiles(root), lambda: None)
+
+
+def db_client(uri: str) -> Client:
+    from pfs.registry.postgres import Database, DatabaseFiles, DatabaseParts, DatabaseSessions
+
+    db = Database(uri)
+    return Client(DatabaseFiles(db), DatabaseParts(db, 1), DatabaseSessions(db), db.close)
+
+
+@pytest.fixture(params=["json", "postgresql"])
+def location(request, tmp_path) -> str:
+    return str(tmp_path) if request.param == "json" else request.getfixturevalue("postgres_uri")
+
+
+@pytest.fixture
+def clients(location):
+    """A factory of clients of one store, all closed at the end."""
+    opened: list[Client] = []
+
+    def open_client() -> Client:
+        client = json_client(Path(location)) if not location.startswith("postgresql") else db_client(location)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+def record(file_id: int, status: str = "stored", session: str = "", size: int = 3000) -> FileEntry:
+    return FileEntry(id=file_id, name=f"f{file_id}.bin", size=size, status=status, parts=-(-size // 1024),
+                     chunk_size=1024, codec="zstd", hash="xxh3-128", uuid=f"{file_id:032x}", created=1.5e9,
+                     session=session)
+
+
+def manifest(entry: FileEntry) -> Manifest:
+    parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * 1024, size=min(1024, entry.size - i * 1024),
+                       stored=10 + i, codec="zstd", hash=f"{i:032x}") for i in range(entry.parts)]
+    return Manifest(dataclasses.replace(entry, digest=file_digest([p.hash for p in parts])), parts)
+
+
+def test_ids_are_unique_across_clients_and_never_reused(clients):
+    a, b = clients(), clients()
+    ids = [a.files.new_id(), b.files.new_id(), a.files.new_id(), b.files.new_id()]
+    assert len(set(ids)) == 4 and ids == sorted(ids)
+    added = [a.files.add(record(0)), b.files.add(record(0)), a.files.add(record(0))]  # chosen and recorded at once
+    assert [e.id for e in added] == sorted(e.id for e in added) and added[0].id > max(ids)
+    assert a.files.all() == b.files.all() == added
+    for entry in added:
+        a.files.remove(entry.id)
+    c = clients()
+    assert c.files.new_id() > added[-1].id
+
+
+def test_each_client_sees_the_others_updates(clients):
+    a, b = clients(), clients()
+    first = record(a.files.new_id(), "storing", a.sessions.id)
+    a.files.save(first)
+    assert b.files.get(first.id) == first
+    stored = dataclasses.replace(first, status="stored", session="")
+    b.files.save(stored)
+    assert a.files.get(first.id) == stored
+    second = record(b.files.new_id())
+    b.files.save(second)
+    assert a.files.all() == [stored, second]
+    a.files.remove(first.id)
+    a.files.remove(first.id)  # removing what is gone is a no-op
+    assert b.files.all() == [second] and b.files.get(first.id) is None
+
+
+def test_compaction_keeps_everything_for_every_client(clients):
+    a, b = clients(), clients()
+    saved = [record(a.files.new_id()) for _ in range(5)]
+    for entry in saved:
+        a.files.save(entry)
+    b.files.all()  # b has read the history before it is folded
+    a.files.compact()
+    b.files.save(record(b.files.new_id()))
+    assert [e.id for e in a.files.all()] == [e.id for e in saved] + [saved[-1].id + 1]
+    assert clients().files.all() == a.files.all()
+
+
+def test_manifests(clients):
+    a, b = clients(), clients()
+    entry = record(a.files.new_id(), size=5000)
+    m = manifest(entry)
+    assert a.parts.load(entry.id) is None
+    a.parts.save(m)
+    assert b.parts.load(entry.id) == m
+    assert b.parts.ids() == [entry.id] and b.parts.highest_id() == entry.id
+    assert str(entry.id) in b.parts.where(entry.id)
+    b.parts.remove(entry.id)
+    b.parts.remove(entry.id)
+    assert a.parts.load(entry.id) is None and a.parts.ids() == [] and a.parts.highest_id() == 0
+
+
+def test_live_sessions_are_never_claimed(clients):
+    a, b = clients(), clients()
+    with b.sessions.claim_dead() as dead:
+        assert not dead(a.sessions.id) and not dead(b.sessions.id)
+        assert dead("")  # records from before sessions existed
+    assert len(b.sessions.holders()) == 1 and str(os.getpid()) in b.sessions.holders()[0]
+
+
+def test_a_killed_clients_session_is_claimed_once(clients, location, tmp_path):
+    """A real process registers a session and is killed with SIGKILL: its session
+    is dead, one client claims it, and once claimed it is gone for everyone."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_registry_contract import json_client, db_client
+        loc = {location!r}
+        client = db_client(loc) if loc.startswith("postgresql") else json_client(__import__("pathlib").Path(loc))
+        print(client.sessions.id, flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        victim = proc.stdout.readline().strip()
+        assert victim, "the client process did not start"
+        a, b = clients(), clients()
+        with a.sessions.claim_dead() as dead:
+            assert not dead(victim), "a live session was claimed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with a.sessions.claim_dead() as dead_for_a:
+        assert dead_for_a(victim)
+        with b.sessions.claim_dead() as dead_for_b:
+            assert not dead_for_b(victim)  # a is finishing its work: b does not do it twice
+    with b.sessions.claim_dead() as dead_for_b:
+        assert dead_for_b(victim)  # gone for good once a is done
+    assert b.sessions.holders() == a.sessions.holders() == [f"pid {os.getpid()}" + a_host(location)]
+
+
+def a_host(location: str) -> str:
+    import socket
+
+    return f" on {socket.gethostname()}" if location.startswith("postgresql") else ""
+
+
+def test_a_delete_is_refused_while_a_file_is_read(clients):
+    a, b = clients(), clients()
+    with a.sessions.hold(7, exclusive=False), b.sessions.hold(7, exclusive=False):  # reads share
+        with pytest.raises(StoreLockedError):
+            with b.sessions.hold(7, exclusive=True):
+                pass
+        with b.sessions.hold(8, exclusive=True):  # another file is free
+            pass
+    with b.sessions.hold(7, exclusive=True):
+        pass
+
+
+def named(file_id: int, name: str, status: str = "stored") -> FileEntry:
+    return dataclasses.replace(record(file_id, status), name=name)
+
+
+def test_names_list_like_directories_for_every_client(clients):
+    """Names sort by code point; LIKE's wildcards in a prefix are plain characters."""
+    a, b = clients(), clients()
+    for name in ["logs/2026/app.log", "logs/b.txt", "logs/a_b", "logs/a%b", "logsx", "logs/é", "top", "logs/aXb/c"]:
+        a.files.add(named(0, name))
+    assert b.files.under("") == (["logsx", "top"], ["logs/"])
+    assert b.files.under("logs/") == (["logs/a%b", "logs/a_b", "logs/b.txt", "logs/é"], ["logs/2026/", "logs/aXb/"])
+    assert b.files.under("logs/", recursive=True) == (
+        ["logs/2026/app.log", "logs/a%b", "logs/aXb/c", "logs/a_b", "logs/b.txt", "logs/é"], [])
+    assert b.files.under("logs/a_") == (["logs/a_b"], []) and b.files.under("logs/a%") == (["logs/a%b"], [])
+    assert b.files.under("nothing/") == ([], [])
+    assert [e.name for e in b.files.named("logs/b.txt")] == ["logs/b.txt"] and b.files.named("logs") == []
+    a.files.add(named(0, "later"))
+    a.files.compact()  # b reloads what it had indexed, and what came since
+    assert b.files.under("") == (["later", "logsx", "top"], ["logs/"])
+
+
+def test_a_name_resolves_to_the_last_file_stored_under_it(clients):
+    """Order is when a file became current under its name (recorded there, or
+    stored there), not its id: the same for a client catching up, after a
+    compaction, and for a client opened afterwards."""
+    a, b = clients(), clients()
+    first, second = a.files.add(named(0, "n", "storing")), a.files.add(named(0, "n", "storing"))
+    assert b.files.current("n") is None and [e.id for e in b.files.named("n")] == [first.id, second.id]
+    a.files.save(dataclasses.replace(second, status="stored"))
+    assert b.files.current("n").id == second.id
+    a.files.save(dataclasses.replace(first, status="stored"))  # stored last: the name resolves to it
+    assert b.files.current("n").id == first.id and [e.id for e in b.files.named("n")] == [second.id, first.id]
+    a.files.save(dataclasses.replace(a.files.get(second.id), reason="unchanged name and status: order kept"))
+    assert b.files.current("n").id == first.id
+    a.files.compact()
+    for client in (b, clients()):
+        assert client.files.current("n").id == first.id
+        assert [e.id for e in client.files.named("n")] == [second.id, first.id]
+    a.files.remove(first.id)
+    assert b.files.current("n").id == second.id
+
+
+def test_a_rename_moves_a_file_to_its_new_name(clients):
+    a, b = clients(), clients()
+    old = a.files.add(named(0, "dir/old"))
+    kept = a.files.add(named(0, "new"))
+    b.files.save(dataclasses.replace(b.files.get(old.id), name="new"))  # renamed over `new`, which is kept
+    assert a.files.named("dir/old") == [] and a.files.under("") == (["new"], [])
+    assert a.files.current("new").id == old.id and [e.id for e in a.files.named("new")] == [kept.id, old.id]
+    b.files.save(dataclasses.replace(b.files.get(kept.id), name="dir/kept"))
+    assert clients().files.under("", recursive=True) == (["dir/kept", "new"], [])

@@ -1,0 +1,198 @@
+"""Many pfs processes on one store, as real processes (each test runs on a JSON
+store and on a PostgreSQL store, see the `shared` fixture in conftest):
+
+* three processes put, list and delete at once: ids are unique, each sees the
+  others' files, every file comes back byte for byte;
+* a process opening the store while another is in the middle of a put (held
+  still with SIGSTOP) leaves that put alone; kill -9 of the putter then leaves
+  a put that the next process rolls back, the others' files untouched;
+* a delete is refused while another process reads the file, which comes back whole;
+* repair needs the store alone: refused naming the pid of a live pfs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import CHUNK, LiveSession, env, error_lines, make_file, parse_list
+
+MIB = 1 << 20
+
+
+def stored_ids(stdout: str) -> dict[int, str]:
+    return {int(i): name for i, name in re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
+
+
+def test_three_processes_put_list_delete_at_once(shared, tmp_path):
+    names = [[f"p{n}-{k}.bin" for k in range(4)] for n in range(3)]
+    for group in names:
+        for k, name in enumerate(group):
+            make_file(shared.cwd / name, k * CHUNK + 7 * (k + 1))
+    scripts = ["".join(f"put {name}\nlist\n" for name in group) + "delete 1\n" * (n == 0) for n, group in
+               enumerate(names)]
+    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
+    outputs = [p.communicate(script, timeout=120) for p, script in zip(procs, scripts)]
+    stored: dict[int, str] = {}
+    for (out, err), group in zip(outputs, names):
+        assert "Traceback" not in err, err
+        mine = stored_ids(out)
+        assert sorted(mine.values()) == sorted(group), (out, err)
+        assert not set(mine) & set(stored), f"an id was given twice: {mine} {stored}"
+        stored |= mine
+    assert sorted(stored) == list(range(1, 13))
+    # each process saw the others' files at some point, or at the latest the last listing does
+    r = shared.run("list\n")
+    listing = parse_list(r.stdout)
+    deleted = 1 if all("no file with id 1" not in err for _, err in outputs) else None
+    expected = {fid: (name, "stored") for fid, name in stored.items() if fid != deleted}
+    assert listing == expected, r.stdout
+    out = tmp_path / "out"
+    out.mkdir()
+    r = shared.run("".join(f"get {fid} {out / str(fid)}\n" for fid in expected))
+    assert r.returncode == 0, r.stderr
+    for fid, (name, _) in expected.items():
+        assert (out / str(fid)).read_bytes() == (shared.cwd / name).read_bytes()
+
+
+def wait_until_read(shared, file_id: int, timeout: float = 30) -> None:
+    """Wait until some pfs holds file `file_id` for reading: its shared lock shows
+    in /proc/locks (an OFD lock on the store's files.lock) or in pg_locks."""
+    deadline = time.monotonic() + timeout
+    while not read_held(shared, file_id):
+        assert time.monotonic() < deadline, f"no pfs started reading file {file_id}"
+        time.sleep(0.01)
+
+
+def read_held(shared, file_id: int) -> bool:
+    if shared.database:
+        import psycopg
+
+        with psycopg.connect(shared.store) as conn:
+            return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' "
+                                "AND granted AND objid = %s", (file_id,)).fetchone()[0] > 0
+    inode = (shared.store / "files.lock").stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "OFDLCK" and fields[3] == "READ" and fields[5].endswith(f":{inode}") and \
+                fields[6] == str(file_id):
+            return True
+    return False
+
+
+def stop(session: LiveSession) -> None:
+    os.killpg(session.pid, signal.SIGSTOP)
+
+
+def cont(session: LiveSession) -> None:
+    os.killpg(session.pid, signal.SIGCONT)
+
+
+def test_open_during_anothers_put_leaves_it_alone_and_kill9_is_rolled_back_later(shared, live_sessions, tmp_path):
+    keep = make_file(shared.cwd / "keep.bin", 3 * CHUNK + 1)
+    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    first = live_sessions(shared.store, shared.cwd, *shared.options)
+    first.send("put keep.bin", "wait", "put big.bin")
+    first.wait_for(r"^\[2\] storing big\.bin")
+    stop(first)  # held still in the middle of its put
+    try:
+        r = shared.run("list\n")
+    finally:
+        cont(first)
+    assert r.returncode == 0, r.stderr
+    assert "rolled back" not in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "storing")}
+    first.wait_for(r"^\[2\] stored big\.bin")
+
+    first.send("put big.bin")
+    first.wait_for(r"^\[3\] storing big\.bin")
+    assert first.kill(), "pfs had already exited"
+    r = shared.run(f"list\nget 1 {tmp_path / 'keep.out'}\nget 2 {tmp_path / 'big.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert "file 3 (big.bin) was storing when pfs stopped: rolled back" in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "stored"),
+                                    3: ("big.bin", "failed (interrupted)")}
+    assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+
+
+def test_delete_is_refused_while_another_process_reads_the_file(shared, live_sessions, tmp_path):
+    big = make_file(shared.cwd / "big.bin", 64 * MIB)
+    assert shared.run("put big.bin\n").returncode == 0
+    reader = live_sessions(shared.store, shared.cwd, *shared.options, workers=1)
+    reader.send(f"get 1 {tmp_path / 'big.out'}")
+    reader.wait_for(r"^\[1\] restoring big\.bin")
+    wait_until_read(shared, 1)
+    stop(reader)
+    try:
+        assert not (tmp_path / "big.out").exists(), "the get ended before it could be stopped"
+        r = shared.run("delete 1\n")
+    finally:
+        cont(reader)
+    assert r.returncode == 1
+    assert error_lines(r.stderr) == ["error: delete 1 (big.bin): it is being read by a get or verify (of this pfs or "
+                                     "another) (try again once it is done)"], r.stderr
+    assert reader.close() == 0, reader.stderr()
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+    r = shared.run("delete 1\nwait\nlist\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
+
+
+def test_repair_needs_the_store_alone(shared, live_sessions):
+    if shared.database:
+        return  # repair rebuilds a directory store's files; a database store has none to rebuild
+    make_file(shared.cwd / "a.bin", CHUNK)
+    first = live_sessions(shared.store, shared.cwd, *shared.options)
+    first.send("put a.bin", "wait", "jobs")
+    first.wait_for(r"^no jobs running$")
+    r = shared.run("", "repair")
+    assert r.returncode == 2, r.stderr
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and f"in use by pid {first.pid}" in errors[0], r.stderr
+    assert first.close() == 0
+    r = shared.run("", "repair")
+    assert r.returncode == 0, r.stderr
+
+
+def test_kill9_of_one_of_three_while_the_others_put(shared, live_sessions, tmp_path):
+    """Three pfs put at once; one is killed with SIGKILL in the middle of its put.
+    The others' puts all complete; the next pfs to open (one of the others, if it
+    was still opening, or a later one) rolls back the killed one's put, and every
+    stored file comes back byte for byte."""
+    sources = {}
+    for n in range(3):
+        for k in range(3):
+            sources[f"p{n}-{k}.bin"] = make_file(shared.cwd / f"p{n}-{k}.bin", (8 if n == 0 else 1) * MIB + k)
+    sessions = [live_sessions(shared.store, shared.cwd, *shared.options) for _ in range(3)]
+    for n, session in enumerate(sessions):
+        session.send(*(f"put p{n}-{k}.bin" for k in range(3)))
+    victim = sessions[0]
+    victim.wait_for(r"^\[\d+\] storing p0-")
+    assert victim.kill(), "the pfs to kill had already exited"
+    stored: dict[int, str] = {}
+    for session in sessions[1:]:
+        assert session.close() == 0, session.stderr()
+        mine = stored_ids(session.stdout())
+        assert sorted(mine.values()) == [f"p{sessions.index(session)}-{k}.bin" for k in range(3)]
+        stored |= mine
+    killed = {int(i): name for i, name in re.findall(r"^\[(\d+)\] storing (p0-\S+) ", victim.stdout(), re.M)}
+    out = tmp_path / "out"
+    out.mkdir()
+    r = shared.run("list\n" + "".join(f"get {fid} {out / str(fid)}\n" for fid in stored))
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    for fid, name in stored.items():
+        assert listing[fid] == (name, "stored")
+        assert (out / str(fid)).read_bytes() == sources[name].read_bytes()
+    interrupted = {fid for fid, (_, status) in listing.items() if status == "failed (interrupted)"}
+    assert interrupted and interrupted <= set(killed), (listing, killed)
+    notices = r.stderr + "".join(session.stderr() for session in sessions[1:])  # whoever opened after the kill
+    for fid in interrupted:
+        assert f"file {fid} ({killed[fid]}) was storing when pfs stopped: rolled back" in notices, notices
+    assert set(listing) == set(stored) | set(killed)
+    assert all(listing[fid][1] in ("stored", "failed (interrupted)") for fid in killed), listing
