@@ -18,7 +18,8 @@ import pfs
 from pfs.errors import IntegrityError, NotFoundError, UsageError
 from pfs.registry import FileEntry, NameIndex
 
-from conftest import CHUNK, env, kill_group, make_file, parse_list, part_files, part_path, run_pfs
+from conftest import (CHUNK, env, kill_group, make_file, parse_list, part_files, part_path, pieces, read_manifest,
+                      run_pfs)
 
 
 @pytest.fixture
@@ -253,3 +254,27 @@ def test_prefix_listing_stays_fast_at_100k_names():
     assert len(index.under("d42/sub3/", recursive=True)[0]) == len([i for i in range(1, 100_001)
                                                                       if i % 100 == 42 and i % 7 == 3])
     assert built < 2 and listed < 0.01, (built, listed)
+
+
+@pytest.mark.parametrize("layout", [{"copies": 2}, {"ec": "2+1"}])
+def test_a_streamed_file_gets_its_copies_or_shards_and_reads_with_a_volume_gone(tmp_path, layout):
+    """The writer places each part's pieces on distinct volumes like a put, and
+    the reader reads through the volume layer: with every piece on one volume
+    deleted, each part still reads from its other copy or its other shards."""
+    root, vols = tmp_path / "store", [tmp_path / "vol1", tmp_path / "vol2"]
+    for v in vols:
+        v.mkdir()
+    assert run_pfs(root, "".join(f"volume add {v}\n" for v in vols), cwd=tmp_path).returncode == 0
+    data = random.Random(3).randbytes(4 * CHUNK + 5)
+    with pfs.open(root, workers=2, chunk_size=CHUNK, **layout) as store:
+        with store.open("w.bin", "wb") as f:
+            f.write(data)
+        parts = read_manifest(root, store.info("w.bin").id)["parts"]
+        width = layout.get("copies") or 3
+        assert all(len(set(p["copies"] or [s["volume"] for s in p["shards"]])) == width for p in parts), parts
+        lost = [path for vid, _, path in pieces(root) if vid == 1]
+        assert lost
+        for path in lost:
+            path.unlink()
+        with store.open("w.bin") as f:
+            assert f.read() == data
