@@ -66,19 +66,24 @@ class _BufferedReader(io.BufferedReader):
 
 
 def open(path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
-         max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None) -> Store:
+         max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None,
+         copies: int | None = None, ec: str | None = None) -> Store:
     """Open (creating if new) the store at `path`, by default $PFS_STORE or the
     user data directory, as the shell does. Holds the store's lock until closed:
-    use it as a context manager. `chunk_size` and `codec` apply to new files."""
-    return Store(path, workers=workers, max_memory=max_memory, chunk_size=chunk_size, codec=codec)
+    use it as a context manager. `chunk_size`, `codec`, `copies` and `ec` (as
+    --copies and --ec) apply to new files."""
+    return Store(path, workers=workers, max_memory=max_memory, chunk_size=chunk_size, codec=codec, copies=copies,
+                 ec=ec)
 
 
 class Store:
     """An open store. Every method is safe to call from several threads."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None) -> None:
-        overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec)) if v is not None}
+                 max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None,
+                 copies: int | None = None, ec: str | None = None) -> None:
+        overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec), ("copies", copies), ("ec", ec))
+                     if v is not None}
         root = Path(path).expanduser() if path is not None else default_root()
         self.core = _Core(root, overrides, workers, max_memory)
         self.root = self.core.root
@@ -139,7 +144,7 @@ class Store:
 
     def verify(self, ref: Ref) -> list[Damage]:
         """Check every part of a stored file; returns the damage found (none: [])."""
-        return self.core.verify(self.core.resolve(ref).id)
+        return self.core.verify(self.core.resolve(ref).id).damage
 
     def open(self, ref: Ref, mode: str = "rb", *, keep: bool = False) -> BinaryIO:
         """A stored file as a binary file object. "rb": random access (seek, read,

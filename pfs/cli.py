@@ -70,6 +70,22 @@ def _workers(text: str) -> int:
     return int(text)
 
 
+def _copies(text: str) -> int:
+    from pfs.registry import MAX_COPIES
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COPIES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of copies from 1 to {MAX_COPIES}")
+    return int(text)
+
+
+def _ec(text: str) -> str:
+    from pfs.registry import parse_ec
+    try:
+        parse_ec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is {exc}, e.g. 4+2") from None
+    return text
+
+
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
     from pfs.store import default_root
@@ -95,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: CPU count)")
     p.add_argument("--codec", choices=CODECS, help="compression for new files (default: the store's, zstd)")
     p.add_argument("--hash", choices=HASHES, help="part hash for new files (default: the store's, xxh3-128)")
+    p.add_argument("--copies", metavar="N", type=_copies,
+                   help="copies of each part of new files, each on its own volume (default: the store's, 1)")
+    p.add_argument("--ec", metavar="K+M", type=_ec,
+                   help="instead of copies: split each part into K data + M parity shards on K+M volumes")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
     return p
@@ -121,6 +141,8 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
                  if v is not None}
+    if args.copies is not None or args.ec is not None:  # one replaces the other's store default
+        overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
     return Store(root, overrides, args.workers, args.max_memory, repair, args.data)

@@ -37,6 +37,7 @@ class Args:
 
     positional: list[str]
     flags: frozenset[str]
+    values: dict[str, str] = field(default_factory=dict)  # options that take a value
 
     def file(self, store: Store, index: int = 0) -> FileEntry:
         """The file an argument names: an id (all digits) or a stored name."""
@@ -55,6 +56,7 @@ class Command:
     min_args: int = 0
     max_args: int = 0
     flags: frozenset[str] = frozenset()
+    options: frozenset[str] = frozenset()  # options followed by a value
     short: dict[str, str] = field(default_factory=dict)  # short flag -> its long form
 
 
@@ -90,8 +92,9 @@ def parse(tokens: list[str]) -> tuple[Command, Args]:
     command = COMMANDS.get(ALIASES.get(name.lower(), name.lower()))
     if command is None:
         raise UsageError(f"unknown command {name!r}", "type `help` for the list of commands")
-    positional, flags, literal = [], set(), False
-    for token in rest:
+    positional, flags, values, literal = [], set(), {}, False
+    tokens = iter(rest)
+    for token in tokens:
         if not literal and token in command.short:
             flags.add(command.short[token])
         elif literal or not token.startswith("--"):
@@ -100,13 +103,17 @@ def parse(tokens: list[str]) -> tuple[Command, Args]:
             literal = True
         elif token in command.flags:
             flags.add(token)
+        elif token in command.options:
+            values[token] = next(tokens, None)
+            if values[token] is None:
+                raise UsageError(f"{command.name}: {token} needs a value", f"usage: {command.usage}")
         else:
             raise UsageError(f"{command.name}: unknown option {token!r}", f"usage: {command.usage}")
     if not command.min_args <= len(positional) <= command.max_args:
         few = len(positional) < command.min_args
         raise UsageError(f"{command.name}: {'missing' if few else 'too many'} arguments",
                          f"usage: {command.usage}")
-    return command, Args(positional, frozenset(flags))
+    return command, Args(positional, frozenset(flags), values)
 
 
 class Session:
@@ -169,10 +176,10 @@ class Session:
             return work(job)
         return self.jobs.start(kind, file_id, name, size, run)
 
-    def start_counted(self, tally: VerifyTally, entry, work: Callable[[Job], object]) -> None:
-        """Start a verify job that counts towards `tally`."""
+    def start_counted(self, tally: VerifyTally, entry, work: Callable[[Job], object], kind: str = "verify") -> None:
+        """Start a verify (or heal) job that counts towards `tally`."""
         with self._lock:  # registered before the job can finish and look for it
-            job = self.start("verify", entry.id, entry.name, entry.size, work)
+            job = self.start(kind, entry.id, entry.name, entry.size, work)
             self.verify_tallies[job.id] = tally
 
     def abandoned(self) -> str:
@@ -220,21 +227,40 @@ class Session:
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
                           f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
         elif job.kind == "get":
-            path, damage = job.result
+            path, found = job.result
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
-            if damage:
-                self.out.error(f"{context}: {len(damage)} damaged part(s) were zero-filled:")
-                self._report_damage(context, damage)
+            self._report_healed(job, found)
+            if found.damage:
+                self.out.error(f"{context}: {len(found.damage)} damaged part(s) were zero-filled:")
+                self._report_damage(context, found.damage)
         elif job.kind == "delete":
             self.out.line(f"[{job.file_id}] deleted {name}")
-        elif job.kind == "verify":
+        elif job.kind in ("verify", "heal"):
             if isinstance(job.result, Skipped):
                 self.out.line(f"[{job.file_id}] skipped {name}: {job.result.reason}")
-            elif job.result:
-                self._report_damage(context, job.result)
             else:
-                self.out.line(f"[{job.file_id}] verified {name}: every part is intact")
+                self._report_findings(job, context)
             self._tally(job)
+
+    def _report_findings(self, job: Job, context: str) -> None:
+        """What a verify or heal found: what it healed (one line), damaged parts and
+        pieces it could not heal (one line each, and a failure), or that all is well."""
+        found = job.result
+        self._report_healed(job, found)
+        self._report_damage(context, found.damage)
+        for bad in found.bad:
+            self.out.error(printable(f"{context}: {'not healed' if job.kind == 'heal' else 'damaged'} {bad}"))
+        if found.bad and not found.damage:
+            self._count_failure()
+        if not (found.damage or found.bad or found.healed):
+            what = "verified {}: every part is intact" if job.kind == "verify" else "healed {}: nothing to heal"
+            self.out.line(f"[{job.file_id}] " + what.format(printable(job.name)))
+
+    def _report_healed(self, job: Job, found) -> None:
+        if found.healed:
+            n = len(found.healed)
+            self.out.line(printable(f"[{job.file_id}] healed {job.name} ({n} cop{'y' if n == 1 else 'ies'} or "
+                                    f"shard{'s' * (n != 1)}): " + "; ".join(found.healed)))
 
     def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
         if count and damage:
@@ -256,6 +282,8 @@ class VerifyTally:
 
     left: int
     skipped: int
+    label: str = "verify --all"
+    after: Callable[[], str] | None = None  # a last word, once every job has finished
     counts: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -264,7 +292,8 @@ class VerifyTally:
         if isinstance(job.result, Skipped):
             outcome = "skipped"
         elif job.error is None:
-            outcome = "damaged" if job.result else "verified"
+            found = job.result
+            outcome = "damaged" if found.damage or found.bad else "healed" if found.healed else "verified"
         else:
             outcome = "damaged"
         with self.lock:
@@ -274,8 +303,10 @@ class VerifyTally:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"verify --all: {c['verified']} verified, {c['damaged']} damaged, "
-                f"{self.skipped + c['skipped']} skipped")
+        healed = f"{c['healed']} healed, " if c["healed"] else ""
+        line = (f"{self.label}: {c['verified']} {'intact' if 'heal' in self.label else 'verified'}, {healed}"
+                f"{c['damaged']} damaged, {self.skipped + c['skipped']} skipped")
+        return line + (f"; {self.after()}" if self.after else "")
 
 
 # -- handlers ------------------------------------------------------------------
@@ -311,32 +342,40 @@ def cmd_delete(s: Session, a: Args) -> None:
 
 
 def cmd_verify(s: Session, a: Args) -> None:
+    heal = "--heal" in a.flags
     if "--all" in a.flags:
         if a.positional:
             raise UsageError("verify: give an ID or --all, not both")
-        _verify_all(s)
+        label = "verify --all --heal" if heal else "verify --all"
+        _check_all(s, "verify", label, lambda i, job: s.store.verify(i, job.advance, job.cancelled, heal))
     elif a.positional:
         file_id = a.file(s.store).id
-        _file_job(s, "verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled))
+        _file_job(s, "verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled, heal))
     else:
-        raise UsageError("verify: missing arguments", "usage: verify ID | verify --all")
+        raise UsageError("verify: missing arguments", "usage: verify ID | verify --all [--heal]")
 
 
-def _verify_all(s: Session) -> None:
-    """Verify every stored file (and those being stored now, once they are);
-    say which are skipped and why, and end with a summary."""
-    entries = s.store.list()
+def cmd_heal(s: Session, a: Args) -> None:
+    _check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled))
+
+
+def _check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], object],
+               only: set[int] | None = None, after: Callable[[], str] | None = None) -> None:
+    """Verify (or heal) every stored file (those in `only`, if given; and those
+    being stored now, once they are); say which are skipped and why, and end
+    with a summary."""
+    entries = [e for e in s.store.list() if only is None or e.id in only]
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:
         if e.status not in ("stored", "storing"):
             s.out.line(f"[{e.id}] skipped {printable(e.name)}: {_not_stored(e)}")
     if not checked:
-        s.out.line(f"verify --all: nothing to verify, {len(entries)} skipped" if entries
-                   else "no files stored yet (put PATH stores one)")
+        s.out.line(f"{label}: nothing to {kind}, {len(entries)} skipped" + (f"; {after()}" if after else "")
+                   if entries or after else "no files stored yet (put PATH stores one)")
         return
-    tally = VerifyTally(len(checked), len(entries) - len(checked))
+    tally = VerifyTally(len(checked), len(entries) - len(checked), label, after)
     for e in checked:
-        s.start_counted(tally, e, lambda job, i=e.id: _verify_if_stored(s, i, job))
+        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
 
 
 @dataclass(frozen=True)
@@ -350,15 +389,63 @@ def _not_stored(entry) -> str:
     return f"it is {entry.status}" + (f" ({entry.reason})" if entry.reason else "") + ", not stored"
 
 
-def _verify_if_stored(s: Session, file_id: int, job: Job) -> object:
-    """Verify a file unless an earlier job (a failed put, a delete) left it not stored."""
+def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], object]) -> object:
+    """Verify (or heal) a file unless an earlier job (a failed put, a delete) left it not stored."""
     try:
         entry = s.store.entry(file_id)
     except NotFoundError:
         return Skipped("it was deleted")
     if entry.status != "stored":
         return Skipped(_not_stored(entry))
-    return s.store.verify(file_id, job.advance, job.cancelled)
+    return work(file_id, job)
+
+
+def cmd_volume(s: Session, a: Args) -> None:
+    """volume add PATH [--weight W] | list | drain ID | remove ID."""
+    action, rest = a.positional[0].lower(), a.positional[1:]
+    wanted = {"add": 1, "list": 0, "drain": 1, "remove": 1}
+    if action not in wanted:
+        raise UsageError(f"volume: unknown action {action!r}", f"usage: {COMMANDS['volume'].usage}")
+    if len(rest) != wanted[action] or (a.values and action != "add"):
+        raise UsageError(f"volume {action}: wrong arguments", f"usage: {COMMANDS['volume'].usage}")
+    if action == "add":
+        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""))
+        s.out.line(printable(f"added volume {config.id}: {s.store.volset.location(config)}"))
+    elif action == "list":
+        _volume_list(s)
+    elif action == "drain":
+        vid = s.store.volume_id(rest[0])
+        s.store.start_drain(vid)
+
+        def after() -> str:
+            left = s.store.files_on(vid)
+            return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
+                else f"volume {vid} is drained: `volume remove {vid}` removes it"
+        _check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
+                   set(s.store.files_on(vid)), after)
+    else:
+        vid = s.store.volume_id(rest[0])
+        s.store.remove_volume(vid)
+        s.out.line(f"removed volume {vid}")
+
+
+def _weight(text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = 0.0
+    if not 0 < weight < 1e9:
+        raise UsageError(f"--weight {text}: not a positive number", "e.g. --weight 2 for a disk twice the size")
+    return weight
+
+
+def _volume_list(s: Session) -> None:
+    def size(n: int | None) -> str:
+        return "-" if n is None else format_size(n)
+    rows = [[str(v.id), v.location, f"{v.weight:g}", size(v.used), size(v.free),
+             "-" if v.parts is None else str(v.parts), v.status] for v in s.store.volume_report()]
+    s.out.table(Table(["id", "location", "weight", "used", "free", "parts", "status"], rows,
+                      frozenset({"id", "weight", "used", "free", "parts"})))
 
 
 def cmd_list(s: Session, a: Args) -> None:
@@ -373,11 +460,12 @@ def cmd_list(s: Session, a: Args) -> None:
             raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
         s.out.line("no files stored yet (put PATH stores one)")
         return
-    rows = [["-", d, "-", "-", "directory", "-"] for d in dirs]
-    for name in names:
-        rows += [_list_row(e, e is not current) for e, current in _with_current(s.store.files.named(name))]
+    rows = [["-", d, "-", "-", "directory", "-", "-"] for d in dirs]
+    listed = [(e, e is not current) for name in names for e, current in _with_current(s.store.files.named(name))]
+    redundancy = s.store.redundancy_of([e for e, _ in listed])
+    rows += [_list_row(e, older) + [redundancy[e.id]] for e, older in listed]
     rows.sort(key=lambda row: row[1])
-    s.out.table(Table(["id", "name", "size", "parts", "status", "stored"], rows,
+    s.out.table(Table(["id", "name", "size", "parts", "status", "stored", "redundancy"], rows,
                       frozenset({"id", "size", "parts", "stored"})))
 
 
@@ -416,16 +504,18 @@ def cmd_info(s: Session, a: Args) -> None:
                    ("codec", ", ".join(f"{c} ({n} part{'s' * (n != 1)})" for c, n in codecs.most_common()))]
     else:
         fields.append(("codec", f"{entry.codec} (chosen)"))
-    fields += [("hash", entry.hash), ("digest", entry.digest or "-"),
+    fields += [("redundancy", s.store.redundancy_of([entry])[entry.id]),
+               ("hash", entry.hash), ("digest", entry.digest or "-"),
                ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
-    s.out.line("\n".join(printable(f"{label + ':':<9}{value}") for label, value in fields))
+    s.out.line("\n".join(printable(f"{label + ':':<12}{value}") for label, value in fields))
     if "--parts" not in a.flags:
         if manifest:
             s.out.line(f"(info {file_id} --parts lists the {entry.parts} part{'s' * (entry.parts != 1)})")
         return
-    rows = [[str(p.index), str(p.offset), str(p.size), str(p.stored), p.codec, p.hash, p.status, p.id]
+    rows = [[str(p.index), str(p.offset), str(p.size), str(p.stored), p.codec, p.hash, p.status, p.id,
+             " ".join(s.store.piece_places(p))]
             for p in (manifest.parts if manifest else [])]
-    s.out.table(Table(["part", "offset", "size", "stored", "codec", "hash", "status", "part id"], rows,
+    s.out.table(Table(["part", "offset", "size", "stored", "codec", "hash", "status", "part id", "volumes"], rows,
                       frozenset({"part", "offset", "size", "stored"})))
 
 
@@ -440,7 +530,7 @@ def cmd_jobs(s: Session, a: Args) -> None:
 
 
 #: What a cancelled job leaves behind, as said when it stops.
-CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "delete": ""}
+CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": ""}
 
 
 def cmd_cancel(s: Session, a: Args) -> None:
@@ -523,14 +613,21 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),
     Command("list", "list [PREFIX] [-r|--recursive]",
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
-            "id, name, size, parts, status, stored size", cmd_list, 0, 1, frozenset({"--recursive"}),
-            {"-r": "--recursive"}),
+            "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),
+            short={"-r": "--recursive"}),
     Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
             "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
     Command("info", "info NAME|ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
             "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
-    Command("verify", "verify NAME|ID | --all", "check that a file's parts are intact, writing nothing", cmd_verify, 0, 1,
-            frozenset({"--all"})),
+    Command("verify", "verify NAME|ID | --all [--heal]", "check every copy and shard of a file's parts, writing nothing; "
+            "--heal rewrites damaged ones and restores missing ones (a scrub)", cmd_verify, 0, 1,
+            frozenset({"--all", "--heal"})),
+    Command("heal", "heal", "restore every file's copies and shards onto the volumes that keep them "
+            "(after a volume was lost or drained)", cmd_heal),
+    Command("volume", "volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] | list | drain ID | remove ID",
+            "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
+            "move everything off one, forget an empty one", cmd_volume, 1, 2,
+            options=frozenset({"--weight", "--endpoint"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "

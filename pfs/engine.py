@@ -202,15 +202,19 @@ class Engine:
         here, so the disk flushes parts while later ones are still being
         compressed: a deep write queue overlapping the CPU work, instead of one
         flush per part inside the worker."""
+        return self.sync_soon(fsync_file, path)
+
+    def sync_soon(self, flush: Callable, *args) -> Future:
+        """Run `flush(*args)` (an fsync, a volume's flush) in the fsync threads."""
         with self._lock:
             self._check_open()
             if self._syncer is None:
                 self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="pfs-fsync")
             syncer = self._syncer
         try:
-            return syncer.submit(fsync_file, path)
+            return syncer.submit(flush, *args)
         except RuntimeError as exc:  # shut down meanwhile, or no thread could start
-            raise PfsError(f"cannot fsync {path}: {exc}") from exc
+            raise PfsError(f"cannot flush {args[0] if args else ''}: {exc}") from exc
 
     def _current_pool(self) -> _Pool:
         with self._starting:

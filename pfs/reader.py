@@ -27,7 +27,7 @@ class Parts:
     def __init__(self, store: Store, entry: FileEntry, cached: int = CACHED_PARTS) -> None:
         self.entry = entry
         self.manifest = store.checked_manifest(entry)
-        self.paths = [store.part_path(p) for p in self.manifest.parts]
+        self.jobs = [store.read_job(entry, p) for p in self.manifest.parts]
         self._cache: OrderedDict[int, bytes | memoryview] = OrderedDict()
         self._cached = cached
         self._lock = threading.Lock()
@@ -40,8 +40,7 @@ class Parts:
                 return self._cache[index]
         p, e = self.manifest.parts[index], self.entry
         with _decoding:
-            data, problem = worker.part_data(self.paths[index], p.stored, p.codec, p.size, e.hash, p.hash,
-                                             memoryview(bytearray(p.stored)))
+            data, problem = worker.part_bytes(self.jobs[index])
         if problem:
             damage = Damage(e.id, e.name, p.index, p.offset, p.size, problem)
             raise IntegrityError(f"{e.name} (file {e.id}): damaged {damage}", [damage],

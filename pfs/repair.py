@@ -13,11 +13,14 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pfs import codec
-from pfs.errors import DamagedError
+from pfs import codec, redundancy, worker
+from pfs.errors import DamagedError, PfsError
+from pfs.redundancy import Layout
 from pfs.registry import (DELETING, FAILED, JOURNAL, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry,
                           Manifest, PartEntry, PartRegistry)
-from pfs.volumes import Volumes, part_id
+from pfs.volumes import part_id
+from pfs.volumes.local import LocalVolume
+from pfs.volumes.volset import VolumeSet
 
 LOST_AND_FOUND = "lost+found"
 
@@ -30,7 +33,7 @@ class RepairReport:
     lost: list[str] = field(default_factory=list)
 
 
-def rebuild(root: Path, files: FileRegistry, parts: PartRegistry, volumes: Volumes, max_part: int,
+def rebuild(root: Path, files: FileRegistry, parts: PartRegistry, volumes: VolumeSet, max_part: int,
             notes: list[str] | None = None) -> RepairReport:
     """Make the registries agree with each other and with the part files. Parts
     bigger than `max_part` bytes (more than the memory limit allows) are not read."""
@@ -48,7 +51,7 @@ def rebuild(root: Path, files: FileRegistry, parts: PartRegistry, volumes: Volum
     for entry in files.all():
         if entry.status == STORED and not parts.path(entry.id).exists():
             _rebuild_manifest(files, parts, volumes, entry, max_part, report)
-    _collect_orphans(root, files, volumes, report)
+    _collect_orphans(root, files, parts, volumes, report)
     files.compact()
     return report
 
@@ -79,7 +82,7 @@ def _readable_manifest(root: Path, parts: PartRegistry, file_id: int, report: Re
         return None
 
 
-def _reconcile(root: Path, files: FileRegistry, parts: PartRegistry, volumes: Volumes, manifest: Manifest,
+def _reconcile(root: Path, files: FileRegistry, parts: PartRegistry, volumes: VolumeSet, manifest: Manifest,
                max_part: int, report: RepairReport) -> None:
     """Make a file's record agree with its manifest. Where they differ, the part
     files decide: the manifest wins only if its parts are intact; otherwise it is
@@ -102,23 +105,31 @@ def _reconcile(root: Path, files: FileRegistry, parts: PartRegistry, volumes: Vo
         report.lost.append(f"{name}: {said} and its manifest's parts are not intact; manifest moved to {where}")
 
 
-def _intact(entry: FileEntry, parts: list[PartEntry], volumes: Volumes, max_part: int) -> bool:
-    """Whether every part file decodes to the bytes its manifest entry hashed."""
+def _intact(entry: FileEntry, parts: list[PartEntry], volumes: VolumeSet, max_part: int) -> bool:
+    """Whether every part reads back (from a good copy or enough good shards) as
+    the bytes its manifest entry hashed."""
+    layout = Layout.of(entry)
     for p in parts:
-        payload = _read_part(volumes.path(p.volume, p.id), p.stored, max_part)
-        if payload is None or len(payload) != p.stored or _hash(payload, p.codec, p.size, entry.hash) != p.hash:
+        if p.stored > max_part:
+            return False
+        pieces = [(v, volumes.describe(v) if v in volumes.configs and volumes.readable(v) else None)
+                  for v in p.volumes()]
+        job = worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards)
+        if worker.check_part(job).problem is not None:
             return False
     return True
 
 
-def _read_part(path: Path, most: int, max_part: int) -> bytes | None:
-    """A part file's bytes, or None if it is missing or longer than `most` or `max_part`."""
-    try:
-        if os.path.getsize(path) > min(most, max_part):
-            return None
-        return path.read_bytes()
-    except OSError:
-        return None
+def _find(volumes: VolumeSet, key: str, most: int) -> list[tuple[int, bytes]]:
+    """Every readable volume holding `key`, with its bytes (at most `most` + 1 of them)."""
+    found = []
+    for vid in volumes.configs:
+        if volumes.readable(vid):
+            try:
+                found.append((vid, volumes.volume(vid).read(key, 0, most + 1)))
+            except PfsError:
+                continue
+    return found
 
 
 def _hash(payload: bytes, codec_name: str, size: int, hash_name: str) -> str | None:
@@ -129,21 +140,19 @@ def _hash(payload: bytes, codec_name: str, size: int, hash_name: str) -> str | N
         return None
 
 
-def _rebuild_manifest(files: FileRegistry, parts: PartRegistry, volumes: Volumes, entry: FileEntry,
+def _rebuild_manifest(files: FileRegistry, parts: PartRegistry, volumes: VolumeSet, entry: FileEntry,
                       max_part: int, report: RepairReport) -> None:
-    """Re-derive a lost manifest from the part files; keep it only if the parts'
-    hashes reproduce the file's recorded digest."""
+    """Re-derive a lost manifest from the pieces on the volumes; keep it only if
+    the parts' hashes reproduce the file's recorded digest."""
+    layout = Layout.of(entry)
     rebuilt = []
     for i in range(entry.parts if entry.chunk_size <= max_part else 0):
         offset = i * entry.chunk_size
         size = min(entry.chunk_size, entry.size - offset)
-        pid, volume = part_id(entry.uuid, i), volumes.place(i)
-        payload = _read_part(volumes.path(volume, pid), size, max_part)
-        used = "none" if payload is not None and len(payload) == size else entry.codec  # raw when compression did not pay
-        part_hash = None if payload is None else _hash(payload, used, size, entry.hash)
-        if part_hash is None:
+        part = (_rebuilt_shards if layout.ec else _rebuilt_copies)(volumes, entry, layout, i, offset, size)
+        if part is None:
             break
-        rebuilt.append(PartEntry(i, pid, offset, size, len(payload), used, part_hash, volume))
+        rebuilt.append(part)
     if len(rebuilt) == entry.parts and codec.file_digest([p.hash for p in rebuilt]) == entry.digest:
         parts.save(Manifest(entry, rebuilt))
         report.repaired.append(f"file {entry.id} ({entry.name}): manifest rebuilt from its part files")
@@ -152,12 +161,74 @@ def _rebuild_manifest(files: FileRegistry, parts: PartRegistry, volumes: Volumes
     report.lost.append(f"file {entry.id} ({entry.name}): manifest missing and its parts do not match its digest")
 
 
-def _collect_orphans(root: Path, files: FileRegistry, volumes: Volumes, report: RepairReport) -> None:
-    """Move part files that no file references to lost+found/."""
-    referenced = {str(volumes.path(volumes.place(i), part_id(e.uuid, i)))
-                  for e in files.all() if e.status in (STORED, STORING, DELETING) for i in range(e.parts)}
-    orphans = [p for p in volumes.all_part_files() if str(p) not in referenced]
-    for p in orphans:
-        set_aside(root, p)
-    if orphans:
-        report.lost.append(f"{len(orphans)} part file(s) belonged to no file; moved to {root / LOST_AND_FOUND}")
+def _rebuilt_copies(volumes: VolumeSet, entry: FileEntry, layout: Layout, i: int, offset: int,
+                    size: int) -> PartEntry | None:
+    """Part i from its copies: the first that decodes gives its hash; the volumes
+    holding those bytes are its copies (filled up with others, which heal rewrites)."""
+    pid = part_id(entry.uuid, i)
+    for vid, payload in _find(volumes, pid, size):
+        used = "none" if len(payload) == size else entry.codec  # raw when compression did not pay
+        part_hash = _hash(payload, used, size, entry.hash)
+        if part_hash is not None:
+            holders = [v for v, data in _find(volumes, pid, size) if data == payload]
+            spare = [v for v in volumes.configs if v not in holders]
+            copies = (holders + spare)[:layout.copies]
+            if len(copies) < layout.copies:
+                return None
+            return PartEntry(i, pid, offset, size, len(payload), used, part_hash, copies[0], copies=copies)
+    return None
+
+
+def _rebuilt_shards(volumes: VolumeSet, entry: FileEntry, layout: Layout, i: int, offset: int,
+                    size: int) -> PartEntry | None:
+    """Part i from any K of its shards; the shards' records are those of the
+    re-encoded part (encoding is deterministic), on the volumes found holding them."""
+    pid = part_id(entry.uuid, i)
+    keys = layout.keys(pid)
+    limit = size // layout.k + 4096
+    found = {j: hits[0] for j, key in enumerate(keys) if (hits := _find(volumes, key, limit))}
+    if len(found) < layout.k:
+        return None
+    try:
+        payload = redundancy.decode(layout, [data for _, data in found.values()][:layout.k])
+    except Exception:  # pyeclib's errors for shards that do not fit together
+        return None
+    used = "none" if len(payload) == size else entry.codec
+    part_hash = _hash(payload, used, size, entry.hash)
+    if part_hash is None:
+        return None
+    shards = redundancy.encode(layout, payload)
+    spare = iter(v for v in volumes.configs if v not in {vid for vid, _ in found.values()})
+    placed = [found[j][0] if j in found else next(spare, None) for j in range(layout.width)]
+    if None in placed:
+        return None
+    records = [{"volume": v, "hash": codec.digest(entry.hash, d), "size": len(d)} for v, d in zip(placed, shards)]
+    return PartEntry(i, pid, offset, size, len(payload), used, part_hash, placed[0], shards=records)
+
+
+def _collect_orphans(root: Path, files: FileRegistry, parts: PartRegistry, volumes: VolumeSet,
+                     report: RepairReport) -> None:
+    """Move pieces that no file references to lost+found/ (of the store, or of
+    the volume's own directory when it lies outside)."""
+    anywhere, placed = set(), set()
+    for e in files.all():
+        layout = Layout.of(e)
+        manifest = parts.load(e.id) if e.status == STORED else None
+        if manifest is not None:
+            placed.update((v, k) for p in manifest.parts for v, k in zip(p.volumes(), layout.keys(p.id)))
+        elif e.status in (STORED, STORING, DELETING):
+            anywhere.update(k for i in range(e.parts) for k in layout.keys(part_id(e.uuid, i)))
+    moved, places = 0, set()
+    for vid in volumes.configs:
+        volume = volumes.volume(vid)
+        if not (isinstance(volume, LocalVolume) and volumes.readable(vid)):
+            continue
+        for key in list(volume.keys()):
+            if key not in anywhere and (vid, key) not in placed:
+                path = volume.path(key)
+                base = root if path.is_relative_to(root) else volume.root
+                set_aside(base, path)
+                moved += 1
+                places.add(str(base / LOST_AND_FOUND))
+    if moved:
+        report.lost.append(f"{moved} part file(s) belonged to no file; moved to {', '.join(sorted(places))}")

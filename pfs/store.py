@@ -21,32 +21,37 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pfs import codec, names, worker
+from pfs import codec, names, placement, worker
 from pfs.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
-                        StoreError, StoreLockedError, UsageError)
+                        StoreError, StoreLockedError, UsageError, VolumeError)
 from pfs.governor import MemoryGovernor
-from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_INT, MAX_PARTS, RESERVE, SESSIONS,
-                          SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry,
-                          SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json, write_json_atomic)
+from pfs.redundancy import Layout, check_layout
+from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE,
+                          SESSIONS, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry,
+                          PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
+                          write_json_atomic)
 from pfs.registry.postgres import is_database
 from pfs.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
-from pfs.volumes import Volumes, part_id
+from pfs.volumes import MARKER, part_id
+from pfs.volumes.volset import DRAINING, FIRST_VOLUME, VolumeConfig, VolumeSet, parse_volumes
 
-FORMAT = 1
+FORMAT = 2
 CONFIG = "store.json"
 LOCK = "lock"
 VOLUMES = "volumes"
+#: Where heals and drains note the files whose pieces they are moving (see _recover).
+INTENTS = "intents"
 #: What tells a directory is (the rest of) a pfs store, even without its store.json.
 STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
 #: The store's own files and directories (name: whether it is a directory).
 LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, FILES_LOCK: False, MANIFESTS: True,
-          SESSIONS: True, "tmp": True}
-#: Parts removed per delete task.
+          SESSIONS: True, "tmp": True, INTENTS: True}
+#: Part keys removed between two progress reports of a delete.
 REMOVE_BATCH = 512
 
 log = logging.getLogger("pfs")
@@ -65,6 +70,32 @@ class Settings:
     chunk_size: int = 4 << 20
     codec: str = "zstd"
     hash: str = "xxh3-128"
+    copies: int = 1
+    ec: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """A volume as `volume list` shows it (None: unknown, the volume is missing)."""
+
+    id: int
+    location: str
+    weight: float
+    status: str
+    used: int | None
+    free: int | None
+    parts: int | None
+
+
+@dataclass
+class Findings:
+    """What reading a file found: parts that cannot be read (`damage`), damaged
+    or unreachable pieces left as they are (`bad`; the parts still read), and
+    pieces rewritten or moved (`healed`)."""
+
+    damage: list[Damage] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,9 +114,14 @@ class Damage:
         return f"part {self.index} bytes {self.offset}-{end}: {self.problem}"
 
 
-def _creation_leftover(name: str) -> bool:
+def _creation_leftover(root: Path, name: str) -> bool:
     """What a store creation killed before it wrote store.json may have left:
-    the lock, and the temporary file of the store.json write."""
+    the lock, the temporary file of the store.json write, and the first
+    volume's directory holding nothing but its marker (written just before)."""
+    if name == VOLUMES:
+        first = root / FIRST_VOLUME
+        return os.listdir(root / VOLUMES) in ([], ["0"]) and (not first.is_dir() or all(
+            n.startswith((MARKER, f".{MARKER}.")) for n in os.listdir(first)))
     return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
 
 
@@ -95,13 +131,39 @@ def _settings_ok(config: dict) -> bool:
         and config.get("codec") in codec.CODECS and config.get("hash") in codec.HASHES
 
 
-def _volumes_ok(volumes: object) -> bool:
-    """A non-empty list of distinct directories inside the store."""
+
+def _old_volumes_ok(volumes: object) -> bool:
+    """A format 1 store's volumes: a non-empty list of distinct directories inside the store."""
     return type(volumes) is list and bool(volumes) and all(
         type(v) is str and v and not os.path.isabs(v) and ".." not in Path(v).parts and Path(v).parts
         for v in volumes) and len(set(volumes)) == len(volumes)
 
 
+def _volumes_ok(config: dict) -> bool:
+    """A format 2 store's identity and volumes."""
+    try:
+        volumes = parse_volumes(config.get("volumes"))
+    except (TypeError, ValueError):
+        return False
+    next_id = config.get("next_volume")
+    return type(config.get("id")) is str and len(config["id"]) == 32 and type(next_id) is int and \
+        next_id > max(v.id for v in volumes)
+
+
+def _redundancy_ok(config: dict) -> bool:
+    try:
+        check_layout(config.get("copies", 1), config.get("ec", ""))
+    except (UsageError, TypeError):
+        return False
+    return type(config.get("copies", 1)) is int and 1 <= config.get("copies", 1) <= MAX_COPIES
+
+
+def _marker(volume) -> dict | None:
+    """A volume's marker, None where there is none (or no volume yet)."""
+    try:
+        return volume.read_marker()
+    except VolumeError:
+        return None
 def _writer_alive(temp_name: str) -> bool:
     """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
     fields = temp_name.split(".")
@@ -121,9 +183,9 @@ def batched(items: list, n: int) -> list[list]:
     return [items[i:i + n] for i in range(0, len(items), n)]
 
 
-def part_memory(size: int) -> int:
-    """Worst-case bytes a part needs in a worker: its input plus the codec's output."""
-    return 2 * size
+def part_memory(size: int, layout: Layout = Layout()) -> int:
+    """Worst-case bytes a part needs in a worker (see Layout.memory)."""
+    return layout.memory(size)
 
 
 def user_path(text: str) -> Path:
@@ -272,14 +334,16 @@ class Store:
             self.created = config is None
             if config is None:
                 config = self._create(self.settings)
-            notes += self._check_layout(dict.fromkeys(config["volumes"], True), repair)
-            self.volumes = Volumes(self.root, config["volumes"])
-            self.tmp = self.root / "tmp"
-            self.tmp.mkdir(exist_ok=True)
+            elif config["format"] == 1:
+                config = self._upgrade(config)
+            self.config = config
+            inside = [v.url for v in parse_volumes(config["volumes"]) if "://" not in v.url and not os.path.isabs(v.url)]
+            notes += self._check_layout(dict.fromkeys(inside, True), repair)
+            self._open_volumes(config)
             self.sessions = SessionFiles(self.root)
-            self.parts = PartRegistry(self.root, len(config["volumes"]))
+            self.parts = PartRegistry(self.root)
             self.files = FileRegistry(self.root, strict=not repair, id_elsewhere=self.parts.highest_id)
-            self.repair_report = rebuild(self.root, self.files, self.parts, self.volumes, max_memory // 2,
+            self.repair_report = rebuild(self.root, self.files, self.parts, self.volset, max_memory // 2,
                                          notes) if repair else None
             self.recovered = self._recover()
         except BaseException:
@@ -287,10 +351,19 @@ class Store:
             self._unlock()
             raise
 
+    def _open_volumes(self, config: dict) -> None:
+        """The volume set, and the store's own working directories beside it."""
+        self.volset = VolumeSet(self.root.absolute(), config["id"], parse_volumes(config["volumes"]))
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        (self.root / INTENTS).mkdir(exist_ok=True)
+
     def _settle(self, config: dict | None, overrides: dict) -> None:
         """The settings for new files: the store's, unless the options override them."""
-        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash")} if config else {}
+        defaults = {k: config[k] for k in ("chunk_size", "codec", "hash", "copies", "ec") if k in config} \
+            if config else {}
         self.settings = Settings(**{**defaults, **overrides})
+        self.layout = check_layout(self.settings.copies, self.settings.ec)
         self.check_memory(self.settings.chunk_size, f"chunk size {format_size(self.settings.chunk_size)}")
 
     def _open_database(self, overrides: dict, data: Path | str | None) -> None:
@@ -307,8 +380,9 @@ class Store:
                     raise UsageError(f"there is no pfs store in {db.name} yet",
                                      "create one with --data DIR: the directory where its part data go")
                 config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
-                                    "session_ttl": SESSION_TTL, "volumes": [f"{VOLUMES}/0"]})
-            if not (_settings_ok(config) and _volumes_ok(config.get("volumes")) and type(config.get("data")) is str):
+                                    "session_ttl": SESSION_TTL, "volumes": [FIRST_VOLUME], "id": uuid.uuid4().hex})
+            if not (_settings_ok(config) and _old_volumes_ok(config.get("volumes")) and _redundancy_ok(config)
+                    and type(config.get("data")) is str):
                 raise DamagedError(f"the settings of the store in {db.name} are damaged (pfs_settings, pfs_volumes)")
             self._settle(config, overrides)
             self.root = Path(data).expanduser() if data is not None else Path(config["data"])
@@ -316,10 +390,14 @@ class Store:
             self.description = f"{db.name} (part data in {self.root.absolute()})"
             st = os.stat(self.root)
             self._root_id = (st.st_dev, st.st_ino)
-            self.volumes = Volumes(self.root, config["volumes"])
-            self.tmp = self.root / "tmp"
-            self.tmp.mkdir(exist_ok=True)
-            self.parts = DatabaseParts(db, len(config["volumes"]))
+            store_id = config.get("id") or db.adopt("id", uuid.uuid4().hex)  # a store made before volume markers
+            self.config = {**config, "id": store_id, "volumes": [VolumeConfig(i, name).to_dict()
+                                                                 for i, name in enumerate(config["volumes"])]}
+            self._open_volumes(self.config)
+            for vid in self.volset.configs:  # the data directory's volumes are this store's
+                if _marker(self.volset.volume(vid)) is None:
+                    self.volset.volume(vid).write_marker(store_id, str(vid))
+            self.parts = DatabaseParts(db)
             self.files = DatabaseFiles(db)
             self.sessions = DatabaseSessions(db, float(config.get("session_ttl", SESSION_TTL)))
             self.repair_report = None
@@ -336,7 +414,7 @@ class Store:
         if not path.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise StoreError(f"{self.root} is not a directory")
-            found = [n for n in os.listdir(self.root) if not _creation_leftover(n)] if self.root.exists() else []
+            found = [n for n in os.listdir(self.root) if not _creation_leftover(self.root, n)] if self.root.exists() else []
             if not found:
                 return None
             if STORE_FILES.intersection(found):
@@ -347,8 +425,10 @@ class Store:
             raise damaged(self.root, f"{path} is damaged (no format number)")
         if config["format"] > FORMAT:
             raise StoreError(f"{self.root} was made by a newer pfs (format {config['format']})", "upgrade pfs to open it")
-        if not (_settings_ok(config) and _volumes_ok(config.get("volumes"))):
-            raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash or volumes)")
+        volumes_ok = _old_volumes_ok(config.get("volumes")) if config["format"] == 1 else \
+            _volumes_ok(config) and _redundancy_ok(config)
+        if not (_settings_ok(config) and volumes_ok):
+            raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash, copies, ec or volumes)")
         return config
 
     def _create(self, settings: Settings) -> dict:
@@ -356,10 +436,34 @@ class Store:
         with no store.json, the directory holds nothing but creation leftovers."""
         found = sorted(int(d.name) for d in (self.root / VOLUMES).glob("*")
                        if d.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", d.name))
-        volumes = [f"{VOLUMES}/{i}" for i in range(found[-1] + 1 if found else 1)]  # a rebuilt store keeps its volumes
-        config = {"format": FORMAT, **asdict(settings), "volumes": volumes}
+        names = [f"{VOLUMES}/{i}" for i in found] or [FIRST_VOLUME]  # a rebuilt store keeps its volumes
+        return self._claim(names, {"format": FORMAT, **asdict(settings)})
+
+    def _upgrade(self, old: dict) -> dict:
+        """Turn a format 1 store (volume directories listed by name, no markers)
+        into this format in place: markers first, then store.json, atomically;
+        a crash in between is finished by the next open."""
+        return self._claim(old["volumes"], {**old, "format": FORMAT, "copies": 1, "ec": ""})
+
+    def _claim(self, names: list[str], config: dict) -> dict:
+        """Mark the volume directories `names` (inside the store) as this store's
+        volumes 0, 1, ... and write store.json listing them. The store's id is the
+        one a marker already holds (what an interrupted claim left), else new."""
+        volumes = [VolumeConfig(i, name) for i, name in enumerate(names)]
+        probe = VolumeSet(self.root, "", volumes)
+        found = [m.get("store") for v in volumes if (m := _marker(probe.volume(v.id)))]
+        store_id = next((s for s in found if type(s) is str and re.fullmatch(r"[0-9a-f]{32}", s)), uuid.uuid4().hex)
+        for v in volumes:
+            probe.volume(v.id).write_marker(store_id, str(v.id))
+        config = {**config, "id": store_id, "volumes": [v.to_dict() for v in volumes], "next_volume": len(volumes)}
         write_json_atomic(self.root / CONFIG, config)
         return config
+
+    def save_volumes(self, next_volume: int | None = None) -> None:
+        """Write the volume set to store.json (atomically)."""
+        self.config = {**self.config, "volumes": self.volset.to_list(),
+                       "next_volume": next_volume or self.config["next_volume"]}
+        write_json_atomic(self.root / CONFIG, self.config)
 
     def _check_layout(self, expected: dict[str, bool], repair: bool) -> list[str]:
         """Refuse (or, repairing, move to lost+found/) a file where pfs keeps a
@@ -374,9 +478,9 @@ class Store:
                     raise damaged(self.root, problem)
                 notes.append(f"{problem}; moved to {set_aside(self.root, path)}")
         return notes
-    def check_memory(self, chunk_size: int, subject: str) -> None:
+    def check_memory(self, chunk_size: int, subject: str, layout: Layout | None = None) -> None:
         """Refuse a chunk size whose parts could never fit the memory limit."""
-        need = part_memory(chunk_size)
+        need = part_memory(chunk_size, layout or self.layout)
         if need > self.max_memory:
             raise UsageError(f"{subject} needs {format_size(need)} per part in flight, more than "
                              f"--max-memory {format_size(self.max_memory)}",
@@ -441,7 +545,10 @@ class Store:
 
     def _recover(self) -> list[FileEntry]:
         """Finish what dead sessions (a crash) left unfinished: roll back their
-        puts, complete their deletes. The work of live sessions is theirs."""
+        puts, complete their deletes, remove the pieces their heals or drains
+        wrote that no manifest took up. Only a file's record is needed: its
+        pieces' keys derive from its uuid, and every volume is tried for each.
+        The work of live sessions is theirs."""
         touched = []
         unfinished = [e for e in self.files.all() if e.status in (STORING, DELETING)]
         with self.sessions.claim_dead() as dead:
@@ -449,25 +556,63 @@ class Store:
                 entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
                 if entry is None or entry.status not in (STORING, DELETING) or not dead(entry.session):
                     continue
-                worker.remove_parts(self._part_paths(entry))
+                self._sweep(entry)
                 self.parts.remove(entry.id)
                 if entry.status == STORING:
                     self.files.save(replace(entry, status=FAILED, reason="interrupted"))
                 else:
                     self.files.remove(entry.id)
                 touched.append(entry)
-        self._sweep()
+            for intent in sorted((self.root / INTENTS).iterdir()):
+                self._finish_intent(intent, dead)
+        self._sweep_leftovers()
         return touched
 
-    def _sweep(self) -> None:
+    def _sweep_leftovers(self) -> None:
         """Remove what crashed processes left in tmp/ (when no other pfs could be
         using it) and the temporary files of atomic writes they cut short."""
         if not self.sessions.holders():
             for leftover in self.tmp.iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp")]:
+        for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp"),
+                     *(self.root / INTENTS).glob(".*.tmp")]:
             if not _writer_alive(torn.name):
                 torn.unlink(missing_ok=True)
+
+    def _finish_intent(self, intent: Path, dead: Callable[[str], bool]) -> None:
+        """Remove the pieces of the intent's file that its manifest does not
+        reference, if the session that noted it is dead."""
+        if intent.name.startswith("."):
+            return
+        try:
+            entry = FileEntry.from_dict(read_json(intent, self.root))
+        except (PfsError, ValueError):
+            if self.repair_report is None:
+                raise damaged(self.root, f"{intent} is damaged") from None
+            # repair has already set aside whatever pieces no manifest references
+            self.repair_report.repaired.append(f"{intent} is damaged; moved to {set_aside(self.root, intent)}")
+            return
+        if not dead(entry.session):
+            return
+        current = self.files.get(entry.id)
+        manifest = self.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
+        self._sweep(entry, manifest)
+        intent.unlink()
+        fsync_dir(intent.parent)
+
+    def _sweep(self, entry: FileEntry, keep: Manifest | None = None, progress: Progress = _no_progress) -> None:
+        """Remove every piece of the file from every volume that can be reached,
+        except those `keep` references."""
+        layout = Layout.of(entry)
+        keys = [k for i in range(entry.parts) for k in dict.fromkeys(layout.keys(part_id(entry.uuid, i)))]
+        kept = {(v, k) for p in (keep.parts if keep else [])
+                for v, k in zip(p.volumes(), layout.keys(p.id))}
+        for batch in batched(keys, REMOVE_BATCH):
+            for vid in self.volset.configs:
+                if self.volset.readable(vid):
+                    worker.remove_pieces(self.volset.describe(vid), batch,
+                                         frozenset(k for k in batch if (vid, k) in kept))
+            progress(len(batch))
 
     # -- queries --------------------------------------------------------------
 
@@ -573,15 +718,6 @@ class Store:
                     return True
         return False
 
-    def part_path(self, part: PartEntry) -> str:
-        return str(self.volumes.path(part.volume, part.id))
-
-    def part_file(self, entry: FileEntry, index: int) -> str:
-        """Where part `index` of a file is (to be) written."""
-        return str(self.volumes.path(self.volumes.place(index), part_id(entry.uuid, index)))
-
-    def _part_paths(self, entry: FileEntry) -> list[str]:
-        return [self.part_file(entry, i) for i in range(entry.parts)]
 
     # -- put ------------------------------------------------------------------
 
@@ -593,6 +729,8 @@ class Store:
         name = names.target(name, path.name)
         if self.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
+        self.volset.refresh()
+        self._check_room(self.layout)
         src = open_source(path, source)
         st, chunk = src.before, self.settings.chunk_size
         try:
@@ -603,7 +741,8 @@ class Store:
             entry = FileEntry(id=0, name=name, size=st.st_size, status=STORING,
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
-                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns, session=self.sessions.id)
+                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns,
+                              copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
             entry = self.files.add(entry)  # gets its id
         except BaseException:
             os.close(src.fd)
@@ -617,33 +756,25 @@ class Store:
         when `cancel` is set, roll it back. A source that changes meanwhile fails
         the put: never a mix of two versions. See publish for `keep`."""
         src = self._sources.pop(entry.id)
-        chunk = entry.chunk_size
-        paths = self._part_paths(entry)
-
-        def size(i: int) -> int:
-            return min(chunk, entry.size - i * chunk)
-
-        def tasks():
-            for i, dest in enumerate(paths):
-                yield part_memory(size(i)), (proc_path(src.fd), i * chunk, size(i), dest, entry.codec, entry.hash)
-
+        chunk, task = entry.chunk_size, self.part_tasks(entry)
+        sizes = [min(chunk, entry.size - i * chunk) for i in range(entry.parts)]
+        tasks = (task(i, proc_path(src.fd), i * chunk, size) for i, size in enumerate(sizes))
         syncs: list[Future] = []
 
-        def written(i: int, _) -> None:
-            syncs.append(self.engine.fsync_soon(paths[i]))
-            progress(size(i))
+        def written(i: int, result) -> None:
+            syncs.extend(self.flush_part(entry, i, result))
+            progress(sizes[i])
 
         try:
             try:
-                results = self.engine.run(worker.store_part, tasks(), written, cancel)
+                results = self.engine.run(worker.store_part, tasks, written, cancel)
             finally:
                 wait(syncs)
-            for f in syncs:
-                f.result()
+            lost = volume_failures(syncs)
             how = src.change()
             if how:
                 raise source_changed(source, how)
-            return self.publish(entry, results, keep)
+            return self.publish(entry, results, keep, lost, cancel)
         except BaseException as exc:
             if isinstance(exc, worker.SourceShrank):
                 exc = source_changed(source, "changed size")
@@ -654,6 +785,44 @@ class Store:
         finally:
             os.close(src.fd)
 
+    def _keep_off_lost_volumes(self, done: FileEntry, why: VolumeError, cancel: threading.Event | None) -> None:
+        """A volume went away while the put wrote to it: rebuild the copies or
+        shards it held on the other volumes, from the ones that made it. The put
+        fails only where too few made it (a single copy, too few shards)."""
+        found = self._scan_parts(done, None, _no_progress, cancel, relocate=True, only_moving=True)
+        if found.damage or found.bad:
+            raise PfsError(f"{why.message}, and too few copies or shards of some parts were written elsewhere",
+                           why.advice)
+
+    def _check_room(self, layout: Layout) -> None:
+        """Refuse a layout that needs more volumes than can take parts now."""
+        usable = self.volset.writable()
+        if len(usable) < layout.width:
+            others = ", ".join(f"volume {v} {self.volset.status(v)}" for v in self.volset.configs if v not in usable)
+            raise UsageError(f"storing {layout.describe()} needs {layout.width} volume{'s' * (layout.width > 1)} "
+                             f"with free space, and {len(usable)} {'has' if len(usable) == 1 else 'have'} some"
+                             + (f" ({others})" if others else ""),
+                             "free some space, add a volume with `volume add DIR`, or ask for fewer copies")
+
+    def part_tasks(self, entry: FileEntry) -> Callable[[int, str, int, int], tuple[int, tuple]]:
+        """What stores part `index` of a file from `size` bytes of `source` at
+        `offset`, as (memory, worker.store_part's arguments): its copies or
+        shards go to the volumes that take pieces now, best placed first."""
+        layout = Layout.of(entry)
+        weights = self.volset.writable()
+        descs = {vid: self.volset.describe(vid) for vid in weights}
+
+        def task(index: int, source: str, offset: int, size: int) -> tuple[int, tuple]:
+            pid = part_id(entry.uuid, index)
+            targets = [(vid, descs[vid]) for vid in placement.rank(pid, weights)]
+            return part_memory(size, layout), (source, offset, size, entry.codec, entry.hash, layout, pid, targets)
+        return task
+
+    def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list[Future]:
+        """Make the pieces a worker wrote for part `index` (`result`: store_part's) durable, soon."""
+        keys = Layout.of(entry).keys(part_id(entry.uuid, index))
+        return [self.engine.sync_soon(self.volset.volume(vid).flush, [key]) for vid, key in zip(result[3], keys)]
+
     # -- streaming writes (see pfs.writer) ----------------------------------------
 
     def begin_write(self, name: str) -> FileEntry:
@@ -661,10 +830,12 @@ class Store:
         for one part: its size is known only at the end, and reserve() says how
         many parts a crash may have to roll back meanwhile."""
         chunk = self.settings.chunk_size
+        self.volset.refresh()
+        self._check_room(self.layout)
         entry = FileEntry(id=0, name=names.check(name), size=chunk, status=STORING, parts=1,
                           chunk_size=self.settings.chunk_size, codec=self.settings.codec, hash=self.settings.hash,
                           uuid=uuid.uuid4().hex, created=time.time(), mode=0o644, mtime=time.time_ns(),
-                          session=self.sessions.id)
+                          copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
         return self.files.add(entry)  # gets its id
 
     def reserve(self, entry: FileEntry, parts: int) -> FileEntry:
@@ -682,32 +853,34 @@ class Store:
 
     def abandon(self, entry: FileEntry) -> None:
         """Remove every trace of a file that was never stored: parts, manifest, record."""
-        worker.remove_parts(self._part_paths(entry))
+        self._sweep(entry)
         self.parts.remove(entry.id)
         self.files.remove(entry.id)
 
-    def publish(self, entry: FileEntry, results: list[tuple[str, str, int]], keep: bool = False) -> FileEntry:
-        """Make a file whose parts are written and fsynced (`results`: each part's
-        hash, codec and stored size) stored: its name now resolves to it, in one
-        journal record. The file it replaces under that name is deleted then,
-        unless `keep`."""
-        for d in sorted({os.path.dirname(p) for p in self._part_paths(entry)}):
-            fsync_dir(d)
-        chunk = entry.chunk_size
+    def publish(self, entry: FileEntry, results: list[tuple], keep: bool = False, lost: list[VolumeError] = (),
+                cancel: threading.Event | None = None) -> FileEntry:
+        """Make a file whose parts are written and flushed (`results`: each part's
+        store_part result) stored: its name now resolves to it, in one journal
+        record. Pieces whose flush failed as their volume did (`lost`) are
+        rebuilt elsewhere first. The file it replaces under that name is deleted
+        then, unless `keep`."""
+        chunk, layout = entry.chunk_size, Layout.of(entry)
         parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
-                           size=min(chunk, entry.size - i * chunk), stored=stored, codec=used,
-                           hash=h, volume=self.volumes.place(i))
-                 for i, (h, used, stored) in enumerate(results)]
+                           size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
+                           volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
+                 for i, (h, used, stored, placed, shards) in enumerate(results)]
         done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
                        digest=codec.file_digest([p.hash for p in parts]))
         replaced = self.files.current(entry.name)
         self.parts.save(Manifest(done, parts))
+        if lost:
+            self._keep_off_lost_volumes(done, lost[0], cancel)
         self.files.save(done)
         self._drop_replaced(replaced, done, keep)
         return done
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
-        worker.remove_parts(self._part_paths(entry))
+        self._sweep(entry)
         self.parts.remove(entry.id)
         self.files.save(replace(entry, status=FAILED, reason=describe(exc)))
 
@@ -738,25 +911,104 @@ class Store:
         return entry
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
-                     cancel: threading.Event | None) -> list[Damage]:
-        """Read every part while holding the file (see reading); its record is read
+                     cancel: threading.Event | None, **how: bool) -> Findings:
+        """_scan_parts while holding the file (see reading); its record is read
         again under the hold, so a delete that ran before it is seen here."""
         with self.reading(entry.id):
-            entry = self.stored_entry(entry.id)
-            self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,")
-            manifest = self.checked_manifest(entry)
-            tasks = ((part_memory(p.size),
-                      (self.part_path(p), p.stored, p.codec, p.size, entry.hash, p.hash,
-                       out_path, p.offset))
-                     for p in manifest.parts)
-            problems = self.engine.run(worker.load_part, tasks, lambda i, _: progress(manifest.parts[i].size), cancel)
-        return [Damage(entry.id, entry.name, p.index, p.offset, p.size, problem)
-                for p, problem in zip(manifest.parts, problems) if problem]
+            return self._scan_parts(self.stored_entry(entry.id), out_path, progress, cancel, **how)
+
+    def _scan_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
+                    cancel: threading.Event | None, every: bool = False, heal: bool = True,
+                    relocate: bool = False, only_moving: bool = False) -> Findings:
+        """Read every part through the pool (into `out_path` when given), checking
+        the pieces it reads (all of them with `every`), rewriting damaged pieces
+        in place (`heal`) and, with `relocate`, moving pieces off volumes that no
+        longer keep them (missing, draining); `only_moving` reads only the parts
+        that have such pieces."""
+        layout = Layout.of(entry)
+        self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,", layout)
+        manifest = self.checked_manifest(entry)
+        self.volset.refresh()
+        weights = self.volset.writable() if relocate else {}
+        jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate) for p in manifest.parts]
+        todo = [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
+        intent = self._note_intent(entry) if any(job.moves for _, job in todo) else None
+        try:
+            verdicts = self.engine.run(worker.check_part, ((part_memory(p.size, layout), (job,)) for p, job in todo),
+                                       lambda i, _: progress(todo[i][0].size), cancel)
+            found = Findings()
+            moved: list[tuple[PartEntry, list[int]]] = []
+            for (p, job), v in zip(todo, verdicts):
+                where = f"part {p.index} bytes {p.offset}-{p.offset + p.size - 1}"
+                if v.problem:
+                    found.damage.append(Damage(entry.id, entry.name, p.index, p.offset, p.size, v.problem))
+                found.bad += [f"{where}: {b}" for b in v.bad]
+                found.healed += [f"{where}: {h}" for h in v.healed]
+                if v.volumes != p.volumes():
+                    moved.append((p, v.volumes))
+            if moved:
+                self._record_moves(manifest, layout, moved)
+        except BaseException:
+            if intent:
+                self._finish_intent(intent, lambda _: True)
+            raise
+        if intent:
+            intent.unlink()
+        return found
+
+    def _part_check(self, entry: FileEntry, layout: Layout, p: PartEntry, weights: dict[int, float],
+                    out_path: str | None, every: bool, heal: bool, relocate: bool) -> worker.PartCheck:
+        """The worker's task for one part; a piece on a volume that does not keep
+        it gets, with `relocate`, the volumes it may move to, best first."""
+        volumes = p.volumes()
+        pieces = [(v, self.volset.describe(v) if self.volset.readable(v) else None) for v in volumes]
+        moves = {}
+        if relocate:
+            keys = layout.keys(p.id)
+            for j, v in enumerate(volumes):
+                if not self.volset.keeps(v):
+                    moves[j] = [(t, self.volset.describe(t)) for t in placement.rank(keys[j], weights)
+                                if t not in volumes]
+        return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
+                                out_path, p.offset, every, heal, moves)
+
+    def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
+        """What reads one part of a stored file in this process (a reader), writing nothing."""
+        return self._part_check(entry, Layout.of(entry), part, {}, None, False, False, False)
+
+    def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> None:
+        """Record where moved pieces are now, then remove them from where they were."""
+        new = {p.index: volumes for p, volumes in moved}
+        parts = [p if p.index not in new else replace(
+            p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
+            shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
+        self.parts.save(Manifest(manifest.file, parts))
+        for p, volumes in moved:
+            for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
+                if old != now and self.volset.readable(old):
+                    worker.remove_pieces(self.volset.describe(old), [key])
+
+    def _note_intent(self, entry: FileEntry) -> Path:
+        """Before pieces are written where no manifest says: the next open removes
+        what the manifest did not take up, should pfs stop before it does."""
+        path = self.root / INTENTS / f"{entry.id}.json"
+        write_json_atomic(path, asdict(replace(entry, session=self.sessions.id)))
+        return path
 
     def verify(self, file_id: int, progress: Progress = _no_progress,
-               cancel: threading.Event | None = None) -> list[Damage]:
-        """Check every part of a stored file without writing anything; stops when `cancel` is set."""
-        return self._check_parts(self.stored_entry(file_id), None, progress, cancel)
+               cancel: threading.Event | None = None, heal: bool = False) -> Findings:
+        """Check every piece of every part of a stored file; with `heal`, rewrite the
+        damaged ones and move pieces off volumes that no longer keep them
+        (a scrub). Without, nothing is written. Stops when `cancel` is set."""
+        entry = self.stored_entry(file_id)
+        return self._check_parts(entry, None, progress, cancel, every=True, heal=heal, relocate=heal)
+
+    def heal(self, file_id: int, progress: Progress = _no_progress,
+             cancel: threading.Event | None = None) -> Findings:
+        """Restore the file's redundancy: put a new copy or shard on another volume
+        for each one on a volume that is missing or draining."""
+        entry = self.stored_entry(file_id)
+        return self._check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
         """Where get would write file `file_id`: never inside the store, never over
@@ -786,11 +1038,12 @@ class Store:
         return target
 
     def get(self, file_id: int, dest: str | None = None, force: bool = False, salvage: bool = False,
-            progress: Progress = _no_progress, cancel: threading.Event | None = None) -> tuple[Path, list[Damage]]:
+            progress: Progress = _no_progress, cancel: threading.Event | None = None) -> tuple[Path, Findings]:
         """Rebuild a stored file at its destination, with its recorded mode and
         mtime; only a fully verified file appears under the destination name, and
         a crash leaves nothing behind. With salvage, damaged parts are zero-filled
-        instead and listed. Returns (path written, damage)."""
+        instead and listed. A damaged copy or shard met on the way is rewritten
+        from the good data. Returns (path written, findings)."""
         entry = self.stored_entry(file_id)
         target = self.destination(file_id, dest, force)
         try:
@@ -805,9 +1058,10 @@ class Store:
                         flushes.append(self.engine.fsync_soon(out.path))
 
                 try:
-                    damage = self._check_parts(entry, out.path, written, cancel)
+                    found = self._check_parts(entry, out.path, written, cancel)
                 finally:
                     wait(flushes)
+                damage = found.damage
                 if damage and not salvage:
                     raise IntegrityError(f"damaged {damage[0]}"
                                          + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""),
@@ -818,9 +1072,107 @@ class Store:
                     os.utime(out.fd, ns=(time.time_ns(), entry.mtime))
                 os.fsync(out.fd)
                 out.publish(force)
-            return target, damage
+            return target, found
         except OSError as exc:
             raise PfsError(f"cannot write {target}: {exc.strerror}", advice_for(exc)) from exc
+
+    # -- volumes ------------------------------------------------------------------
+
+    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
+        """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
+        standard server) as a new volume of the store."""
+        self._check_volumes_editable()
+        if "://" not in location:
+            path = user_path(location).absolute()
+            if self.inside_store(path):
+                raise UsageError(f"{location} is inside the store {self.root}", "choose a directory outside the store")
+            location = str(path)
+        config = self.volset.add(location, weight, endpoint, self.config["next_volume"])
+        self.save_volumes(config.id + 1)
+        return config
+
+    def _check_volumes_editable(self) -> None:
+        """A database store keeps its part data in its one data directory."""
+        if self._db is not None:
+            raise UsageError(f"the store in {self._db.name} keeps its part data in one directory, "
+                             f"{self.root.absolute()}", "volumes are added to, drained from and removed from "
+                             "directory stores")
+
+    def volume_report(self) -> list[VolumeRow]:
+        """Every volume with its status, what it holds and its free space."""
+        self.volset.refresh()
+        rows = []
+        for vid, config in sorted(self.volset.configs.items()):
+            status, used, free, parts = self.volset.status(vid), None, None, None
+            if status != "missing":
+                volume = self.volset.volume(vid)
+                with contextlib.suppress(VolumeError):
+                    parts = sum(1 for _ in volume.keys())
+                    used, free = volume.used(), volume.free()
+            rows.append(VolumeRow(vid, self.volset.location(config), config.weight, status, used, free, parts))
+        return rows
+
+    def volume_id(self, text: str) -> int:
+        """A volume id as the user typed it; NotFoundError unless the store has it."""
+        if not (text.isdigit() and text.isascii()) or int(text) not in self.volset.configs:
+            raise NotFoundError(f"no volume {text}", "`volume list` shows the volumes")
+        return int(text)
+
+    def files_on(self, vid: int) -> list[int]:
+        """The stored files with a copy or shard on volume `vid` (manifests say)."""
+        return [e.id for e in self.files.all() if e.status == STORED and
+                any(vid in p.volumes() for p in (self.parts.load(e.id) or Manifest(e)).parts)]
+
+    def start_drain(self, vid: int) -> None:
+        """Mark a volume draining: nothing new goes there, and heal moves what it holds."""
+        self._check_volumes_editable()
+        self.volset.set_state(vid, DRAINING)
+        self.save_volumes()
+
+    def remove_volume(self, vid: int) -> None:
+        """Forget a volume that holds nothing (drained, or lost and healed)."""
+        self._check_volumes_editable()
+        users = self.files_on(vid)
+        if users:
+            raise UsageError(f"volume {vid} still holds pieces of {len(users)} file(s) (first: file {users[0]})",
+                             f"`volume drain {vid}` moves them first (or `heal` if the volume is lost)")
+        self.volset.refresh()
+        if self.volset.readable(vid):
+            volume = self.volset.volume(vid)
+            if next(iter(volume.keys()), None) is not None:
+                raise UsageError(f"volume {vid} holds parts no file references",
+                                 f"`pfs --store {self.root} repair` sets them aside")
+        if len(self.volset.configs) == 1:
+            raise UsageError(f"volume {vid} is the store's only volume", "add another one first")
+        self.volset.forget(vid)
+        self.save_volumes()
+
+    def redundancy_of(self, entries: list[FileEntry]) -> dict[int, str]:
+        """Each file's copies or shards, e.g. "2 copies"; where a volume does not
+        keep its pieces (missing, draining), how many a stored file's worst part
+        still has there, e.g. "ec 4+2: 3 parts with 5 of 6 (volume 1 missing)".
+        Manifests are read only when some volume does not keep its pieces."""
+        self.volset.refresh()
+        degraded = not all(map(self.volset.keeps, self.volset.configs))
+        return {e.id: self._redundancy(e) if degraded and e.status == STORED else Layout.of(e).describe()
+                for e in entries}
+
+    def _redundancy(self, entry: FileEntry) -> str:
+        layout = Layout.of(entry)
+        manifest = self.parts.load(entry.id)
+        short = [p for p in (manifest.parts if manifest else []) if not all(map(self.volset.keeps, p.volumes()))]
+        if not short:
+            return layout.describe()
+        worst = min(sum(map(self.volset.keeps, p.volumes())) for p in short)
+        gone = sorted({v for p in short for v in p.volumes() if not self.volset.keeps(v)})
+        why = ", ".join(f"volume {v} {self.volset.status(v)}" for v in gone)
+        return f"{layout.describe()}: {len(short)} part{'s' * (len(short) != 1)} with {worst} of {layout.width} ({why})"
+
+    def piece_places(self, part: PartEntry) -> list[str]:
+        """Where each copy or shard of a part lives: its volume, and its status when
+        not online."""
+        return [str(v) + ("" if self.volset.status(v) == "online" else f" ({self.volset.status(v)})")
+                for v in part.volumes()]
 
     # -- delete ---------------------------------------------------------------
 
@@ -835,10 +1187,8 @@ class Store:
         if entry.status in (STORING, DELETING):
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
         self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
-        paths = self._part_paths(entry)
-        batches = batched(paths, REMOVE_BATCH)
-        self.engine.run(worker.remove_parts, ((0, (b,)) for b in batches),
-                        lambda i, _: progress(len(batches[i])))
+        self.volset.refresh()
+        self._sweep(entry, progress=progress)
         self.parts.remove(file_id)
         self.files.remove(file_id)
         return entry
@@ -907,6 +1257,16 @@ class Output:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def volume_failures(syncs: list[Future]) -> list[VolumeError]:
+    """The flushes that failed because their volume did (went away, filled up);
+    any other failure is raised."""
+    failures = [f.exception() for f in syncs if f.exception() is not None]
+    for exc in failures:
+        if not isinstance(exc, VolumeError):
+            raise exc
+    return failures
 
 
 def describe(exc: BaseException) -> str:

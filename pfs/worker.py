@@ -1,18 +1,23 @@
 """The functions pool workers run. Each reads and writes its own slice of data
-with pread/pwrite, so no part's bytes ever cross a pipe: a task is a few paths
-and numbers, a result is a hash and a size."""
+with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
+task is a few paths, numbers and volume descriptions (each volume is opened
+once per worker), a result is a hash, a size and where the pieces went."""
 
 import fcntl
+import json
 import mmap
 import os
 import select
-import shutil
 import signal
-import stat
 import threading
 import time
+from dataclasses import dataclass, field
 
-from pfs import codec
+from pfs import codec, redundancy
+from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
+                        VolumeError, VolumeUnavailableError)
+from pfs.redundancy import Layout
+from pfs.volumes import Volume, open_volume
 
 _buffer: mmap.mmap | None = None
 
@@ -77,14 +82,32 @@ def _write_all(fd: int, data, offset: int | None = None) -> None:
             offset += n
 
 
+def _volume(desc: dict) -> Volume:
+    """The volume a description names, opened once per worker process."""
+    key = json.dumps(desc, sort_keys=True)
+    volume = _volumes.get(key)
+    if volume is None:
+        volume = _volumes[key] = open_volume(desc)
+    return volume
+
+
+_volumes: dict[str, Volume] = {}
+
+#: A volume a piece may go to: its id and its description (Volume.describe).
+Target = tuple[int, dict]
+
+
 class SourceShrank(Exception):
     """The source holds fewer bytes than the put recorded (its own type, so that
     an EOFError from a dying pool is never mistaken for a changed source)."""
 
 
-def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, hash_name: str) -> tuple[str, str, int]:
-    """Read a slice of `source`, hash it, compress it and write it to `dest`
-    (the engine fsyncs it next). Returns (hash, codec used, stored size)."""
+def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
+               part_id: str, targets: list[Target]) -> tuple[str, str, int, list[int], list[dict]]:
+    """Read a slice of `source`, hash it, compress it and write its pieces (its
+    copies, or its shards) to the first volumes of `targets` that take them (the
+    store flushes them next). Returns (hash, codec used, stored size, the volume
+    of each piece, the shards' records)."""
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -95,82 +118,135 @@ def store_part(source: str, offset: int, size: int, dest: str, codec_name: str, 
         raise SourceShrank(f"{source} shrank while it was being stored")
     part_hash = codec.digest(hash_name, view)
     used, payload = codec.compress(codec_name, view)
-    try:
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(out, payload)
-    finally:
-        os.close(out)
-    return part_hash, used, len(payload)
+    pieces = redundancy.encode(layout, payload) if layout.ec else [payload] * layout.copies
+    placed = place(pieces, layout.keys(part_id), targets)
+    shards = [{"volume": v, "hash": codec.digest(hash_name, p), "size": len(p)}
+              for v, p in zip(placed, pieces)] if layout.ec else []
+    return part_hash, used, len(payload), placed, shards
 
 
-def load_part(path: str, stored: int, codec_name: str, size: int, hash_name: str, expected: str,
-              out_path: str | None, offset: int) -> str | None:
-    """Read one part, check it, and (when `out_path` is given) pwrite it at
-    `offset`. Returns None when the part is good, else what is wrong with it;
-    a damaged part is never written. Whatever is at the part path (a directory,
-    a FIFO, a file that cannot be read) is damage of that part, never an error
-    of the whole operation, and never blocks."""
-    data, problem = part_data(path, stored, codec_name, size, hash_name, expected, _view(stored))
+def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
+    """Write each piece to the next target in order that takes it (a full or
+    vanished volume is skipped, and tried no more); returns their volumes."""
+    placed, skipped, left = [], [], list(targets)
+    for piece, key in zip(pieces, keys):
+        while True:
+            if not left:
+                why = "; ".join(skipped) or "not enough volumes"
+                what = "no volume could take it" if len(pieces) == 1 else \
+                    f"only {len(placed)} of {len(pieces)} copies or shards of a part could be written"
+                raise PfsError(f"{what} ({why})", "add a volume or free some space")
+            vid, desc = left.pop(0)
+            try:
+                _write(_volume(desc), key, piece)
+                placed.append(vid)
+                break
+            except (OutOfSpaceError, VolumeUnavailableError) as exc:
+                skipped.append(f"volume {vid}: {exc.message}")
+    return placed
+
+
+def _write(volume: Volume, key: str, data) -> None:
+    """Write a piece. One already there is referenced by no manifest (what a
+    crash or a bad copy left): it is replaced."""
+    try:
+        volume.write(key, data)
+    except (PartExistsError, PartDamagedError):
+        volume.remove(key)
+        volume.write(key, data)
+
+
+@dataclass(frozen=True)
+class PartCheck:
+    """What to do with one stored part: read it (into `out_path` at `offset`),
+    check its pieces, repair them. `pieces` are the volumes of its copies or
+    shards in order, each with its description (None: the volume is missing,
+    so it is neither read nor written)."""
+
+    layout: Layout
+    part_id: str
+    stored: int
+    codec: str
+    size: int
+    hash_name: str
+    hash: str
+    pieces: list[tuple[int, dict | None]]
+    shards: list[dict]
+    out_path: str | None = None
+    offset: int = 0
+    every: bool = False  # check every piece, not only enough to read the part
+    heal: bool = False  # rewrite a damaged piece in place
+    moves: dict[int, list[Target]] = field(default_factory=dict)  # piece -> where it must go instead
+
+
+@dataclass
+class PartVerdict:
+    """What check_part found: `problem` if the part cannot be read; each bad
+    piece (and what was done about it); the volume of each piece now."""
+
+    problem: str | None
+    volumes: list[int]
+    bad: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+
+
+def check_part(job: PartCheck) -> PartVerdict:
+    """Read a part from a good copy or enough good shards, check the pieces it
+    reads (all with `every`), write it out, then rewrite damaged pieces and
+    move pieces off volumes that no longer keep them. Damage is never an
+    error of the whole operation and never written out."""
+    layout, keys = job.layout, job.layout.keys(job.part_id)
+    payload, data, problem, problems = _read(job)
+    volumes = [v for v, _ in job.pieces]
     if problem:
-        return problem
-    if out_path is not None:
-        _write_output(out_path, data, offset)
-    return None
+        return PartVerdict(problem, volumes)
+    if job.out_path is not None:
+        _write_output(job.out_path, data, job.offset)
+    names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
+    verdict = PartVerdict(None, volumes)
+    pieces = _Pieces(layout, payload)
+    for j, problem in problems.items():
+        desc = job.pieces[j][1]
+        if j in job.moves:
+            continue
+        if job.heal and desc is not None:
+            try:
+                _write(_volume(desc), keys[j], pieces[j])
+                _volume(desc).flush([keys[j]])
+                verdict.healed.append(f"{names[j]} rewritten ({problem})")
+                continue
+            except VolumeError as exc:
+                problem += f"; cannot be rewritten ({exc.message})"
+        verdict.bad.append(f"{names[j]}: {problem}")
+    taken = set(volumes)
+    for j, targets in job.moves.items():
+        try:
+            volumes[j] = place([pieces[j]], [keys[j]], [t for t in targets if t[0] not in taken])[0]
+        except PfsError as exc:
+            verdict.bad.append(f"{names[j]}: {problems.get(j, 'its volume does not keep it')}; "
+                               f"cannot be moved ({exc.message})")
+            continue
+        taken.add(volumes[j])
+        _volume(dict(targets)[volumes[j]]).flush([keys[j]])
+        verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
+    return verdict
 
 
-def part_data(path: str, stored: int, codec_name: str, size: int, hash_name: str, expected: str,
-              buffer: memoryview) -> tuple[memoryview | bytes, str]:
-    """One part's bytes, read through `buffer` (`stored` bytes long) and checked:
-    (data, "") when it is good, else (b"", what is wrong with it)."""
-    try:
-        view = _read_part(path, stored, buffer)
-    except _Damaged as damage:
-        return b"", str(damage)
-    try:
-        data = codec.decompress(codec_name, view, size)
-    except codec.DecodeError as exc:
-        return b"", f"cannot decode: {exc}"
-    if codec.digest(hash_name, data) != expected:
-        return b"", "hash mismatch"
-    return data, ""
+def part_bytes(job: PartCheck) -> tuple[bytes | None, str | None]:
+    """A part's bytes read from a good copy or enough good shards and checked,
+    writing nothing (for a reader): (data, None), or (None, why it cannot be read)."""
+    _, data, problem, _ = _read(job)
+    return data, problem
 
 
-class _Damaged(Exception):
-    """What is wrong with a part file."""
-
-
-def _read_part(path: str, stored: int, view: memoryview) -> memoryview:
-    """The `stored` bytes of a part file, or _Damaged. O_NONBLOCK: opening a FIFO
-    must not wait for a writer."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise _Damaged("part file missing") from None
-    except OSError as exc:
-        raise _Damaged(f"part file cannot be opened ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Damaged(f"part path is not a regular file (it is a {_kind(st.st_mode)})")
-        if st.st_size != stored:
-            raise _Damaged(f"part file is {st.st_size} bytes, expected {stored}")
-        if _read_at(fd, view, 0) != stored:
-            raise _Damaged("part file changed while being read")
-        return view
-    except OSError as exc:
-        raise _Damaged(f"part file cannot be read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    kinds = {stat.S_IFDIR: "directory", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
-             stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
-    return kinds.get(stat.S_IFMT(mode), "special file")
+def _read(job: PartCheck) -> tuple[bytes | None, bytes | None, str | None, dict[int, str]]:
+    """(stored bytes, part bytes, why the part cannot be read, each bad piece's problem)."""
+    problems: dict[int, str] = {}
+    payload = (_read_shards if job.layout.ec else _read_copies)(job, job.layout.keys(job.part_id), problems)
+    if payload is None:  # the problem names every piece's
+        return None, None, _summary(job, problems), problems
+    data, problem = _decoded(job, payload)  # every piece checked out, yet the whole may not
+    return payload, data, problem, problems
 
 
 def _write_output(path: str, data, offset: int) -> None:
@@ -185,18 +261,112 @@ def _write_output(path: str, data, offset: int) -> None:
         os.close(out)
 
 
-def remove_parts(paths: list[str]) -> int:
-    """Remove whatever is at each part path (a damaged part may be a directory);
-    already-missing ones are fine. Returns how many existed."""
-    removed = 0
-    for p in paths:
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
+class _Pieces:
+    """The pieces of a good part, made when first asked for (shards are encoded once)."""
+
+    def __init__(self, layout: Layout, payload: bytes) -> None:
+        self.layout, self.payload, self._shards = layout, payload, None
+
+    def __getitem__(self, j: int):
+        if not self.layout.ec:
+            return self.payload
+        if self._shards is None:
+            self._shards = redundancy.encode(self.layout, self.payload)
+        return self._shards[j]
+
+
+def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
+    """The first copy that decodes to the part's hash; with `every`, each other
+    copy must hold the same bytes."""
+    good = None
+    for j, (vid, desc) in enumerate(job.pieces):
+        if good is not None and not job.every:
+            break
+        if desc is None:
+            problems[j] = "its volume is missing"
             continue
-        except IsADirectoryError:
-            shutil.rmtree(p)
-        removed += 1
+        data, problem = _read_piece(desc, keys[j], job.stored)
+        if problem is None and good is None:
+            problem = _decoded(job, data)[1]
+            good = data if problem is None else None
+        elif problem is None and data != good:
+            problem = "differs from the good copy"
+        if problem:
+            problems[j] = problem
+    return good
+
+
+def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
+    """The part's bytes from the first K shards whose hashes check out (every
+    shard is checked with `every`)."""
+    good = []
+    for j, (vid, desc) in enumerate(job.pieces):
+        if len(good) >= job.layout.needed and not job.every:
+            break
+        if desc is None:
+            problems[j] = "its volume is missing"
+            continue
+        recorded = job.shards[j]
+        data, problem = _read_piece(desc, keys[j], recorded["size"])
+        if problem is None and codec.digest(job.hash_name, data) != recorded["hash"]:
+            problem = "hash mismatch"
+        if problem:
+            problems[j] = problem
+        else:
+            good.append(data)
+    if len(good) < job.layout.needed:
+        return None
+    return redundancy.decode(job.layout, good[:job.layout.needed])
+
+
+def _read_piece(desc: dict, key: str, size: int) -> tuple[bytes, str | None]:
+    """A piece's bytes, or what is wrong with it (missing, the wrong size, unreadable)."""
+    try:
+        data = _volume(desc).read(key, 0, size + 1)
+    except PartMissingError:
+        return b"", "part file missing"
+    except PartDamagedError:
+        return b"", "part path is not a regular file"
+    except VolumeError as exc:
+        return b"", exc.message
+    if len(data) != size:
+        return b"", f"part file is {len(data) if len(data) <= size else 'more than ' + str(size)} bytes, expected {size}"
+    return data, None
+
+
+def _decoded(job: PartCheck, payload) -> tuple[bytes | None, str | None]:
+    """The part's bytes from its stored bytes, or why they are not the part."""
+    try:
+        data = codec.decompress(job.codec, payload, job.size)
+    except codec.DecodeError as exc:
+        return None, f"cannot decode: {exc}"
+    if codec.digest(job.hash_name, data) != job.hash:
+        return None, "hash mismatch"
+    return data, None
+
+
+def _summary(job: PartCheck, problems: dict[int, str]) -> str:
+    """Why a part cannot be read: its one piece's problem, or each piece's."""
+    if len(job.pieces) == 1:
+        return problems[0]
+    kind = "shard" if job.layout.ec else "copy"
+    return f"too few good {'shards' if job.layout.ec else 'copies'}: " + \
+        "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
+
+
+def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:
+    """Remove the keys not in `keep` from a volume (missing ones are fine); returns
+    how many existed. A volume that is gone is left alone, and so is what is not
+    a part (a directory with content in a part's place): pfs did not write it."""
+    volume, removed = _volume(desc), 0
+    for key in keys:
+        if key not in keep:
+            try:
+                removed += volume.remove(key)
+            except PartDamagedError:
+                continue
+            except VolumeUnavailableError:
+                break
     return removed
 
 

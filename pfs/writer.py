@@ -2,7 +2,8 @@
 
 Each part, once full, is written to a spool file in STORE/tmp/ and handed to
 the same worker pool, under the same memory governor, as a put: workers read
-the spool file like a put's source, so no part's bytes cross a pipe. The
+the spool file like a put's source (so no part's bytes cross a pipe) and place
+its copies or shards on the volumes like a put's. The
 spool holds at most the parts the governor lets into the pool, one per worker
 queued, the one the feeder holds while it waits for the governor, and the one
 being written (the writer blocks until the pool catches up).
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pfs import worker
 from pfs.errors import PfsError
 from pfs.registry import FileEntry
-from pfs.store import Store, describe, part_memory
+from pfs.store import Store, describe, volume_failures
 
 #: How long a blocked writer waits between looks at whether the pool gave up.
 _POLL = 0.1
@@ -70,15 +71,16 @@ class _Feeder:
 
     def _run(self) -> None:
         store, entry = self._store, self._entry
+        task = store.part_tasks(entry)
 
         def tasks():
             while (item := self._queue.get()) is not None:
                 index, path, size = item
-                yield part_memory(size), (path, 0, size, store.part_file(entry, index), entry.codec, entry.hash)
+                yield task(index, path, 0, size)
 
-        def written(index: int, _) -> None:
+        def written(index: int, result) -> None:
             os.unlink(spool_path(store, entry, index))
-            self.syncs.append(store.engine.fsync_soon(store.part_file(entry, index)))
+            self.syncs.extend(store.flush_part(entry, index, result))
 
         try:
             self.results = store.engine.run(worker.store_part, tasks(), written, self.cancel)
@@ -146,10 +148,9 @@ class Writer(io.RawIOBase):
             self._feeder.finish()
             if self._feeder.error is not None:
                 raise self._feeder.error
-            for f in self._feeder.syncs:
-                f.result()
+            lost = volume_failures(self._feeder.syncs)
             final = replace(self._entry, size=self._size, parts=self._parts)
-            self.stored = self._store.publish(final, self._feeder.results, self._keep)
+            self.stored = self._store.publish(final, self._feeder.results, self._keep, lost)
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, OSError):

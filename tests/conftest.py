@@ -114,10 +114,11 @@ import time  # noqa: E402
 
 import psutil  # noqa: E402
 
-#: `list` rows: id, name, size ("1.0 MiB" / "100 B"), parts, status (+ reason).
+#: `list` rows: id, name, size ("1.0 MiB" / "100 B"), parts, status (+ reason), stored, redundancy.
 _SIZE = r"\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)"
 _LIST_ROW = re.compile(rf"^\s*(\d+)\s+(.*?)\s+{_SIZE}\s+(\d+)\s+"
-                       rf"(storing|stored|failed|deleting)( \(.*\))?\s+(?:-|{_SIZE})$")
+                       rf"(storing|stored|failed|deleting)( \(.*?\))?\s+(?:-|{_SIZE})"
+                       r"\s+(?:\d+ cop(?:y|ies)|ec \d+\+\d+)(?:: .*)?$")
 
 
 def pfs_argv(store: Path, *options: str, workers: int = 2, chunk: int | None = CHUNK) -> list[str]:
@@ -316,15 +317,46 @@ def live_sessions():
 
 # -- the store on disk ----------------------------------------------------------
 
+def volume_dirs(store: Path) -> dict[int, Path]:
+    """{volume id: directory} of the store's local volumes, as store.json lists them
+    (a store of the first format lists plain names)."""
+    try:
+        config = json.loads((store / "store.json").read_bytes())
+    except FileNotFoundError:  # not created yet
+        return {}
+    dirs = {}
+    for i, v in enumerate(config["volumes"]):
+        vid, url = (i, v) if isinstance(v, str) else (v["id"], v["url"])
+        if "://" not in url:
+            dirs[vid] = store / url
+    return dirs
+
+
+def pieces(store: Path) -> list[tuple[int, str, Path]]:
+    """Every piece (part copy or shard) on the store's local volumes: (volume id, key, path)."""
+    return [(vid, p.name, p) for vid, d in volume_dirs(store).items() for p in sorted(d.glob("*/*/*"))
+            if p.is_file()]
+
+
+def referenced_pieces(store: Path) -> set[tuple[int, str]]:
+    """(volume id, key) of every copy or shard the manifests reference."""
+    found = set()
+    for m in (store / "manifests").glob("*.json"):
+        if m.stem.isdigit():
+            for part in json.loads(m.read_bytes())["parts"]:
+                if part.get("shards"):
+                    found |= {(s["volume"], f"{part['id']}.{j}") for j, s in enumerate(part["shards"])}
+                else:
+                    found |= {(v, part["id"]) for v in part.get("copies", [part.get("volume", 0)])}
+    return found
+
+
 def part_files(store: Path) -> dict[str, Path]:
-    """Every part file under STORE/volumes: {part id (file name): path}."""
+    """Every part file on the store's volumes: {part id (file name): path}."""
     found = {}
-    vol = store / "volumes"
-    if vol.exists():
-        for p in vol.rglob("*"):
-            if p.is_file():
-                assert p.name not in found, f"part id {p.name} is stored twice"
-                found[p.name] = p
+    for _, key, path in pieces(store):
+        assert key not in found, f"part id {key} is stored twice"
+        found[key] = path
     return found
 
 
@@ -348,7 +380,7 @@ def manifest_part_ids(store: Path) -> dict[int, list[str]]:
 def part_path(store: Path, file_id: int, index: int) -> Path:
     part = read_manifest(store, file_id)["parts"][index]
     pid = part["id"]
-    return store / "volumes" / str(part.get("volume", 0)) / pid[:2] / pid[2:4] / pid
+    return volume_dirs(store)[part.get("volume", 0)] / pid[:2] / pid[2:4] / pid
 
 
 def edit_records(store: Path, file_id: int, change) -> int:

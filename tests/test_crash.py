@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, part_files,
-                      pfs_argv)
+from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, pfs_argv, pieces,
+                      referenced_pieces, run_pfs)
 from pfs.registry import MIN_COMPACT_BYTES
 
 MIB = 1 << 20
@@ -43,9 +43,14 @@ MIB = 1 << 20
 KEEP = 3
 
 
+#: Crash loop modes: the options of every run, and how many volumes the store has.
+MODES = {"plain": ([], 1), "copies": (["--copies", "2"], 4), "ec": (["--ec", "2+1"], 4)}
+
+
 class CrashLoop:
-    def __init__(self, root: Path, seed: int, processes: int = 1) -> None:
+    def __init__(self, root: Path, seed: int, mode: str = "plain", processes: int = 1) -> None:
         self.rng = random.Random(seed)
+        self.options, volumes = MODES[mode]
         self.processes = processes
         self.store = root / "store"
         self.work = root / "work"
@@ -59,6 +64,14 @@ class CrashLoop:
         self.survivors_stored: dict[int, str] = {}  # what the processes not killed reported stored
         self.counts = collections.Counter()
         self.iteration = 0
+        self.draining: int | None = None
+        self.damaged = False
+        extra = [root / f"vol{i}" for i in range(1, volumes)]
+        for d in extra:
+            d.mkdir()
+        if extra:
+            r = run_pfs(self.store, "".join(f"volume add {d}\n" for d in extra), cwd=self.work)
+            assert r.returncode == 0, r.stderr
 
     # -- one iteration ------------------------------------------------------
 
@@ -87,8 +100,28 @@ class CrashLoop:
             make_file(self.originals / name, rng.randint(1 * MIB, 8 * MIB), rng.choice(["random", "text"]))
             lines.append(f"put {self.originals / name}")
             self.counts["puts issued"] += 1
+        if self.options:  # kills also land in heals, scrubs and drains
+            lines += self.maintenance()
         rng.shuffle(lines)
         return lines, deletes, gets
+
+    def maintenance(self) -> list[str]:
+        """A scrub after damage of one piece; a heal; the drain of one volume."""
+        rng, lines = self.rng, []
+        if self.stored and rng.random() < 0.4:
+            vid, key, path = rng.choice(pieces(self.store))
+            path.unlink()  # within redundancy: the check's scrub heals it before the next
+            self.damaged = True
+            lines.append("verify --all --heal")
+            self.counts["pieces deleted"] += 1
+        if rng.random() < 0.3:
+            lines.append("heal")
+        if self.draining is None and self.iteration > 2 and rng.random() < 0.3:
+            self.draining = rng.randint(1, 3)
+        if self.draining is not None and rng.random() < 0.5:
+            lines.append(f"volume drain {self.draining}")
+            self.counts["drains issued"] += 1
+        return lines
 
     def make_compaction_due(self) -> None:
         """Grow the journal past the compaction threshold with no-op records (deletes
@@ -128,6 +161,8 @@ class CrashLoop:
                 stdout = (self.work / f"stdout-{n}.txt").read_text()
                 self.survivors_stored |= {int(i): name for i, name in
                                           re.findall(r"^\[(\d+)\] stored (\S+):", stdout, re.M)}
+        intents = self.store / "intents"
+        self.counts["heals or drains cut short"] += len(list(intents.iterdir())) if intents.exists() else 0
         if snapshot.exists() and snapshot.stat().st_mtime_ns != before:
             self.counts["runs that compacted the journal"] += 1
         return killed
@@ -137,7 +172,7 @@ class CrashLoop:
         script = self.work / f"script-{n}.txt"
         script.write_text("".join(line + "\n" for line in lines))
         with script.open() as stdin, (self.work / f"stdout-{n}.txt").open("w") as stdout:
-            return subprocess.Popen(pfs_argv(self.store), stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL,
+            return subprocess.Popen(pfs_argv(self.store, *self.options), stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL,
                                     cwd=self.work, env=env(), start_new_session=True)
 
     def reopen_and_check(self, deletes: set[int], gets: dict[str, int]) -> None:
@@ -180,8 +215,12 @@ class CrashLoop:
             assert set(manifests) == set(stored), \
                 (f"manifests {sorted(manifests)} but stored files {sorted(stored)} (iteration {self.iteration})\n"
                  f"{session.stdout()}\n{session.stderr()}")
-            referenced = {pid for pids in manifests.values() for pid in pids}
-            on_disk = set(part_files(self.store))
+            if self.damaged:  # heal the piece deleted before the run, so damage never adds up
+                session.send("verify --all --heal", "wait", "jobs")
+                session.wait_for(r"^verify --all --heal: ", timeout=120)
+                self.damaged = False
+            referenced = referenced_pieces(self.store)
+            on_disk = {(vid, key) for vid, key, _ in pieces(self.store)}
             assert on_disk <= referenced, (f"{len(on_disk - referenced)} orphan part file(s) after reopen "
                                            f"(iteration {self.iteration})")
             assert referenced <= on_disk, (f"{len(referenced - on_disk)} referenced part file(s) missing "
@@ -225,15 +264,15 @@ class CrashLoop:
         return self.counts
 
 
-def _crash_loop(tmp_path: Path, kills: int, capsys, processes: int = 1) -> None:
+def _crash_loop(tmp_path: Path, kills: int, capsys, mode: str = "plain", processes: int = 1) -> None:
     seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
-    loop = CrashLoop(tmp_path, seed, processes)
+    loop = CrashLoop(tmp_path, seed, mode, processes)
     start = time.monotonic()
     try:
         counts = loop.run(kills)
     finally:
         with capsys.disabled():
-            print(f"\ncrash loop, {processes} pfs at once (PFS_CRASH_SEED={seed}): "
+            print(f"\ncrash loop {mode}, {processes} pfs at once (PFS_CRASH_SEED={seed}): "
                   + ", ".join(f"{k}={v}" for k, v in sorted(loop.counts.items()))
                   + f" in {time.monotonic() - start:.0f} s")
     assert counts["kills"] >= kills
@@ -241,6 +280,13 @@ def _crash_loop(tmp_path: Path, kills: int, capsys, processes: int = 1) -> None:
 
 def test_kill9_at_random_instants(tmp_path, capsys):
     _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")), capsys)
+
+
+@pytest.mark.parametrize("mode", ["copies", "ec"])
+def test_kill9_with_copies_and_erasure_coding(tmp_path, capsys, mode):
+    """The same loop on four volumes, with heals, scrubs (after a piece was deleted)
+    and the drain of a volume in the killed scripts."""
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")) // 2, capsys, mode)
 
 
 @pytest.mark.soak
@@ -251,10 +297,10 @@ def test_kill9_soak(tmp_path, capsys):
 
 @pytest.mark.parametrize("processes", [2, 3])
 def test_kill9_one_of_several_processes(tmp_path, capsys, processes):
-    _crash_loop(tmp_path, int(os.environ.get("PFS_CONCURRENT_KILLS", "8")) // 2, capsys, processes)
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CONCURRENT_KILLS", "8")) // 2, capsys, processes=processes)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(0)
 def test_kill9_one_of_three_soak(tmp_path, capsys):
-    _crash_loop(tmp_path, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys, 3)
+    _crash_loop(tmp_path, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys, processes=3)

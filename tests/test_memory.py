@@ -58,10 +58,10 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
-def peak_tree_rss(store: Path, cwd: Path, script: str) -> int:
+def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> int:
     """Run a pfs script; return the highest total RSS of its process tree."""
     argv = [sys.executable, "-m", "pfs", "--store", str(store), "--chunk-size", str(CHUNK),
-            "--max-memory", str(MAX_MEMORY), "--workers", "2"]
+            "--max-memory", str(MAX_MEMORY), "--workers", "2", *options]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=cwd, env=env())
     root = psutil.Process(proc.pid)
@@ -88,19 +88,29 @@ def write_random(path: Path, size: int) -> None:
         f.write(os.urandom(size % (16 * MiB)))
 
 
-@pytest.fixture(scope="module")
-def peaks(tmp_path_factory) -> dict[str, int]:
+#: Layouts checked: options of every run, and the volumes the store has.
+LAYOUTS = {"one copy": ([], 1), "copies 2": (["--copies", "2"], 2), "ec 4+2": (["--ec", "4+2"], 6)}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def peaks(tmp_path_factory, request) -> dict[str, int]:
+    options, volumes = LAYOUTS[request.param]
     base = tmp_path_factory.mktemp("memory")
     work = base / "work"
     work.mkdir()
     write_random(work / "small.bin", SMALL)
     write_random(work / "big.bin", BIG)
     store = base / "store"
+    extra = [base / f"vol{i}" for i in range(1, volumes)]
+    for d in extra:
+        d.mkdir()
+    if extra:
+        peak_tree_rss(store, work, "".join(f"volume add {d}\n" for d in extra), options)
     result = {
-        "put small": peak_tree_rss(store, work, "put small.bin\n"),
-        "put big": peak_tree_rss(store, work, "put big.bin\n"),
-        "get small": peak_tree_rss(store, work, "get 1 small.out\n"),
-        "get big": peak_tree_rss(store, work, "get 2 big.out\n"),
+        "put small": peak_tree_rss(store, work, "put small.bin\n", options),
+        "put big": peak_tree_rss(store, work, "put big.bin\n", options),
+        "get small": peak_tree_rss(store, work, "get 1 small.out\n", options),
+        "get big": peak_tree_rss(store, work, "get 2 big.out\n", options),
     }
     assert (work / "small.out").stat().st_size == SMALL
     assert (work / "big.out").stat().st_size == BIG

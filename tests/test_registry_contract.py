@@ -44,7 +44,7 @@ def db_client(uri: str) -> Client:
     from pfs.registry.postgres import Database, DatabaseFiles, DatabaseParts, DatabaseSessions
 
     db = Database(uri)
-    return Client(DatabaseFiles(db), DatabaseParts(db, 1), DatabaseSessions(db), db.close)
+    return Client(DatabaseFiles(db), DatabaseParts(db), DatabaseSessions(db), db.close)
 
 
 @pytest.fixture(params=["json", "postgresql"])

@@ -303,6 +303,10 @@ BAD_CONFIGS = {
     "no volumes": b'{"format":1,"chunk_size":65536,"codec":"zstd","hash":"xxh3-128","volumes":[]}',
     "volume outside": b'{"format":1,"chunk_size":65536,"codec":"zstd","hash":"xxh3-128","volumes":["../x"]}',
     "format a string": b'{"format":"1"}',
+    "volume id a string": b'{"format":2,"id":"' + b"0" * 32 + b'","chunk_size":65536,"codec":"zstd","hash":"xxh3-128",'
+                          b'"copies":1,"ec":"","next_volume":1,"volumes":[{"id":"0","url":"volumes/0"}]}',
+    "copies and ec": b'{"format":2,"id":"' + b"0" * 32 + b'","chunk_size":65536,"codec":"zstd","hash":"xxh3-128",'
+                     b'"copies":2,"ec":"2+1","next_volume":1,"volumes":[{"id":0,"url":"volumes/0"}]}',
     "missing": None,
     "a directory": "dir",
 }
@@ -322,7 +326,8 @@ def test_damaged_store_json_is_refused_and_rebuilt_by_repair(store, how, tmp_pat
     assert_refused(pfs, "store.json")
     out = repair(pfs)
     assert "store.json" in out and "rebuilt" in out, out
-    assert json.loads(config.read_bytes())["volumes"] == ["volumes/0"]
+    rebuilt = json.loads(config.read_bytes())
+    assert rebuilt["format"] == 2 and [v["url"] for v in rebuilt["volumes"]] == ["volumes/0"]
     assert_files_back(pfs, originals, tmp_path / "out")
 
 
@@ -395,10 +400,13 @@ def test_a_directory_with_only_creation_leftovers_is_a_new_store(tmp_path):
     store.mkdir()
     (store / "lock").write_text("12345")
     (store / ".store.json.12345.140000.tmp").write_text('{"format":1,"chunk')
+    (store / "volumes" / "0").mkdir(parents=True)  # the first volume's marker is written just before store.json
+    (store / "volumes" / "0" / "pfs-volume.json").write_text('{"format":1,"store":"' + "a" * 32 + '","volume":"0"}')
     r = run_pfs(store, "list\n", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in store.iterdir() if p.name.startswith(".")) == []
-    assert json.loads((store / "store.json").read_bytes())["format"] == 1
+    config = json.loads((store / "store.json").read_bytes())
+    assert config["format"] == 2 and config["id"] == "a" * 32  # the marker's identity is kept
 
 
 # -- 6. more of the same class -----------------------------------------------------

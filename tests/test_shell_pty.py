@@ -171,7 +171,7 @@ def test_completer_directly():
     assert complete("verify --a") == ["--all"]
     assert complete("get 1 out --") == ["--force", "--salvage"]
     assert complete("help q") == ["quit"]
-    assert complete("he") == ["help"]
+    assert complete("he") == ["heal", "help"] and complete("hel") == ["help"]
     assert complete("frob --f") == []
 
 

@@ -309,3 +309,63 @@ def test_missing_boto3_names_the_package(monkeypatch):
     with pytest.raises(VolumeUnavailableError, match="need the Python package boto3") as err:
         open_volume("s3://bucket/prefix")
     assert "pip install 'pfs[s3]'" in err.value.advice
+
+
+# -- a store with local and remote volumes ---------------------------------------------
+
+def _remote_keys(prefix: str) -> set[str]:
+    client = boto3.client("s3", endpoint_url=ENDPOINT)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/")
+    return {obj["Key"].rsplit("/", 1)[1] for page in pages for obj in page.get("Contents", ())} - {"pfs-volume.json"}
+
+
+def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch):
+    """--copies 2 over the store's own directory and an S3 prefix whose endpoint
+    is given once, to `volume add`: the endpoint is stored, credentials are not;
+    a damaged local copy is healed from the remote one on get; a put killed
+    midway leaves no remote part behind once the store is opened again."""
+    import json
+
+    from conftest import LiveSession, make_file, manifest_part_ids, part_path, run_pfs
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # from here on, only the stored endpoint finds the server
+    store, work = tmp_path / "store", tmp_path / "work"
+    work.mkdir()
+    prefix = f"store-{uuid.uuid4().hex[:8]}"
+    r = run_pfs(store, f"volume add s3://{BUCKET}/{prefix} --endpoint {ENDPOINT}\nvolume list\n", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "online" in r.stdout.splitlines()[-1], r.stdout
+    assert json.loads((store / "store.json").read_bytes())["volumes"][1]["endpoint"] == ENDPOINT
+    for path in store.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes() and ACCESS_KEY.encode() not in path.read_bytes()
+
+    data = make_file(work / "a.bin", 5 * 65536 + 7).read_bytes()
+    r = run_pfs(store, "put a.bin\n", "--copies", "2", cwd=work)
+    assert r.returncode == 0, r.stderr
+    parts = json.loads((store / "manifests" / "1.json").read_bytes())["parts"]
+    assert all(sorted(p["copies"]) == [0, 1] for p in parts)
+    assert _remote_keys(prefix) == {p["id"] for p in parts}
+
+    local = part_path(store, 1, 2)
+    if json.loads((store / "manifests" / "1.json").read_bytes())["parts"][2]["copies"][0] != 0:
+        local.unlink()  # the remote copy is read first: the missing local one is found by a scrub
+        r = run_pfs(store, "verify --all --heal\n", cwd=work)
+    else:
+        local.write_bytes(b"x" * local.stat().st_size)
+        r = run_pfs(store, "get 1 out.bin\n", cwd=work)
+        assert (work / "out.bin").read_bytes() == data
+    assert r.returncode == 0 and "rewritten" in r.stdout, r.stdout + r.stderr
+    assert run_pfs(store, "verify --all\n", cwd=work).returncode == 0
+
+    make_file(work / "big.bin", 400 * 65536)
+    session = LiveSession(store, work, "--copies", "2")
+    session.send("put big.bin")
+    deadline = time.monotonic() + 60
+    while len(_remote_keys(prefix)) < len(parts) + 20:
+        assert time.monotonic() < deadline, "the put wrote nothing remote"
+        time.sleep(0.05)
+    session.kill()
+    r = run_pfs(store, "list\n", cwd=work)
+    assert r.returncode == 0 and "failed (interrupted)" in r.stdout, r.stdout + r.stderr
+    assert _remote_keys(prefix) == set(manifest_part_ids(store)[1]), "a remote part of the killed put is left"

@@ -10,6 +10,8 @@ import threading
 import pytest
 
 from pfs import worker
+from pfs.redundancy import Layout
+from pfs.volumes import part_id
 
 
 def address(view: memoryview) -> int:
@@ -33,17 +35,21 @@ def test_output_writes_wait_for_each_other(tmp_path):
     (spinning on the inode lock): while another holder has the lock, a part
     waits; once it is released, the part lands intact."""
     data = os.urandom(256 * 1024)
-    source, part, out = tmp_path / "source", tmp_path / "part", tmp_path / "out"
+    source, out, key = tmp_path / "source", tmp_path / "out", part_id("0" * 32, 0)
     source.write_bytes(data)
-    part_hash, used, stored = worker.store_part(str(source), 0, len(data), str(part), "zstd", "xxh3-128")
+    (tmp_path / "volume").mkdir()
+    volume = {"url": str(tmp_path / "volume")}
+    part_hash, used, stored, placed, shards = worker.store_part(str(source), 0, len(data), "zstd", "xxh3-128",
+                                                                Layout(), key, [(0, volume)])
+    job = worker.PartCheck(Layout(), key, stored, used, len(data), "xxh3-128", part_hash, [(0, volume)], shards,
+                           str(out), len(data))
     out.write_bytes(bytes(2 * len(data)))
     result = []
     with open(out, "rb") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
-        writer = threading.Thread(target=lambda: result.append(worker.load_part(
-            str(part), stored, used, len(data), "xxh3-128", part_hash, str(out), len(data))))
+        writer = threading.Thread(target=lambda: result.append(worker.check_part(job)))
         writer.start()
         writer.join(0.5)
         assert writer.is_alive() and out.read_bytes()[len(data):] == bytes(len(data))
     writer.join(10)
-    assert result == [None] and out.read_bytes()[len(data):] == data
+    assert result[0].problem is None and out.read_bytes()[len(data):] == data

@@ -513,11 +513,10 @@ class FileRegistry(FileTable):
 class PartRegistry(PartTable):
     """Per-file manifests: manifests/<file id>.json."""
 
-    def __init__(self, root: Path, volumes: int = 1) -> None:
+    def __init__(self, root: Path) -> None:
         self._root = root
         self._dir = root / MANIFESTS
         self._dir.mkdir(exist_ok=True)
-        self._volumes = volumes
 
     def path(self, file_id: int) -> Path:
         return self._dir / f"{file_id}.json"
@@ -536,7 +535,7 @@ class PartRegistry(PartTable):
         if not path.exists():
             return None
         try:
-            return Manifest.from_dict(read_json(path, self._root), file_id, self._volumes)
+            return Manifest.from_dict(read_json(path, self._root), file_id)
         except BadRecord as exc:
             raise damaged(self._root, f"{path} is damaged ({exc})") from exc
 

@@ -47,8 +47,11 @@ SESSION_TTL = 30.0
 _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "status": "text", "parts": "bigint",
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
-                 "mode": "integer", "mtime": "bigint", "session": "text"}
-_PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status"]
+                 "mode": "integer", "mtime": "bigint", "session": "text",
+                 "copies": "integer", "ec": "text"}
+_PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
+#: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
+_JSON_PART_COLUMNS = ("copies", "shards")
 
 
 def _default(field_name: str) -> str:
@@ -76,6 +79,8 @@ CREATE TABLE IF NOT EXISTS pfs_parts (
     file_id bigint NOT NULL REFERENCES pfs_manifests ON DELETE CASCADE, "index" integer NOT NULL,
     id text NOT NULL, "offset" bigint NOT NULL, size bigint NOT NULL, stored bigint NOT NULL, codec text NOT NULL,
     hash text NOT NULL, volume integer NOT NULL, status text NOT NULL, PRIMARY KEY (file_id, "index"));
+ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS copies jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS shards jsonb NOT NULL DEFAULT '[]';
 CREATE TABLE IF NOT EXISTS pfs_sessions (
     id text PRIMARY KEY, pid integer NOT NULL, host text NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), heartbeat timestamptz NOT NULL DEFAULT now());
@@ -214,6 +219,16 @@ class Database:
                     cur.execute("INSERT INTO pfs_volumes VALUES (%s, %s)", (index, path))
         return self.settings()
 
+    def adopt(self, key: str, value: object) -> object:
+        """A setting added since the store was created: `value`, unless another
+        client set it first; the value that holds."""
+        from psycopg.types.json import Jsonb
+
+        with self.transaction(check_session=False) as cur:
+            cur.execute("INSERT INTO pfs_settings VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, Jsonb(value)))
+            cur.execute("SELECT value FROM pfs_settings WHERE key = %s", (key,))
+            return cur.fetchone()[0]
+
     def close(self) -> None:
         with self._lock:
             self._drop()
@@ -289,9 +304,8 @@ class DatabaseFiles(FileTable):
 class DatabaseParts(PartTable):
     """pfs_manifests and pfs_parts: the manifest of every stored file."""
 
-    def __init__(self, db: Database, volumes: int) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._volumes = volumes
 
     def save(self, manifest: Manifest) -> None:
         from psycopg.types.json import Jsonb
@@ -303,7 +317,9 @@ class DatabaseParts(PartTable):
             columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
             with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
                 for part in manifest.parts:
-                    copy.write_row((file_id, *astuple(part)))
+                    row = asdict(part)
+                    copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
+                                               for c in _PART_COLUMNS)))
 
     def load(self, file_id: int) -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
@@ -315,7 +331,7 @@ class DatabaseParts(PartTable):
             cur.execute(f'SELECT {columns} FROM pfs_parts WHERE file_id = %s ORDER BY "index"', (file_id,))
             parts = [dict(zip(_PART_COLUMNS, r)) for r in cur.fetchall()]
         try:
-            return Manifest.from_dict({"file": row[0], "parts": parts}, file_id, self._volumes)
+            return Manifest.from_dict({"file": row[0], "parts": parts}, file_id)
         except BadRecord as exc:
             raise DamagedError(f"the manifest of file {file_id} in {self._db.name} is damaged ({exc})") from exc
 

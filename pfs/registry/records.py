@@ -20,6 +20,27 @@ STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
 #: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
 MAX_PARTS = 1 << 20
 MAX_INT = (1 << 63) - 1
+#: At most this many copies of a part, or data plus parity shards.
+MAX_COPIES = 32
+_EC = re.compile(r"([1-9][0-9]?)\+([1-9][0-9]?)")
+
+
+def parse_ec(text: str) -> tuple[int, int] | None:
+    """An erasure code "K+M" as (K, M), None for ""; ValueError if it is neither."""
+    if text == "":
+        return None
+    m = _EC.fullmatch(text)
+    if m is None or int(m[1]) + int(m[2]) > MAX_COPIES:
+        raise ValueError(f"not an erasure code K+M (K data and M parity shards, at most {MAX_COPIES} in all)")
+    return int(m[1]), int(m[2])
+
+
+def _ec_ok(text: str) -> bool:
+    try:
+        parse_ec(text)
+    except ValueError:
+        return False
+    return True
 
 
 class BadRecord(ValueError):
@@ -83,6 +104,8 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "mode": (_optional(_ints(0, 0o777)), "is not a permission mode"),
     "mtime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
     "session": (_types(str), "is not text"),
+    "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
+    "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
 }
 
 
@@ -94,6 +117,8 @@ def _record_problem(columns: dict[str, Sequence]) -> str | None:
     ceil_parts = map(neg, map(floordiv, map(neg, columns["size"]), columns["chunk_size"]))
     if not all(map(eq, columns["parts"], ceil_parts)):
         return "parts does not match size and chunk_size"
+    if any(c != 1 and e for c, e in zip(columns["copies"], columns["ec"])):
+        return "copies and ec are both set"
     return None
 
 
@@ -117,6 +142,8 @@ class FileEntry:
     mode: int | None = None  # permission bits of the source, restored by get (None: older record)
     mtime: int | None = None  # the source's modification time in nanoseconds, restored by get
     session: str = ""  # the session that wrote a storing or deleting record ("": before sessions existed)
+    copies: int = 1  # copies of each part on distinct volumes (1 where ec is set)
+    ec: str = ""  # "K+M": each part split into K data and M parity shards on distinct volumes ("": copies)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:
@@ -193,8 +220,18 @@ class PartEntry:
     stored: int
     codec: str
     hash: str
-    volume: int = 0
+    volume: int = 0  # the volume of the first copy or shard (all a record made before copies had)
     status: str = "ok"
+    copies: list[int] = field(default_factory=list)  # the volume of each copy (copies layout)
+    shards: list[dict] = field(default_factory=list)  # {"volume", "hash", "size"} of each shard (ec layout)
+
+    def __post_init__(self) -> None:
+        if not self.copies and not self.shards:  # one copy, on `volume` (all a record made before copies has)
+            self.copies = [self.volume]
+
+    def volumes(self) -> list[int]:
+        """The volume of each piece (copy or shard), in piece order."""
+        return [s["volume"] for s in self.shards] if self.shards else self.copies
 
 
 @dataclass
@@ -209,8 +246,8 @@ class Manifest:
         return {"format": 1, "file": asdict(self.file), "parts": [asdict(p) for p in self.parts]}
 
     @classmethod
-    def from_dict(cls, d: object, file_id: int, volumes: int) -> Manifest:
-        """The manifest of file `file_id` on a store of `volumes` volumes; raises
+    def from_dict(cls, d: object, file_id: int) -> Manifest:
+        """The manifest of file `file_id`; raises
         BadRecord unless it is exactly what pfs writes: its own file's parts, in
         order, whose hashes add up to the file's digest."""
         if type(d) is not dict or type(d.get("parts")) is not list:
@@ -220,7 +257,7 @@ class Manifest:
             raise BadRecord(f"it describes file {file.id}")
         if len(d["parts"]) != file.parts:
             raise BadRecord(f"it lists {len(d['parts'])} parts, its file has {file.parts}")
-        parts = [_part(p, file, i, volumes) for i, p in enumerate(d["parts"])]
+        parts = [_part(p, file, i) for i, p in enumerate(d["parts"])]
         if codec.file_digest([p.hash for p in parts]) != file.digest:
             raise BadRecord("its part hashes do not add up to its file's digest")
         return cls(file, parts)
@@ -229,16 +266,35 @@ class Manifest:
 _PART_FIELDS = {f.name: f.default for f in fields(PartEntry)}
 
 
-def _part(d: object, file: FileEntry, index: int, volumes: int) -> PartEntry:
+def _part(d: object, file: FileEntry, index: int) -> PartEntry:
     """Part `index` of `file`, checked against what the file's record implies."""
     if type(d) is not dict:
-        raise BadRecord(f"part {index} is not a part")
-    part = PartEntry(**{k: d.get(k, default) for k, default in _PART_FIELDS.items()})
+        raise BadRecord(f"part {index} is not part {index} of this file")
+    part = PartEntry(**{k: d.get(k, default) for k, default in _PART_FIELDS.items() if k not in ("copies", "shards")},
+                     copies=d.get("copies", []), shards=d.get("shards", []))
     offset = index * file.chunk_size
     expected = PartEntry(index, part_id(file.uuid, index), offset, min(file.chunk_size, file.size - offset),
-                         part.stored, part.codec, part.hash, index % volumes, part.status)
+                         part.stored, part.codec, part.hash, part.volume, part.status, part.copies, part.shards)
     numbers = (part.index, part.offset, part.size, part.volume, part.stored)
     if part != expected or set(map(type, numbers)) != {int} or not 0 <= part.stored <= MAX_INT or \
-            part.codec not in (file.codec, "none") or type(part.hash) is not str or type(part.status) is not str:
+            part.codec not in (file.codec, "none") or type(part.hash) is not str or type(part.status) is not str \
+            or not _pieces_ok(part, file):
         raise BadRecord(f"part {index} is not part {index} of this file")
     return part
+
+
+def _pieces_ok(part: PartEntry, file: FileEntry) -> bool:
+    """Exactly the copies or shards the file's layout asks for, each on its own volume."""
+    if type(part.copies) is not list or type(part.shards) is not list:
+        return False
+    ec = parse_ec(file.ec)
+    if ec:
+        shards_ok = len(part.shards) == sum(ec) and part.copies == [] and all(
+            type(s) is dict and set(s) == {"volume", "hash", "size"} and type(s["hash"]) is str
+            and type(s["size"]) is int and 0 <= s["size"] <= MAX_INT for s in part.shards)
+        if not shards_ok:
+            return False
+    elif len(part.copies) != file.copies or part.shards:
+        return False
+    volumes = part.volumes()
+    return _ints(0, MAX_INT)(volumes) and len(set(volumes)) == len(volumes) and part.volume == volumes[0]

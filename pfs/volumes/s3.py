@@ -50,8 +50,9 @@ _cache_pid = 0
 _cache_lock = threading.Lock()
 
 
-def s3_client(timeout: float):
-    """The process's S3 client for a request timeout, shared by every volume: boto3
+def s3_client(timeout: float, endpoint: str | None = None):
+    """The process's S3 client for a request timeout (and an endpoint other than
+    the standard one, where given), shared by every volume: boto3
     clients are thread-safe, and the first one of a session costs a fifth of a
     second. Keyed by the AWS_* environment too, so a changed environment is read
     afresh; a forked child builds its own rather than share the parent's connections."""
@@ -62,13 +63,13 @@ def s3_client(timeout: float):
             _sessions.clear()
             _clients.clear()
             _cache_pid = os.getpid()
-        if (env, timeout) not in _clients:
+        if (env, timeout, endpoint) not in _clients:
             if env not in _sessions:
                 _sessions[env] = boto3.session.Session()
             config = Config(connect_timeout=timeout, read_timeout=timeout,
                             retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
-            _clients[env, timeout] = _sessions[env].client("s3", config=config)
-        return _clients[env, timeout]
+            _clients[env, timeout, endpoint] = _sessions[env].client("s3", config=config, endpoint_url=endpoint)
+        return _clients[env, timeout, endpoint]
 
 
 class S3Volume(Volume):
@@ -77,20 +78,21 @@ class S3Volume(Volume):
     (each request bounded by `timeout`), then reported as VolumeUnavailableError."""
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 retry_seconds: float = DEFAULT_RETRY_SECONDS, **options) -> None:
+                 retry_seconds: float = DEFAULT_RETRY_SECONDS, endpoint: str | None = None, **options) -> None:
         bucket, _, prefix = url.split("://", 1)[1].partition("/")
         if not bucket:
             raise UsageError(f"no bucket in volume URL {url}", "write s3://BUCKET or s3://BUCKET/PREFIX")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.timeout, self.retry_seconds = timeout, retry_seconds
+        self.timeout, self.retry_seconds, self.endpoint = timeout, retry_seconds, endpoint
         super().__init__(f"s3://{bucket}/{self.prefix}".rstrip("/"), **options)
 
     def options(self) -> dict:
-        return {"timeout": self.timeout, "retry_seconds": self.retry_seconds}
+        given = {"endpoint": self.endpoint} if self.endpoint else {}  # a server's address, never a secret
+        return {"timeout": self.timeout, "retry_seconds": self.retry_seconds, **given}
 
     @property
     def client(self):
-        return s3_client(self.timeout)
+        return s3_client(self.timeout, self.endpoint)
 
     def object_key(self, key: str) -> str:
         key = check_key(key)
