@@ -134,6 +134,26 @@ def test_manifests(clients):
     assert a.parts.load(entry.id) is None and a.parts.ids() == [] and a.parts.highest_id() == 0
 
 
+@pytest.mark.parametrize("layout", [{"copies": 2}, {"ec": "2+1"}])
+def test_records_and_manifests_keep_copies_and_shards(clients, layout):
+    """A file's copies or erasure code, and the volume of each copy (or each
+    shard's volume, hash and size), come back as saved for every client."""
+    a, b = clients(), clients()
+    entry = a.files.add(dataclasses.replace(record(0, size=5000), **layout))
+    assert b.files.get(entry.id) == entry
+
+    def pieces(i: int) -> dict:
+        if "ec" in layout:
+            shards = [{"volume": (i + j) % 4, "hash": f"{j:032x}", "size": 7 + j} for j in range(3)]
+            return {"volume": shards[0]["volume"], "copies": [], "shards": shards}
+        return {"volume": i % 4, "copies": [i % 4, (i + 1) % 4]}
+
+    m = manifest(entry)
+    m = Manifest(m.file, [dataclasses.replace(p, **pieces(p.index)) for p in m.parts])
+    a.parts.save(m)
+    assert b.parts.load(entry.id) == m
+
+
 def test_live_sessions_are_never_claimed(clients):
     a, b = clients(), clients()
     with b.sessions.claim_dead() as dead:
