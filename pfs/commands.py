@@ -27,6 +27,10 @@ from pfs.units import format_rate, format_size
 log = logging.getLogger("pfs")
 
 
+#: Healed pieces named one by one in a heal line; the rest are counted.
+HEALED_SHOWN = 3
+
+
 class ExitShell(Exception):
     """Raised by `exit`: the loop stops reading commands."""
 
@@ -258,9 +262,11 @@ class Session:
 
     def _report_healed(self, job: Job, found) -> None:
         if found.healed:
-            n = len(found.healed)
+            n, shown = len(found.healed), found.healed[:HEALED_SHOWN]
+            more = f"; and {n - len(shown)} more (`info {job.file_id} --parts` shows where each lives)" \
+                if n > len(shown) else ""
             self.out.line(printable(f"[{job.file_id}] healed {job.name} ({n} cop{'y' if n == 1 else 'ies'} or "
-                                    f"shard{'s' * (n != 1)}): " + "; ".join(found.healed)))
+                                    f"shard{'s' * (n != 1)}): " + "; ".join(shown) + more))
 
     def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
         if count and damage:
