@@ -326,7 +326,7 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
     midway leaves no remote part behind once the store is opened again."""
     import json
 
-    from conftest import LiveSession, make_file, manifest_part_ids, part_path, run_pfs
+    from conftest import LiveSession, make_file, manifest_part_ids, run_pfs, volume_dirs
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # from here on, only the stored endpoint finds the server
     store, work = tmp_path / "store", tmp_path / "work"
@@ -347,8 +347,9 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
     assert all(sorted(p["copies"]) == [0, 1] for p in parts)
     assert _remote_keys(prefix) == {p["id"] for p in parts}
 
-    local = part_path(store, 1, 2)
-    if json.loads((store / "manifests" / "1.json").read_bytes())["parts"][2]["copies"][0] != 0:
+    pid = parts[2]["id"]
+    local = volume_dirs(store)[0] / pid[:2] / pid[2:4] / pid  # the copy in the store's own directory
+    if parts[2]["copies"][0] != 0:
         local.unlink()  # the remote copy is read first: the missing local one is found by a scrub
         r = run_pfs(store, "verify --all --heal\n", cwd=work)
     else:
