@@ -126,7 +126,8 @@ def test_a_record_field_newer_than_the_store_becomes_a_column_with_its_default(p
     a = make_file(work / "a.bin", 100_000)
     assert Pfs(postgres_uri, work, ("--data", str(tmp_path / "data"))).run("put a.bin\n").returncode == 0
     with psycopg.connect(postgres_uri, autocommit=True) as conn:
-        conn.execute('ALTER TABLE pfs_files DROP COLUMN "session"')  # as made by a pfs before sessions
+        conn.execute('ALTER TABLE pfs_files DROP COLUMN "session"')  # as made by a pfs before sessions,
+        conn.execute("DROP TABLE pfs_schema")  # which recorded no schema version either
     r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'a.out'}\n")
     assert r.returncode == 0, r.stderr
     assert parse_list(r.stdout) == {1: ("a.bin", "stored")}

@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import uuid
+import xxhash
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, astuple, fields, replace
 from urllib.parse import unquote, urlsplit
@@ -84,7 +85,10 @@ ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS shards jsonb NOT NULL DEFAULT '[]
 CREATE TABLE IF NOT EXISTS pfs_sessions (
     id text PRIMARY KEY, pid integer NOT NULL, host text NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), heartbeat timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 """
+#: Which schema a database holds: opening one that is current runs no DDL.
+SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
 
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
@@ -145,8 +149,24 @@ class Database:
         self._conn = None
         self.session = ""  # set once registered: every transaction then proves it still is
         with self.transaction(check_session=False) as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(7046311)")  # one client creates the schema at a time
-            cur.execute(SCHEMA)
+            if not self._schema_is_current(cur):
+                cur.execute("SELECT pg_advisory_xact_lock(7046311)")  # one client creates the schema at a time
+                cur.execute(SCHEMA)
+                cur.execute("DELETE FROM pfs_schema")
+                cur.execute("INSERT INTO pfs_schema VALUES (%s)", (SCHEMA_VERSION,))
+
+    @staticmethod
+    def _schema_is_current(cur) -> bool:
+        """Whether the schema is already this version's. Checked without DDL: an
+        ALTER TABLE waits for every open transaction on its table, so running the
+        schema at each open made a client wait for any other client stopped
+        mid-transaction (a suspended shell) instead of refusing or going on."""
+        cur.execute("SELECT to_regclass('pfs_schema') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return False
+        cur.execute("SELECT version FROM pfs_schema")
+        row = cur.fetchone()
+        return row is not None and row[0] == SCHEMA_VERSION
 
     def connect(self):
         """A new connection (for what must not share ours: heartbeats, holds)."""
