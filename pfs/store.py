@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -332,10 +333,8 @@ class Store:
                 config = self._read_config()  # another pfs may have created it before we held the lock
             notes += self._check_layout(LAYOUT, repair)
             self.created = config is None
-            if config is None:
-                config = self._create(self.settings)
-            elif config["format"] == 1:
-                config = self._upgrade(config)
+            if config is None or config["format"] == 1:
+                config = self._claim_alone(config, reread=not repair)
             self.config = config
             inside = [v.url for v in parse_volumes(config["volumes"]) if "://" not in v.url and not os.path.isabs(v.url)]
             notes += self._check_layout(dict.fromkeys(inside, True), repair)
@@ -430,6 +429,21 @@ class Store:
         if not (_settings_ok(config) and volumes_ok):
             raise damaged(self.root, f"{path} is damaged (bad chunk_size, codec, hash, copies, ec or volumes)")
         return config
+
+    def _claim_alone(self, config: dict | None, reread: bool) -> dict:
+        """Create the store, or upgrade a format 1 one, while no other pfs does (two
+        at once would give its volumes two identities): under an exclusive flock
+        of STORE/lock. With `reread`, what another pfs finished meanwhile is taken as it is."""
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if reread:
+                config = self._read_config()
+            if config is None:
+                return self._create(self.settings)
+            return self._upgrade(config) if config["format"] == 1 else config
+        finally:
+            os.close(fd)
 
     def _create(self, settings: Settings) -> dict:
         """Write store.json, atomically and before any other file of the store:
@@ -574,8 +588,10 @@ class Store:
         if not self.sessions.holders():
             for leftover in self.tmp.iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        markers = [Path(self.volset.location(c)).glob(f".{MARKER}.*.tmp")
+                   for c in self.volset.configs.values() if "://" not in c.url]
         for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp"),
-                     *(self.root / INTENTS).glob(".*.tmp")]:
+                     *(self.root / INTENTS).glob(".*.tmp"), *itertools.chain.from_iterable(markers)]:
             if not _writer_alive(torn.name):
                 torn.unlink(missing_ok=True)
 

@@ -8,12 +8,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, pieces, read_manifest,
-                      referenced_pieces, run_pfs, volume_dirs)
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
+                      read_manifest, referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
@@ -408,3 +409,21 @@ def test_a_damaged_heal_note_is_refused_then_set_aside_by_repair(tmp_path):
     assert r.returncode == 0 and "intents/1.json is damaged; moved to" in r.stdout, r.stdout + r.stderr
     assert list((v.store / "intents").iterdir()) == []
     v.get_all({1: original})
+
+
+def test_pfs_processes_creating_one_store_at_once_agree_on_its_identity(tmp_path):
+    """Several pfs started at once on a new directory: one creates the store (and
+    marks its first volume), the others open that store; every put lands on a
+    volume that reads as online."""
+    store, gate = tmp_path / "store", tmp_path / "go"
+    sources = [make_file(tmp_path / f"s{i}.bin", CHUNK) for i in range(6)]
+    wait_then_run = ["sh", "-c", f'while [ ! -e "{gate}" ]; do :; done; exec "$@"', "sh", *pfs_argv(store)]
+    procs = [subprocess.Popen(wait_then_run, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=tmp_path, env=env(), text=True) for _ in sources]
+    gate.touch()  # all start at once
+    results = [p.communicate(f"put {src}\n", timeout=60) for p, src in zip(procs, sources)]
+    assert [p.returncode for p in procs] == [0] * len(procs), [err for _, err in results]
+    marker = json.loads((store / "volumes" / "0" / "pfs-volume.json").read_bytes())
+    assert marker["store"] == json.loads((store / "store.json").read_bytes())["id"]
+    r = run_pfs(store, "verify --all\n", cwd=tmp_path)
+    assert r.returncode == 0 and "6 verified" in r.stdout, r.stdout + r.stderr
