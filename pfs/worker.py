@@ -242,11 +242,15 @@ def part_bytes(job: PartCheck) -> tuple[bytes | None, str | None]:
 def _read(job: PartCheck) -> tuple[bytes | None, bytes | None, str | None, dict[int, str]]:
     """(stored bytes, part bytes, why the part cannot be read, each bad piece's problem)."""
     problems: dict[int, str] = {}
-    payload = (_read_shards if job.layout.ec else _read_copies)(job, job.layout.keys(job.part_id), problems)
+    keys = job.layout.keys(job.part_id)
+    if job.layout.ec:
+        payload = _read_shards(job, keys, problems)
+        decoded = None if payload is None else _decoded(job, payload)  # every shard checked out, yet the whole may not
+    else:
+        payload, decoded = _read_copies(job, keys, problems)
     if payload is None:  # the problem names every piece's
         return None, None, _summary(job, problems), problems
-    data, problem = _decoded(job, payload)  # every piece checked out, yet the whole may not
-    return payload, data, problem, problems
+    return payload, *decoded, problems
 
 
 def _write_output(path: str, data, offset: int) -> None:
@@ -275,10 +279,12 @@ class _Pieces:
         return self._shards[j]
 
 
-def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
-    """The first copy that decodes to the part's hash; with `every`, each other
-    copy must hold the same bytes."""
-    good = None
+def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]
+                 ) -> tuple[bytes | None, tuple[bytes | None, str | None]]:
+    """The first copy that decodes to the part's hash, with its decoding (done
+    once: it is the part's bytes); with `every`, each other copy must hold the
+    same bytes."""
+    good, decoded = None, (None, None)
     for j, (vid, desc) in enumerate(job.pieces):
         if good is not None and not job.every:
             break
@@ -287,13 +293,14 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
             continue
         data, problem = _read_piece(desc, keys[j], job.stored)
         if problem is None and good is None:
-            problem = _decoded(job, data)[1]
+            decoded = _decoded(job, data)
+            problem = decoded[1]
             good = data if problem is None else None
         elif problem is None and data != good:
             problem = "differs from the good copy"
         if problem:
             problems[j] = problem
-    return good
+    return good, decoded
 
 
 def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
