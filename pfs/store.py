@@ -410,10 +410,13 @@ class Store:
         interrupted creation left (so a crash while creating never leaves a
         directory pfs refuses). Refuses anything else; damage is a DamagedError."""
         path = self.root / CONFIG
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} is not a directory")
+        # Listed before store.json is looked for: a pfs creating the store at this
+        # moment writes store.json before any other file, so what is listed
+        # without a store.json after it was there before any store.
+        found = [n for n in os.listdir(self.root) if not _creation_leftover(self.root, n)] if self.root.exists() else []
         if not path.exists():
-            if self.root.exists() and not self.root.is_dir():
-                raise StoreError(f"{self.root} is not a directory")
-            found = [n for n in os.listdir(self.root) if not _creation_leftover(self.root, n)] if self.root.exists() else []
             if not found:
                 return None
             if STORE_FILES.intersection(found):
