@@ -42,6 +42,7 @@ SMALL = 4 * MiB
 # even a sixteenth of the file anywhere in the tree would fail.
 MARGIN = 16 * MiB
 SAMPLE_EVERY = 0.02
+HOLD = 1.0
 
 
 def tree_rss(root: psutil.Process) -> int:
@@ -68,7 +69,14 @@ def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> in
     out: dict[str, bytes] = {}
 
     def talk() -> None:
-        out["stdout"], out["stderr"] = proc.communicate(script.encode(), timeout=300)
+        # stdin stays open a while after the script, so the sampler sees every
+        # process of the tree alive at once however quickly the script runs (a
+        # 4 MiB get could end between two samples, leaving a worker out of the
+        # baseline and its ~20 MiB counted as growth of the big run)
+        proc.stdin.write(script.encode())
+        proc.stdin.flush()
+        time.sleep(HOLD)
+        out["stdout"], out["stderr"] = proc.communicate(timeout=300)
 
     talker = threading.Thread(target=talk)
     talker.start()
