@@ -4,6 +4,8 @@ shell's name commands."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import random
 import re
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +21,8 @@ import pfs
 from pfs.errors import IntegrityError, NotFoundError, UsageError
 from pfs.registry import FileEntry, NameIndex
 
-from conftest import (CHUNK, env, kill_group, make_file, parse_list, part_files, part_path, pieces, read_manifest,
-                      run_pfs)
+from conftest import (CHUNK, Pfs, env, kill_group, make_file, parse_list, part_files, part_path, pieces,
+                      read_manifest, run_pfs)
 
 
 @pytest.fixture
@@ -278,3 +281,104 @@ def test_a_streamed_file_gets_its_copies_or_shards_and_reads_with_a_volume_gone(
             path.unlink()
         with store.open("w.bin") as f:
             assert f.read() == data
+
+
+# -- replacing a name: old or new, never neither (nor both) --------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time, pfs
+    if __name__ == "__main__":
+        with pfs.open(sys.argv[1], workers=1, chunk_size=65536) as store:
+            with store.open("r/f.bin") as f:
+                f.read(10)
+                store.put(sys.argv[2], "r/f.bin")
+                print("replaced", flush=True)
+                time.sleep(60)
+""")
+
+
+def _part_file_count(data: Path) -> int:
+    """Part files on the volumes under a store's data directory (not the volume markers)."""
+    return sum(1 for p in (data / "volumes").glob("*/*/*/*") if p.is_file())
+
+
+def _stored_rows(listing: dict[int, tuple[str, str]], name: str) -> list[tuple[int, str]]:
+    return [(fid, status) for fid, (n, status) in listing.items() if n == name and status.startswith("stored")]
+
+
+def test_kill_9_while_a_reader_holds_the_replaced_file_deletes_it_at_next_open(tmp_path):
+    """The replaced file outlives its replacement's record while a reader holds
+    it; a crash then must not leave it behind as a second version of the name."""
+    root = tmp_path / "store"
+    old = make_file(tmp_path / "old.bin", 5 * CHUNK)
+    new = make_file(tmp_path / "new.bin", 3 * CHUNK + 1)
+    assert run_pfs(root, f"put {old} r/f.bin\n").returncode == 0
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(new)], stdout=subprocess.PIPE, env=env(),
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"replaced\n"
+    finally:
+        assert kill_group(proc)
+    r = run_pfs(root, f"list -r\nget r/f.bin {tmp_path / 'back.bin'}\n")
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    assert _stored_rows(listing, "r/f.bin") == [(2, "stored")], r.stdout
+    assert (tmp_path / "back.bin").read_bytes() == new.read_bytes()
+    assert _part_file_count(root) == 4, "the replaced file's parts are gone"
+
+
+def _replace_kill_loop(pfs_: Pfs, kills: int, capsys) -> None:
+    """kill -9 a pfs that keeps replacing one name, at random instants; after
+    each kill the name holds the old file or the new one, whole, exactly once,
+    and no part of anything else is left on the volumes."""
+    seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
+    rng = random.Random(seed)
+    sources = {"a.bin": 6 * CHUNK + 7, "b.bin": 9 * CHUNK + 1}
+    originals = {make_file(pfs_.cwd / name, size).read_bytes(): -(-size // CHUNK) for name, size in sources.items()}
+    data = Path(pfs_.options[1]) if pfs_.database else pfs_.store
+    assert pfs_.run("put a.bin r/f.bin\n").returncode == 0
+    counts = collections.Counter()
+    last = None
+    start = time.monotonic()
+    try:
+        while counts["kills"] < kills:
+            counts["runs"] += 1
+            assert counts["runs"] <= 4 * kills, f"only {counts['kills']} kills in {counts['runs']} runs"
+            script = pfs_.cwd / "script.txt"
+            script.write_text("".join(f"put {rng.choice(list(sources))} r/f.bin\nwait\n" for _ in range(30)))
+            with script.open() as stdin:
+                proc = subprocess.Popen(pfs_.argv(), stdin=stdin, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, cwd=pfs_.cwd, env=env(), start_new_session=True)
+            while b"] stored r/f.bin" not in proc.stdout.readline():  # past start-up: replacing from now on
+                assert proc.poll() is None, "pfs exited before its first put was stored"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=rng.uniform(0, 0.5))
+            counts["kills"] += kill_group(proc)
+            proc.stdout.close()
+            back = pfs_.cwd / "back.bin"
+            back.unlink(missing_ok=True)
+            r = pfs_.run(f"list -r\nget r/f.bin {back}\n")
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            rows = _stored_rows(parse_list(r.stdout), "r/f.bin")
+            assert [status for _, status in rows] == ["stored"], f"run {counts['runs']}:\n{r.stdout}"
+            got = back.read_bytes()
+            assert got in originals, f"run {counts['runs']}: r/f.bin is neither the old file nor the new"
+            assert _part_file_count(data) == originals[got], f"run {counts['runs']}: parts left beside r/f.bin's"
+            counts["replaced since the last kill"] += rows[0][0] != last
+            last = rows[0][0]
+    finally:
+        with capsys.disabled():
+            print(f"\nreplace kill loop (PFS_CRASH_SEED={seed}): "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" in {time.monotonic() - start:.0f} s")
+
+
+def test_kill_9_while_replacing_a_name_leaves_the_old_file_or_the_new(shared, capsys):
+    _replace_kill_loop(shared, int(os.environ.get("PFS_REPLACE_KILLS", "8")), capsys)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+def test_kill_9_while_replacing_a_name_soak(shared, capsys):
+    _replace_kill_loop(shared, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys)
