@@ -32,7 +32,8 @@ def _as_os_errors(path: str):
 
 class PfsFileSystem(AbstractFileSystem):
     """A pfs store as an fsspec filesystem. Reads are random access and verified
-    part by part; writes stream and the file appears when it is closed."""
+    part by part; writes stream and the file appears when it is closed, or
+    when its transaction ends well; a write that fails leaves nothing."""
 
     protocol = "pfs"
     root_marker = ""
@@ -93,7 +94,9 @@ class PfsFileSystem(AbstractFileSystem):
         if mode not in ("rb", "wb"):
             raise NotImplementedError(f"pfs files open as 'rb', 'wb' or 'xb', not {mode!r}")
         with _as_os_errors(path):
-            return self.store.open(self._name(path), mode)
+            if mode == "rb":
+                return self.store.open(self._name(path))
+            return self.store.open(self._name(path), "wb", autocommit=autocommit)  # a transaction commits it
 
     def _name(self, path: str) -> str:
         """A path as the API's name for it: a path is never an id, even all digits."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import random
 import re
@@ -382,3 +383,82 @@ def test_kill_9_while_replacing_a_name_leaves_the_old_file_or_the_new(shared, ca
 @pytest.mark.timeout(0)
 def test_kill_9_while_replacing_a_name_soak(shared, capsys):
     _replace_kill_loop(shared, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys)
+
+
+# -- a write that fails stores nothing -----------------------------------------
+
+def _fail_writing(open_file, text: bool) -> None:
+    """Write into what `open_file()` opens as a `with` block that fails midway."""
+    with pytest.raises(RuntimeError):
+        with open_file() as f:
+            f.write("new text " * 20_000 if text else os.urandom(3 * CHUNK + 5))
+            raise RuntimeError("the caller failed midway")
+
+
+def test_a_write_that_fails_stores_nothing_and_the_name_keeps_its_file(tmp_path):
+    """However the writer is wrapped (fsspec's text mode, fsspec.open, a
+    TextIOWrapper, a try/finally that closes it), an exception on its way out
+    of the writing abandons the file; a write inside an `except` block that
+    ends well stores it."""
+    fsspec = pytest.importorskip("fsspec")
+    from pfs.writer import Writer
+
+    root = tmp_path / "store"
+    fs = fsspec.filesystem("pfs", store=str(root), workers=2, skip_instance_cache=True)
+    store = fs.store
+    old = store.put(make_file(tmp_path / "old.bin", 100), "x.txt")
+
+    def finally_closed():
+        w = Writer(store.core, "x.txt")
+        try:
+            w.write(b"partial")
+            raise RuntimeError("the caller failed midway")
+        finally:
+            w.close()
+
+    ways = {"fsspec text": (lambda: fs.open("pfs://x.txt", "w"), True),
+            "fsspec binary": (lambda: fs.open("pfs://x.txt", "wb"), False),
+            "fsspec.open text": (lambda: fsspec.open("pfs://x.txt", "w", store=str(root)), True),
+            "api binary": (lambda: store.open("x.txt", "wb"), False),
+            "text wrapper": (lambda: io.TextIOWrapper(store.open("x.txt", "wb")), True),
+            "writer": (lambda: Writer(store.core, "x.txt"), False)}
+    try:
+        for way, (open_file, text) in ways.items():
+            _fail_writing(open_file, text)
+            assert [(i.name, i.id) for i in store.list(recursive=True)] == [("x.txt", old.id)], way
+            assert [e.id for e in store.core.files.all()] == [old.id], f"{way}: a record was left"
+        with pytest.raises(RuntimeError):
+            finally_closed()
+        assert [e.id for e in store.core.files.all()] == [old.id], "try/finally: a record was left"
+        assert list((root / "tmp").iterdir()) == []
+        assert len(part_files(root)) == 1
+        try:
+            raise KeyError("handled before the writer was opened")
+        except KeyError:
+            with fs.open("pfs://x.txt", "w") as f:
+                f.write("written in an except block")
+        assert fs.cat_file("x.txt") == b"written in an except block"
+    finally:
+        store.close()
+
+
+def test_an_fsspec_transaction_stores_its_files_when_it_ends_well_and_none_when_it_fails(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("pfs", store=str(tmp_path / "store"), workers=2, skip_instance_cache=True)
+    try:
+        fs.pipe_file("t/a", b"old")
+        with pytest.raises(RuntimeError):
+            with fs.transaction:
+                fs.pipe_file("t/a", b"new a")
+                with fs.open("t/b", "w") as f:
+                    f.write("new b")
+                raise RuntimeError("the transaction failed")
+        assert fs.find("t") == ["t/a"] and fs.cat_file("t/a") == b"old"
+        with fs.transaction:
+            fs.pipe_file("t/a", b"new a")
+            fs.pipe_file("t/b", b"new b")
+            assert fs.cat_file("t/a") == b"old", "a file of a transaction is stored when it ends"
+        assert fs.cat({"t/a", "t/b"}) == {"t/a": b"new a", "t/b": b"new b"}
+        assert len(fs.store.core.files.all()) == 2
+    finally:
+        fs.store.close()
