@@ -10,6 +10,7 @@ import io
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -462,3 +463,40 @@ def test_an_fsspec_transaction_stores_its_files_when_it_ends_well_and_none_when_
         assert len(fs.store.core.files.all()) == 2
     finally:
         fs.store.close()
+
+
+# -- odd names: one rule, whatever the registry --------------------------------
+
+def test_odd_names_behave_alike_on_every_registry(shared):
+    """Names that are not UTF-8 (a local file name in another encoding) are
+    refused with one line, as a PostgreSQL text cannot hold them; spaces,
+    quotes, LIKE wildcards, non-ASCII text and names at the length limits are
+    stored, listed and got back alike; control characters and overlong names
+    are refused alike."""
+    work = shared.cwd
+    src = os.path.join(os.fsencode(work), b"caf\xe9 \xff.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(CHUNK + 5))
+    data = make_file(work / "a.bin", CHUNK + 5).read_bytes()
+    long_segment, longest = "s" * 255, "/".join(["é" * 127] * 4)[:-1]  # 255 bytes; 1023 + 1 bytes of UTF-8
+    good = ["dir one/it's \"q\".bin", "p_c/x%", "pxc/y", "日本/データ.bin", f"{long_segment}/x", longest]
+    script = ["put a.bin " + shlex.quote(name) for name in good]
+    script += ['put "' + src.decode("utf-8", "surrogateescape") + '"',  # its own, non-UTF-8 name
+               f"put a.bin {'é' * 128}/x", f"put a.bin {'x' * 256}", "put a.bin 'tab\there'", "put a.bin 'nul\x00x'",
+               "wait", "mv 1 'caf\udce9.bin'", "list -r"]
+    script += [f"get {shlex.quote(name)} {i}.out" for i, name in enumerate(good)]
+    r = subprocess.run(shared.argv(), input="".join(line + "\n" for line in script).encode("utf-8", "surrogateescape"),
+                       capture_output=True, cwd=work, env={**env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=90)
+    out, err = r.stdout.decode(), r.stderr.decode("utf-8", "backslashreplace")
+    assert r.returncode == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 6 and all(line.startswith("error: bad name") for line in errors), err
+    assert "'caf\\udce9 \\udcff.bin': it is not UTF-8 text" in errors[0], errors
+    assert "'caf\\udce9.bin': it is not UTF-8 text" in errors[5], errors
+    listing = parse_list(out)
+    assert sorted(name for name, _ in listing.values()) == sorted(good), out
+    for i, _ in enumerate(good):
+        assert (work / f"{i}.out").read_bytes() == data
+    for directory, names in (("p_c", ["p_c/x%"]), ("日本", ["日本/データ.bin"]), (long_segment, [f"{long_segment}/x"])):
+        r = shared.run(f"list {directory}\n")
+        assert r.returncode == 0 and [n for n, _ in parse_list(r.stdout).values()] == names, r.stdout
