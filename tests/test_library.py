@@ -23,7 +23,7 @@ import pfs
 from pfs.errors import IntegrityError, NotFoundError, UsageError
 from pfs.registry import FileEntry, NameIndex
 
-from conftest import (CHUNK, Pfs, env, kill_group, make_file, parse_list, part_files, part_path, pieces,
+from conftest import (CHUNK, Pfs, env, error_lines, kill_group, make_file, parse_list, part_files, part_path, pieces,
                       read_manifest, run_pfs)
 
 
@@ -500,3 +500,31 @@ def test_odd_names_behave_alike_on_every_registry(shared):
     for directory, names in (("p_c", ["p_c/x%"]), ("日本", ["日本/データ.bin"]), (long_segment, [f"{long_segment}/x"])):
         r = shared.run(f"list {directory}\n")
         assert r.returncode == 0 and [n for n, _ in parse_list(r.stdout).values()] == names, r.stdout
+
+
+def test_a_get_of_the_old_file_ends_whole_while_another_pfs_replaces_it(shared, live_sessions, tmp_path):
+    """Another pfs stores a new file under the name while a get of the old one
+    runs: the get restores the old file whole; the old file, which the other
+    pfs could not delete under the reader, is deleted by the next open once
+    both are done, so the name is left with the new file alone."""
+    from test_sharing import cont, stop, wait_until_read
+
+    old = make_file(shared.cwd / "old.bin", 8 << 20)
+    new = make_file(shared.cwd / "new.bin", 3 * CHUNK)
+    assert shared.run("put old.bin r/f.bin\n").returncode == 0
+    reader = live_sessions(shared.store, shared.cwd, *shared.options, workers=1)
+    reader.send(f"get r/f.bin {tmp_path / 'old.out'}")
+    wait_until_read(shared, 1)
+    stop(reader)
+    try:
+        assert not (tmp_path / "old.out").exists(), "the get ended before it could be stopped"
+        r = shared.run(f"put new.bin r/f.bin\nwait\nget r/f.bin {tmp_path / 'new.out'}\n")
+    finally:
+        cont(reader)
+    assert r.returncode == 0 and error_lines(r.stderr) == [], r.stderr
+    assert (tmp_path / "new.out").read_bytes() == new.read_bytes()
+    reader.send("wait", "exit")
+    assert reader.close() == 0, reader.stderr()
+    assert (tmp_path / "old.out").read_bytes() == old.read_bytes()
+    r = shared.run("list -r\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {2: ("r/f.bin", "stored")}, r.stdout + r.stderr
