@@ -20,6 +20,9 @@ from fsspec import AbstractFileSystem
 from pfs import api
 from pfs.errors import NotFoundError, UsageError
 
+#: pfs.open's options a filesystem takes (as storage_options too): workers and memory, and how new files are stored.
+_OPEN_OPTIONS = ("workers", "max_memory", "chunk_size", "codec", "copies", "ec")
+
 
 @contextlib.contextmanager
 def _as_os_errors(path: str):
@@ -40,7 +43,7 @@ class PfsFileSystem(AbstractFileSystem):
 
     def __init__(self, store: str | None = None, **kwargs) -> None:
         super().__init__(store=store, **kwargs)
-        self.store = api.open(store, **{k: kwargs[k] for k in ("workers", "max_memory") if k in kwargs})
+        self.store = api.open(store, **{k: kwargs[k] for k in _OPEN_OPTIONS if k in kwargs})
 
     @classmethod
     def _strip_protocol(cls, path):

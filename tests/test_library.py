@@ -528,3 +528,36 @@ def test_a_get_of_the_old_file_ends_whole_while_another_pfs_replaces_it(shared, 
     assert (tmp_path / "old.out").read_bytes() == old.read_bytes()
     r = shared.run("list -r\n")
     assert r.returncode == 0 and parse_list(r.stdout) == {2: ("r/f.bin", "stored")}, r.stdout + r.stderr
+
+
+def test_a_ranged_read_touches_only_the_parts_it_needs(tmp_path):
+    """Parts outside the range read are damaged (one missing, one corrupt): a
+    read of the range between them succeeds, through the API and fsspec, even
+    one that ends at the edge of a damaged part (no read-ahead into it)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("pfs", store=str(tmp_path / "store"), workers=2, chunk_size=CHUNK, skip_instance_cache=True)
+    store = fs.store
+    try:
+        data = make_file(tmp_path / "src.bin", 5 * CHUNK).read_bytes()
+        info = store.put(tmp_path / "src.bin", "r.bin")
+        part_path(store.root, info.id, 0).unlink()
+        corrupt = part_path(store.root, info.id, 3)
+        raw = bytearray(corrupt.read_bytes())
+        raw[50] ^= 0xFF
+        corrupt.write_bytes(raw)
+        with store.open("r.bin") as f:
+            f.seek(CHUNK)
+            assert f.read(2 * CHUNK) == data[CHUNK:3 * CHUNK]
+            f.seek(3 * CHUNK - 10)
+            assert f.read(10) == data[3 * CHUNK - 10:3 * CHUNK], "read ahead into the damaged part"
+            f.seek(5 * CHUNK - 100)
+            assert f.read(100) == data[-100:]
+            f.seek(3 * CHUNK - 10)
+            with pytest.raises(IntegrityError):
+                f.read(11)  # a read that needs a damaged part still fails
+        assert fs.cat_file("r.bin", CHUNK + 7, 3 * CHUNK) == data[CHUNK + 7:3 * CHUNK]
+        with fs.open("r.bin") as f:
+            f.seek(3 * CHUNK - 1)
+            assert f.read(1) == data[3 * CHUNK - 1:3 * CHUNK]
+    finally:
+        store.close()
