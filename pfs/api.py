@@ -146,12 +146,14 @@ class Store:
         """Check every part of a stored file; returns the damage found (none: [])."""
         return self.core.verify(self.core.resolve(ref).id).damage
 
-    def open(self, ref: Ref, mode: str = "rb", *, keep: bool = False) -> BinaryIO:
+    def open(self, ref: Ref, mode: str = "rb", *, keep: bool = False, autocommit: bool = True) -> BinaryIO:
         """A stored file as a binary file object. "rb": random access (seek, read,
         readinto); every part read is verified first, and a damaged one raises an
         IntegrityError naming the file, part and byte range. "wb": a new file
         under the name `ref`, streamed in bounded memory; it is stored, replacing
-        any file of that name, only when closed without an error."""
+        any file of that name, only when closed without an error (an exception
+        on its way out of the writing abandons it). Without `autocommit`, it is
+        stored by its commit() after the close, or dropped by discard()."""
         if mode == "rb":
             from pfs.reader import Reader
 
@@ -160,5 +162,5 @@ class Store:
         if mode == "wb":
             from pfs.writer import Writer
 
-            return Writer(self.core, str(ref), keep)
+            return Writer(self.core, str(ref), keep, autocommit)
         raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

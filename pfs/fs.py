@@ -20,6 +20,9 @@ from fsspec import AbstractFileSystem
 from pfs import api
 from pfs.errors import NotFoundError, UsageError
 
+#: pfs.open's options a filesystem takes (as storage_options too): workers and memory, and how new files are stored.
+_OPEN_OPTIONS = ("workers", "max_memory", "chunk_size", "codec", "copies", "ec")
+
 
 @contextlib.contextmanager
 def _as_os_errors(path: str):
@@ -32,14 +35,15 @@ def _as_os_errors(path: str):
 
 class PfsFileSystem(AbstractFileSystem):
     """A pfs store as an fsspec filesystem. Reads are random access and verified
-    part by part; writes stream and the file appears when it is closed."""
+    part by part; writes stream and the file appears when it is closed, or
+    when its transaction ends well; a write that fails leaves nothing."""
 
     protocol = "pfs"
     root_marker = ""
 
     def __init__(self, store: str | None = None, **kwargs) -> None:
         super().__init__(store=store, **kwargs)
-        self.store = api.open(store, **{k: kwargs[k] for k in ("workers", "max_memory") if k in kwargs})
+        self.store = api.open(store, **{k: kwargs[k] for k in _OPEN_OPTIONS if k in kwargs})
 
     @classmethod
     def _strip_protocol(cls, path):
@@ -93,7 +97,9 @@ class PfsFileSystem(AbstractFileSystem):
         if mode not in ("rb", "wb"):
             raise NotImplementedError(f"pfs files open as 'rb', 'wb' or 'xb', not {mode!r}")
         with _as_os_errors(path):
-            return self.store.open(self._name(path), mode)
+            if mode == "rb":
+                return self.store.open(self._name(path))
+            return self.store.open(self._name(path), "wb", autocommit=autocommit)  # a transaction commits it
 
     def _name(self, path: str) -> str:
         """A path as the API's name for it: a path is never an id, even all digits."""

@@ -1,6 +1,8 @@
 """Stored names: paths inside the store, such as `logs/2026/app.log`.
 
-A name is a sequence of segments joined by `/`. Directories are implied by the
+A name is UTF-8 text: a sequence of segments joined by `/`, without control
+characters (NUL, newline, ...) or bytes of another encoding, whatever the
+registry (JSON files or PostgreSQL) that keeps it. Directories are implied by the
 names (as S3 prefixes are): there is no directory record. A command argument
 made only of digits is a file id; `./123` or `/123` reaches a file named `123`.
 """
@@ -33,6 +35,17 @@ def _byte_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogateescape"))
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether text holds no lone surrogate: the bytes of a local path that are
+    not UTF-8 arrive as such (surrogateescape), and a database's text cannot
+    hold them, so no store takes them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check(text: str) -> str:
     """The stored name that `text` stands for; a UsageError says what is wrong
     with it, so that a bad name is refused before anything is stored."""
@@ -49,6 +62,8 @@ def check(text: str) -> str:
 def _problem(name: str) -> str:
     if _CONTROL.search(name):
         return "it contains a control character"
+    if not _is_utf8(name):
+        return "it is not UTF-8 text; give it a name that is, as in put SOURCE NAME"
     if _byte_length(name) > MAX_NAME_BYTES:
         return f"it is longer than {MAX_NAME_BYTES} bytes"
     for segment in name.split("/"):

@@ -102,13 +102,22 @@ class Reader(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer) -> int:
+        """Read up to the end of the part the position is in, at most: the buffer
+        above fills itself ahead, and must not read (nor fail on a damaged) part
+        that no read asked for. A read that wants more reads again."""
         self._checkClosed()
+        room = self._parts.entry.chunk_size - self._pos % self._parts.entry.chunk_size
         with memoryview(buffer) as view:
-            n = self._parts.read_into(view.cast("B"), self._pos)
+            n = self._parts.read_into(view.cast("B")[:room], self._pos)
         self._pos += n
         return n
 
     def readall(self) -> bytes:
         """The rest of the file at once (RawIOBase would read it in small pieces)."""
         out = bytearray(max(0, self.size - self._pos))
-        return bytes(out[:self.readinto(out)])
+        done = 0
+        with memoryview(out) as view:
+            while done < len(out) and (n := self.readinto(view[done:])):
+                done += n
+        del out[done:]
+        return bytes(out)

@@ -180,6 +180,12 @@ def default_root() -> Path:
     return Path(user_data_dir("pfs")) / "store"
 
 
+def _doomed_id(replaced: FileEntry | None, by: FileEntry, keep: bool) -> int:
+    """The id of the file `by` takes the name of and must delete (0: none, or kept):
+    recorded in `by`'s own record, so the replace is one atomic record write."""
+    return 0 if replaced is None or replaced.id == by.id or keep else replaced.id
+
+
 def batched(items: list, n: int) -> list[list]:
     return [items[i:i + n] for i in range(0, len(items), n)]
 
@@ -567,7 +573,10 @@ class Store:
         pieces' keys derive from its uuid, and every volume is tried for each.
         The work of live sessions is theirs."""
         touched = []
-        unfinished = [e for e in self.files.all() if e.status in (STORING, DELETING)]
+        everything = self.files.all()
+        unfinished = [e for e in everything if e.status in (STORING, DELETING)]
+        ids = {e.id for e in everything}
+        replacing = [e for e in everything if e.status == STORED and e.replaces in ids]
         with self.sessions.claim_dead() as dead:
             for seen in unfinished:
                 entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
@@ -580,10 +589,25 @@ class Store:
                 else:
                     self.files.remove(entry.id)
                 touched.append(entry)
+            for entry in replacing:
+                if dead(entry.session):
+                    self._finish_replace(entry)
             for intent in sorted((self.root / INTENTS).iterdir()):
                 self._finish_intent(intent, dead)
         self._sweep_leftovers()
         return touched
+
+    def _finish_replace(self, by: FileEntry) -> None:
+        """Delete the file `by` replaced under its name, if its pfs stopped before
+        it could (a crash, or a reader that held it): the name resolves to `by`
+        either way, so a crash mid-replace leaves the old file or the new, never
+        both nor neither."""
+        old = self.files.get(by.replaces)
+        current = self.files.current(by.name)
+        if old is None or old.status != STORED or old.name != by.name or current is None or current.id == old.id:
+            return
+        log.info("file %d (%s), replaced by file %d, is deleted now", old.id, old.name, by.id)
+        self._delete_replaced(old.id)
 
     def _sweep_leftovers(self) -> None:
         """Remove what crashed processes left in tmp/ (when no other pfs could be
@@ -667,22 +691,22 @@ class Store:
             raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
         name = names.check(new)
         replaced = self.files.current(name)
-        moved = replace(entry, name=name)
+        moved = replace(entry, name=name, session=self.sessions.id, replaces=_doomed_id(replaced, entry, keep))
         self.files.save(moved)
-        self._drop_replaced(replaced, moved, keep)
+        self._drop_replaced(moved)
         return moved
 
-    def _drop_replaced(self, replaced: FileEntry | None, by: FileEntry, keep: bool) -> None:
-        """Delete the file `by` took the name of, unless kept (then its id still
-        reaches it), once nobody reads it any more: a reader that opened it
-        goes on reading it whole."""
-        if replaced is None or replaced.id == by.id or keep:
+    def _drop_replaced(self, by: FileEntry) -> None:
+        """Delete the file `by` took the name of (`by.replaces`; none if it was
+        kept: then its id still reaches it), once nobody reads it any more: a
+        reader that opened it goes on reading it whole."""
+        if not by.replaces:
             return
         with self._readers_lock:
-            if self._readers[replaced.id]:
-                self._doomed.add(replaced.id)
+            if self._readers[by.replaces]:
+                self._doomed.add(by.replaces)
                 return
-        self._delete_replaced(replaced.id)
+        self._delete_replaced(by.replaces)
 
     def _delete_replaced(self, file_id: int) -> None:
         """It is no longer what its name resolves to, so a failure here loses
@@ -888,14 +912,15 @@ class Store:
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
                            volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
                  for i, (h, used, stored, placed, shards) in enumerate(results)]
-        done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                       digest=codec.file_digest([p.hash for p in parts]))
         replaced = self.files.current(entry.name)
+        done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
+                       digest=codec.file_digest([p.hash for p in parts]),
+                       replaces=_doomed_id(replaced, entry, keep))
         self.parts.save(Manifest(done, parts))
         if lost:
             self._keep_off_lost_volumes(done, lost[0], cancel)
         self.files.save(done)
-        self._drop_replaced(replaced, done, keep)
+        self._drop_replaced(done)
         return done
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:

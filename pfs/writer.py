@@ -8,16 +8,19 @@ spool holds at most the parts the governor lets into the pool, one per worker
 queued, the one the feeder holds while it waits for the governor, and the one
 being written (the writer blocks until the pool catches up).
 The file is stored, and its name resolves to it, only when the writer is
-closed; an abandoned writer leaves nothing, and a crash is rolled back at the
-next open like an interrupted put.
+closed (or committed) with no error; an abandoned or failed writer leaves
+nothing, and a crash is rolled back at the next open like an interrupted put.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
+import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from dataclasses import replace
 
@@ -92,12 +95,17 @@ class _Feeder:
 
 class Writer(io.RawIOBase):
     """A new stored file opened for writing (write only, no seeking back).
-    close() stores it; leaving a `with` block by an exception, or dropping the
-    writer unclosed, abandons it."""
+    close() stores it, unless an exception raised since the writer was opened
+    is on its way out: however the writer is wrapped (a TextIOWrapper, fsspec's
+    text mode or fsspec.open, a try/finally), a write that fails is abandoned,
+    as is a writer dropped unclosed. With `autocommit` off (fsspec transactions)
+    close() only finishes storing the parts; commit() then makes the file
+    stored, or discard() drops it."""
 
-    def __init__(self, store: Store, name: str, keep: bool = False) -> None:
+    def __init__(self, store: Store, name: str, keep: bool = False, autocommit: bool = True) -> None:
         super().__init__()
-        self._store, self._keep = store, keep
+        self._store, self._keep, self.autocommit = store, keep, autocommit
+        self._handled = sys.exc_info()[1]  # an exception handled around the writing is no failure of it
         self._entry = store.begin_write(name)
         self.name = self._entry.name
         self._chunk = self._entry.chunk_size
@@ -105,6 +113,7 @@ class Writer(io.RawIOBase):
         self._parts = 0
         self._size = 0
         self._feeder = _Feeder(store, self._entry)
+        self._written: tuple[FileEntry, list, list] | None = None  # closed, not yet committed
         self.stored: FileEntry | None = None
 
     def writable(self) -> bool:
@@ -139,33 +148,62 @@ class Writer(io.RawIOBase):
         self._feeder.put((index, path, os.path.getsize(path)))
 
     def close(self) -> None:
-        """Store the file: the last part, then its record; its name now resolves to it."""
+        """Store the file (see the class), or abandon it if the writing failed."""
         if self.closed:
             return
+        failing = sys.exc_info()[1]
+        if failing is not None and failing is not self._handled:
+            self.discard()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Store the last part, wait for the pool, and commit unless told not to."""
         try:
-            if self._buffer:
-                self._spool_part()
-            self._feeder.finish()
-            if self._feeder.error is not None:
-                raise self._feeder.error
-            lost = volume_failures(self._feeder.syncs)
-            final = replace(self._entry, size=self._size, parts=self._parts)
-            self.stored = self._store.publish(final, self._feeder.results, self._keep, lost)
+            with self._abandoned_if_failing():
+                if self._buffer:
+                    self._spool_part()
+                self._feeder.finish()
+                if self._feeder.error is not None:
+                    raise self._feeder.error
+                lost = volume_failures(self._feeder.syncs)
+                self._written = replace(self._entry, size=self._size, parts=self._parts), self._feeder.results, lost
+        finally:
+            super().close()
+        if self.autocommit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the closed file stored: its name now resolves to it."""
+        if self._written is None:
+            raise ValueError("only a closed writer that was not discarded can be committed")
+        entry, results, lost = self._written
+        try:
+            with self._abandoned_if_failing():
+                self.stored = self._store.publish(entry, results, self._keep, lost)
+        finally:
+            self._written = None
+
+    def discard(self) -> None:
+        """Abandon the file: nothing of it stays in the store."""
+        if self.closed and self._written is None:
+            return
+        try:
+            self._abandon()
+        finally:
+            self._written = None
+            super().close()
+
+    @contextlib.contextmanager
+    def _abandoned_if_failing(self) -> Iterator[None]:
+        """Abandon the file if the block fails; an OSError as pfs's one-line error."""
+        try:
+            yield
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, OSError):
                 raise PfsError(f"cannot store {self.name}: {describe(exc)}") from exc
             raise
-        finally:
-            super().close()
-
-    def discard(self) -> None:
-        """Abandon the file: nothing of it stays in the store."""
-        if not self.closed:
-            try:
-                self._abandon()
-            finally:
-                super().close()
 
     def _abandon(self) -> None:
         self._feeder.cancel.set()
@@ -178,14 +216,15 @@ class Writer(io.RawIOBase):
         self._store.abandon(self._entry)
 
     def __exit__(self, kind, *rest) -> None:
-        if kind is None:
-            self.close()
-        else:
+        if kind is not None:
             self.discard()
+        elif not self.closed:
+            self._finish()  # the block ended well, whatever exception is handled around it
 
     def __del__(self) -> None:
-        if not getattr(self, "closed", True):
+        if not getattr(self, "closed", True) or getattr(self, "_written", None) is not None:
             try:
                 self.discard()
             except Exception:  # at interpreter exit the store may be gone; the next open rolls it back
                 pass
+

@@ -163,8 +163,7 @@ def test_an_ascii_number_is_an_id(text):
 
 
 @pytest.mark.parametrize("text, name", [("abc", "abc"), ("-1", "-1"), ("1.5", "1.5"), ("²", "²"), ("١", "١"),
-                                        ("./123", "123"), ("/123", "123"), ("/logs/a b.log", "logs/a b.log"),
-                                        ("caf\udce9", "caf\udce9")])
+                                        ("./123", "123"), ("/123", "123"), ("/logs/a b.log", "logs/a b.log")])
 def test_anything_else_is_a_name(text, name):
     assert not names.is_id(text)
     assert names.check(text) == name

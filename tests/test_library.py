@@ -4,13 +4,18 @@ shell's name commands."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import io
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +23,8 @@ import pfs
 from pfs.errors import IntegrityError, NotFoundError, UsageError
 from pfs.registry import FileEntry, NameIndex
 
-from conftest import (CHUNK, env, kill_group, make_file, parse_list, part_files, part_path, pieces, read_manifest,
-                      run_pfs)
+from conftest import (CHUNK, Pfs, env, error_lines, kill_group, make_file, parse_list, part_files, part_path, pieces,
+                      read_manifest, run_pfs)
 
 
 @pytest.fixture
@@ -278,3 +283,281 @@ def test_a_streamed_file_gets_its_copies_or_shards_and_reads_with_a_volume_gone(
             path.unlink()
         with store.open("w.bin") as f:
             assert f.read() == data
+
+
+# -- replacing a name: old or new, never neither (nor both) --------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time, pfs
+    if __name__ == "__main__":
+        with pfs.open(sys.argv[1], workers=1, chunk_size=65536) as store:
+            with store.open("r/f.bin") as f:
+                f.read(10)
+                store.put(sys.argv[2], "r/f.bin")
+                print("replaced", flush=True)
+                time.sleep(60)
+""")
+
+
+def _part_file_count(data: Path) -> int:
+    """Part files on the volumes under a store's data directory (not the volume markers)."""
+    return sum(1 for p in (data / "volumes").glob("*/*/*/*") if p.is_file())
+
+
+def _stored_rows(listing: dict[int, tuple[str, str]], name: str) -> list[tuple[int, str]]:
+    return [(fid, status) for fid, (n, status) in listing.items() if n == name and status.startswith("stored")]
+
+
+def test_kill_9_while_a_reader_holds_the_replaced_file_deletes_it_at_next_open(tmp_path):
+    """The replaced file outlives its replacement's record while a reader holds
+    it; a crash then must not leave it behind as a second version of the name."""
+    root = tmp_path / "store"
+    old = make_file(tmp_path / "old.bin", 5 * CHUNK)
+    new = make_file(tmp_path / "new.bin", 3 * CHUNK + 1)
+    assert run_pfs(root, f"put {old} r/f.bin\n").returncode == 0
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(new)], stdout=subprocess.PIPE, env=env(),
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"replaced\n"
+    finally:
+        assert kill_group(proc)
+    r = run_pfs(root, f"list -r\nget r/f.bin {tmp_path / 'back.bin'}\n")
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    assert _stored_rows(listing, "r/f.bin") == [(2, "stored")], r.stdout
+    assert (tmp_path / "back.bin").read_bytes() == new.read_bytes()
+    assert _part_file_count(root) == 4, "the replaced file's parts are gone"
+
+
+def _replace_kill_loop(pfs_: Pfs, kills: int, capsys) -> None:
+    """kill -9 a pfs that keeps replacing one name, at random instants; after
+    each kill the name holds the old file or the new one, whole, exactly once,
+    and no part of anything else is left on the volumes."""
+    seed = int(os.environ.get("PFS_CRASH_SEED") or random.randrange(1 << 32))
+    rng = random.Random(seed)
+    sources = {"a.bin": 6 * CHUNK + 7, "b.bin": 9 * CHUNK + 1}
+    originals = {make_file(pfs_.cwd / name, size).read_bytes(): -(-size // CHUNK) for name, size in sources.items()}
+    data = Path(pfs_.options[1]) if pfs_.database else pfs_.store
+    assert pfs_.run("put a.bin r/f.bin\n").returncode == 0
+    counts = collections.Counter()
+    last = None
+    start = time.monotonic()
+    try:
+        while counts["kills"] < kills:
+            counts["runs"] += 1
+            assert counts["runs"] <= 4 * kills, f"only {counts['kills']} kills in {counts['runs']} runs"
+            script = pfs_.cwd / "script.txt"
+            script.write_text("".join(f"put {rng.choice(list(sources))} r/f.bin\nwait\n" for _ in range(30)))
+            with script.open() as stdin:
+                proc = subprocess.Popen(pfs_.argv(), stdin=stdin, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, cwd=pfs_.cwd, env=env(), start_new_session=True)
+            while b"] stored r/f.bin" not in proc.stdout.readline():  # past start-up: replacing from now on
+                assert proc.poll() is None, "pfs exited before its first put was stored"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=rng.uniform(0, 0.5))
+            counts["kills"] += kill_group(proc)
+            proc.stdout.close()
+            back = pfs_.cwd / "back.bin"
+            back.unlink(missing_ok=True)
+            r = pfs_.run(f"list -r\nget r/f.bin {back}\n")
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            rows = _stored_rows(parse_list(r.stdout), "r/f.bin")
+            assert [status for _, status in rows] == ["stored"], f"run {counts['runs']}:\n{r.stdout}"
+            got = back.read_bytes()
+            assert got in originals, f"run {counts['runs']}: r/f.bin is neither the old file nor the new"
+            assert _part_file_count(data) == originals[got], f"run {counts['runs']}: parts left beside r/f.bin's"
+            counts["replaced since the last kill"] += rows[0][0] != last
+            last = rows[0][0]
+    finally:
+        with capsys.disabled():
+            print(f"\nreplace kill loop (PFS_CRASH_SEED={seed}): "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" in {time.monotonic() - start:.0f} s")
+
+
+def test_kill_9_while_replacing_a_name_leaves_the_old_file_or_the_new(shared, capsys):
+    _replace_kill_loop(shared, int(os.environ.get("PFS_REPLACE_KILLS", "8")), capsys)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+def test_kill_9_while_replacing_a_name_soak(shared, capsys):
+    _replace_kill_loop(shared, int(os.environ.get("PFS_SOAK_KILLS", "300")), capsys)
+
+
+# -- a write that fails stores nothing -----------------------------------------
+
+def _fail_writing(open_file, text: bool) -> None:
+    """Write into what `open_file()` opens as a `with` block that fails midway."""
+    with pytest.raises(RuntimeError):
+        with open_file() as f:
+            f.write("new text " * 20_000 if text else os.urandom(3 * CHUNK + 5))
+            raise RuntimeError("the caller failed midway")
+
+
+def test_a_write_that_fails_stores_nothing_and_the_name_keeps_its_file(tmp_path):
+    """However the writer is wrapped (fsspec's text mode, fsspec.open, a
+    TextIOWrapper, a try/finally that closes it), an exception on its way out
+    of the writing abandons the file; a write inside an `except` block that
+    ends well stores it."""
+    fsspec = pytest.importorskip("fsspec")
+    from pfs.writer import Writer
+
+    root = tmp_path / "store"
+    fs = fsspec.filesystem("pfs", store=str(root), workers=2, skip_instance_cache=True)
+    store = fs.store
+    old = store.put(make_file(tmp_path / "old.bin", 100), "x.txt")
+
+    def finally_closed():
+        w = Writer(store.core, "x.txt")
+        try:
+            w.write(b"partial")
+            raise RuntimeError("the caller failed midway")
+        finally:
+            w.close()
+
+    ways = {"fsspec text": (lambda: fs.open("pfs://x.txt", "w"), True),
+            "fsspec binary": (lambda: fs.open("pfs://x.txt", "wb"), False),
+            "fsspec.open text": (lambda: fsspec.open("pfs://x.txt", "w", store=str(root)), True),
+            "api binary": (lambda: store.open("x.txt", "wb"), False),
+            "text wrapper": (lambda: io.TextIOWrapper(store.open("x.txt", "wb")), True),
+            "writer": (lambda: Writer(store.core, "x.txt"), False)}
+    try:
+        for way, (open_file, text) in ways.items():
+            _fail_writing(open_file, text)
+            assert [(i.name, i.id) for i in store.list(recursive=True)] == [("x.txt", old.id)], way
+            assert [e.id for e in store.core.files.all()] == [old.id], f"{way}: a record was left"
+        with pytest.raises(RuntimeError):
+            finally_closed()
+        assert [e.id for e in store.core.files.all()] == [old.id], "try/finally: a record was left"
+        assert list((root / "tmp").iterdir()) == []
+        assert len(part_files(root)) == 1
+        try:
+            raise KeyError("handled before the writer was opened")
+        except KeyError:
+            with fs.open("pfs://x.txt", "w") as f:
+                f.write("written in an except block")
+        assert fs.cat_file("x.txt") == b"written in an except block"
+    finally:
+        store.close()
+
+
+def test_an_fsspec_transaction_stores_its_files_when_it_ends_well_and_none_when_it_fails(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("pfs", store=str(tmp_path / "store"), workers=2, skip_instance_cache=True)
+    try:
+        fs.pipe_file("t/a", b"old")
+        with pytest.raises(RuntimeError):
+            with fs.transaction:
+                fs.pipe_file("t/a", b"new a")
+                with fs.open("t/b", "w") as f:
+                    f.write("new b")
+                raise RuntimeError("the transaction failed")
+        assert fs.find("t") == ["t/a"] and fs.cat_file("t/a") == b"old"
+        with fs.transaction:
+            fs.pipe_file("t/a", b"new a")
+            fs.pipe_file("t/b", b"new b")
+            assert fs.cat_file("t/a") == b"old", "a file of a transaction is stored when it ends"
+        assert fs.cat({"t/a", "t/b"}) == {"t/a": b"new a", "t/b": b"new b"}
+        assert len(fs.store.core.files.all()) == 2
+    finally:
+        fs.store.close()
+
+
+# -- odd names: one rule, whatever the registry --------------------------------
+
+def test_odd_names_behave_alike_on_every_registry(shared):
+    """Names that are not UTF-8 (a local file name in another encoding) are
+    refused with one line, as a PostgreSQL text cannot hold them; spaces,
+    quotes, LIKE wildcards, non-ASCII text and names at the length limits are
+    stored, listed and got back alike; control characters and overlong names
+    are refused alike."""
+    work = shared.cwd
+    src = os.path.join(os.fsencode(work), b"caf\xe9 \xff.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(CHUNK + 5))
+    data = make_file(work / "a.bin", CHUNK + 5).read_bytes()
+    long_segment, longest = "s" * 255, "/".join(["é" * 127] * 4)[:-1]  # 255 bytes; 1023 + 1 bytes of UTF-8
+    good = ["dir one/it's \"q\".bin", "p_c/x%", "pxc/y", "日本/データ.bin", f"{long_segment}/x", longest]
+    script = ["put a.bin " + shlex.quote(name) for name in good]
+    script += ['put "' + src.decode("utf-8", "surrogateescape") + '"',  # its own, non-UTF-8 name
+               f"put a.bin {'é' * 128}/x", f"put a.bin {'x' * 256}", "put a.bin 'tab\there'", "put a.bin 'nul\x00x'",
+               "wait", "mv 1 'caf\udce9.bin'", "list -r"]
+    script += [f"get {shlex.quote(name)} {i}.out" for i, name in enumerate(good)]
+    r = subprocess.run(shared.argv(), input="".join(line + "\n" for line in script).encode("utf-8", "surrogateescape"),
+                       capture_output=True, cwd=work, env={**env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=90)
+    out, err = r.stdout.decode(), r.stderr.decode("utf-8", "backslashreplace")
+    assert r.returncode == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 6 and all(line.startswith("error: bad name") for line in errors), err
+    assert "'caf\\udce9 \\udcff.bin': it is not UTF-8 text" in errors[0], errors
+    assert "'caf\\udce9.bin': it is not UTF-8 text" in errors[5], errors
+    listing = parse_list(out)
+    assert sorted(name for name, _ in listing.values()) == sorted(good), out
+    for i, _ in enumerate(good):
+        assert (work / f"{i}.out").read_bytes() == data
+    for directory, names in (("p_c", ["p_c/x%"]), ("日本", ["日本/データ.bin"]), (long_segment, [f"{long_segment}/x"])):
+        r = shared.run(f"list {directory}\n")
+        assert r.returncode == 0 and [n for n, _ in parse_list(r.stdout).values()] == names, r.stdout
+
+
+def test_a_get_of_the_old_file_ends_whole_while_another_pfs_replaces_it(shared, live_sessions, tmp_path):
+    """Another pfs stores a new file under the name while a get of the old one
+    runs: the get restores the old file whole; the old file, which the other
+    pfs could not delete under the reader, is deleted by the next open once
+    both are done, so the name is left with the new file alone."""
+    from test_sharing import cont, stop, wait_until_read
+
+    old = make_file(shared.cwd / "old.bin", 8 << 20)
+    new = make_file(shared.cwd / "new.bin", 3 * CHUNK)
+    assert shared.run("put old.bin r/f.bin\n").returncode == 0
+    reader = live_sessions(shared.store, shared.cwd, *shared.options, workers=1)
+    reader.send(f"get r/f.bin {tmp_path / 'old.out'}")
+    wait_until_read(shared, 1)
+    stop(reader)
+    try:
+        assert not (tmp_path / "old.out").exists(), "the get ended before it could be stopped"
+        r = shared.run(f"put new.bin r/f.bin\nwait\nget r/f.bin {tmp_path / 'new.out'}\n")
+    finally:
+        cont(reader)
+    assert r.returncode == 0 and error_lines(r.stderr) == [], r.stderr
+    assert (tmp_path / "new.out").read_bytes() == new.read_bytes()
+    reader.send("wait", "exit")
+    assert reader.close() == 0, reader.stderr()
+    assert (tmp_path / "old.out").read_bytes() == old.read_bytes()
+    r = shared.run("list -r\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {2: ("r/f.bin", "stored")}, r.stdout + r.stderr
+
+
+def test_a_ranged_read_touches_only_the_parts_it_needs(tmp_path):
+    """Parts outside the range read are damaged (one missing, one corrupt): a
+    read of the range between them succeeds, through the API and fsspec, even
+    one that ends at the edge of a damaged part (no read-ahead into it)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("pfs", store=str(tmp_path / "store"), workers=2, chunk_size=CHUNK, skip_instance_cache=True)
+    store = fs.store
+    try:
+        data = make_file(tmp_path / "src.bin", 5 * CHUNK).read_bytes()
+        info = store.put(tmp_path / "src.bin", "r.bin")
+        part_path(store.root, info.id, 0).unlink()
+        corrupt = part_path(store.root, info.id, 3)
+        raw = bytearray(corrupt.read_bytes())
+        raw[50] ^= 0xFF
+        corrupt.write_bytes(raw)
+        with store.open("r.bin") as f:
+            f.seek(CHUNK)
+            assert f.read(2 * CHUNK) == data[CHUNK:3 * CHUNK]
+            f.seek(3 * CHUNK - 10)
+            assert f.read(10) == data[3 * CHUNK - 10:3 * CHUNK], "read ahead into the damaged part"
+            f.seek(5 * CHUNK - 100)
+            assert f.read(100) == data[-100:]
+            f.seek(3 * CHUNK - 10)
+            with pytest.raises(IntegrityError):
+                f.read(11)  # a read that needs a damaged part still fails
+        assert fs.cat_file("r.bin", CHUNK + 7, 3 * CHUNK) == data[CHUNK + 7:3 * CHUNK]
+        with fs.open("r.bin") as f:
+            f.seek(3 * CHUNK - 1)
+            assert f.read(1) == data[3 * CHUNK - 1:3 * CHUNK]
+    finally:
+        store.close()

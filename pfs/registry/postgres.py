@@ -49,7 +49,7 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text",
-                 "copies": "integer", "ec": "text"}
+                 "copies": "integer", "ec": "text", "replaces": "bigint"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")

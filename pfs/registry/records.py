@@ -105,6 +105,7 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "mtime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
     "session": (_types(str), "is not text"),
     "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
+    "replaces": (_ints(0, MAX_INT), "is not a file id"),
     "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
 }
 
@@ -144,6 +145,7 @@ class FileEntry:
     session: str = ""  # the session that wrote a storing or deleting record ("": before sessions existed)
     copies: int = 1  # copies of each part on distinct volumes (1 where ec is set)
     ec: str = ""  # "K+M": each part split into K data and M parity shards on distinct volumes ("": copies)
+    replaces: int = 0  # the file this one took the name of, to be deleted (0: none, or kept)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:
