@@ -377,7 +377,7 @@ def _replace_kill_loop(pfs_: Pfs, kills: int, capsys) -> None:
 
 
 def test_kill_9_while_replacing_a_name_leaves_the_old_file_or_the_new(shared, capsys):
-    _replace_kill_loop(shared, int(os.environ.get("PFS_REPLACE_KILLS", "8")), capsys)
+    _replace_kill_loop(shared, int(os.environ.get("PFS_REPLACE_KILLS", "4")), capsys)
 
 
 @pytest.mark.soak
