@@ -101,7 +101,7 @@ def test_worker_killed_during_get(tmp_path, live_sessions):
     s.send("put big.bin", "put keep.bin")
     s.wait_for(r"^\[1\] stored big\.bin", timeout=120)
     s.wait_for(r"^\[2\] stored keep\.bin")
-    workers = _wait(lambda: pool_workers(s.pid), "the pool workers")
+    workers = _wait(lambda: len(w := pool_workers(s.pid)) == 2 and w, "both pool workers")
 
     # Freeze the workers so the get is certainly mid-flight (its parts queued, none
     # done) when one of them is killed; the others are let go right after the kill.
