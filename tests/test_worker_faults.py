@@ -103,18 +103,16 @@ def test_worker_killed_during_get(tmp_path, live_sessions):
     s.wait_for(r"^\[2\] stored keep\.bin")
     workers = _wait(lambda: len(w := pool_workers(s.pid)) == 2 and w, "both pool workers")
 
-    # Freeze the workers so the get is certainly mid-flight (its parts queued, none
-    # done) when one of them is killed; the others are let go right after the kill.
-    for w in workers:
-        os.kill(w.pid, signal.SIGSTOP)
-    try:
-        s.send(f"get 1 {out / 'big.bin'}")
-        _wait(lambda: any(p.startswith(f"{out}/") for p in open_paths(s.pid)), "the get to start", 30)
-        time.sleep(0.05)  # let the get queue its first parts
-        os.kill(workers[0].pid, signal.SIGKILL)
-    finally:
-        for w in workers[1:]:
-            os.kill(w.pid, signal.SIGCONT)
+    # A worker is killed once it has read a few parts of the get: the get is then
+    # certainly mid-flight (a kill before its first part is submitted would only
+    # make the next submit start a fresh pool, and the get would rightly
+    # succeed). Freezing workers instead can stop the one that holds the pool's
+    # task queue lock, and with it the whole get.
+    victim = workers[0]
+    before = victim.io_counters().read_chars
+    s.send(f"get 1 {out / 'big.bin'}")
+    _wait(lambda: victim.io_counters().read_chars > before + 4 * 64 * 1024, "the get to read parts", 30)
+    os.kill(victim.pid, signal.SIGKILL)
 
     line = s.wait_for(r"^error: get 1 \(big\.bin\)", "err", timeout=60).string
     assert "worker" in line and "internal error" not in line, line
