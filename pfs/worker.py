@@ -363,8 +363,9 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:
     """Remove the keys not in `keep` from a volume (missing ones are fine); returns
-    how many existed. A volume that is gone is left alone, and so is what is not
-    a part (a directory with content in a part's place): pfs did not write it."""
+    how many existed. What is not a part (a directory with content in a part's
+    place) is left alone: pfs did not write it. VolumeUnavailableError if the
+    volume cannot be reached: the caller tries again later."""
     volume, removed = _volume(desc), 0
     for key in keys:
         if key not in keep:
@@ -372,8 +373,6 @@ def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset(
                 removed += volume.remove(key)
             except PartDamagedError:
                 continue
-            except VolumeUnavailableError:
-                break
     return removed
 
 
