@@ -361,19 +361,10 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
         "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
 
 
-def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:
-    """Remove the keys not in `keep` from a volume (missing ones are fine); returns
-    how many existed. What is not a part (a directory with content in a part's
-    place) is left alone: pfs did not write it. VolumeUnavailableError if the
-    volume cannot be reached: the caller tries again later."""
-    volume, removed = _volume(desc), 0
-    for key in keys:
-        if key not in keep:
-            try:
-                removed += volume.remove(key)
-            except PartDamagedError:
-                continue
-    return removed
+def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:
+    """Remove the keys not in `keep` from a volume (see Volume.remove_all);
+    VolumeUnavailableError if the volume cannot be reached: the caller tries again later."""
+    _volume(desc).remove_all(k for k in keys if k not in keep)
 
 
 def meet(folder: str, count: int, timeout: float) -> None:

@@ -581,4 +581,4 @@ def seaweedfs(tmp_path_factory):
     took = server.start()
     print(f"\nSeaweedFS answered {took:.2f} s after start")
     yield server
-    server.stop()
+    server.stop(signal.SIGKILL)  # its data are thrown away: no need to wait for a clean stop

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, LiveSession, assert_clean_stderr, error_lines, make_file, parse_list, pieces,
+from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, pieces,
                       read_manifest, referenced_pieces, run_pfs)
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
@@ -65,23 +65,23 @@ def assert_no_orphans(store: Path) -> None:
     assert not orphans, f"{len(orphans)} pieces no manifest references, e.g. {sorted(orphans)[:3]}"
 
 
-def make_store(tmp_path: Path, volumes: int, local: bool, *options: str) -> tuple[Path, Path]:
-    """A store with `volumes` S3 volumes, each in a bucket of its own; without
-    `local`, its own directory volume is drained and removed."""
+def new_store(tmp_path: Path, volumes: int, local: bool) -> tuple[Path, Path, str]:
+    """A store to be, and the script that makes it: `volumes` S3 volumes, each
+    in a bucket of its own; without `local`, the store's own directory volume
+    drained and removed."""
     store, work = tmp_path / "store", tmp_path / "work"
     work.mkdir()
     script = "".join(f"volume add s3://{new_bucket()}/v\n" for _ in range(volumes))
     if not local:
-        script += "volume drain 0\nvolume remove 0\n"
-    r = run_pfs(store, script + "volume list\n", *options, cwd=work)
-    assert r.returncode == 0 and "removed volume 0" in r.stdout or local, r.stdout + r.stderr
-    return store, work
+        script += "volume drain 0\nwait\nvolume remove 0\n"
+    return store, work, script
 
 
-def put_and_get(store: Path, work: Path, sizes: list[int], *options: str) -> dict[int, bytes]:
-    """Store a file of each size, get each back byte-identical; {file id: bytes}."""
+def put_and_get(store: Path, work: Path, sizes: list[int], *options: str, before: str = "") -> dict[int, bytes]:
+    """Run `before`, then store a file of each size and get each back
+    byte-identical; {file id: bytes}."""
     datas = {i + 1: make_file(work / f"f{i}", size).read_bytes() for i, size in enumerate(sizes)}
-    script = "".join(f"put f{i - 1}\n" for i in datas) + "".join(f"get {i} out{i}\n" for i in datas)
+    script = before + "".join(f"put f{i - 1}\n" for i in datas) + "".join(f"get {i} out{i}\n" for i in datas)
     r = run_pfs(store, script, *options, cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     check_gets(work, datas)
@@ -108,8 +108,8 @@ def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_pat
     """ec 2+1 over four buckets and no local volume: every bucket's objects of
     one volume deleted (its marker too: the bucket is lost), the files still
     read byte-identical, heal rebuilds the lost shards on the other buckets."""
-    store, work = make_store(tmp_path, 4, False)
-    datas = put_and_get(store, work, SIZES, "--ec", "2+1")
+    store, work, script = new_store(tmp_path, 4, False)
+    datas = put_and_get(store, work, SIZES, "--ec", "2+1", before=script)
     held = {vid: [k for k in objects(b, p + "/")] for vid, (b, p) in remote_volumes(store).items()}
     lost = max(held, key=lambda vid: len(held[vid]))
     assert len(held[lost]) > 3
@@ -123,16 +123,6 @@ def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_pat
     assert_no_orphans(store)
 
 
-def test_every_part_remote_and_only_metadata_local(seaweedfs, tmp_path):
-    """One S3 volume only (the store's own directory volume drained and removed):
-    the store keeps its metadata in its directory and every part in the bucket."""
-    store, work = make_store(tmp_path, 1, False)
-    datas = put_and_get(store, work, SIZES)
-    assert not list((store / "volumes").glob("*/*/*")), "a part was stored locally"
-    assert len(stored_pieces(store)) == sum(-(-len(d) // CHUNK) for d in datas.values())
-    assert_no_orphans(store)
-
-
 # -- 3: the server killed, or down when the store opens ---------------------------------------
 
 def wait_for_remote(store: Path, count: int, timeout: float = 60) -> None:
@@ -142,29 +132,38 @@ def wait_for_remote(store: Path, count: int, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_server_killed_mid_put_and_mid_get(seaweedfs, tmp_path, monkeypatch, live_sessions):
+def test_every_part_remote_then_the_server_killed_mid_get_and_mid_put(seaweedfs, tmp_path, monkeypatch,
+                                                                      live_sessions):
+    """One S3 volume only (the store's own directory volume drained and removed):
+    metadata in the store's directory, every part in the bucket. Then the
+    server dies mid-get, is down when the store opens, dies mid-put: each
+    command fails within the retry budget, in clear lines, leaving no file
+    behind; once it is back, nothing stored before is lost and nothing of the
+    failed put is left in the bucket."""
     for name, value in FAST.items():
         monkeypatch.setenv(name, value)
-    store, work = make_store(tmp_path, 1, False)
-    datas = put_and_get(store, work, SIZES)
-    before = len(stored_pieces(store))
-    make_file(work / "big", 300 * CHUNK)
+    store, work, script = new_store(tmp_path, 1, False)
+    datas = put_and_get(store, work, [*SIZES, 120 * CHUNK], before=script)
+    assert not list((store / "volumes").glob("*/*/*")), "a part was stored locally"
+    assert len(stored_pieces(store)) == sum(-(-len(d) // CHUNK) for d in datas.values())
+    assert_no_orphans(store)
+    big = max(datas, key=lambda i: len(datas[i]))
 
-    # mid-put: one clear line, within the retry budget
+    # killed mid-get: clear lines, no destination file
     session = live_sessions(store, work)
-    session.send("put big")
-    wait_for_remote(store, before + 10)
+    session.send(f"get {big} big.out")
+    session.wait_for(r"restoring f")
+    time.sleep(0.5)
     seaweedfs.stop(signal.SIGKILL)
     killed = time.monotonic()
     session.wait_for(r"^error: ", "err", timeout=60)
-    failed_after = time.monotonic() - killed
-    assert failed_after < 20, f"the put failed only {failed_after:.1f} s after the server died"
-    session.send("list")
-    session.wait_for(r"failed")
+    assert time.monotonic() - killed < 15, "the get failed too long after the server died"
     assert session.close() != 0
-    assert len(error_lines(session.stderr())) == 1, session.stderr()
-    assert "unavailable" in session.stderr(), session.stderr()
+    errors = error_lines(session.stderr())  # a line, then one per part it could not read
+    assert errors[0].startswith(f"error: get {big} (f6): damaged part ") and "nothing was written" in errors[0]
+    assert all(e.startswith(f"error: get {big} (f6): damaged part ") for e in errors), errors
     assert_clean_stderr(session.stderr())
+    assert sorted(os.listdir(work)) == sorted(f"f{i - 1}" for i in datas), "the get left a file behind"
 
     # down when the store opens: it opens, says the volume is missing, a get fails clearly
     r = run_pfs(store, "volume list\nlist\nget 6 out6\n", cwd=work)
@@ -174,32 +173,24 @@ def test_server_killed_mid_put_and_mid_get(seaweedfs, tmp_path, monkeypatch, liv
     assert not (work / "out6").exists()
     assert_clean_stderr(r.stderr)
 
-    # restarted: the next open removes what the failed put left
+    # killed mid-put: one clear line, the put's parts removed at the next open
     seaweedfs.start()
-    get_all(store, work, datas, "list\n")
-    assert_no_orphans(store)
-
-    # mid-get: one clear line, no destination file
-    r = run_pfs(store, "put big\n", cwd=work)
-    assert r.returncode == 0, r.stderr
-    before_get = os.listdir(work)
+    make_file(work / "big", 120 * CHUNK)
     session = live_sessions(store, work)
-    session.send("get 8 big.out")
-    session.wait_for(r"restoring big")
-    time.sleep(0.5)
+    session.send("put big")
+    wait_for_remote(store, len(stored_pieces(store)) + 10)
     seaweedfs.stop(signal.SIGKILL)
     killed = time.monotonic()
     session.wait_for(r"^error: ", "err", timeout=60)
-    failed_after = time.monotonic() - killed
+    assert time.monotonic() - killed < 15, "the put failed too long after the server died"
+    session.send("list")
+    session.wait_for(r"failed")
     assert session.close() != 0
-    assert failed_after < 20, f"the get failed only {failed_after:.1f} s after the server died"
-    errors = error_lines(session.stderr())  # a line, then one per part it could not read
-    assert errors[0].startswith("error: get 8 (big): damaged part ") and "nothing was written" in errors[0], errors
-    assert all(e.startswith("error: get 8 (big): damaged part ") for e in errors), errors
+    assert len(error_lines(session.stderr())) == 1, session.stderr()
+    assert "unavailable" in session.stderr(), session.stderr()
     assert_clean_stderr(session.stderr())
-    assert sorted(os.listdir(work)) == sorted(before_get), "the get left a file behind"
     seaweedfs.start()
-    get_all(store, work, {**datas, 8: (work / "big").read_bytes()})
+    get_all(store, work, datas, "list\n")
     assert_no_orphans(store)
 
 
@@ -207,8 +198,9 @@ def test_server_killed_mid_put_and_mid_get(seaweedfs, tmp_path, monkeypatch, liv
 
 def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_sessions):
     """SIGSTOP for three seconds mid-put (within the default retry budget): the put completes."""
-    store, work = make_store(tmp_path, 1, True)
-    data = make_file(work / "big", 200 * CHUNK).read_bytes()
+    store, work, script = new_store(tmp_path, 1, True)
+    run_pfs(store, script, cwd=work)
+    data = make_file(work / "big", 80 * CHUNK).read_bytes()
     session = live_sessions(store, work, "--copies", "2")
     session.send("put big")
     wait_for_remote(store, 20)
@@ -226,9 +218,9 @@ def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_session
 # -- 5: damage behind pfs's back ----------------------------------------------------------------
 
 def test_a_remote_copy_deleted_or_overwritten_is_detected_and_healed(seaweedfs, tmp_path):
-    store, work = make_store(tmp_path, 1, True)
+    store, work, script = new_store(tmp_path, 1, True)
     data = make_file(work / "f", 16 * CHUNK).read_bytes()
-    r = run_pfs(store, "put f\n", "--copies", "2", cwd=work)
+    r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
     assert r.returncode == 0, r.stderr
     (vid, (bucket, prefix)), = remote_volumes(store).items()
     remote_first = [p["id"] for p in read_manifest(store, 1)["parts"] if p["copies"][0] == vid]
@@ -257,7 +249,8 @@ def test_kill_9_mid_put_loses_nothing_and_leaves_no_orphan(seaweedfs, tmp_path, 
     """--copies 2 over the store's directory and a bucket, or over two buckets:
     pfs killed at random moments of a put; every reopen finds no orphan piece,
     and every stored file reads back byte-identical."""
-    store, work = make_store(tmp_path, 1 if local else 2, local)
+    store, work, script = new_store(tmp_path, 1 if local else 2, local)
+    assert run_pfs(store, script, cwd=work).returncode == 0
     rng = random.Random()
     datas: dict[str, bytes] = {}
     for n in range(kills):

@@ -145,6 +145,18 @@ class S3Volume(Volume):
         self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key)), key)
         return existed
 
+    def remove_all(self, keys: Iterable[str]) -> None:
+        """One DeleteObjects request per thousand keys, rather than a HEAD and a
+        DELETE per key: rolling back a put of ten thousand parts over a link of
+        30 ms takes a second, not ten minutes."""
+        keys = [self.object_key(k) for k in keys]
+        for start in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True}
+            answer = self._call(lambda: self.client.delete_objects(Bucket=self.bucket, Delete=batch))
+            for error in answer.get("Errors", ())[:1]:
+                raise VolumeUnavailableError(f"the S3 server failed to remove {error.get('Key')} from volume "
+                                             f"{self.url}: {error.get('Code')} {error.get('Message', '')}".rstrip())
+
     def keys(self, prefix: str = "") -> Iterator[str]:
         for key, _ in self._list(check_prefix(prefix)):
             yield key
