@@ -582,3 +582,30 @@ def seaweedfs(tmp_path_factory):
     print(f"\nSeaweedFS answered {took:.2f} s after start")
     yield server
     server.stop(signal.SIGKILL)  # its data are thrown away: no need to wait for a clean stop
+
+
+# -- a real S3 server: Ceph's radosgw (opt-in: pytest -m ceph) ----------------------------
+
+CEPH_RGW = Path(__file__).resolve().parent.parent / "scripts" / "ceph-rgw"
+
+
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory):
+    """The S3 endpoint of a one-node Ceph cluster started by scripts/ceph-rgw for
+    the whole run (skipped where Debian's radosgw is not installed). Its user
+    has the same keys as the SeaweedFS server; volumes name it as their endpoint."""
+    pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+    if not (shutil.which("radosgw") and shutil.which("ceph-mon") and shutil.which("ceph-osd")):
+        pytest.skip("Ceph's radosgw, ceph-mon and ceph-osd are not installed (scripts/ceph-rgw install)")
+    data = tmp_path_factory.mktemp("ceph") / "cluster"
+    s3_port, mon_port = free_ports(2)
+    started = time.monotonic()
+    r = subprocess.run([str(CEPH_RGW), "start", str(data), str(s3_port)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "CEPH_MON_PORT": str(mon_port)})
+    try:
+        if r.returncode != 0:
+            pytest.fail(f"the Ceph cluster did not start:\n{r.stderr[-2000:]}")
+        print(f"\nCeph radosgw answered {time.monotonic() - started:.1f} s after start")
+        yield r.stdout.strip()
+    finally:
+        subprocess.run([str(CEPH_RGW), "stop", str(data)], capture_output=True, timeout=60)

@@ -283,3 +283,27 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
     r = run_pfs(store, "list\n", cwd=work)
     assert r.returncode == 0 and "failed (interrupted)" in r.stdout, r.stdout + r.stderr
     assert _remote_keys(prefix) == set(manifest_part_ids(store)[1]), "a remote part of the killed put is left"
+
+
+# -- the same contract against Ceph's radosgw (opt-in: pytest -m ceph) ---------------------------
+
+@pytest.mark.ceph
+class TestCephVolume(VolumeContract):
+    @pytest.fixture
+    def make_volume(self, ceph):
+        bucket = f"pfs-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=ceph).create_bucket(Bucket=bucket)
+
+        def make(**options):
+            return open_volume({"url": f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}", "endpoint": ceph, **options})
+        return make
+
+    @pytest.fixture
+    def damage_part(self, ceph):
+        from pfs.errors import PartMissingError
+
+        def damage(volume, k: str):
+            boto3.client("s3", endpoint_url=ceph).put_object(Bucket=volume.bucket, Key=volume.object_key(k) + "/inside",
+                                                             Body=b"x")
+            return PartMissingError
+        return damage
