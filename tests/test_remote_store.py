@@ -23,7 +23,9 @@ boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5]
 #: A volume gives up on a server that does not answer after about three seconds.
 FAST = {"PFS_S3_TIMEOUT": "1", "PFS_S3_RETRY_SECONDS": "2"}
-KILLS = int(os.environ.get("PFS_TEST_KILLS", "6"))
+#: kill -9s per layout: three by default (PFS_REMOTE_KILLS), PFS_SOAK_KILLS // 5 under pytest -m soak.
+KILLS = int(os.environ.get("PFS_REMOTE_KILLS", "3"))
+SOAK_KILLS = int(os.environ.get("PFS_SOAK_KILLS", "300")) // 5
 
 
 def s3():
@@ -243,7 +245,7 @@ def pieces_of(store: Path, part: str) -> bytes:
 
 # -- 6: kill -9 loops ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kills", [KILLS // 2, pytest.param(40, marks=pytest.mark.soak)], ids=["", "soak"])
+@pytest.mark.parametrize("kills", [KILLS, pytest.param(SOAK_KILLS, marks=pytest.mark.soak)], ids=["", "soak"])
 @pytest.mark.parametrize("local", [True, False], ids=["local+s3", "s3-only"])
 def test_kill_9_mid_put_loses_nothing_and_leaves_no_orphan(seaweedfs, tmp_path, live_sessions, local, kills):
     """--copies 2 over the store's directory and a bucket, or over two buckets:

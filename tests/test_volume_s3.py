@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import ACCESS_KEY, BUCKET, ENDPOINT, PORTS, SECRET_KEY, free_ports
-from pfs.errors import PartExistsError, VolumeUnavailableError
+from pfs.errors import PartExistsError, UsageError, VolumeUnavailableError
 from pfs.volumes import open_volume
 from volume_contract import STORE_ID, VolumeContract, key
 
@@ -207,6 +207,33 @@ def test_wrong_endpoint_is_a_bounded_clear_error(monkeypatch):
     with pytest.raises(VolumeUnavailableError, match=f"server at {closed} is unavailable .*no connection"):
         v.read(key(1))
     assert time.monotonic() - started < 3
+
+
+def test_retry_budget_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PFS_S3_TIMEOUT", "0.5")
+    monkeypatch.setenv("PFS_S3_RETRY_SECONDS", "2.5")
+    v = open_volume(f"s3://{BUCKET}/p")
+    assert (v.timeout, v.retry_seconds) == (0.5, 2.5)
+    assert open_volume(v.describe()).retry_seconds == 2.5  # a worker gets the same budget
+    monkeypatch.setenv("PFS_S3_RETRY_SECONDS", "soon")
+    with pytest.raises(UsageError, match="PFS_S3_RETRY_SECONDS=soon is not a number of seconds"):
+        open_volume(f"s3://{BUCKET}/p")
+
+
+def test_a_server_found_down_is_tried_once_by_later_requests(make_volume, monkeypatch):
+    """The first request waits out the retry budget; the next ones of the process
+    fail at their first attempt, so a put of many parts fails in one budget."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
+    v = make_volume(timeout=0.5, retry_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(VolumeUnavailableError, match=r"no connection, for 1.5 s"):
+        v.read(key(1))
+    assert time.monotonic() - started >= 1.0
+    started = time.monotonic()
+    for n in range(20):
+        with pytest.raises(VolumeUnavailableError, match="no connection, as on the previous request"):
+            v.write(key(n), b"x")
+    assert time.monotonic() - started < 2
 
 
 def test_describe_names_no_endpoint_and_no_secret(make_volume):
