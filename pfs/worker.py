@@ -132,17 +132,19 @@ def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
     for piece, key in zip(pieces, keys):
         while True:
             if not left:
-                why = "; ".join(skipped) or "not enough volumes"
+                why = "; ".join(f"volume {vid}: {exc.message}" for vid, exc in skipped) or "not enough volumes"
                 what = "no volume could take it" if len(pieces) == 1 else \
                     f"only {len(placed)} of {len(pieces)} copies or shards of a part could be written"
-                raise PfsError(f"{what} ({why})", "add a volume or free some space")
+                unreachable = skipped and all(isinstance(exc, VolumeUnavailableError) for _, exc in skipped)
+                raise PfsError(f"{what} ({why})", skipped[0][1].advice if unreachable else
+                               "add a volume or free some space")
             vid, desc = left.pop(0)
             try:
                 _write(_volume(desc), key, piece)
                 placed.append(vid)
                 break
             except (OutOfSpaceError, VolumeUnavailableError) as exc:
-                skipped.append(f"volume {vid}: {exc.message}")
+                skipped.append((vid, exc))
     return placed
 
 

@@ -189,7 +189,7 @@ def test_every_part_remote_then_the_server_killed_mid_get_and_mid_put(seaweedfs,
     session.wait_for(r"failed")
     assert session.close() != 0
     assert len(error_lines(session.stderr())) == 1, session.stderr()
-    assert "unavailable" in session.stderr(), session.stderr()
+    assert "unavailable" in session.stderr() and "check that it is running" in session.stderr(), session.stderr()
     assert_clean_stderr(session.stderr())
     seaweedfs.start()
     get_all(store, work, datas, "list\n")

@@ -283,7 +283,8 @@ def _seconds(variable: str, default: float) -> float:
     except ValueError:
         seconds = 0.0
     if not 0 < seconds < 1e6:
-        raise UsageError(f"{variable}={text} is not a number of seconds", f"unset it or give e.g. {variable}={default:g}")
+        raise UsageError(f"{variable}={text} is not a number of seconds",
+                         f"unset it or give e.g. {variable}={default:g}")
     return seconds
 
 
