@@ -104,7 +104,7 @@ def get_all(store: Path, work: Path, datas: dict[int, bytes], then: str = "") ->
     return r.stdout
 
 
-# -- 1, 2: round trips ------------------------------------------------------------------
+# -- erasure coding over buckets -------------------------------------------------------------------
 
 def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_path):
     """ec 2+1 over four buckets and no local volume: every bucket's objects of
@@ -112,7 +112,7 @@ def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_pat
     read byte-identical, heal rebuilds the lost shards on the other buckets."""
     store, work, script = new_store(tmp_path, 4, False)
     datas = put_and_get(store, work, SIZES, "--ec", "2+1", before=script)
-    held = {vid: [k for k in objects(b, p + "/")] for vid, (b, p) in remote_volumes(store).items()}
+    held = {vid: objects(b, p + "/") for vid, (b, p) in remote_volumes(store).items()}
     lost = max(held, key=lambda vid: len(held[vid]))
     assert len(held[lost]) > 3
     bucket, prefix = remote_volumes(store)[lost]
@@ -125,7 +125,7 @@ def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_pat
     assert_no_orphans(store)
 
 
-# -- 3: the server killed, or down when the store opens ---------------------------------------
+# -- every part remote; the server killed, or down when the store opens ----------------------------
 
 def wait_for_remote(store: Path, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
@@ -196,7 +196,7 @@ def test_every_part_remote_then_the_server_killed_mid_get_and_mid_put(seaweedfs,
     assert_no_orphans(store)
 
 
-# -- 4: a slow server ---------------------------------------------------------------------
+# -- a slow server ---------------------------------------------------------------------------------
 
 def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_sessions):
     """SIGSTOP for three seconds mid-put (within the default retry budget): the put completes."""
@@ -217,7 +217,7 @@ def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_session
     assert_no_orphans(store)
 
 
-# -- 5: damage behind pfs's back ----------------------------------------------------------------
+# -- damage behind pfs's back ----------------------------------------------------------------------
 
 def test_a_remote_copy_deleted_or_overwritten_is_detected_and_healed(seaweedfs, tmp_path):
     store, work, script = new_store(tmp_path, 1, True)
@@ -243,9 +243,9 @@ def pieces_of(store: Path, part: str) -> bytes:
     return next(path.read_bytes() for _, key, path in pieces(store) if key == part)
 
 
-# -- 6: kill -9 loops ------------------------------------------------------------------------
+# -- kill -9 loops ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kills", [KILLS, pytest.param(SOAK_KILLS, marks=pytest.mark.soak)], ids=["", "soak"])
+@pytest.mark.parametrize("kills", [KILLS, pytest.param(SOAK_KILLS, marks=pytest.mark.soak)], ids=["default", "soak"])
 @pytest.mark.parametrize("local", [True, False], ids=["local+s3", "s3-only"])
 def test_kill_9_mid_put_loses_nothing_and_leaves_no_orphan(seaweedfs, tmp_path, live_sessions, local, kills):
     """--copies 2 over the store's directory and a bucket, or over two buckets:
@@ -278,7 +278,7 @@ def test_kill_9_mid_put_loses_nothing_and_leaves_no_orphan(seaweedfs, tmp_path, 
     assert_no_orphans(store)
 
 
-# -- 7: the same store round trips against Ceph's radosgw (opt-in: pytest -m ceph) -------------------
+# -- the same store round trips against Ceph's radosgw (opt-in: pytest -m ceph) --------------------
 
 @pytest.mark.ceph
 def test_round_trips_and_a_lost_bucket_on_ceph(ceph, tmp_path):
