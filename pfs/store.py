@@ -28,7 +28,8 @@ from pathlib import Path
 from pfs import codec, names, placement, worker
 from pfs.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
-                        StoreError, StoreLockedError, UsageError, VolumeError)
+                        StoreError, StoreLockedError, UsageError, VolumeError,
+                        VolumeUnavailableError)
 from pfs.governor import MemoryGovernor
 from pfs.redundancy import Layout, check_layout
 from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE,
@@ -582,7 +583,7 @@ class Store:
                 entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
                 if entry is None or entry.status not in (STORING, DELETING) or not dead(entry.session):
                     continue
-                self._sweep(entry)
+                self._sweep_or_note(entry)
                 self.parts.remove(entry.id)
                 if entry.status == STORING:
                     self.files.save(replace(entry, status=FAILED, reason="interrupted"))
@@ -639,23 +640,34 @@ class Store:
             return
         current = self.files.get(entry.id)
         manifest = self.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
-        self._sweep(entry, manifest)
-        intent.unlink()
-        fsync_dir(intent.parent)
+        if self._sweep(entry, manifest):
+            intent.unlink()
+            fsync_dir(intent.parent)
 
-    def _sweep(self, entry: FileEntry, keep: Manifest | None = None, progress: Progress = _no_progress) -> None:
+    def _sweep(self, entry: FileEntry, keep: Manifest | None = None, progress: Progress = _no_progress) -> bool:
         """Remove every piece of the file from every volume that can be reached,
-        except those `keep` references."""
+        except those `keep` references; returns whether every volume was reached."""
         layout = Layout.of(entry)
         keys = [k for i in range(entry.parts) for k in dict.fromkeys(layout.keys(part_id(entry.uuid, i)))]
         kept = {(v, k) for p in (keep.parts if keep else [])
                 for v, k in zip(p.volumes(), layout.keys(p.id))}
+        unreached = {vid for vid in self.volset.configs if not self.volset.readable(vid)}
         for batch in batched(keys, REMOVE_BATCH):
-            for vid in self.volset.configs:
-                if self.volset.readable(vid):
+            for vid in self.volset.configs.keys() - unreached:
+                try:
                     worker.remove_pieces(self.volset.describe(vid), batch,
                                          frozenset(k for k in batch if (vid, k) in kept))
+                except VolumeUnavailableError:
+                    unreached.add(vid)
             progress(len(batch))
+        return not unreached
+
+    def _sweep_or_note(self, entry: FileEntry, progress: Progress = _no_progress) -> None:
+        """_sweep, noting an intent where a volume could not be reached (a server
+        down, a disk unmounted): the next open sweeps again, so its pieces of a
+        failed or deleted file are not left there for ever."""
+        if not self._sweep(entry, progress=progress):
+            self._note_intent(entry)
 
     # -- queries --------------------------------------------------------------
 
@@ -896,7 +908,7 @@ class Store:
 
     def abandon(self, entry: FileEntry) -> None:
         """Remove every trace of a file that was never stored: parts, manifest, record."""
-        self._sweep(entry)
+        self._sweep_or_note(entry)
         self.parts.remove(entry.id)
         self.files.remove(entry.id)
 
@@ -924,7 +936,7 @@ class Store:
         return done
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
-        self._sweep(entry)
+        self._sweep_or_note(entry)
         self.parts.remove(entry.id)
         self.files.save(replace(entry, status=FAILED, reason=describe(exc)))
 
@@ -990,13 +1002,12 @@ class Store:
                 found.healed += [f"{where}: {h}" for h in v.healed]
                 if v.volumes != p.volumes():
                     moved.append((p, v.volumes))
-            if moved:
-                self._record_moves(manifest, layout, moved)
+            swept = self._record_moves(manifest, layout, moved) if moved else True
         except BaseException:
             if intent:
                 self._finish_intent(intent, lambda _: True)
             raise
-        if intent:
+        if intent and swept:  # else the next open removes what is left where they were
             intent.unlink()
         return found
 
@@ -1020,17 +1031,23 @@ class Store:
         """What reads one part of a stored file in this process (a reader), writing nothing."""
         return self._part_check(entry, Layout.of(entry), part, {}, None, False, False, False)
 
-    def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> None:
-        """Record where moved pieces are now, then remove them from where they were."""
+    def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> bool:
+        """Record where moved pieces are now, then remove them from where they
+        were; returns whether every one was removed."""
         new = {p.index: volumes for p, volumes in moved}
         parts = [p if p.index not in new else replace(
             p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
             shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
         self.parts.save(Manifest(manifest.file, parts))
+        removed = True
         for p, volumes in moved:
             for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
                 if old != now and self.volset.readable(old):
-                    worker.remove_pieces(self.volset.describe(old), [key])
+                    try:
+                        worker.remove_pieces(self.volset.describe(old), [key])
+                    except VolumeUnavailableError:
+                        removed = False
+        return removed
 
     def _note_intent(self, entry: FileEntry) -> Path:
         """Before pieces are written where no manifest says: the next open removes
@@ -1232,7 +1249,7 @@ class Store:
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
         self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
         self.volset.refresh()
-        self._sweep(entry, progress=progress)
+        self._sweep_or_note(entry, progress)
         self.parts.remove(file_id)
         self.files.remove(file_id)
         return entry

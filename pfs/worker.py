@@ -132,17 +132,19 @@ def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
     for piece, key in zip(pieces, keys):
         while True:
             if not left:
-                why = "; ".join(skipped) or "not enough volumes"
+                why = "; ".join(f"volume {vid}: {exc.message}" for vid, exc in skipped) or "not enough volumes"
                 what = "no volume could take it" if len(pieces) == 1 else \
                     f"only {len(placed)} of {len(pieces)} copies or shards of a part could be written"
-                raise PfsError(f"{what} ({why})", "add a volume or free some space")
+                unreachable = skipped and all(isinstance(exc, VolumeUnavailableError) for _, exc in skipped)
+                raise PfsError(f"{what} ({why})", skipped[0][1].advice if unreachable else
+                               "add a volume or free some space")
             vid, desc = left.pop(0)
             try:
                 _write(_volume(desc), key, piece)
                 placed.append(vid)
                 break
             except (OutOfSpaceError, VolumeUnavailableError) as exc:
-                skipped.append(f"volume {vid}: {exc.message}")
+                skipped.append((vid, exc))
     return placed
 
 
@@ -361,20 +363,10 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
         "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
 
 
-def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> int:
-    """Remove the keys not in `keep` from a volume (missing ones are fine); returns
-    how many existed. A volume that is gone is left alone, and so is what is not
-    a part (a directory with content in a part's place): pfs did not write it."""
-    volume, removed = _volume(desc), 0
-    for key in keys:
-        if key not in keep:
-            try:
-                removed += volume.remove(key)
-            except PartDamagedError:
-                continue
-            except VolumeUnavailableError:
-                break
-    return removed
+def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:
+    """Remove the keys not in `keep` from a volume (see Volume.remove_all);
+    VolumeUnavailableError if the volume cannot be reached: the caller tries again later."""
+    _volume(desc).remove_all(k for k in keys if k not in keep)
 
 
 def meet(folder: str, count: int, timeout: float) -> None:

