@@ -1,0 +1,117 @@
+"""The volume configuration shared by many pfs processes, on a JSON store and on
+a PostgreSQL store (see the `shared` fixture in conftest):
+
+* a shell opened before another process drains and removes a volume puts
+  nothing there afterwards, and uses a volume added meanwhile;
+* `volume remove` is refused while another process's put (held still with
+  SIGSTOP) may still write to the volume; once it has ended, drain and remove
+  go through and every file comes back whole;
+* volume add, list, drain and remove, with copies and erasure coding, on both engines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import CHUNK, error_lines, make_file, parse_list
+
+MIB = 1 << 20
+
+
+def held(volume: Path) -> list[Path]:
+    """The piece files a volume directory holds (everything but its marker)."""
+    return [Path(d, n) for d, _, names in os.walk(volume) for n in names if not n.startswith("pfs-volume.json")]
+
+
+def add_volumes(shared, tmp_path: Path, count: int) -> list[Path]:
+    dirs = [tmp_path / f"vol{i}" for i in range(1, count + 1)]
+    for d in dirs:
+        d.mkdir()
+    r = shared.run("".join(f"volume add {d}\n" for d in dirs))
+    assert r.returncode == 0, r.stderr
+    return dirs
+
+
+def assert_files_come_back(shared, tmp_path: Path, files: dict[int, Path]) -> None:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    r = shared.run("".join(f"get {i} {out / str(i)} --force\n" for i in files))
+    assert r.returncode == 0, r.stderr
+    for i, source in files.items():
+        assert (out / str(i)).read_bytes() == source.read_bytes(), f"file {i} came back different"
+
+
+def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shared, live_sessions, tmp_path):
+    vol1, vol2 = add_volumes(shared, tmp_path, 2)
+    f1, f2 = (make_file(shared.cwd / f"f{i}.bin", 8 * CHUNK - i) for i in (1, 2))
+    a = live_sessions(shared.store, shared.cwd, *shared.options, "--copies", "2")
+    a.send("volume list")
+    a.wait_for(r"^ *2 ")  # A has the store open, with volumes 0, 1 and 2
+
+    r = shared.run("volume drain 1\nvolume remove 1\n")
+    assert r.returncode == 0, r.stderr
+    a.send("put f1.bin")
+    a.wait_for(r"^\[1\] stored f1\.bin")
+    assert held(vol1) == [], "a piece went to a removed volume"
+    assert len(held(vol2)) == 8, "each part has a copy on volume 0 and one on volume 2"
+
+    vol3 = tmp_path / "vol3"
+    vol3.mkdir()
+    r = shared.run(f"volume add {vol3}\nvolume drain 2\nvolume remove 2\n")
+    assert r.returncode == 0, r.stderr
+    a.send("put f2.bin")  # two copies: only volumes 0 and 3 can take them now
+    a.wait_for(r"^\[2\] stored f2\.bin")
+    assert a.close() == 0, a.stderr()
+    assert held(vol1) == [] and held(vol2) == []
+    assert len(held(vol3)) == 16
+    assert_files_come_back(shared, tmp_path, {1: f1, 2: f2})
+
+
+def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessions, tmp_path):
+    vol1, = add_volumes(shared, tmp_path, 1)
+    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    a = live_sessions(shared.store, shared.cwd, *shared.options)
+    a.send("put big.bin")
+    a.wait_for(r"^\[1\] storing big\.bin")
+    os.killpg(a.pid, signal.SIGSTOP)  # held still in the middle of its put
+    try:
+        r = shared.run("volume drain 1\nvolume remove 1\nvolume list\n")
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    assert error_lines(r.stderr) == ["error: file 1 (big.bin) is being stored, and its parts may go to volume 1 "
+                                     "(run `volume remove 1` again once it is stored)"], r.stderr
+    assert re.search(r"^ *1 .* online$", r.stdout, re.M), "a refused remove leaves the volume as it was"
+    a.wait_for(r"^\[1\] stored big\.bin")
+    assert a.close() == 0, a.stderr()
+
+    r = shared.run("volume drain 1\nvolume remove 1\nlist\n")
+    assert r.returncode == 0, r.stderr
+    assert "removed volume 1" in r.stdout
+    assert parse_list(r.stdout) == {1: ("big.bin", "stored")}
+    assert held(vol1) == []
+    assert_files_come_back(shared, tmp_path, {1: big})
+
+
+@pytest.mark.parametrize("option", ["--copies=2", "--ec=2+1"])
+def test_volume_commands_with_copies_and_erasure_coding(shared, tmp_path, option):
+    dirs = add_volumes(shared, tmp_path, 4)
+    name, value = option.split("=")
+    files = {i: make_file(shared.cwd / f"f{i}.bin", 5 * CHUNK + i) for i in (1, 2)}
+    r = shared.run("put f1.bin\nput f2.bin\nvolume list\n", name, value)
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^ *(\d+) +(\S+) .* (\d+) +online$", r.stdout, re.M)
+    assert [(int(i), loc) for i, loc, _ in rows][1:] == [(i, str(d)) for i, d in enumerate(dirs, 1)], r.stdout
+    assert sum(int(n) for _, _, n in rows) == 2 * 6 * (2 if name == "--copies" else 3), r.stdout
+
+    shutil.rmtree(dirs[0])  # volume 1 lost
+    r = shared.run("heal\nvolume remove 1\nvolume drain 2\nvolume remove 2\nvolume list\n")
+    assert r.returncode == 0, r.stderr
+    assert "removed volume 1" in r.stdout and "removed volume 2" in r.stdout
+    assert held(dirs[1]) == []
+    assert_files_come_back(shared, tmp_path, files)
