@@ -63,7 +63,7 @@ def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shar
 
     vol3 = tmp_path / "vol3"
     vol3.mkdir()
-    r = shared.run(f"volume add {vol3}\nvolume drain 2\nvolume remove 2\n")
+    r = shared.run(f"volume add {vol3}\nvolume drain 2\nwait\nvolume remove 2\n")
     assert r.returncode == 0, r.stderr
     a.send("put f2.bin")  # two copies: only volumes 0 and 3 can take them now
     a.wait_for(r"^\[2\] stored f2\.bin")
@@ -81,7 +81,7 @@ def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessio
     a.wait_for(r"^\[1\] storing big\.bin")
     os.killpg(a.pid, signal.SIGSTOP)  # held still in the middle of its put
     try:
-        r = shared.run("volume drain 1\nvolume remove 1\nvolume list\n")
+        r = shared.run("volume remove 1\nvolume list\n")
     finally:
         os.killpg(a.pid, signal.SIGCONT)
     assert error_lines(r.stderr) == ["error: file 1 (big.bin) is being stored, and its parts may go to volume 1 "
@@ -90,7 +90,7 @@ def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessio
     a.wait_for(r"^\[1\] stored big\.bin")
     assert a.close() == 0, a.stderr()
 
-    r = shared.run("volume drain 1\nvolume remove 1\nlist\n")
+    r = shared.run("volume drain 1\nwait\nvolume remove 1\nlist\n")
     assert r.returncode == 0, r.stderr
     assert "removed volume 1" in r.stdout
     assert parse_list(r.stdout) == {1: ("big.bin", "stored")}
@@ -103,14 +103,14 @@ def test_volume_commands_with_copies_and_erasure_coding(shared, tmp_path, option
     dirs = add_volumes(shared, tmp_path, 4)
     name, value = option.split("=")
     files = {i: make_file(shared.cwd / f"f{i}.bin", 5 * CHUNK + i) for i in (1, 2)}
-    r = shared.run("put f1.bin\nput f2.bin\nvolume list\n", name, value)
+    r = shared.run("put f1.bin\nput f2.bin\nwait\nvolume list\n", name, value)
     assert r.returncode == 0, r.stderr
     rows = re.findall(r"^ *(\d+) +(\S+) .* (\d+) +online$", r.stdout, re.M)
     assert [(int(i), loc) for i, loc, _ in rows][1:] == [(i, str(d)) for i, d in enumerate(dirs, 1)], r.stdout
     assert sum(int(n) for _, _, n in rows) == 2 * 6 * (2 if name == "--copies" else 3), r.stdout
 
     shutil.rmtree(dirs[0])  # volume 1 lost
-    r = shared.run("heal\nvolume remove 1\nvolume drain 2\nvolume remove 2\nvolume list\n")
+    r = shared.run("heal\nwait\nvolume remove 1\nvolume drain 2\nwait\nvolume remove 2\nvolume list\n")
     assert r.returncode == 0, r.stderr
     assert "removed volume 1" in r.stdout and "removed volume 2" in r.stdout
     assert held(dirs[1]) == []

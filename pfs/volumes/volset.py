@@ -132,7 +132,18 @@ class VolumeSet:
         return {vid: self.configs[vid].weight * max(1, free[vid] if free[vid] is not None else default)
                 for vid in online}
 
-    # -- changes (the caller writes store.json) ---------------------------------------
+    def take(self, configs: list[VolumeConfig]) -> None:
+        """Take up the configuration as the store now lists it (another pfs may have
+        changed it); volumes whose place is unchanged stay open."""
+        new = {c.id: c for c in configs}
+        for vid in list(self._open):
+            old = self.configs.get(vid)
+            if vid not in new or (old.url, old.endpoint) != (new[vid].url, new[vid].endpoint):
+                del self._open[vid]
+        self.configs = new
+        self._status.clear()
+
+    # -- changes (the caller saves the configuration) ------------------------------------
 
     def add(self, url: str, weight: float, endpoint: str, next_id: int) -> VolumeConfig:
         """Claim a new volume: refused if it is in use (listed already, another
