@@ -115,3 +115,46 @@ def test_volume_commands_with_copies_and_erasure_coding(shared, tmp_path, option
     assert "removed volume 1" in r.stdout and "removed volume 2" in r.stdout
     assert held(dirs[1]) == []
     assert_files_come_back(shared, tmp_path, files)
+
+
+def test_volume_changes_by_two_processes_both_hold(shared, live_sessions, tmp_path):
+    vol1, vol2, vol3 = (tmp_path / f"vol{i}" for i in (1, 2, 3))
+    for d in (vol1, vol2, vol3):
+        d.mkdir()
+    a = live_sessions(shared.store, shared.cwd, *shared.options)
+    a.send("volume list")
+    a.wait_for(r"^ *0 ")  # A has the store open, with volume 0 only
+    r = shared.run(f"volume add {vol1}\nvolume add {vol2}\n")
+    assert r.returncode == 0, r.stderr
+    a.send(f"volume add {vol3}", "volume drain 1", "volume list")
+    a.wait_for(r"^ *3 .* online$")  # its change starts from the volumes as they are now, ids never reused
+    assert a.close() == 0, a.stderr()
+    r = shared.run("volume list\n")
+    rows = {int(i): (loc, status) for i, loc, status in re.findall(r"^ *(\d+) +(\S+) .* (\S+)$", r.stdout, re.M)}
+    assert rows == {0: (rows[0][0], "online"), 1: (str(vol1), "draining"), 2: (str(vol2), "online"),
+                    3: (str(vol3), "online")}, r.stdout
+
+
+def test_a_database_store_of_one_volume_is_migrated(postgres_uri, tmp_path):
+    import psycopg
+
+    from conftest import Pfs
+
+    work = tmp_path / "work"
+    work.mkdir()
+    pfs = Pfs(postgres_uri, work, ("--data", str(tmp_path / "data")))
+    a = make_file(work / "a.bin", 3 * CHUNK + 5)
+    assert pfs.run("put a.bin\n").returncode == 0
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:  # as made before volumes were configurable
+        conn.execute("ALTER TABLE pfs_volumes DROP COLUMN config")
+        conn.execute("DELETE FROM pfs_settings WHERE key = 'next_volume'")
+        conn.execute("DROP TABLE pfs_schema")
+    vol1 = tmp_path / "vol1"
+    vol1.mkdir()
+    r = pfs.run(f"volume add {vol1}\nvolume drain 0\nwait\nvolume remove 0\nvolume list\n")
+    assert r.returncode == 0, r.stderr
+    assert "added volume 1" in r.stdout and "removed volume 0" in r.stdout
+    assert re.findall(r"^ *(\d+) +(\S+) .* (\d+) +online$", r.stdout, re.M) == [("1", str(vol1), "4")], r.stdout
+    r = pfs.run(f"get 1 {tmp_path / 'a.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.out").read_bytes() == a.read_bytes()
