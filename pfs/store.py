@@ -88,6 +88,25 @@ class VolumeRow:
     parts: int | None
 
 
+@dataclass(frozen=True)
+class Redundancy:
+    """A file's copies or shards: how many each part should have, how many its
+    worst part has on volumes that keep them (`present`; None until the file is
+    stored) and, when some part is short, which parts and why."""
+
+    layout: Layout
+    present: int | None
+    short: str = ""
+
+    def __str__(self) -> str:
+        return self.layout.describe() + (f": {self.short}" if self.short else "")
+
+    @property
+    def counts(self) -> str:
+        """Present of wanted, e.g. 2/2 or 5/6; - until stored."""
+        return "-" if self.present is None else f"{self.present}/{self.layout.width}"
+
+
 @dataclass
 class Findings:
     """What reading a file found: parts that cannot be read (`damage`), damaged
@@ -1191,16 +1210,17 @@ class Store:
         return config
 
     def volume_report(self) -> list[VolumeRow]:
-        """Every volume with its status, what it holds and its free space."""
+        """Every volume with its status, what it holds (as the manifests say: walking
+        a volume is for verify) and its free space."""
         self.refresh_volumes()
+        held = self.parts.pieces_by_volume()
         rows = []
         for vid, config in sorted(self.volset.configs.items()):
             status, used, free, parts = self.volset.status(vid), None, None, None
             if status != "missing":
-                volume = self.volset.volume(vid)
+                parts, used = held.get(vid, (0, 0))
                 with contextlib.suppress(VolumeError):
-                    parts = sum(1 for _ in volume.keys())
-                    used, free = volume.used(), volume.free()
+                    free = self.volset.volume(vid).free()
             rows.append(VolumeRow(vid, self.volset.location(config), config.weight, status, used, free, parts))
         return rows
 
@@ -1284,26 +1304,32 @@ class Store:
             raise UsageError(f"pieces are being moved (a heal, drain or scrub is running), and may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it has finished")
 
-    def redundancy_of(self, entries: list[FileEntry]) -> dict[int, str]:
-        """Each file's copies or shards, e.g. "2 copies"; where a volume does not
-        keep its pieces (missing, draining), how many a stored file's worst part
-        still has there, e.g. "ec 4+2: 3 parts with 5 of 6 (volume 1 missing)".
-        Manifests are read only when some volume does not keep its pieces."""
+    def redundancy_of(self, entries: list[FileEntry]) -> dict[int, Redundancy]:
+        """Each file's copies or shards, e.g. "2 copies", 2/2 present; where a volume
+        does not keep its pieces (missing, draining), how many a stored file's
+        worst part still has, e.g. "ec 4+2: 3 parts with 5 of 6 (volume 1
+        missing)", 5/6. Manifests are read only when some volume does not keep
+        its pieces."""
         self.refresh_volumes()
         degraded = not all(map(self.volset.keeps, self.volset.configs))
-        return {e.id: self._redundancy(e) if degraded and e.status == STORED else Layout.of(e).describe()
-                for e in entries}
+        return {e.id: self._redundancy(e) if degraded and e.status == STORED else
+                Redundancy(Layout.of(e), Layout.of(e).width if e.status == STORED else None) for e in entries}
 
-    def _redundancy(self, entry: FileEntry) -> str:
+    def _redundancy(self, entry: FileEntry) -> Redundancy:
         layout = Layout.of(entry)
         manifest = self.parts.load(entry.id)
         short = [p for p in (manifest.parts if manifest else []) if not all(map(self.volset.keeps, p.volumes()))]
         if not short:
-            return layout.describe()
+            return Redundancy(layout, layout.width)
         worst = min(sum(map(self.volset.keeps, p.volumes())) for p in short)
         gone = sorted({v for p in short for v in p.volumes() if not self.volset.keeps(v)})
         why = ", ".join(f"volume {v} {self.volset.status(v)}" for v in gone)
-        return f"{layout.describe()}: {len(short)} part{'s' * (len(short) != 1)} with {worst} of {layout.width} ({why})"
+        return Redundancy(layout, worst, f"{len(short)} part{'s' * (len(short) != 1)} with {worst} of "
+                                         f"{layout.width} ({why})")
+
+    def volumes_of(self, manifest: Manifest) -> dict[int, int]:
+        """How many copies or shards of a file each volume holds, by volume id."""
+        return dict(sorted(Counter(v for p in manifest.parts for v in p.volumes()).items()))
 
     def piece_places(self, part: PartEntry) -> list[str]:
         """Where each copy or shard of a part lives: its volume, and its status when

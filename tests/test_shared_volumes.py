@@ -158,3 +158,27 @@ def test_a_database_store_of_one_volume_is_migrated(postgres_uri, tmp_path):
     r = pfs.run(f"get 1 {tmp_path / 'a.out'}\n")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "a.out").read_bytes() == a.read_bytes()
+
+
+@pytest.mark.parametrize("option, width", [("--copies=2", 2), ("--ec=2+1", 3)])
+def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, tmp_path, option, width):
+    dirs = add_volumes(shared, tmp_path, width - 1)
+    name, value = option.split("=")
+    make_file(shared.cwd / "f.bin", 4 * CHUNK + 1)
+    r = shared.run("put f.bin\nwait\nlist\ninfo 1\n", name, value)
+    assert r.returncode == 0, r.stderr
+    layout = "2 copies" if width == 2 else "ec 2+1"
+    shown = re.escape(layout)
+    assert re.search(rf"^ *1 +f\.bin .* stored .* {width}/{width}  {shown}$", r.stdout, re.M), r.stdout
+    assert f"\npresent:    {width}/{width} on every part\n" in r.stdout, r.stdout
+    assert "\nvolumes:    " + ", ".join(f"{v}: 5 pieces" for v in range(width)) + "\n" in r.stdout, r.stdout
+    on_disk = re.search(r"^stored: .* compressed .*, (\d+\.\d) KiB on disk with " + shown, r.stdout, re.M)
+    every_piece = 256 * (width if width == 2 else 1.5)  # KiB: 2 copies, or 3 shards of half a part each
+    assert on_disk and every_piece <= float(on_disk[1]) < every_piece * 1.05, r.stdout
+
+    shutil.rmtree(dirs[-1])  # a volume lost
+    r = shared.run("list\ninfo 1\n")
+    assert re.search(rf"^ *1 +f\.bin .* {width - 1}/{width}  {shown}: 5 parts with {width - 1} of {width} "
+                     rf"\(volume {width - 1} missing\)$", r.stdout, re.M), r.stdout
+    assert f"\npresent:    {width - 1}/{width} on its worst part\n" in r.stdout, r.stdout
+    assert f"{width - 1}: 5 pieces (missing)\n" in r.stdout, r.stdout

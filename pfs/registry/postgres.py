@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 #: Which schema a database holds: opening one that is current runs no DDL.
 SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
 
+#: Each volume's pieces and their bytes, from every part's copies (each the part's stored size) or shards
+#: (a part recorded before copies has one copy, on `volume`).
+_PIECES_BY_VOLUME = """
+SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
+    SELECT c::integer AS volume, stored AS size FROM pfs_parts, jsonb_array_elements_text(
+        CASE WHEN copies = '[]' AND shards = '[]' THEN jsonb_build_array(volume) ELSE copies END) AS c
+    UNION ALL
+    SELECT (s->>'volume')::integer, (s->>'size')::bigint FROM pfs_parts, jsonb_array_elements(shards) AS s
+) AS pieces GROUP BY volume"""
+
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
 #: now stored) takes a new current_seq, as the JSON registry moves it to the end.
@@ -404,6 +414,11 @@ class DatabaseParts(PartTable):
         with self._db.transaction(check_session=False) as cur:
             cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests")
             return cur.fetchone()[0]
+
+    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
+        with self._db.transaction() as cur:
+            cur.execute(_PIECES_BY_VOLUME)
+            return {v: (n, total) for v, n, total in cur.fetchall()}
 
     def where(self, file_id: int) -> str:
         return f"pfs_parts of file {file_id} in {self._db.name}"
