@@ -599,6 +599,12 @@ class Store:
                 getattr(self, name).close()
 
     def _recover(self) -> list[FileEntry]:
+        """At open: finish what dead sessions left, and sweep what crashed processes left."""
+        touched = self._finish_dead()
+        self._sweep_leftovers()
+        return touched
+
+    def _finish_dead(self) -> list[FileEntry]:
         """Finish what dead sessions (a crash) left unfinished: roll back their
         puts, complete their deletes, remove the pieces their heals or drains
         wrote that no manifest took up. Only a file's record is needed: its
@@ -620,7 +626,6 @@ class Store:
                 touched.append(entry)
             for intent in sorted((self.root / INTENTS).iterdir()):
                 self._finish_intent(intent, dead)
-        self._sweep_leftovers()
         return touched
 
     def _sweep_leftovers(self) -> None:
@@ -1294,7 +1299,7 @@ class Store:
         """Refuse while a put or a move of pieces (heal, drain, scrub) that may have
         chosen the volume before it was marked draining is still running, in any
         pfs; what dead ones left is finished first, as at open."""
-        for entry in self._recover():
+        for entry in self._finish_dead():
             log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
         storing = next((e for e in self.files.all() if e.status == STORING), None)
         if storing:

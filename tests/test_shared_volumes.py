@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,30 @@ def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, tmp_p
                      rf"\(volume {width - 1} missing\)$", r.stdout, re.M), r.stdout
     assert f"\npresent:    {width - 1}/{width} on its worst part\n" in r.stdout, r.stdout
     assert f"{width - 1}: 5 pieces (missing)\n" in r.stdout, r.stdout
+
+
+def test_volume_remove_waits_for_a_drain_moving_pieces_elsewhere(shared, live_sessions, tmp_path):
+    drained, = add_volumes(shared, tmp_path, 1)
+    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    assert shared.run("put big.bin\n").returncode == 0
+    target = tmp_path / "target"  # added after the put: it holds nothing, and the drain moves pieces there
+    target.mkdir()
+    assert shared.run(f"volume add {target}\n").returncode == 0  # volume 2
+    intents = (tmp_path / ("store" if not shared.database else "data")) / "intents"
+    a = live_sessions(shared.store, shared.cwd, *shared.options)
+    a.send("volume drain 1")
+    deadline = time.monotonic() + 60
+    while not any(not i.name.startswith(".") for i in intents.iterdir()):  # not a write of one under way
+        assert time.monotonic() < deadline, "the drain never noted its moves"
+        time.sleep(0.002)
+    os.killpg(a.pid, signal.SIGSTOP)  # held still while it moves pieces
+    try:
+        r = shared.run("volume remove 2\n")
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    assert error_lines(r.stderr) == ["error: pieces are being moved (a heal, drain or scrub is running), and may go "
+                                     "to volume 2 (run `volume remove 2` again once it has finished)"], r.stderr
+    a.wait_for(r"volume 1 is drained")
+    assert a.close() == 0, a.stderr()
+    assert held(drained) == [] and held(target), "the drained pieces went to volumes 0 and 2"
+    assert_files_come_back(shared, tmp_path, {1: big})
