@@ -513,8 +513,10 @@ def cmd_info(s: Session, a: Args) -> None:
     redundancy = s.store.redundancy_of([entry])[entry.id]
     fields.append(("redundancy", str(redundancy)))
     if manifest:
-        fields += [("present", f"{redundancy.counts} " + ("on its worst part" if redundancy.short else "on every part")),
-                   ("volumes", ", ".join(_pieces_on(s.store, vid, n) for vid, n in s.store.volumes_of(manifest).items()))]
+        where = "on its worst part" if redundancy.short else "on every part"
+        fields += [("present", f"{redundancy.counts} {where}"),
+                   ("volumes", ", ".join(_pieces_on(s.store, vid, n)
+                                         for vid, n in s.store.volumes_of(manifest).items()))]
     fields += [("hash", entry.hash), ("digest", entry.digest or "-"),
                ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
     s.out.line("\n".join(printable(f"{label + ':':<12}{value}") for label, value in fields))
