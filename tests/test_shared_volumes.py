@@ -76,7 +76,7 @@ def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shar
 
 def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessions, tmp_path):
     vol1, = add_volumes(shared, tmp_path, 1)
-    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    big = make_file(shared.cwd / "big.bin", 12 * MIB)
     a = live_sessions(shared.store, shared.cwd, *shared.options)
     a.send("put big.bin")
     a.wait_for(r"^\[1\] storing big\.bin")
@@ -187,7 +187,7 @@ def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, tmp_p
 
 def test_volume_remove_waits_for_a_drain_moving_pieces_elsewhere(shared, live_sessions, tmp_path):
     drained, = add_volumes(shared, tmp_path, 1)
-    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    big = make_file(shared.cwd / "big.bin", 12 * MIB)
     assert shared.run("put big.bin\n").returncode == 0
     target = tmp_path / "target"  # added after the put: it holds nothing, and the drain moves pieces there
     target.mkdir()
