@@ -20,7 +20,8 @@ from pfs import interrupts
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.jobs import Job, JobManager
 from pfs.output import PlainOutput, Table, show_progress
-from pfs.registry import FileEntry
+from pfs.redundancy import Layout
+from pfs.registry import FileEntry, Manifest
 from pfs.store import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -466,13 +467,13 @@ def cmd_list(s: Session, a: Args) -> None:
             raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
         s.out.line("no files stored yet (put PATH stores one)")
         return
-    rows = [["-", d, "-", "-", "directory", "-", "-"] for d in dirs]
+    rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs]
     listed = [(e, e is not current) for name in names for e, current in _with_current(s.store.files.named(name))]
     redundancy = s.store.redundancy_of([e for e, _ in listed])
-    rows += [_list_row(e, older) + [redundancy[e.id]] for e, older in listed]
+    rows += [_list_row(e, older) + [redundancy[e.id].counts, str(redundancy[e.id])] for e, older in listed]
     rows.sort(key=lambda row: row[1])
-    s.out.table(Table(["id", "name", "size", "parts", "status", "stored", "redundancy"], rows,
-                      frozenset({"id", "size", "parts", "stored"})))
+    s.out.table(Table(["id", "name", "size", "parts", "status", "stored", "present", "redundancy"], rows,
+                      frozenset({"id", "size", "parts", "stored", "present"})))
 
 
 def _with_current(entries: list[FileEntry]) -> list[tuple[FileEntry, FileEntry | None]]:
@@ -505,13 +506,18 @@ def cmd_info(s: Session, a: Args) -> None:
               ("status", status), ("parts", parts)]
     if manifest:
         codecs = Counter(p.codec for p in manifest.parts)
-        fields += [("stored", f"{format_size(entry.stored)} on disk"
-                              + (f" ({entry.stored / entry.size:.1%} of its size)" if entry.size else "")),
+        fields += [("stored", _stored(entry, manifest)),
                    ("codec", ", ".join(f"{c} ({n} part{'s' * (n != 1)})" for c, n in codecs.most_common()))]
     else:
         fields.append(("codec", f"{entry.codec} (chosen)"))
-    fields += [("redundancy", s.store.redundancy_of([entry])[entry.id]),
-               ("hash", entry.hash), ("digest", entry.digest or "-"),
+    redundancy = s.store.redundancy_of([entry])[entry.id]
+    fields.append(("redundancy", str(redundancy)))
+    if manifest:
+        where = "on its worst part" if redundancy.short else "on every part"
+        fields += [("present", f"{redundancy.counts} {where}"),
+                   ("volumes", ", ".join(_pieces_on(s.store, vid, n)
+                                         for vid, n in s.store.volumes_of(manifest).items()))]
+    fields += [("hash", entry.hash), ("digest", entry.digest or "-"),
                ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
     s.out.line("\n".join(printable(f"{label + ':':<12}{value}") for label, value in fields))
     if "--parts" not in a.flags:
@@ -523,6 +529,21 @@ def cmd_info(s: Session, a: Args) -> None:
             for p in (manifest.parts if manifest else [])]
     s.out.table(Table(["part", "offset", "size", "stored", "codec", "hash", "status", "part id", "volumes"], rows,
                       frozenset({"part", "offset", "size", "stored"})))
+
+
+def _stored(entry: FileEntry, manifest: Manifest) -> str:
+    """A file's size once compressed and, with copies or shards, what they all take on the volumes."""
+    share = f" ({entry.stored / entry.size:.1%} of its size)" if entry.size else ""
+    layout = Layout.of(entry)
+    if layout.width == 1:
+        return f"{format_size(entry.stored)} on disk{share}"
+    on_volumes = sum(sum(p.piece_sizes()) for p in manifest.parts)
+    return f"{format_size(entry.stored)} compressed{share}, {format_size(on_volumes)} on disk with {layout.describe()}"
+
+
+def _pieces_on(store: Store, vid: int, count: int) -> str:
+    status = store.volset.status(vid)
+    return f"{vid}: {count} piece{'s' * (count != 1)}" + ("" if status == "online" else f" ({status})")
 
 
 def cmd_jobs(s: Session, a: Args) -> None:

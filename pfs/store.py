@@ -89,6 +89,25 @@ class VolumeRow:
     parts: int | None
 
 
+@dataclass(frozen=True)
+class Redundancy:
+    """A file's copies or shards: how many each part should have, how many its
+    worst part has on volumes that keep them (`present`; None until the file is
+    stored) and, when some part is short, which parts and why."""
+
+    layout: Layout
+    present: int | None
+    short: str = ""
+
+    def __str__(self) -> str:
+        return self.layout.describe() + (f": {self.short}" if self.short else "")
+
+    @property
+    def counts(self) -> str:
+        """Present of wanted, e.g. 2/2 or 5/6; - until stored."""
+        return "-" if self.present is None else f"{self.present}/{self.layout.width}"
+
+
 @dataclass
 class Findings:
     """What reading a file found: parts that cannot be read (`damage`), damaged
@@ -166,6 +185,28 @@ def _marker(volume) -> dict | None:
         return volume.read_marker()
     except VolumeError:
         return None
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever a file is replaced (atomic writes rename a new one in)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive flock of `path` (created if need be) for the duration."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _writer_alive(temp_name: str) -> bool:
     """Whether the process that names a temporary file `.NAME.PID.THREAD.tmp` still runs."""
     fields = temp_name.split(".")
@@ -299,6 +340,7 @@ class Store:
         self.location = str(root)
         self._lock_fd = -1
         self._db = None
+        self._config_stamp: tuple | None = None  # store.json as the volumes were last taken from it
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
         self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
         self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
@@ -360,6 +402,7 @@ class Store:
     def _open_volumes(self, config: dict) -> None:
         """The volume set, and the store's own working directories beside it."""
         self.volset = VolumeSet(self.root.absolute(), config["id"], parse_volumes(config["volumes"]))
+        self.next_volume: int = config["next_volume"]
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(exist_ok=True)
         (self.root / INTENTS).mkdir(exist_ok=True)
@@ -386,10 +429,10 @@ class Store:
                     raise UsageError(f"there is no pfs store in {db.name} yet",
                                      "create one with --data DIR: the directory where its part data go")
                 config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
-                                    "session_ttl": SESSION_TTL, "volumes": [FIRST_VOLUME], "id": uuid.uuid4().hex})
-            if not (_settings_ok(config) and _old_volumes_ok(config.get("volumes")) and _redundancy_ok(config)
-                    and type(config.get("data")) is str):
-                raise DamagedError(f"the settings of the store in {db.name} are damaged (pfs_settings, pfs_volumes)")
+                                    "session_ttl": SESSION_TTL, "volumes": [VolumeConfig(0, FIRST_VOLUME).to_dict()],
+                                    "next_volume": 1, "id": uuid.uuid4().hex})
+            if not (_settings_ok(config) and _redundancy_ok(config) and type(config.get("data")) is str):
+                raise self._damaged_settings()
             self._settle(config, overrides)
             self.root = Path(data).expanduser() if data is not None else Path(config["data"])
             self.root.mkdir(parents=True, exist_ok=True)
@@ -397,12 +440,14 @@ class Store:
             st = os.stat(self.root)
             self._root_id = (st.st_dev, st.st_ino)
             store_id = config.get("id") or db.adopt("id", uuid.uuid4().hex)  # a store made before volume markers
-            self.config = {**config, "id": store_id, "volumes": [VolumeConfig(i, name).to_dict()
-                                                                 for i, name in enumerate(config["volumes"])]}
+            next_volume = config.get("next_volume") or db.adopt("next_volume", len(config["volumes"]))  # one volume
+            self.config = {**config, "id": store_id, "next_volume": next_volume}
+            if not _volumes_ok(self.config):
+                raise self._damaged_settings()
             self._open_volumes(self.config)
-            for vid in self.volset.configs:  # the data directory's volumes are this store's
-                if _marker(self.volset.volume(vid)) is None:
-                    self.volset.volume(vid).write_marker(store_id, str(vid))
+            first = self.volset.configs.get(0)
+            if first and first.url == FIRST_VOLUME and _marker(self.volset.volume(0)) is None:
+                self.volset.volume(0).write_marker(store_id, "0")  # the data directory's volume is this store's
             self.parts = DatabaseParts(db)
             self.files = DatabaseFiles(db)
             self.sessions = DatabaseSessions(db, float(config.get("session_ttl", SESSION_TTL)))
@@ -411,6 +456,9 @@ class Store:
         except BaseException:
             self._close_registries()
             raise
+
+    def _damaged_settings(self) -> DamagedError:
+        return DamagedError(f"the settings of the store in {self._db.name} are damaged (pfs_settings, pfs_volumes)")
 
     def _read_config(self) -> dict | None:
         """store.json, or None when `root` is new, empty, or holds only what an
@@ -444,16 +492,12 @@ class Store:
         """Create the store, or upgrade a format 1 one, while no other pfs does (two
         at once would give its volumes two identities): under an exclusive flock
         of STORE/lock. With `reread`, what another pfs finished meanwhile is taken as it is."""
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _flocked(self.root / LOCK):
             if reread:
                 config = self._read_config()
             if config is None:
                 return self._create(self.settings)
             return self._upgrade(config) if config["format"] == 1 else config
-        finally:
-            os.close(fd)
 
     def _create(self, settings: Settings) -> dict:
         """Write store.json, atomically and before any other file of the store:
@@ -482,12 +526,6 @@ class Store:
         config = {**config, "id": store_id, "volumes": [v.to_dict() for v in volumes], "next_volume": len(volumes)}
         write_json_atomic(self.root / CONFIG, config)
         return config
-
-    def save_volumes(self, next_volume: int | None = None) -> None:
-        """Write the volume set to store.json (atomically)."""
-        self.config = {**self.config, "volumes": self.volset.to_list(),
-                       "next_volume": next_volume or self.config["next_volume"]}
-        write_json_atomic(self.root / CONFIG, self.config)
 
     def _check_layout(self, expected: dict[str, bool], repair: bool) -> list[str]:
         """Refuse (or, repairing, move to lost+found/) a file where pfs keeps a
@@ -568,6 +606,12 @@ class Store:
                 getattr(self, name).close()
 
     def _recover(self) -> list[FileEntry]:
+        """At open: finish what dead sessions left, and sweep what crashed processes left."""
+        touched = self._finish_dead()
+        self._sweep_leftovers()
+        return touched
+
+    def _finish_dead(self) -> list[FileEntry]:
         """Finish what dead sessions (a crash) left unfinished: roll back their
         puts, complete their deletes, remove the pieces their heals or drains
         wrote that no manifest took up. Only a file's record is needed: its
@@ -595,7 +639,6 @@ class Store:
                     self._finish_replace(entry)
             for intent in sorted((self.root / INTENTS).iterdir()):
                 self._finish_intent(intent, dead)
-        self._sweep_leftovers()
         return touched
 
     def _finish_replace(self, by: FileEntry) -> None:
@@ -784,7 +827,7 @@ class Store:
         name = names.target(name, path.name)
         if self.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
-        self.volset.refresh()
+        self.refresh_volumes()
         self._check_room(self.layout)
         src = open_source(path, source)
         st, chunk = src.before, self.settings.chunk_size
@@ -864,6 +907,7 @@ class Store:
         `offset`, as (memory, worker.store_part's arguments): its copies or
         shards go to the volumes that take pieces now, best placed first."""
         layout = Layout.of(entry)
+        self.refresh_volumes()  # after the file's record: see remove_volume
         weights = self.volset.writable()
         descs = {vid: self.volset.describe(vid) for vid in weights}
 
@@ -885,7 +929,7 @@ class Store:
         for one part: its size is known only at the end, and reserve() says how
         many parts a crash may have to roll back meanwhile."""
         chunk = self.settings.chunk_size
-        self.volset.refresh()
+        self.refresh_volumes()
         self._check_room(self.layout)
         entry = FileEntry(id=0, name=names.check(name), size=chunk, status=STORING, parts=1,
                           chunk_size=self.settings.chunk_size, codec=self.settings.codec, hash=self.settings.hash,
@@ -984,11 +1028,19 @@ class Store:
         layout = Layout.of(entry)
         self.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,", layout)
         manifest = self.checked_manifest(entry)
-        self.volset.refresh()
-        weights = self.volset.writable() if relocate else {}
-        jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate) for p in manifest.parts]
-        todo = [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
+
+        def plan() -> list[tuple[PartEntry, worker.PartCheck]]:
+            weights = self.volset.writable() if relocate else {}
+            jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate)
+                    for p in manifest.parts]
+            return [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
+
+        self.refresh_volumes()
+        todo = plan()
         intent = self._note_intent(entry) if any(job.moves for _, job in todo) else None
+        if intent:  # planned again once the intent shows, which remove_volume waits for
+            self.refresh_volumes()
+            todo = plan()
         try:
             verdicts = self.engine.run(worker.check_part, ((part_memory(p.size, layout), (job,)) for p, job in todo),
                                        lambda i, _: progress(todo[i][0].size), cancel)
@@ -1139,45 +1191,98 @@ class Store:
 
     # -- volumes ------------------------------------------------------------------
 
+    def refresh_volumes(self) -> None:
+        """Take up the volume configuration as it is now, then look at every volume
+        again. Another pfs may have added, drained or removed a volume since this
+        one last looked: placing pieces by an older configuration would put them
+        on a volume being removed, and never on one added. Cheap when nothing
+        changed: one stat of store.json, or one small query."""
+        if self._db is not None:
+            listed, next_volume = self._db.volumes()
+            self._take_volumes(listed, next_volume)
+        else:
+            stamp = _stamp(self.root / CONFIG)
+            if stamp != self._config_stamp:
+                self._take_config()
+                self._config_stamp = stamp
+        self.volset.refresh()
+
+    def _take_config(self) -> None:
+        config = self._read_config()
+        if config is None:
+            raise damaged(self.root, f"{self.root / CONFIG} is missing")
+        self.config = config
+        self._take_volumes(config["volumes"], config["next_volume"])
+
+    def _take_volumes(self, listed: object, next_volume: object) -> None:
+        if self._db is not None and not _volumes_ok({"id": self.config["id"], "volumes": listed,
+                                                      "next_volume": next_volume}):
+            raise self._damaged_settings()
+        self.volset.take(parse_volumes(listed))
+        self.next_volume = next_volume
+
+    @contextlib.contextmanager
+    def _changing_volumes(self) -> Iterator[None]:
+        """Change the volume configuration as one step among every pfs: locked
+        against other changes, starting from the current configuration, saved
+        whole at the end (not at all when the change raises)."""
+        try:
+            if self._db is not None:
+                with self._db.changing_volumes() as (listed, next_volume, save):
+                    self._take_volumes(listed, next_volume)
+                    self.volset.refresh()
+                    yield
+                    save(self.volset.to_list(), self.next_volume)
+            else:
+                with _flocked(self.root / LOCK):
+                    self._take_config()
+                    self.volset.refresh()
+                    yield
+                    self.config = {**self.config, "volumes": self.volset.to_list(), "next_volume": self.next_volume}
+                    write_json_atomic(self.root / CONFIG, self.config)
+        finally:
+            self._config_stamp = None  # what is in memory may not be what was saved: read it again
+
     def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
         """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
         standard server) as a new volume of the store."""
-        self._check_volumes_editable()
         if "://" not in location:
             path = user_path(location).absolute()
             if self.inside_store(path):
                 raise UsageError(f"{location} is inside the store {self.root}", "choose a directory outside the store")
             location = str(path)
-        config = self.volset.add(location, weight, endpoint, self.config["next_volume"])
-        self.save_volumes(config.id + 1)
+        with self._changing_volumes():
+            config = self.volset.add(location, weight, endpoint, self.next_volume)
+            self.next_volume = config.id + 1
         return config
 
-    def _check_volumes_editable(self) -> None:
-        """A database store keeps its part data in its one data directory."""
-        if self._db is not None:
-            raise UsageError(f"the store in {self._db.name} keeps its part data in one directory, "
-                             f"{self.root.absolute()}", "volumes are added to, drained from and removed from "
-                             "directory stores")
-
     def volume_report(self) -> list[VolumeRow]:
-        """Every volume with its status, what it holds and its free space."""
-        self.volset.refresh()
+        """Every volume with its status, what it holds (as the manifests say: walking
+        a volume is for verify) and its free space."""
+        self.refresh_volumes()
+        held = self.parts.pieces_by_volume()
         rows = []
         for vid, config in sorted(self.volset.configs.items()):
             status, used, free, parts = self.volset.status(vid), None, None, None
             if status != "missing":
-                volume = self.volset.volume(vid)
+                parts, used = held.get(vid, (0, 0))
                 with contextlib.suppress(VolumeError):
-                    parts = sum(1 for _ in volume.keys())
-                    used, free = volume.used(), volume.free()
+                    free = self.volset.volume(vid).free()
             rows.append(VolumeRow(vid, self.volset.location(config), config.weight, status, used, free, parts))
         return rows
 
     def volume_id(self, text: str) -> int:
         """A volume id as the user typed it; NotFoundError unless the store has it."""
-        if not (text.isdigit() and text.isascii()) or int(text) not in self.volset.configs:
-            raise NotFoundError(f"no volume {text}", "`volume list` shows the volumes")
-        return int(text)
+        if text.isdigit() and text.isascii():
+            self._check_known(int(text))
+            return int(text)
+        raise NotFoundError(f"no volume {text}", "`volume list` shows the volumes")
+
+    def _check_known(self, vid: int) -> None:
+        if vid not in self.volset.configs:
+            self.refresh_volumes()
+        if vid not in self.volset.configs:
+            raise NotFoundError(f"no volume {vid}", "`volume list` shows the volumes")
 
     def files_on(self, vid: int) -> list[int]:
         """The stored files with a copy or shard on volume `vid` (manifests say)."""
@@ -1186,48 +1291,92 @@ class Store:
 
     def start_drain(self, vid: int) -> None:
         """Mark a volume draining: nothing new goes there, and heal moves what it holds."""
-        self._check_volumes_editable()
-        self.volset.set_state(vid, DRAINING)
-        self.save_volumes()
+        self._set_state(vid, DRAINING)
+
+    def _set_state(self, vid: int, state: str) -> str:
+        """Set a volume's state (active, draining); returns the one it had."""
+        with self._changing_volumes():
+            self._check_known(vid)
+            was = self.volset.configs[vid].state
+            self.volset.set_state(vid, state)
+        return was
 
     def remove_volume(self, vid: int) -> None:
-        """Forget a volume that holds nothing (drained, or lost and healed)."""
-        self._check_volumes_editable()
+        """Forget a volume that holds nothing (drained, or lost and healed). It is
+        marked draining first, in a change of its own, so that every pfs places
+        nothing there from then on (each takes up the configuration before it
+        places a piece); what was placed before shows below, as a put or a move
+        still running, or in a manifest. A refusal leaves its state as it was."""
+        self.refresh_volumes()
+        self._check_known(vid)
+        if len(self.volset.configs) == 1:
+            raise UsageError(f"volume {vid} is the store's only volume", "add another one first")
+        self._check_empty(vid)
+        was = self._set_state(vid, DRAINING)
+        try:
+            self._check_nothing_going_to(vid)
+            self._check_empty(vid)
+        except BaseException:
+            if was != DRAINING:
+                self._set_state(vid, was)
+            raise
+        with self._changing_volumes():
+            self._check_known(vid)
+            self.volset.forget(vid)
+
+    def _check_empty(self, vid: int) -> None:
+        """Refuse unless no manifest and no key of the volume names a piece."""
         users = self.files_on(vid)
         if users:
             raise UsageError(f"volume {vid} still holds pieces of {len(users)} file(s) (first: file {users[0]})",
                              f"`volume drain {vid}` moves them first (or `heal` if the volume is lost)")
-        self.volset.refresh()
+        self.refresh_volumes()
         if self.volset.readable(vid):
             volume = self.volset.volume(vid)
             if next(iter(volume.keys()), None) is not None:
                 raise UsageError(f"volume {vid} holds parts no file references",
                                  f"`pfs --store {self.root} repair` sets them aside")
-        if len(self.volset.configs) == 1:
-            raise UsageError(f"volume {vid} is the store's only volume", "add another one first")
-        self.volset.forget(vid)
-        self.save_volumes()
 
-    def redundancy_of(self, entries: list[FileEntry]) -> dict[int, str]:
-        """Each file's copies or shards, e.g. "2 copies"; where a volume does not
-        keep its pieces (missing, draining), how many a stored file's worst part
-        still has there, e.g. "ec 4+2: 3 parts with 5 of 6 (volume 1 missing)".
-        Manifests are read only when some volume does not keep its pieces."""
-        self.volset.refresh()
+    def _check_nothing_going_to(self, vid: int) -> None:
+        """Refuse while a put or a move of pieces (heal, drain, scrub) that may have
+        chosen the volume before it was marked draining is still running, in any
+        pfs; what dead ones left is finished first, as at open."""
+        for entry in self._finish_dead():
+            log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
+        storing = next((e for e in self.files.all() if e.status == STORING), None)
+        if storing:
+            raise UsageError(f"file {storing.id} ({storing.name}) is being stored, and its parts may go to volume "
+                             f"{vid}", f"run `volume remove {vid}` again once it is stored")
+        if any(not n.name.startswith(".") for n in (self.root / INTENTS).iterdir()):
+            raise UsageError(f"pieces are being moved (a heal, drain or scrub is running), and may go to volume "
+                             f"{vid}", f"run `volume remove {vid}` again once it has finished")
+
+    def redundancy_of(self, entries: list[FileEntry]) -> dict[int, Redundancy]:
+        """Each file's copies or shards, e.g. "2 copies", 2/2 present; where a volume
+        does not keep its pieces (missing, draining), how many a stored file's
+        worst part still has, e.g. "ec 4+2: 3 parts with 5 of 6 (volume 1
+        missing)", 5/6. Manifests are read only when some volume does not keep
+        its pieces."""
+        self.refresh_volumes()
         degraded = not all(map(self.volset.keeps, self.volset.configs))
-        return {e.id: self._redundancy(e) if degraded and e.status == STORED else Layout.of(e).describe()
-                for e in entries}
+        return {e.id: self._redundancy(e) if degraded and e.status == STORED else
+                Redundancy(Layout.of(e), Layout.of(e).width if e.status == STORED else None) for e in entries}
 
-    def _redundancy(self, entry: FileEntry) -> str:
+    def _redundancy(self, entry: FileEntry) -> Redundancy:
         layout = Layout.of(entry)
         manifest = self.parts.load(entry.id)
         short = [p for p in (manifest.parts if manifest else []) if not all(map(self.volset.keeps, p.volumes()))]
         if not short:
-            return layout.describe()
+            return Redundancy(layout, layout.width)
         worst = min(sum(map(self.volset.keeps, p.volumes())) for p in short)
         gone = sorted({v for p in short for v in p.volumes() if not self.volset.keeps(v)})
         why = ", ".join(f"volume {v} {self.volset.status(v)}" for v in gone)
-        return f"{layout.describe()}: {len(short)} part{'s' * (len(short) != 1)} with {worst} of {layout.width} ({why})"
+        return Redundancy(layout, worst, f"{len(short)} part{'s' * (len(short) != 1)} with {worst} of "
+                                         f"{layout.width} ({why})")
+
+    def volumes_of(self, manifest: Manifest) -> dict[int, int]:
+        """How many copies or shards of a file each volume holds, by volume id."""
+        return dict(sorted(Counter(v for p in manifest.parts for v in p.volumes()).items()))
 
     def piece_places(self, part: PartEntry) -> list[str]:
         """Where each copy or shard of a part lives: its volume, and its status when
@@ -1248,7 +1397,7 @@ class Store:
         if entry.status in (STORING, DELETING):
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
         self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
-        self.volset.refresh()
+        self.refresh_volumes()
         self._sweep_or_note(entry, progress)
         self.parts.remove(file_id)
         self.files.remove(file_id)

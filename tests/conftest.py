@@ -119,7 +119,7 @@ import psutil  # noqa: E402
 #: `list` rows: id, name, size ("1.0 MiB" / "100 B"), parts, status (+ reason), stored, redundancy.
 _SIZE = r"\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)"
 _LIST_ROW = re.compile(rf"^\s*(\d+)\s+(.*?)\s+{_SIZE}\s+(\d+)\s+"
-                       rf"(storing|stored|failed|deleting)( \(.*?\))?\s+(?:-|{_SIZE})"
+                       rf"(storing|stored|failed|deleting)( \(.*?\))?\s+(?:-|{_SIZE})\s+(?:-|\d+/\d+)"
                        r"\s+(?:\d+ cop(?:y|ies)|ec \d+\+\d+)(?:: .*)?$")
 
 

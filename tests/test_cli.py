@@ -707,7 +707,8 @@ def test_info_is_a_summary_and_lists_parts_on_request(pfs):
     info = r.stdout.split("[1] stored wide.log", 1)[1]
     lines = info.splitlines()[1:]
     labels = [line.split(":", 1)[0] for line in lines if ":" in line and not line.startswith("(")]
-    assert labels == ["name", "id", "size", "status", "parts", "stored", "codec", "redundancy", "hash", "digest", "created"], info
+    assert labels == ["name", "id", "size", "status", "parts", "stored", "codec", "redundancy", "present", "volumes",
+                      "hash", "digest", "created"], info
     assert re.search(r"^parts: +301 of 64\.0 KiB$", info, re.M), info
     assert re.search(r"^codec: +zstd \(300 parts\), none \(1 part\)$", info, re.M), info  # 5 bytes stay raw
     assert re.search(r"^stored: +\d+\.\d KiB on disk \(0\.\d% of its size\)$", info, re.M), info

@@ -228,7 +228,7 @@ def test_shell_put_name_mv_and_list(tmp_path):
     assert r.stderr.splitlines()[-1] == ("error: bad name 'a/../b': it has a '..' segment "
                                          "(names are paths like logs/2026/app.log)"), r.stderr
     assert "[2] renamed to old/x.log" in r.stdout
-    assert ["-", "logs/", "-", "-", "directory", "-", "-"] in [line.split() for line in r.stdout.splitlines()], r.stdout
+    assert ["-", "logs/", "-", "-", "directory", "-", "-", "-"] in [line.split() for line in r.stdout.splitlines()], r.stdout
     assert (tmp_path / "back.log").read_bytes() == src.read_bytes()
 
 

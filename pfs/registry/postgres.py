@@ -1,7 +1,8 @@
 """The registries as tables of a PostgreSQL database, shared by clients on many machines.
 
 Tables (created on first use): pfs_settings (key -> JSON value: the store's
-settings), pfs_volumes (index -> directory), pfs_files (one row per file, one
+settings), pfs_volumes (volume id -> its configuration, as store.json lists
+volumes: location, weight, state, endpoint), pfs_files (one row per file, one
 column per FileEntry field), pfs_manifests and pfs_parts (the manifest of each
 stored file: its record's copy and one row per part), pfs_sessions (the clients
 that have the store open, with their heartbeats). File ids come from the
@@ -68,6 +69,8 @@ _ADD_COLUMNS = "\n".join(f'ALTER TABLE pfs_files ADD COLUMN IF NOT EXISTS "{c}" 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS pfs_settings (key text PRIMARY KEY, value jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS pfs_volumes (index integer PRIMARY KEY, path text NOT NULL);
+ALTER TABLE pfs_volumes ADD COLUMN IF NOT EXISTS config jsonb;
+UPDATE pfs_volumes SET config = jsonb_build_object('id', index, 'url', path) WHERE config IS NULL;
 CREATE SEQUENCE IF NOT EXISTS pfs_file_ids;
 CREATE TABLE IF NOT EXISTS pfs_files ({", ".join(f'"{c}" {_COLUMN_TYPES[c]}' for c in FILE_FIELDS)});
 {_ADD_COLUMNS}
@@ -89,6 +92,16 @@ CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 """
 #: Which schema a database holds: opening one that is current runs no DDL.
 SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
+
+#: Each volume's pieces and their bytes, from every part's copies (each the part's stored size) or shards
+#: (a part recorded before copies has one copy, on `volume`).
+_PIECES_BY_VOLUME = """
+SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
+    SELECT c::integer AS volume, stored AS size FROM pfs_parts, jsonb_array_elements_text(
+        CASE WHEN copies = '[]' AND shards = '[]' THEN jsonb_build_array(volume) ELSE copies END) AS c
+    UNION ALL
+    SELECT (s->>'volume')::integer, (s->>'size')::bigint FROM pfs_parts, jsonb_array_elements(shards) AS s
+) AS pieces GROUP BY volume"""
 
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
@@ -216,13 +229,47 @@ class Database:
             self._conn = None
 
     def settings(self) -> dict:
-        """The store's settings (empty for a new store)."""
+        """The store's settings (empty for a new store), with its volumes."""
         with self.transaction(check_session=False) as cur:
             cur.execute("SELECT key, value FROM pfs_settings")
             settings = dict(cur.fetchall())
-            cur.execute("SELECT path FROM pfs_volumes ORDER BY index")
-            volumes = [row[0] for row in cur.fetchall()]
+            volumes = self._volumes(cur)
         return {**settings, "volumes": volumes} if settings else {}
+
+    def volumes(self) -> tuple[list[dict], object]:
+        """The store's volumes as they are now (each as store.json lists one), and
+        the id the next one added takes: one small query."""
+        with self.transaction(check_session=False) as cur:
+            return self._volumes(cur), self._next_volume(cur)
+
+    @contextlib.contextmanager
+    def changing_volumes(self) -> Iterator[tuple[list[dict], object, Callable[[list[dict], int], None]]]:
+        """The volumes and the next id, locked against every other change of them
+        until the transaction ends, with what saves the new ones in it."""
+        with self.transaction() as cur:
+            cur.execute("LOCK TABLE pfs_volumes IN EXCLUSIVE MODE")
+            yield self._volumes(cur), self._next_volume(cur), lambda v, n: self._save_volumes(cur, v, n)
+
+    @staticmethod
+    def _volumes(cur) -> list[dict]:
+        cur.execute("SELECT config FROM pfs_volumes ORDER BY index")
+        return [row[0] for row in cur.fetchall()]
+
+    @staticmethod
+    def _next_volume(cur) -> object:
+        cur.execute("SELECT value FROM pfs_settings WHERE key = 'next_volume'")
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _save_volumes(cur, volumes: list[dict], next_volume: int) -> None:
+        from psycopg.types.json import Jsonb
+
+        cur.execute("DELETE FROM pfs_volumes")
+        for v in volumes:
+            cur.execute("INSERT INTO pfs_volumes VALUES (%s, %s, %s)", (v["id"], v["url"], Jsonb(v)))
+        cur.execute("INSERT INTO pfs_settings VALUES ('next_volume', %s) ON CONFLICT (key) DO UPDATE "
+                    "SET value = EXCLUDED.value", (Jsonb(next_volume),))
 
     def create(self, settings: dict) -> dict:
         """Record the settings of a new store, unless another client did first; the settings that hold."""
@@ -233,10 +280,9 @@ class Database:
             cur.execute("SELECT count(*) FROM pfs_settings")
             if cur.fetchone()[0] == 0:
                 for key, value in settings.items():
-                    if key != "volumes":
+                    if key not in ("volumes", "next_volume"):
                         cur.execute("INSERT INTO pfs_settings VALUES (%s, %s)", (key, Jsonb(value)))
-                for index, path in enumerate(settings["volumes"]):
-                    cur.execute("INSERT INTO pfs_volumes VALUES (%s, %s)", (index, path))
+                self._save_volumes(cur, settings["volumes"], settings["next_volume"])
         return self.settings()
 
     def adopt(self, key: str, value: object) -> object:
@@ -368,6 +414,11 @@ class DatabaseParts(PartTable):
         with self._db.transaction(check_session=False) as cur:
             cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests")
             return cur.fetchone()[0]
+
+    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
+        with self._db.transaction() as cur:
+            cur.execute(_PIECES_BY_VOLUME)
+            return {v: (n, total) for v, n, total in cur.fetchall()}
 
     def where(self, file_id: int) -> str:
         return f"pfs_parts of file {file_id} in {self._db.name}"

@@ -235,6 +235,10 @@ class PartEntry:
         """The volume of each piece (copy or shard), in piece order."""
         return [s["volume"] for s in self.shards] if self.shards else self.copies
 
+    def piece_sizes(self) -> list[int]:
+        """The bytes of each piece (copy or shard) on its volume, in piece order."""
+        return [s["size"] for s in self.shards] if self.shards else [self.stored] * len(self.copies)
+
 
 @dataclass
 class Manifest:

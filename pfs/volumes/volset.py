@@ -86,12 +86,13 @@ class VolumeSet:
         return self.volume(vid).describe()
 
     def volume(self, vid: int) -> Volume:
-        if vid not in self._open:
+        volume = self._open.get(vid)
+        if volume is None:
             config = self.configs[vid]
             endpoint = {"endpoint": config.endpoint} if config.endpoint else {}
-            self._open[vid] = open_volume({"url": self.location(config), "store_id": self.store_id,
-                                           "volume_id": str(vid), **endpoint})
-        return self._open[vid]
+            volume = self._open[vid] = open_volume({"url": self.location(config), "store_id": self.store_id,
+                                                    "volume_id": str(vid), **endpoint})
+        return volume
 
     # -- status ---------------------------------------------------------------------
 
@@ -109,9 +110,10 @@ class VolumeSet:
         return DRAINING if self.configs[vid].state == DRAINING else found
 
     def status(self, vid: int) -> str:
-        if vid not in self._status:
-            self._status[vid] = self._look(vid) if vid in self.configs else MISSING
-        return self._status[vid]
+        status = self._status.get(vid)
+        if status is None:
+            status = self._status[vid] = self._look(vid) if vid in self.configs else MISSING
+        return status
 
     def readable(self, vid: int) -> bool:
         """Whether parts can be read from (and repaired on) the volume: it is there and ours."""
@@ -132,7 +134,18 @@ class VolumeSet:
         return {vid: self.configs[vid].weight * max(1, free[vid] if free[vid] is not None else default)
                 for vid in online}
 
-    # -- changes (the caller writes store.json) ---------------------------------------
+    def take(self, configs: list[VolumeConfig]) -> None:
+        """Take up the configuration as the store now lists it (another pfs may have
+        changed it); volumes whose place is unchanged stay open. New dicts replace
+        the old ones, so other threads (jobs) still using those are not disturbed."""
+        new = {c.id: c for c in configs}
+        same = {vid for vid, c in new.items() if vid in self.configs and
+                (c.url, c.endpoint) == (self.configs[vid].url, self.configs[vid].endpoint)}
+        self._open = {vid: volume for vid, volume in self._open.items() if vid in same}
+        self.configs = new
+        self._status = {}
+
+    # -- changes (the caller saves the configuration) ------------------------------------
 
     def add(self, url: str, weight: float, endpoint: str, next_id: int) -> VolumeConfig:
         """Claim a new volume: refused if it is in use (listed already, another
