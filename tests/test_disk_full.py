@@ -44,7 +44,7 @@ def test_put_larger_than_free_space(tmp_path, small_fs):
     if fs.kind == "rlimit":  # the cap is per file: make it smaller than one raw part
         fs.size = CHUNK // 2
     keep = make_file(work / "keep.bin", 512 * 1024 + 3 if fs.kind == "tmpfs" else CHUNK // 4)
-    big = make_file(work / "big.bin", 8 * MIB)
+    make_file(work / "big.bin", 8 * MIB)
     r = run_pfs(store, "put keep.bin\n", cwd=work, preexec_fn=fs.preexec())
     assert r.returncode == 0, r.stderr
     free_before = fs.free()
