@@ -13,13 +13,16 @@ store and on a PostgreSQL store, see the `shared` fixture in conftest):
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import CHUNK, LiveSession, env, error_lines, make_file, parse_list
+import pytest
+from conftest import (CHUNK, LiveSession, env, error_lines, make_file, parse_list, pieces,
+                      referenced_pieces)
 
 MIB = 1 << 20
 
@@ -196,3 +199,107 @@ def test_kill9_of_one_of_three_while_the_others_put(shared, live_sessions, tmp_p
         assert f"file {fid} ({killed[fid]}) was storing when pfs stopped: rolled back" in notices, notices
     assert set(listing) == set(stored) | set(killed)
     assert all(listing[fid][1] in ("stored", "failed (interrupted)") for fid in killed), listing
+
+
+# -- a random mix of puts, gets, deletes and lists from four processes at once ---------
+
+def mixed_script(rng: random.Random, n: int, ops: int, cwd: Path, out: Path) -> tuple[str, dict[str, str]]:
+    """A script of `ops` random commands for process `n`, on its own files only
+    (so that every command must succeed): puts of new small files, gets and
+    deletes of its files already stored (after a `wait`), lists. Returns the
+    script and what each get writes: {destination: source name}."""
+    lines: list[str] = []
+    settled: list[str] = []  # put, then waited for: gets and deletes may name them
+    pending: list[str] = []
+    gets: dict[str, str] = {}
+    for k in range(ops):
+        roll = rng.random()
+        if roll < 0.4 or not settled:
+            name = f"p{n}-{k}.bin"
+            make_file(cwd / name, rng.randrange(1, 3 * CHUNK + 2))
+            lines.append(f"put {name}")
+            pending.append(name)
+        elif roll < 0.65:
+            dest = out / f"p{n}-{k}.out"
+            gets[str(dest)] = rng.choice(settled)
+            lines.append(f"get {gets[str(dest)]} {dest}")
+        elif roll < 0.85:
+            lines.append(f"delete {settled.pop(rng.randrange(len(settled)))}")
+        else:
+            lines.append("list")
+        if pending and rng.random() < 0.3:
+            lines.append("wait")
+            settled += pending
+            pending = []
+    return "".join(line + "\n" for line in lines), gets
+
+
+def part_files_and_references(shared) -> tuple[set[str], set[str]]:
+    """(part files on the store's volumes, parts its manifests reference), by part key."""
+    if not shared.database:
+        return {key for _, key, _ in pieces(shared.store)}, {key for _, key in referenced_pieces(shared.store)}
+    import psycopg
+
+    data = Path(shared.options[shared.options.index("--data") + 1])
+    on_disk = {p.name for p in (data / "volumes").glob("*/*/*/*") if p.is_file()}  # not the volume marker
+    with psycopg.connect(shared.store) as conn:
+        referenced = {row[0] for row in conn.execute("SELECT id FROM pfs_parts")}
+    return on_disk, referenced
+
+
+def unexpected(stderr: str) -> list[str]:
+    """What a pfs printed on stderr other than the creation notice of a new store."""
+    return [line for line in stderr.splitlines() if not line.startswith("pfs: created a new store")]
+
+
+def run_mixed_ops(shared, tmp_path: Path, ops: int) -> None:
+    """Four script sessions, each piping its whole random script into one
+    `python -m pfs`: one process keeps its session and runs its puts, gets and
+    deletes as concurrent jobs, so the store sees four clients with several
+    operations each in flight at any moment (one-shot runs would spend most of
+    their time starting Python, one operation per client at a time). Checked
+    after: no error, ids unique and never reused, no lost update (every file
+    not deleted is listed and comes back byte for byte), deleted files gone,
+    no orphan part."""
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    out.mkdir()
+    scripts = [mixed_script(rng, n, ops, shared.cwd, out) for n in range(4)]
+    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
+    outputs = [p.communicate(script, timeout=60 + ops) for p, (script, _) in zip(procs, scripts)]
+    ids: dict[int, str] = {}
+    deleted: set[str] = set()
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0 and not unexpected(stderr), f"seed {seed}:\n{stderr}"
+        mine = {int(i): name for i, name in re.findall(r"^\[(\d+)\] storing (\S+) ", stdout, re.M)}
+        assert not set(mine) & set(ids), f"seed {seed}: an id was given twice: {mine} {ids}"
+        ids |= mine
+        deleted |= set(re.findall(r"^\[\d+\] deleted (\S+)$", stdout, re.M))
+    for _, gets in scripts:
+        for dest, name in gets.items():
+            assert Path(dest).read_bytes() == (shared.cwd / name).read_bytes(), f"seed {seed}: {dest}"
+    kept = {fid: name for fid, name in ids.items() if name not in deleted}
+    final = tmp_path / "final"
+    final.mkdir()
+    r = shared.run("list\n" + "".join(f"get {fid} {final / str(fid)}\n" for fid in kept), timeout=120)
+    assert r.returncode == 0 and not unexpected(r.stderr), f"seed {seed}:\n{r.stderr}"
+    assert parse_list(r.stdout) == {fid: (name, "stored") for fid, name in kept.items()}, f"seed {seed}"
+    for fid, name in kept.items():
+        assert (final / str(fid)).read_bytes() == (shared.cwd / name).read_bytes(), f"seed {seed}: file {fid}"
+    make_file(shared.cwd / "again.bin", 10)
+    r = shared.run("put again.bin\n")
+    new_id = int(re.search(r"^\[(\d+)\] storing", r.stdout, re.M).group(1))
+    assert new_id > max(ids), f"seed {seed}: id {new_id} was given before"  # deleted ids are not reused
+    on_disk, referenced = part_files_and_references(shared)
+    assert on_disk == referenced, f"seed {seed}: orphan parts {on_disk - referenced}, missing {referenced - on_disk}"
+
+
+def test_four_processes_mixed_puts_gets_deletes(shared, tmp_path):
+    run_mixed_ops(shared, tmp_path, ops=40)
+
+
+@pytest.mark.soak
+def test_four_processes_mixed_puts_gets_deletes_soak(shared, tmp_path):
+    run_mixed_ops(shared, tmp_path, ops=500)
