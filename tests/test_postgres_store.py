@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-from conftest import LiveSession, Pfs, assert_clean_stderr, error_lines, make_file, parse_list
+from conftest import CHUNK, LiveSession, Pfs, Result, assert_clean_stderr, env, error_lines, make_file, parse_list
 from postgres_server import free_port
 
 MIB = 1 << 20
@@ -132,3 +135,42 @@ def test_a_record_field_newer_than_the_store_becomes_a_column_with_its_default(p
     assert r.returncode == 0, r.stderr
     assert parse_list(r.stdout) == {1: ("a.bin", "stored")}
     assert (tmp_path / "a.out").read_bytes() == a.read_bytes()
+
+
+def machine(tmp_path, name: str, uri: str, data) -> tuple[Path, Callable[[str], Result]]:
+    """A pfs as on a machine of its own: its own working directory, HOME, XDG
+    directories and TMPDIR; it shares only what a deployment shares, the
+    database and the part directory. Returns (its working directory, run)."""
+    root = tmp_path / name
+    dirs = {key: root / key.lower() for key in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                                                "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "TMPDIR")}
+    work = root / "work"
+    for d in (work, *dirs.values()):
+        d.mkdir(parents=True)
+    own_env = {**env(), **{key: str(d) for key, d in dirs.items()}}
+
+    def run(script: str) -> Result:
+        proc = subprocess.run(Pfs(uri, work, ("--data", str(data))).argv(), input=script, capture_output=True,
+                              text=True, cwd=work, env=own_env, timeout=60)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return work, run
+
+
+def test_two_machines_share_the_database_and_the_part_directory(postgres_uri, tmp_path):
+    data = tmp_path / "shared-data"
+    a_work, on_a = machine(tmp_path, "a", postgres_uri, data)
+    b_work, on_b = machine(tmp_path, "b", postgres_uri, data)
+    photo = make_file(a_work / "photo.bin", 5 * CHUNK + 3)
+    r = on_a("put photo.bin\n")
+    assert r.returncode == 0, r.stderr
+    r = on_b("list\nget 1 copy.bin\n")
+    assert r.returncode == 0 and not error_lines(r.stderr), r.stderr
+    assert parse_list(r.stdout) == {1: ("photo.bin", "stored")}
+    assert (b_work / "copy.bin").read_bytes() == photo.read_bytes()
+    r = on_b("delete photo.bin\nwait\nlist\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
+    r = on_a("list\nget 1 again.bin\n")
+    assert parse_list(r.stdout) == {} and error_lines(r.stderr) == ["error: no file with id 1 (`list` shows the stored files)"], r.stderr
+    assert not (a_work / "again.bin").exists()
+    assert [p for p in (data / "volumes").glob("*/*/*/*") if p.is_file()] == []  # its parts went with it
