@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conftest import CHUNK, LiveSession, Pfs, Result, assert_clean_stderr, env, error_lines, make_file, parse_list
 from postgres_server import free_port
+from test_sharing import wait_until_read
 
 MIB = 1 << 20
 
@@ -51,6 +52,10 @@ def test_unreachable_server_is_one_error_line(tmp_path):
 
 
 def test_server_restart_in_the_middle_of_a_put(postgres, postgres_uri, tmp_path, live_sessions):
+    """The server restarts (every connection cut, every advisory lock gone) while a
+    pfs is in the middle of a put, held still with SIGSTOP. Another pfs opening
+    the store meanwhile does not take it for dead (its heartbeat is fresh): the
+    put is left alone, and once resumed it reconnects and completes."""
     work = tmp_path / "work"
     work.mkdir()
     options = ("--data", str(tmp_path / "data"))
@@ -61,26 +66,97 @@ def test_server_restart_in_the_middle_of_a_put(postgres, postgres_uri, tmp_path,
     session.wait_for(r"^\[2\] storing big\.bin")
     os.killpg(session.pid, signal.SIGSTOP)  # held in the middle of its put while the server restarts
     try:
-        postgres.stop("fast")
-        postgres.start()
+        postgres.restart()
+        r = Pfs(postgres_uri, work).run("list\n")
     finally:
         os.killpg(session.pid, signal.SIGCONT)
-    session.send("wait", "put big.bin", "wait", "list")
-    session.wait_for(r"^\[3\] stored big\.bin")
-    assert session.close() == 1
+    assert r.returncode == 0 and "rolled back" not in r.stderr, r.stderr
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "storing")}
+    session.wait_for(r"^\[2\] stored big\.bin")
+    assert session.close() == 0, session.stderr()
     assert_clean_stderr(session.stderr())
-    errors = error_lines(session.stderr())
-    assert len(errors) == 1 and "cannot reach the database" in errors[0], session.stderr()
 
-    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'keep.out'}\nget 3 {tmp_path / 'big.out'}\n")
+    r = Pfs(postgres_uri, work).run(f"list\nget 1 {tmp_path / 'keep.out'}\nget 2 {tmp_path / 'big.out'}\n")
     assert r.returncode == 0, r.stderr
-    listing = parse_list(r.stdout)
-    assert listing[1] == ("keep.bin", "stored") and listing[3] == ("big.bin", "stored")
-    assert listing[2][1].startswith("failed"), listing  # rolled back by the pfs that was putting it
+    assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "stored")}
     assert (tmp_path / "keep.out").read_bytes() == keep.read_bytes()
     assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
-    parts = [p for p in (tmp_path / "data" / "volumes").glob("*/*/*/*") if p.is_file()]  # not the volume marker
-    assert len(parts) == 5 + 384  # exactly the parts of the stored files: nothing of the failed put is left
+    assert len(data_parts(tmp_path / "data")) == 5 + 384  # exactly the parts of the stored files
+
+
+def data_parts(data: Path) -> list[Path]:
+    """The part files in a PostgreSQL store's data directory (not the volume marker)."""
+    return [p for p in (data / "volumes").glob("*/*/*/*") if p.is_file()]
+
+
+def test_a_get_keeps_its_hold_on_the_file_across_a_server_restart(postgres, postgres_uri, tmp_path, live_sessions):
+    """A get holds its file so that no pfs deletes it meanwhile; a server restart
+    (which drops every advisory lock) in the middle of the get does not lose that
+    hold: a delete from another pfs is still refused, and the get completes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    options = ("--data", str(tmp_path / "data"))
+    big = make_file(work / "big.bin", 32 * MIB)
+    assert Pfs(postgres_uri, work, options).run("put big.bin\n").returncode == 0
+    reader = live_sessions(postgres_uri, work, *options, workers=1)
+    reader.send(f"get 1 {tmp_path / 'big.out'}")
+    reader.wait_for(r"^\[1\] restoring big\.bin")
+    shared = Pfs(postgres_uri, work, options)
+    wait_until_read(shared, 1)
+    os.killpg(reader.pid, signal.SIGSTOP)
+    try:
+        assert not (tmp_path / "big.out").exists(), "the get ended before it could be stopped"
+        postgres.restart()
+        r = shared.run("delete 1\n")
+    finally:
+        os.killpg(reader.pid, signal.SIGCONT)
+    assert r.returncode == 1 and error_lines(r.stderr) == [
+        "error: delete 1 (big.bin): it is being read by a get or verify (of this pfs or another) (try again once "
+        "it is done)"], r.stderr
+    assert reader.close() == 0, reader.stderr()
+    assert_clean_stderr(reader.stderr())
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+    r = shared.run("delete 1\nwait\nlist\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
+    assert data_parts(tmp_path / "data") == []
+
+
+def test_connections_cut_by_the_server_mid_put_and_when_idle(postgres_uri, tmp_path, live_sessions):
+    """pg_terminate_backend of every connection of a pfs (its commands', its
+    heartbeat's) in the middle of a put, and again while it waits for a command:
+    it reconnects without a word, its put completes and the next commands work."""
+    import psycopg
+
+    work = tmp_path / "work"
+    work.mkdir()
+    big = make_file(work / "big.bin", 8 * MIB)
+    small = make_file(work / "small.bin", 3 * CHUNK)
+    session = live_sessions(postgres_uri, work, "--data", str(tmp_path / "data"))
+
+    def cut() -> int:
+        with psycopg.connect(postgres_uri, autocommit=True) as conn:
+            return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                    "application_name = 'pfs' AND pid <> pg_backend_pid()").fetchall())
+
+    session.send("put big.bin")
+    session.wait_for(r"^\[1\] storing big\.bin")
+    os.killpg(session.pid, signal.SIGSTOP)  # in the middle of its put
+    try:
+        assert cut() >= 2, "pfs had no connection to cut"
+    finally:
+        os.killpg(session.pid, signal.SIGCONT)
+    session.wait_for(r"^\[1\] stored big\.bin")
+    session.send("list")
+    session.wait_for(r"^ +1 +big\.bin ")
+    assert cut() >= 1, "pfs had no connection to cut"  # idle, waiting for a command
+    session.send("put small.bin", "wait", f"get 1 {tmp_path / 'big.out'}", f"get 2 {tmp_path / 'small.out'}")
+    assert session.close() == 0, session.stderr()
+    assert_clean_stderr(session.stderr())
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+    assert (tmp_path / "small.out").read_bytes() == small.read_bytes()
+    r = Pfs(postgres_uri, work).run("list\n")
+    assert parse_list(r.stdout) == {1: ("big.bin", "stored"), 2: ("small.bin", "stored")}, r.stderr
+    assert len(data_parts(tmp_path / "data")) == 128 + 3
 
 
 def test_a_client_whose_heartbeat_expired_is_rolled_back_and_can_change_nothing(postgres_uri, tmp_path,

@@ -65,7 +65,7 @@ def test_three_processes_put_list_delete_at_once(shared, tmp_path):
 
 def wait_until_read(shared, file_id: int, timeout: float = 30) -> None:
     """Wait until some pfs holds file `file_id` for reading: its shared lock shows
-    in /proc/locks (an OFD lock on the store's files.lock) or in pg_locks."""
+    in /proc/locks (an OFD lock on the store's files.lock), or its row in pfs_holds."""
     deadline = time.monotonic() + timeout
     while not read_held(shared, file_id):
         assert time.monotonic() < deadline, f"no pfs started reading file {file_id}"
@@ -77,8 +77,8 @@ def read_held(shared, file_id: int) -> bool:
         import psycopg
 
         with psycopg.connect(shared.store) as conn:
-            return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' "
-                                "AND granted AND objid = %s", (file_id,)).fetchone()[0] > 0
+            return conn.execute("SELECT count(*) FROM pfs_holds WHERE file_id = %s AND NOT exclusive",
+                                (file_id,)).fetchone()[0] > 0
     inode = (shared.store / "files.lock").stat().st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
@@ -301,5 +301,6 @@ def test_four_processes_mixed_puts_gets_deletes(shared, tmp_path):
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_four_processes_mixed_puts_gets_deletes_soak(shared, tmp_path):
     run_mixed_ops(shared, tmp_path, ops=500)
