@@ -7,7 +7,10 @@ store and on a PostgreSQL store, see the `shared` fixture in conftest):
   still with SIGSTOP) leaves that put alone; kill -9 of the putter then leaves
   a put that the next process rolls back, the others' files untouched;
 * a delete is refused while another process reads the file, which comes back whole;
-* repair needs the store alone: refused naming the pid of a live pfs.
+* repair needs the store alone: refused naming the pid of a live pfs;
+* a process stopped past the session TTL: alive to the others on one machine,
+  dead (rolled back) on a PostgreSQL store, where it then goes on anew;
+* four processes run a random mix of puts, gets, deletes and lists.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (CHUNK, LiveSession, env, error_lines, make_file, parse_list, pieces,
+from conftest import (CHUNK, LiveSession, assert_clean_stderr, env, error_lines, make_file, parse_list, pieces,
                       referenced_pieces)
 
 MIB = 1 << 20
@@ -199,6 +202,69 @@ def test_kill9_of_one_of_three_while_the_others_put(shared, live_sessions, tmp_p
         assert f"file {fid} ({killed[fid]}) was storing when pfs stopped: rolled back" in notices, notices
     assert set(listing) == set(stored) | set(killed)
     assert all(listing[fid][1] in ("stored", "failed (interrupted)") for fid in killed), listing
+
+
+def test_a_client_stopped_past_the_session_ttl(shared, live_sessions, tmp_path):
+    """A pfs stopped (SIGSTOP) in the middle of two puts for longer than the
+    session TTL. On a directory store the kernel keeps the stopped process's
+    session lock: it is alive to the others, who leave its puts alone, and they
+    complete once it resumes. On a PostgreSQL store its heartbeat expires: the
+    next pfs rolls its puts back. Resumed, the stopped pfs says so, one line per
+    put, leaves nothing of them (no part, no manifest), and goes on with a new
+    session: its next put is stored."""
+    keep = make_file(shared.cwd / "keep.bin", 300_000)
+    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    mid = make_file(shared.cwd / "mid.bin", 8 * MIB)
+    assert shared.run("put keep.bin\n").returncode == 0
+    if shared.database:
+        import psycopg
+
+        with psycopg.connect(shared.store, autocommit=True) as conn:
+            conn.execute("UPDATE pfs_settings SET value = '1' WHERE key = 'session_ttl'")
+    stopped = live_sessions(shared.store, shared.cwd, *shared.options)
+    stopped.send("put big.bin", "put mid.bin")
+    stopped.wait_for(r"^\[3\] storing mid\.bin")
+    stop(stopped)
+    try:
+        time.sleep(1.5)  # past the TTL without a heartbeat
+        r = shared.run("list\n")
+    finally:
+        cont(stopped)
+    stopped.send("wait", "put keep.bin again.bin", "wait")
+    stopped.wait_for(r"^\[4\] stored again\.bin")
+    if shared.database:
+        for fid, name in ((2, "big.bin"), (3, "mid.bin")):
+            assert f"file {fid} ({name}) was storing when pfs stopped: rolled back" in r.stderr, r.stderr
+        assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "failed (interrupted)"),
+                                        3: ("mid.bin", "failed (interrupted)")}
+        assert stopped.close() == 1
+        # one line per put: the first to meet the database learns that the session was lost,
+        # the other is refused its manifest
+        errors = error_lines(stopped.stderr())
+        assert sorted(e.split(": ")[1] for e in errors) == ["put 2 (big.bin)", "put 3 (mid.bin)"], errors
+        assert len([e for e in errors if e.endswith(
+            ": this pfs lost its session on the store (no heartbeat within the session TTL), and another pfs "
+            "rolled back its unfinished work (it goes on with a new session: run the command again)")]) == 1, errors
+        assert len([e for e in errors if "was rolled back or deleted by another pfs meanwhile (this pfs had lost "
+                    "its session on the store (no heartbeat within the session TTL))" in e]) == 1, errors
+    else:
+        assert "rolled back" not in r.stderr, r.stderr
+        assert parse_list(r.stdout) == {1: ("keep.bin", "stored"), 2: ("big.bin", "storing"),
+                                        3: ("mid.bin", "storing")}
+        assert stopped.close() == 0, stopped.stderr()
+    assert_clean_stderr(stopped.stderr())
+    gets = {1: keep, 4: keep} | ({} if shared.database else {2: big, 3: mid})
+    r = shared.run("list\n" + "".join(f"get {fid} {tmp_path / str(fid)}\n" for fid in gets))
+    assert r.returncode == 0, r.stderr
+    listing = parse_list(r.stdout)
+    assert listing[1] == ("keep.bin", "stored") and listing[4] == ("again.bin", "stored"), r.stdout
+    for fid, name in ((2, "big.bin"), (3, "mid.bin")):
+        assert listing[fid][0] == name
+        assert listing[fid][1].startswith("failed (") if shared.database else listing[fid][1] == "stored", listing
+    for fid, source in gets.items():
+        assert (tmp_path / str(fid)).read_bytes() == source.read_bytes()
+    on_disk, referenced = part_files_and_references(shared)
+    assert on_disk == referenced, f"orphan parts {on_disk - referenced}, missing {referenced - on_disk}"
 
 
 # -- a random mix of puts, gets, deletes and lists from four processes at once ---------

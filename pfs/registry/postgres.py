@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import FILE_FIELDS, BadRecord, FileEntry, Manifest
+from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
 
 log = logging.getLogger("pfs")
 
@@ -106,12 +106,15 @@ SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
 #: now stored) takes a new current_seq, as the JSON registry moves it to the end.
+#: A put rolled back (failed) never becomes storing or stored again: no row is
+#: written then (see _rolled_back).
 _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 f"VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}, nextval('pfs_current_seqs')) "
                 f"ON CONFLICT (id) DO UPDATE SET "
                 + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id")
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
-                  "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END")
+                  "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
+                  "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -168,6 +171,7 @@ class Database:
         self._lock = threading.RLock()
         self._conn = None
         self.session = ""  # set once registered: every transaction then proves it still is
+        self.on_session_lost: Callable[[], None] = lambda: None  # registers a new session
         with self.transaction(check_session=False) as cur:
             if not self._schema_is_current(cur):
                 cur.execute("SELECT pg_advisory_xact_lock(7046311)")  # one client creates the schema at a time
@@ -249,12 +253,17 @@ class Database:
 
     def _prove_session(self, cur) -> None:
         """Lock our session's row for the transaction: a session declared dead
-        (and its work rolled back) has none, and can change nothing any more."""
+        (and its work rolled back) has none, and can change nothing any more.
+        Found so, this pfs goes on with a new session: the dead one's work was
+        finished by the client that claimed it (which deleted the row last), and
+        what of it still runs here cannot bring a rolled-back file back (see
+        _rolled_back)."""
         cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s FOR SHARE", (self.session,))
         if cur.fetchone() is None:
+            self.on_session_lost()
             raise StoreError("this pfs lost its session on the store (no heartbeat within the "
                              "session TTL), and another pfs rolled back its unfinished work",
-                             "run the command again")
+                             "it goes on with a new session: run the command again")
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -301,6 +310,13 @@ class Database:
             self._drop()
 
 
+def _rolled_back(entry: FileEntry) -> StoreError:
+    """The work of a session declared dead (a put of it rolled back, a file it
+    read deleted) that goes on once this pfs resumes with a new session."""
+    return StoreError(f"file {entry.id} ({entry.name}) was rolled back or deleted by another pfs meanwhile",
+                      "this pfs had lost its session on the store (no heartbeat within the session TTL)")
+
+
 class DatabaseFiles(FileTable):
     """pfs_files: one row per file; ids from the sequence pfs_file_ids."""
 
@@ -327,7 +343,8 @@ class DatabaseFiles(FileTable):
     @staticmethod
     def _write(cur, entry: FileEntry) -> None:
         FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
-        cur.execute(_UPSERT_FILE, astuple(entry))
+        if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
+            raise _rolled_back(entry)
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
@@ -377,6 +394,9 @@ class DatabaseParts(PartTable):
 
         file_id = manifest.file.id
         with self._db.transaction() as cur:
+            row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
+            if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
+                raise _rolled_back(manifest.file)
             cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
             cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(asdict(manifest.file))))
             columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
@@ -455,18 +475,28 @@ class DatabaseSessions(SessionTable):
     def __init__(self, db: Database, ttl: float = SESSION_TTL) -> None:
         self._db = db
         self.ttl = ttl
-        self.id = uuid.uuid4().hex[:16]
         self._conn = None
-        try:
-            self._connect()  # the lock first: the row never shows without it
-            self._conn.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
-                               (self.id, os.getpid(), socket.gethostname()))
-        except psycopg_errors() as exc:
-            raise db.unreachable(exc) from None
-        db.session = self.id
+        self._conn_lock = threading.Lock()  # the heartbeat thread's connection, also renewed by other threads
+        self._register()
+        db.on_session_lost = self._register
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
         self._beat.start()
+
+    def _register(self) -> None:
+        """Start a new session: its lock first (the row never shows without it),
+        on a new connection (closing the old one drops a lost session's lock)."""
+        with self._conn_lock:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self.id = uuid.uuid4().hex[:16]
+            try:
+                self._connect()
+                self._conn.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
+                                   (self.id, os.getpid(), socket.gethostname()))
+            except psycopg_errors() as exc:
+                raise self._db.unreachable(exc) from None
+            self._db.session = self.id
 
     def _connect(self) -> None:
         self._conn = self._db.connect()
@@ -474,9 +504,10 @@ class DatabaseSessions(SessionTable):
 
     def _beat_once(self) -> None:
         """Refresh our heartbeat (connecting, and taking our lock, first if needed)."""
-        if self._conn is None or self._conn.closed:
-            self._connect()
-        self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+        with self._conn_lock:
+            if self._conn is None or self._conn.closed:
+                self._connect()
+            self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
 
     def _heartbeat(self) -> None:
         """Beat every third of the TTL, on a connection of its own (a long
