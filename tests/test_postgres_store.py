@@ -211,6 +211,7 @@ def test_two_machines_share_the_database_and_the_part_directory(postgres_uri, tm
     r = on_b("delete photo.bin\nwait\nlist\n")
     assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
     r = on_a("list\nget 1 again.bin\n")
-    assert parse_list(r.stdout) == {} and error_lines(r.stderr) == ["error: no file with id 1 (`list` shows the stored files)"], r.stderr
+    assert parse_list(r.stdout) == {} and error_lines(r.stderr) == [
+        "error: no file with id 1 (`list` shows the stored files)"], r.stderr
     assert not (a_work / "again.bin").exists()
-    assert [p for p in (data / "volumes").glob("*/*/*/*") if p.is_file()] == []  # its parts went with it
+    assert data_parts(data) == []  # its parts went with it

@@ -38,8 +38,8 @@ import time
 import uuid
 import xxhash
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
 from dataclasses import MISSING, asdict, astuple, fields, replace
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
@@ -153,7 +153,7 @@ def describe(uri: str) -> str:
     return f"{parts.scheme}://{user}{where}{parts.path}"
 
 
-class Cut(StoreError):
+class _ConnectionCut(StoreError):
     """The connection was cut in the middle of a transaction (which the server rolled back)."""
 
     def __init__(self, unreachable: StoreError) -> None:
@@ -233,7 +233,7 @@ class Database:
                     if fresh:
                         raise self.unreachable(exc) from None
                     if began:
-                        raise Cut(self.unreachable(exc)) from None
+                        raise _ConnectionCut(self.unreachable(exc)) from None
                     # Cut while idle (a server restart, pg_terminate_backend): nothing of the
                     # transaction has run yet, so it begins again on a new connection.
                     log.info("reconnecting to %s: %s", self.name, _first_line(exc))
@@ -246,7 +246,7 @@ class Database:
         try:
             with self.transaction(check_session=False) as cur:
                 return work(cur)
-        except Cut:
+        except _ConnectionCut:
             log.info("reconnecting to %s", self.name)
         with self.transaction(check_session=False) as cur:
             return work(cur)
@@ -459,8 +459,8 @@ _LIVE = (f"(s.heartbeat >= now() - make_interval(secs => %(ttl)s) AND (s.heartbe
          f"AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
          f"AND l.classid = {_SESSION_LOCKS} AND l.objid = ('x' || left(s.id, 8))::bit(32)::bigint::oid)))")
 
-#: A hold of a live session on file %(file)s that an exclusive hold, or a hold on a
-#: file being deleted, conflicts with (%(exclusive)s: whether the one being taken is).
+#: A live session's hold on file %(file)s that the hold being taken conflicts with:
+#: any, when that one is exclusive (%(exclusive)s); an exclusive one, when it is shared.
 _CONFLICTING_HOLD = ("SELECT 1 FROM pfs_holds h JOIN pfs_sessions s ON s.id = h.session "
                      f"WHERE h.file_id = %(file)s AND (%(exclusive)s OR h.exclusive) AND {_LIVE} LIMIT 1")
 
