@@ -503,11 +503,21 @@ class DatabaseSessions(SessionTable):
         self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_SESSION_LOCKS, _session_key(self.id)))
 
     def _beat_once(self) -> None:
-        """Refresh our heartbeat (connecting, and taking our lock, first if needed)."""
+        """Refresh our heartbeat (connecting, and taking our lock, first if needed);
+        a connection the server cut (a restart) is replaced at once."""
         with self._conn_lock:
-            if self._conn is None or self._conn.closed:
-                self._connect()
-            self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+            for _ in range(2):
+                fresh = self._conn is None or self._conn.closed
+                try:
+                    if fresh:
+                        self._connect()
+                    self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+                    return
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    if fresh:
+                        raise
 
     def _heartbeat(self) -> None:
         """Beat every third of the TTL, on a connection of its own (a long
@@ -517,8 +527,6 @@ class DatabaseSessions(SessionTable):
                 self._beat_once()
             except Exception as exc:  # noqa: BLE001 -- the next beat retries; commands report the failure
                 log.warning("session heartbeat failed: %s", exc)
-                with contextlib.suppress(Exception):
-                    self._conn.close()
 
     def holders(self) -> list[str]:
         return [f"pid {pid} on {host}" for pid, host in self._db.idempotent(lambda cur: cur.execute(
