@@ -149,6 +149,30 @@ def test_delete_is_refused_while_another_process_reads_the_file(shared, live_ses
     assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
 
 
+def test_a_reader_killed_holds_nothing(shared, live_sessions, tmp_path):
+    """kill -9 of a pfs in the middle of a get: its hold on the file goes with it
+    (a lock the kernel drops; a row of a session whose lock the server dropped),
+    so a delete from a pfs that had the store open already proceeds at once."""
+    make_file(shared.cwd / "big.bin", 16 * MIB)
+    assert shared.run("put big.bin\n").returncode == 0
+    deleter = live_sessions(shared.store, shared.cwd, *shared.options)
+    deleter.send("list")
+    deleter.wait_for(r"^ +1 +big\.bin ")  # open before the kill: it claims no dead session meanwhile
+    reader = live_sessions(shared.store, shared.cwd, *shared.options, workers=1)
+    reader.send(f"get 1 {tmp_path / 'big.out'}")
+    wait_until_read(shared, 1)
+    stop(reader)
+    assert not (tmp_path / "big.out").exists(), "the get ended before it could be stopped"
+    assert reader.kill(), "pfs had already exited"
+    deleter.send("delete 1")
+    assert deleter.close() == 0, deleter.stderr()
+    assert "[1] deleted big.bin" in deleter.stdout()
+    r = shared.run("list\n")
+    assert r.returncode == 0 and parse_list(r.stdout) == {}, r.stderr
+    on_disk, referenced = part_files_and_references(shared)
+    assert on_disk == referenced == set()
+
+
 def test_repair_needs_the_store_alone(shared, live_sessions):
     if shared.database:
         return  # repair rebuilds a directory store's files; a database store has none to rebuild
