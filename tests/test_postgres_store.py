@@ -63,6 +63,8 @@ def test_server_restart_in_the_middle_of_a_put(postgres, postgres_uri, tmp_path,
     options = ("--data", str(tmp_path / "data"))
     keep = make_file(work / "keep.bin", 300_000)
     big = make_file(work / "big.bin", 24 * MIB)
+    assert Pfs(postgres_uri, work, options).run("list\n").returncode == 0
+    long_session_ttl(postgres_uri)
     session: LiveSession = live_sessions(postgres_uri, work, *options)
     session.send("put keep.bin", "wait", "put big.bin")
     session.wait_for(r"^\[2\] storing big\.bin")
@@ -86,6 +88,15 @@ def test_server_restart_in_the_middle_of_a_put(postgres, postgres_uri, tmp_path,
     assert len(data_parts(tmp_path / "data")) == 5 + 384  # exactly the parts of the stored files
 
 
+def long_session_ttl(uri: str) -> None:
+    """A session TTL no restart of a loaded machine outlasts: a client is then dead
+    to the others only if the server restart lost what it holds."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("UPDATE pfs_settings SET value = '300' WHERE key = 'session_ttl'")
+
+
 def data_parts(data: Path) -> list[Path]:
     """The part files in a PostgreSQL store's data directory (not the volume marker)."""
     return [p for p in (data / "volumes").glob("*/*/*/*") if p.is_file()]
@@ -100,6 +111,7 @@ def test_a_get_keeps_its_hold_on_the_file_across_a_server_restart(postgres, post
     options = ("--data", str(tmp_path / "data"))
     big = make_file(work / "big.bin", 32 * MIB)
     assert Pfs(postgres_uri, work, options).run("put big.bin\n").returncode == 0
+    long_session_ttl(postgres_uri)
     reader = live_sessions(postgres_uri, work, *options, workers=1)
     reader.send(f"get 1 {tmp_path / 'big.out'}")
     reader.wait_for(r"^\[1\] restoring big\.bin")
