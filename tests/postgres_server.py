@@ -57,6 +57,10 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._run(BIN / "pg_ctl", "-D", self.data, "-w", "-m", mode, "stop")
 
+    def restart(self, mode: str = "fast") -> None:
+        """pg_ctl restart: every connection is cut, every advisory lock dropped."""
+        self._run(BIN / "pg_ctl", "-D", self.data, "-w", "-m", mode, "-l", self.base / "log", "restart")
+
     def uri(self, db: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{db}"
 

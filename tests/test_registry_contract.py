@@ -122,7 +122,7 @@ def test_compaction_keeps_everything_for_every_client(clients):
 
 def test_manifests(clients):
     a, b = clients(), clients()
-    entry = record(a.files.new_id(), size=5000)
+    entry = a.files.add(record(0, status="storing", size=5000))  # a manifest is saved for a file being stored
     m = manifest(entry)
     assert a.parts.load(entry.id) is None
     a.parts.save(m)

@@ -85,7 +85,9 @@ class PartTable(ABC):
 
     @abstractmethod
     def save(self, manifest: Manifest) -> None:
-        """Record a file's parts durably (before its record says `stored`)."""
+        """Record a file's parts durably (while its record says `storing`, or
+        `stored`). The database registry refuses any other file's: the work of
+        a session declared dead, going on after its put was rolled back."""
 
     @abstractmethod
     def load(self, file_id: int) -> Manifest | None:

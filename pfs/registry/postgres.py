@@ -5,21 +5,27 @@ settings), pfs_volumes (volume id -> its configuration, as store.json lists
 volumes: location, weight, state, endpoint), pfs_files (one row per file, one
 column per FileEntry field), pfs_manifests and pfs_parts (the manifest of each
 stored file: its record's copy and one row per part), pfs_sessions (the clients
-that have the store open, with their heartbeats). File ids come from the
+that have the store open, with their heartbeats), pfs_holds (the files they are
+reading or deleting). File ids come from the
 sequence pfs_file_ids. A file's current_seq (from the sequence
 pfs_current_seqs) is taken anew whenever it becomes current under its name
 (recorded under it, or stored there), so ordering by it is the order the JSON
 registry keeps: a name resolves to its last stored file. Every update is one transaction, and every transaction
 of a session first proves the session still registered (a row lock on it), so
-a client whose session was declared dead can change nothing any more.
+a client whose session was declared dead can change nothing any more. A
+transaction whose connection was cut while idle (a server restart,
+pg_terminate_backend) begins again on a new connection.
 
 A session is live while its heartbeat (updated every third of the session TTL,
 the setting session_ttl, by a thread of its own) is younger than the TTL and
 the connection of that thread is open: it holds an advisory lock on the
 session, which the server drops as soon as the client's connection closes (a
-killed process is seen dead at once, a stopped or cut-off one after the TTL).
-Any client claims a dead session by deleting its row, then finishes its work.
-Operations on one file are ordered by PostgreSQL advisory locks on its id.
+killed process is seen dead at once, a stopped or cut-off one after the TTL;
+after a server restart, which drops every lock, a session is live on its
+heartbeat alone until it beats again and so takes its lock back). Any client
+claims a dead session by deleting its row, then finishes its work.
+Operations on one file are ordered by holds, rows of pfs_holds naming the
+session: they survive a server restart and go with their session.
 """
 
 from __future__ import annotations
@@ -29,17 +35,21 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 import xxhash
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, astuple, fields, replace
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import FILE_FIELDS, BadRecord, FileEntry, Manifest
+from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
 
 log = logging.getLogger("pfs")
+
+T = TypeVar("T")
 
 #: Seconds after its last heartbeat that a session counts as dead, unless the store's settings say otherwise.
 SESSION_TTL = 30.0
@@ -88,6 +98,9 @@ ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS shards jsonb NOT NULL DEFAULT '[]
 CREATE TABLE IF NOT EXISTS pfs_sessions (
     id text PRIMARY KEY, pid integer NOT NULL, host text NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), heartbeat timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS pfs_holds (id bigserial PRIMARY KEY, file_id bigint NOT NULL, exclusive boolean NOT NULL,
+    session text NOT NULL REFERENCES pfs_sessions ON DELETE CASCADE);
+CREATE INDEX IF NOT EXISTS pfs_holds_files ON pfs_holds (file_id);
 CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 """
 #: Which schema a database holds: opening one that is current runs no DDL.
@@ -106,12 +119,15 @@ SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
 #: now stored) takes a new current_seq, as the JSON registry moves it to the end.
+#: A put rolled back (failed) never becomes storing or stored again: no row is
+#: written then (see _rolled_back).
 _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 f"VALUES ({', '.join(['%s'] * len(FILE_FIELDS))}, nextval('pfs_current_seqs')) "
                 f"ON CONFLICT (id) DO UPDATE SET "
                 + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in FILE_FIELDS if c != "id")
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
-                  "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END")
+                  "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
+                  "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -150,6 +166,13 @@ def describe(uri: str) -> str:
     return f"{parts.scheme}://{user}{where}{parts.path}"
 
 
+class _ConnectionCut(StoreError):
+    """The connection was cut in the middle of a transaction (which the server rolled back)."""
+
+    def __init__(self, unreachable: StoreError) -> None:
+        super().__init__(unreachable.message, unreachable.advice)
+
+
 class Database:
     """One connection to the store's database, shared by the threads of this
     client one transaction at a time, reconnected after a failure. Every
@@ -161,6 +184,7 @@ class Database:
         self._lock = threading.RLock()
         self._conn = None
         self.session = ""  # set once registered: every transaction then proves it still is
+        self.on_session_lost: Callable[[], None] = lambda: None  # registers a new session
         with self.transaction(check_session=False) as cur:
             if not self._schema_is_current(cur):
                 cur.execute("SELECT pg_advisory_xact_lock(7046311)")  # one client creates the schema at a time
@@ -205,22 +229,54 @@ class Database:
         import psycopg
 
         with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self.connect()
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    if check_session and self.session:
-                        cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s FOR SHARE", (self.session,))
-                        if cur.fetchone() is None:
-                            raise StoreError("this pfs lost its session on the store (no heartbeat within the "
-                                             "session TTL), and another pfs rolled back its unfinished work",
-                                             "run the command again")
-                    yield cur
-            except psycopg.OperationalError as exc:
-                self._drop()
-                raise self.unreachable(exc) from None
-            except psycopg.Error as exc:
-                raise StoreError(f"the database {self.name} refused an update: {_first_line(exc)}") from None
+            for _ in range(2):
+                fresh = self._conn is None or self._conn.closed
+                began = False
+                try:
+                    if fresh:
+                        self._conn = self.connect()
+                    with self._conn.transaction(), self._conn.cursor() as cur:
+                        if check_session and self.session:
+                            self._prove_session(cur)
+                        began = True
+                        yield cur
+                    return
+                except psycopg.OperationalError as exc:
+                    self._drop()
+                    if fresh:
+                        raise self.unreachable(exc) from None
+                    if began:
+                        raise _ConnectionCut(self.unreachable(exc)) from None
+                    # Cut while idle (a server restart, pg_terminate_backend): nothing of the
+                    # transaction has run yet, so it begins again on a new connection.
+                    log.info("reconnecting to %s: %s", self.name, _first_line(exc))
+                except psycopg.Error as exc:
+                    raise StoreError(f"the database {self.name} refused an update: {_first_line(exc)}") from None
+
+    def idempotent(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` in a transaction, for work that may run twice (a read, a
+        delete by key): cut mid-way by the server, it runs again on a new connection."""
+        try:
+            with self.transaction(check_session=False) as cur:
+                return work(cur)
+        except _ConnectionCut:
+            log.info("reconnecting to %s", self.name)
+        with self.transaction(check_session=False) as cur:
+            return work(cur)
+
+    def _prove_session(self, cur) -> None:
+        """Lock our session's row for the transaction: a session declared dead
+        (and its work rolled back) has none, and can change nothing any more.
+        Found so, this pfs goes on with a new session: the dead one's work was
+        finished by the client that claimed it (which deleted the row last), and
+        what of it still runs here cannot bring a rolled-back file back (see
+        _rolled_back)."""
+        cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s FOR SHARE", (self.session,))
+        if cur.fetchone() is None:
+            self.on_session_lost()
+            raise StoreError("this pfs lost its session on the store (no heartbeat within the "
+                             "session TTL), and another pfs rolled back its unfinished work",
+                             "it goes on with a new session: run the command again")
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -300,6 +356,13 @@ class Database:
             self._drop()
 
 
+def _rolled_back(entry: FileEntry) -> StoreError:
+    """The work of a session declared dead (a put of it rolled back, a file it
+    read deleted) that goes on once this pfs resumes with a new session."""
+    return StoreError(f"file {entry.id} ({entry.name}) was rolled back or deleted by another pfs meanwhile",
+                      "this pfs had lost its session on the store (no heartbeat within the session TTL)")
+
+
 class DatabaseFiles(FileTable):
     """pfs_files: one row per file; ids from the sequence pfs_file_ids."""
 
@@ -326,7 +389,8 @@ class DatabaseFiles(FileTable):
     @staticmethod
     def _write(cur, entry: FileEntry) -> None:
         FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
-        cur.execute(_UPSERT_FILE, astuple(entry))
+        if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
+            raise _rolled_back(entry)
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
@@ -344,16 +408,14 @@ class DatabaseFiles(FileTable):
         return self._select(f"WHERE {_NAME} = %s ORDER BY current_seq NULLS FIRST, id", (name,))
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute(f"SELECT DISTINCT {_ENTRY} AS entry FROM pfs_files WHERE {_NAME} LIKE %(like)s ESCAPE '\\' "
-                        "ORDER BY entry", {"flat": not recursive, "n": len(prefix), "like": _like_prefix(prefix)})
-            found = [row[0] for row in cur.fetchall()]
+        found = [row[0] for row in self._db.idempotent(lambda cur: cur.execute(
+            f"SELECT DISTINCT {_ENTRY} AS entry FROM pfs_files WHERE {_NAME} LIKE %(like)s ESCAPE '\\' ORDER BY entry",
+            {"flat": not recursive, "n": len(prefix), "like": _like_prefix(prefix)}).fetchall())]
         return [e for e in found if not e.endswith("/")], [e for e in found if e.endswith("/")]
 
     def _select(self, where: str, args: tuple) -> list[FileEntry]:
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute(f"SELECT {_FILE_COLUMNS} FROM pfs_files {where}", args)
-            rows = [list(row) for row in cur.fetchall()]
+        rows = [list(row) for row in self._db.idempotent(
+            lambda cur: cur.execute(f"SELECT {_FILE_COLUMNS} FROM pfs_files {where}", args).fetchall())]
         entries, bad = FileEntry.from_rows(FILE_FIELDS, rows)
         if bad:
             index, problem = bad[0]
@@ -378,6 +440,9 @@ class DatabaseParts(PartTable):
 
         file_id = manifest.file.id
         with self._db.transaction() as cur:
+            row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
+            if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
+                raise _rolled_back(manifest.file)
             cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
             cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(asdict(manifest.file))))
             columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
@@ -389,15 +454,19 @@ class DatabaseParts(PartTable):
 
     def load(self, file_id: int) -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute("SELECT file FROM pfs_manifests WHERE file_id = %s", (file_id,))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            cur.execute(f'SELECT {columns} FROM pfs_parts WHERE file_id = %s ORDER BY "index"', (file_id,))
-            parts = [dict(zip(_PART_COLUMNS, r)) for r in cur.fetchall()]
+
+        def read(cur) -> tuple | None:
+            row = cur.execute("SELECT file FROM pfs_manifests WHERE file_id = %s", (file_id,)).fetchone()
+            return row and (row[0], cur.execute(f'SELECT {columns} FROM pfs_parts WHERE file_id = %s ORDER BY "index"',
+                                                (file_id,)).fetchall())
+
+        found = self._db.idempotent(read)
+        if found is None:
+            return None
+        file, rows = found
+        parts = [dict(zip(_PART_COLUMNS, r)) for r in rows]
         try:
-            return Manifest.from_dict({"file": row[0], "parts": parts}, file_id)
+            return Manifest.from_dict({"file": file, "parts": parts}, file_id)
         except BadRecord as exc:
             raise DamagedError(f"the manifest of file {file_id} in {self._db.name} is damaged ({exc})") from exc
 
@@ -406,14 +475,12 @@ class DatabaseParts(PartTable):
             cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
 
     def ids(self) -> list[int]:
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute("SELECT file_id FROM pfs_manifests ORDER BY file_id")
-            return [row[0] for row in cur.fetchall()]
+        return [row[0] for row in self._db.idempotent(
+            lambda cur: cur.execute("SELECT file_id FROM pfs_manifests ORDER BY file_id").fetchall())]
 
     def highest_id(self) -> int:
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests")
-            return cur.fetchone()[0]
+        return self._db.idempotent(
+            lambda cur: cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests").fetchone()[0])
 
     def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
         with self._db.transaction() as cur:
@@ -425,14 +492,31 @@ class DatabaseParts(PartTable):
 
 
 def _session_key(session: str) -> int:
-    """The advisory lock key of a session (the two-key form: apart from file ids):
+    """The advisory lock key of a session (the two-key form):
     its first 32 bits as a signed integer, as SQL reads them."""
     key = int(session[:8], 16)
     return key - (1 << 32) if key >= 1 << 31 else key
 
 
-#: The first advisory lock key of a session lock (file holds use one bigint key: another space).
+#: The first advisory lock key of a session lock.
 _SESSION_LOCKS = 0x7066
+
+#: Whether session `s` is live: its heartbeat is younger than %(ttl)s seconds, and
+#: the connection of its heartbeat holds its advisory lock, unless its last beat
+#: came before the server (re)started, which dropped every lock: then only the
+#: heartbeat tells, until the session's next beat takes its lock again.
+_LIVE = (f"(s.heartbeat >= now() - make_interval(secs => %(ttl)s) AND (s.heartbeat < pg_postmaster_start_time() "
+         f"OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+         f"AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+         f"AND l.classid = {_SESSION_LOCKS} AND l.objid = ('x' || left(s.id, 8))::bit(32)::bigint::oid)))")
+
+#: A live session's hold on file %(file)s that the hold being taken conflicts with:
+#: any, when that one is exclusive (%(exclusive)s); an exclusive one, when it is shared.
+_CONFLICTING_HOLD = ("SELECT 1 FROM pfs_holds h JOIN pfs_sessions s ON s.id = h.session "
+                     f"WHERE h.file_id = %(file)s AND (%(exclusive)s OR h.exclusive) AND {_LIVE} LIMIT 1")
+
+#: Seconds between two looks of a reader waiting for a delete of its file to end.
+_HOLD_POLL = 0.1
 
 
 class DatabaseSessions(SessionTable):
@@ -442,28 +526,49 @@ class DatabaseSessions(SessionTable):
     def __init__(self, db: Database, ttl: float = SESSION_TTL) -> None:
         self._db = db
         self.ttl = ttl
-        self.id = uuid.uuid4().hex[:16]
         self._conn = None
-        try:
-            self._connect()  # the lock first: the row never shows without it
-            self._conn.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
-                               (self.id, os.getpid(), socket.gethostname()))
-        except psycopg_errors() as exc:
-            raise db.unreachable(exc) from None
-        db.session = self.id
+        self._conn_lock = threading.Lock()  # the heartbeat thread's connection, also renewed by other threads
+        self._register()
+        db.on_session_lost = self._register
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
         self._beat.start()
+
+    def _register(self) -> None:
+        """Start a new session: its lock first (the row never shows without it),
+        on a new connection (closing the old one drops a lost session's lock)."""
+        with self._conn_lock:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self.id = uuid.uuid4().hex[:16]
+            try:
+                self._connect()
+                self._conn.execute("INSERT INTO pfs_sessions (id, pid, host) VALUES (%s, %s, %s)",
+                                   (self.id, os.getpid(), socket.gethostname()))
+            except psycopg_errors() as exc:
+                raise self._db.unreachable(exc) from None
+            self._db.session = self.id
 
     def _connect(self) -> None:
         self._conn = self._db.connect()
         self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_SESSION_LOCKS, _session_key(self.id)))
 
     def _beat_once(self) -> None:
-        """Refresh our heartbeat (connecting, and taking our lock, first if needed)."""
-        if self._conn is None or self._conn.closed:
-            self._connect()
-        self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+        """Refresh our heartbeat (connecting, and taking our lock, first if needed);
+        a connection the server cut (a restart) is replaced at once."""
+        with self._conn_lock:
+            for _ in range(2):
+                fresh = self._conn is None or self._conn.closed
+                try:
+                    if fresh:
+                        self._connect()
+                    self._conn.execute("UPDATE pfs_sessions SET heartbeat = now() WHERE id = %s", (self.id,))
+                    return
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    if fresh:
+                        raise
 
     def _heartbeat(self) -> None:
         """Beat every third of the TTL, on a connection of its own (a long
@@ -473,14 +578,11 @@ class DatabaseSessions(SessionTable):
                 self._beat_once()
             except Exception as exc:  # noqa: BLE001 -- the next beat retries; commands report the failure
                 log.warning("session heartbeat failed: %s", exc)
-                with contextlib.suppress(Exception):
-                    self._conn.close()
 
     def holders(self) -> list[str]:
-        with self._db.transaction(check_session=False) as cur:
-            cur.execute("SELECT pid, host FROM pfs_sessions WHERE id <> %s AND heartbeat >= now() - "
-                        "make_interval(secs => %s) ORDER BY started", (self.id, self.ttl))
-            return [f"pid {pid} on {host}" for pid, host in cur.fetchall()]
+        return [f"pid {pid} on {host}" for pid, host in self._db.idempotent(lambda cur: cur.execute(
+            "SELECT pid, host FROM pfs_sessions WHERE id <> %s AND heartbeat >= now() - make_interval(secs => %s) "
+            "ORDER BY started", (self.id, self.ttl)).fetchall())]
 
     @contextlib.contextmanager
     def claim_dead(self) -> Iterator[Callable[[str], bool]]:
@@ -491,16 +593,14 @@ class DatabaseSessions(SessionTable):
         try:
             with conn.transaction():
                 claimed = {row[0] for row in conn.execute(
-                    "SELECT id FROM pfs_sessions WHERE id <> %s AND (heartbeat < now() - make_interval(secs => %s) "
-                    "OR pg_try_advisory_xact_lock(%s, ('x' || left(id, 8))::bit(32)::integer)) FOR UPDATE SKIP LOCKED",
-                    (self.id, self.ttl, _SESSION_LOCKS))}
+                    f"SELECT id FROM pfs_sessions s WHERE id <> %(id)s AND NOT {_LIVE} FOR UPDATE SKIP LOCKED",
+                    {"id": self.id, "ttl": self.ttl})}
 
                 def dead(session: str) -> bool:
                     if session == "" or session in claimed:
                         return True
-                    with self._db.transaction(check_session=False) as cur:
-                        cur.execute("SELECT 1 FROM pfs_sessions WHERE id = %s", (session,))
-                        return cur.fetchone() is None
+                    return self._db.idempotent(lambda cur: cur.execute(
+                        "SELECT 1 FROM pfs_sessions WHERE id = %s", (session,)).fetchone()) is None
 
                 yield dead
                 conn.execute("DELETE FROM pfs_sessions WHERE id = ANY(%s)", (list(claimed),))
@@ -511,26 +611,36 @@ class DatabaseSessions(SessionTable):
 
     @contextlib.contextmanager
     def hold(self, file_id: int, exclusive: bool) -> Iterator[None]:
-        """An advisory lock on the file id, on a connection of its own: it is
-        released when the operation ends, or when this client dies."""
-        import psycopg
-
-        conn = self._db.connect()
+        """A row of pfs_holds naming this session: unlike an advisory lock it
+        outlives a server restart, and it goes with the session when the session
+        ends or is found dead (a killed client holds nothing)."""
+        hold = self._take(file_id, exclusive)
         try:
-            try:
-                if exclusive:
-                    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (file_id,)).fetchone()[0]
-                    if not got:
-                        raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
-                                               "try again once it is done")
-                else:
-                    conn.execute("SELECT pg_advisory_lock_shared(%s)", (file_id,))
-            except psycopg.OperationalError as exc:
-                raise self._db.unreachable(exc) from None
             yield
         finally:
-            with contextlib.suppress(Exception):
-                conn.close()
+            try:
+                self._db.idempotent(lambda cur: cur.execute("DELETE FROM pfs_holds WHERE id = %s", (hold,)))
+            except StoreError as exc:  # the hold then ends with the session
+                log.warning("file %d stays held until this pfs ends: %s", file_id, exc)
+
+    def _take(self, file_id: int, exclusive: bool) -> int:
+        """Record a hold once no live session's conflicts with it: a reader waits
+        for a delete of the file to end, a delete is refused while it is read.
+        The file's row is locked meanwhile (FOR UPDATE when exclusive, FOR SHARE
+        when not), so the takers of one file's holds take turns."""
+        while True:
+            with self._db.transaction() as cur:
+                cur.execute(f"SELECT 1 FROM pfs_files WHERE id = %s FOR {'UPDATE' if exclusive else 'SHARE'}",
+                            (file_id,))
+                cur.execute(_CONFLICTING_HOLD, {"file": file_id, "exclusive": exclusive, "ttl": self.ttl})
+                if cur.fetchone() is None:
+                    cur.execute("INSERT INTO pfs_holds (file_id, exclusive, session) VALUES (%s, %s, %s) RETURNING id",
+                                (file_id, exclusive, self.id))
+                    return cur.fetchone()[0]
+            if exclusive:
+                raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
+                                       "try again once it is done")
+            time.sleep(_HOLD_POLL)
 
     def close(self) -> None:
         self._stop.set()
