@@ -251,6 +251,7 @@ def test_a_name_resolves_to_the_last_file_stored_under_it(clients):
     for client in (b, clients()):
         assert client.files.current("n").id == first.id
         assert [e.id for e in client.files.named("n")] == [second.id, first.id]
+        assert [e.id for e in client.files.named_each(["n", "m"])["n"]] == [second.id, first.id]
     a.files.remove(first.id)
     assert b.files.current("n").id == second.id
 
