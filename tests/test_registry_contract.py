@@ -227,6 +227,8 @@ def test_names_list_like_directories_for_every_client(clients):
     assert b.files.under("logs/a_") == (["logs/a_b"], []) and b.files.under("logs/a%") == (["logs/a%b"], [])
     assert b.files.under("nothing/") == ([], [])
     assert [e.name for e in b.files.named("logs/b.txt")] == ["logs/b.txt"] and b.files.named("logs") == []
+    listed = b.files.under("logs/", recursive=True)[0] + ["logs", "nothing"]
+    assert b.files.named_each(listed) == {name: b.files.named(name) for name in listed}
     a.files.add(named(0, "later"))
     a.files.compact()  # b reloads what it had indexed, and what came since
     assert b.files.under("") == (["later", "logsx", "top"], ["logs/"])
@@ -249,6 +251,7 @@ def test_a_name_resolves_to_the_last_file_stored_under_it(clients):
     for client in (b, clients()):
         assert client.files.current("n").id == first.id
         assert [e.id for e in client.files.named("n")] == [second.id, first.id]
+        assert [e.id for e in client.files.named_each(["n", "m"])["n"]] == [second.id, first.id]
     a.files.remove(first.id)
     assert b.files.current("n").id == second.id
 

@@ -62,6 +62,11 @@ class FileTable(ABC):
         """Every file recorded under `name` (whatever its status), in the order
         they became current: recorded under the name, or stored there."""
 
+    def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
+        """`named` of each of `names`, from one view of the table where the engine can
+        (a listing asks for every name under a prefix at once)."""
+        return {name: self.named(name) for name in names}
+
     def current(self, name: str) -> FileEntry | None:
         """The file `name` resolves to: the last of that name to be stored."""
         return next((e for e in reversed(self.named(name)) if e.status == STORED), None)

@@ -315,6 +315,8 @@ class FileRegistry(FileTable):
         caller then replays line by line, which names the damaged line. Nothing is
         applied before everything checked out, and replay is idempotent anyway."""
         lines = [line for line in lines if line.strip()]
+        if not lines:  # the common case of a reader caught up already: nothing to parse or check
+            return True
         try:
             ops = json.loads(b"[" + b",".join(lines) + b"]")
         except BAD_JSON:
@@ -504,6 +506,12 @@ class FileRegistry(FileTable):
     def named(self, name: str) -> list[FileEntry]:
         with self._locked(fcntl.LOCK_SH):
             return [self._files[i] for i in self._index().ids(name)]
+
+    def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
+        """Under one lock and catch-up for all the names, not one per name."""
+        with self._locked(fcntl.LOCK_SH):
+            index = self._index()
+            return {name: [self._files[i] for i in index.ids(name)] for name in names}
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         with self._locked(fcntl.LOCK_SH):

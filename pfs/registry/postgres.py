@@ -407,6 +407,13 @@ class DatabaseFiles(FileTable):
         """Rows of stores older than current_seq (NULL) first, in id order."""
         return self._select(f"WHERE {_NAME} = %s ORDER BY current_seq NULLS FIRST, id", (name,))
 
+    def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
+        """One query for all the names, not one per name."""
+        found: dict[str, list[FileEntry]] = {name: [] for name in names}
+        for entry in self._select(f"WHERE {_NAME} = ANY(%s) ORDER BY current_seq NULLS FIRST, id", (list(names),)):
+            found[entry.name].append(entry)
+        return found
+
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         found = [row[0] for row in self._db.idempotent(lambda cur: cur.execute(
             f"SELECT DISTINCT {_ENTRY} AS entry FROM pfs_files WHERE {_NAME} LIKE %(like)s ESCAPE '\\' ORDER BY entry",
