@@ -48,6 +48,15 @@ def assert_files_come_back(shared, tmp_path: Path, files: dict[int, Path]) -> No
         assert (out / str(i)).read_bytes() == source.read_bytes(), f"file {i} came back different"
 
 
+def run_while_stopped(session, shared, script: str):
+    """Run `script` in another pfs while `session` is held still (SIGSTOP), then let it go on."""
+    os.killpg(session.pid, signal.SIGSTOP)
+    try:
+        return shared.run(script)
+    finally:
+        os.killpg(session.pid, signal.SIGCONT)
+
+
 def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shared, live_sessions, tmp_path):
     vol1, vol2 = add_volumes(shared, tmp_path, 2)
     f1, f2 = (make_file(shared.cwd / f"f{i}.bin", 8 * CHUNK - i) for i in (1, 2))
@@ -80,11 +89,7 @@ def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessio
     a = live_sessions(shared.store, shared.cwd, *shared.options)
     a.send("put big.bin")
     a.wait_for(r"^\[1\] storing big\.bin")
-    os.killpg(a.pid, signal.SIGSTOP)  # held still in the middle of its put
-    try:
-        r = shared.run("volume remove 1\nvolume list\n")
-    finally:
-        os.killpg(a.pid, signal.SIGCONT)
+    r = run_while_stopped(a, shared, "volume remove 1\nvolume list\n")  # a held still in the middle of its put
     assert error_lines(r.stderr) == ["error: file 1 (big.bin) is being stored, and its parts may go to volume 1 "
                                      "(run `volume remove 1` again once it is stored)"], r.stderr
     assert re.search(r"^ *1 .* online$", r.stdout, re.M), "a refused remove leaves the volume as it was"
@@ -199,11 +204,7 @@ def test_volume_remove_waits_for_a_drain_moving_pieces_elsewhere(shared, live_se
     while not any(not i.name.startswith(".") for i in intents.iterdir()):  # not a write of one under way
         assert time.monotonic() < deadline, "the drain never noted its moves"
         time.sleep(0.002)
-    os.killpg(a.pid, signal.SIGSTOP)  # held still while it moves pieces
-    try:
-        r = shared.run("volume remove 2\n")
-    finally:
-        os.killpg(a.pid, signal.SIGCONT)
+    r = run_while_stopped(a, shared, "volume remove 2\n")  # a held still while it moves pieces
     assert error_lines(r.stderr) == ["error: pieces are being moved (a heal, drain or scrub is running), and may go "
                                      "to volume 2 (run `volume remove 2` again once it has finished)"], r.stderr
     a.wait_for(r"volume 1 is drained")
