@@ -3,7 +3,6 @@ with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
 task is a few paths, numbers and volume descriptions (each volume is opened
 once per worker), a result is a hash, a size and where the pieces went."""
 
-import errno
 import fcntl
 import json
 import mmap
@@ -19,6 +18,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeError, VolumeUnavailableError)
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
+from pfs.volumes.local import write_all, write_direct
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
@@ -75,15 +75,6 @@ def _read_at(fd: int, view: memoryview, offset: int) -> int:
             break
         done += n
     return done
-
-
-def _write_all(fd: int, data, offset: int | None = None) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[n:]
-        if offset is not None:
-            offset += n
 
 
 def _volume(desc: dict) -> Volume:
@@ -269,37 +260,10 @@ def _write_output(path: str, data, offset: int) -> None:
     try:
         fcntl.flock(out, fcntl.LOCK_EX)  # released by close
         view = memoryview(data).cast("B")
-        done = _write_direct(path, view, offset)
-        _write_all(out, view[done:], offset + done)
+        done = write_direct(out, view, offset)
+        write_all(out, view[done:], offset + done)
     finally:
         os.close(out)
-
-
-#: Bytes O_DIRECT needs the buffer, offset and length aligned to (a page covers every disk's block).
-DIRECT_ALIGN = 4096
-
-
-def _write_direct(path: str, view: memoryview, offset: int) -> int:
-    """Write the whole blocks of `view` past the page cache; return how many
-    bytes that was (0 where the filesystem or the buffer's alignment does not
-    allow it). A get's output is read by nobody here: page cache for it costs
-    fresh pages and a copy into them, 2.2 s of system CPU per GiB against 0.5."""
-    head = len(view) - len(view) % DIRECT_ALIGN
-    if not head or offset % DIRECT_ALIGN:
-        return 0
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    except OSError:  # tmpfs and others refuse O_DIRECT
-        return 0
-    try:
-        _write_all(fd, view[:head], offset)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:  # an unaligned buffer (not one of ours)
-            raise
-        return 0
-    finally:
-        os.close(fd)
-    return head
 
 
 class _Pieces:
