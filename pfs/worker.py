@@ -18,7 +18,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeError, VolumeUnavailableError)
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
-from pfs.volumes.local import write_all, write_direct
+from pfs.volumes.local import DIRECT_ALIGN, write_all, write_direct
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
@@ -293,7 +293,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
         if desc is None:
             problems[j] = "its volume is missing"
             continue
-        into = _view(job.stored + 1, STORED) if reuse and good is None else None
+        into = _view(-(-(job.stored + 1) // DIRECT_ALIGN) * DIRECT_ALIGN, STORED) if reuse and good is None else None
         data, problem = _read_piece(desc, keys[j], job.stored, into)
         if problem is None and good is None:
             decoded = _decoded(job, data, _view(job.size) if reuse else None)
@@ -330,7 +330,7 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
 
 
 def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:
-    """A piece's bytes (in `into`, size + 1 bytes, if given), or what is wrong
+    """A piece's bytes (in `into`, more than `size` bytes, if given), or what is wrong
     with it (missing, the wrong size, unreadable)."""
     try:
         data = _volume(desc).read(key, 0, size + 1) if into is None else into[:_volume(desc).read_into(key, into)]
