@@ -55,11 +55,11 @@ def _alive(pid: int) -> bool:
 def _view(size: int, use: str = PART) -> memoryview:
     """A reusable buffer of `size` bytes: one allocation per worker and use, not
     per part (a fresh buffer per part faults in its pages again: 0.7 s of system
-    CPU per GiB here). It is an mmap, so it starts on a page boundary: the
-    kernel's copies between the page cache and a buffer 16 bytes past a page
-    boundary, where a bytearray's data starts, cost far more system CPU (AMD
-    EPYC: 0.57 against 0.33 s per GiB read and written in one process; a
-    2-worker get of 1 GiB, 2.2 against 0.4 s)."""
+    CPU per GiB here). It is an mmap, so it starts on a page boundary, as
+    O_DIRECT needs (see volumes.local.write_direct); the kernel's copies between
+    the page cache and a buffer 16 bytes past a page boundary, where a
+    bytearray's data starts, also cost more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process)."""
     buffer = _buffers.get(use)
     if buffer is None or len(buffer) < size:
         buffer = _buffers[use] = mmap.mmap(-1, max(size, mmap.PAGESIZE))
@@ -103,6 +103,7 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     copies, or its shards) to the first volumes of `targets` that take them (the
     store flushes them next). Returns (hash, codec used, stored size, the volume
     of each piece, the shards' records)."""
+    _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -293,7 +294,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
         if desc is None:
             problems[j] = "its volume is missing"
             continue
-        into = _view(-(-(job.stored + 1) // DIRECT_ALIGN) * DIRECT_ALIGN, STORED) if reuse and good is None else None
+        into = _view(_whole_blocks(job.stored + 1), STORED) if reuse and good is None else None
         data, problem = _read_piece(desc, keys[j], job.stored, into)
         if problem is None and good is None:
             decoded = _decoded(job, data, _view(job.size) if reuse else None)
@@ -327,6 +328,12 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
     if len(good) < job.layout.needed:
         return None
     return redundancy.decode(job.layout, good[:job.layout.needed])
+
+
+def _whole_blocks(size: int) -> int:
+    """`size` rounded up to whole O_DIRECT blocks: a read into that many bytes
+    goes past the page cache to the very end of the part."""
+    return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
 def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:

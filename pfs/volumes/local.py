@@ -44,8 +44,8 @@ def read_direct(fd: int, view: memoryview, offset: int) -> int:
 def _direct(fd: int, transfer, view: memoryview, offset: int) -> int:
     """transfer(fd, blocks, offset) for the whole blocks of `view` with O_DIRECT."""
     head = len(view) - len(view) % DIRECT_ALIGN
-    if not head or offset % DIRECT_ALIGN:
-        return 0
+    if not head or offset % DIRECT_ALIGN or isinstance(view.obj, bytes):
+        return 0  # a bytes object's data follows its header: hardly ever on a block boundary
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
