@@ -82,13 +82,17 @@ def compress(codec: str, data) -> tuple[str, bytes | memoryview]:
     return codec, packed
 
 
-def decompress(codec: str, payload, size: int) -> bytes | memoryview:
-    """Decode a payload that must expand to exactly `size` bytes."""
+def decompress(codec: str, payload, size: int, into: memoryview | None = None) -> bytes | memoryview:
+    """Decode a payload that must expand to exactly `size` bytes (zstd decodes
+    into `into`, `size` bytes, if given)."""
     if codec == "none":
         out = payload
     elif codec == "zstd":
         try:
-            out = _zstd_decompressor().stream_reader(payload).read(size + 1)
+            reader = _zstd_decompressor().stream_reader(payload)
+            out = reader.read(size + 1) if into is None else _read_into(reader, into[:size])
+        except DecodeError:
+            raise
         except Exception as exc:  # zstandard raises its own ZstdError
             raise DecodeError(f"zstd: {exc}") from exc
     elif codec == "zlib":
@@ -101,3 +105,13 @@ def decompress(codec: str, payload, size: int) -> bytes | memoryview:
     if len(out) != size:
         raise DecodeError(f"decodes to {'more' if len(out) > size else len(out)} bytes, expected {size}")
     return out
+
+
+def _read_into(reader, into: memoryview) -> memoryview:
+    """The bytes a stream reader decodes, read into `into`; DecodeError if there are more."""
+    done = 0
+    while done < len(into) and (n := reader.readinto(into[done:])):
+        done += n
+    if done == len(into) and reader.read(1):
+        raise DecodeError(f"decodes to more bytes, expected {len(into)}")
+    return into[:done]

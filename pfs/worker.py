@@ -18,8 +18,11 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeError, VolumeUnavailableError)
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
+from pfs.volumes.local import DIRECT_ALIGN, write_all, write_direct
 
-_buffer: mmap.mmap | None = None
+#: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
+_buffers: dict[str, mmap.mmap] = {}
+PART, STORED = "part", "stored"
 
 
 def init_worker(pfs_pid: int) -> None:
@@ -49,17 +52,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _view(size: int) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker, not per part.
-    It is an mmap, so it starts on a page boundary: the kernel's copies between
+def _view(size: int, use: str = PART) -> memoryview:
+    """A reusable buffer of `size` bytes: one allocation per worker and use, not
+    per part (a fresh buffer per part faults in its pages again: 0.7 s of system
+    CPU per GiB here). It is an mmap, so it starts on a page boundary, as
+    O_DIRECT needs (see volumes.local.write_direct); the kernel's copies between
     the page cache and a buffer 16 bytes past a page boundary, where a
-    bytearray's data starts, cost far more system CPU (AMD EPYC: 0.57 against
-    0.33 s per GiB read and written in one process; a 2-worker get of 1 GiB,
-    2.2 against 0.4 s)."""
-    global _buffer
-    if _buffer is None or len(_buffer) < size:
-        _buffer = mmap.mmap(-1, max(size, mmap.PAGESIZE))
-    return memoryview(_buffer)[:size]
+    bytearray's data starts, also cost more system CPU (AMD EPYC: 0.57 against
+    0.33 s per GiB read and written in one process)."""
+    buffer = _buffers.get(use)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers[use] = mmap.mmap(-1, max(size, mmap.PAGESIZE))
+    return memoryview(buffer)[:size]
 
 
 def _read_at(fd: int, view: memoryview, offset: int) -> int:
@@ -71,15 +75,6 @@ def _read_at(fd: int, view: memoryview, offset: int) -> int:
             break
         done += n
     return done
-
-
-def _write_all(fd: int, data, offset: int | None = None) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[n:]
-        if offset is not None:
-            offset += n
 
 
 def _volume(desc: dict) -> Volume:
@@ -108,6 +103,7 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     copies, or its shards) to the first volumes of `targets` that take them (the
     store flushes them next). Returns (hash, codec used, stored size, the volume
     of each piece, the shards' records)."""
+    _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -198,7 +194,7 @@ def check_part(job: PartCheck) -> PartVerdict:
     move pieces off volumes that no longer keep them. Damage is never an
     error of the whole operation and never written out."""
     layout, keys = job.layout, job.layout.keys(job.part_id)
-    payload, data, problem, problems = _read(job)
+    payload, data, problem, problems = _read(job, reuse=True)
     volumes = [v for v, _ in job.pieces]
     if problem:
         return PartVerdict(problem, volumes)
@@ -241,15 +237,17 @@ def part_bytes(job: PartCheck) -> tuple[bytes | None, str | None]:
     return data, problem
 
 
-def _read(job: PartCheck) -> tuple[bytes | None, bytes | None, str | None, dict[int, str]]:
-    """(stored bytes, part bytes, why the part cannot be read, each bad piece's problem)."""
+def _read(job: PartCheck, reuse: bool = False) -> tuple[bytes | None, bytes | None, str | None, dict[int, str]]:
+    """(stored bytes, part bytes, why the part cannot be read, each bad piece's problem).
+    With `reuse` (in a pool worker, one part at a time) a copy and its decoding
+    land in the worker's buffers (valid until its next part) instead of new ones."""
     problems: dict[int, str] = {}
     keys = job.layout.keys(job.part_id)
     if job.layout.ec:
         payload = _read_shards(job, keys, problems)
         decoded = None if payload is None else _decoded(job, payload)  # every shard checked out, yet the whole may not
     else:
-        payload, decoded = _read_copies(job, keys, problems)
+        payload, decoded = _read_copies(job, keys, problems, reuse)
     if payload is None:  # the problem names every piece's
         return None, None, _summary(job, problems), problems
     return payload, *decoded, problems
@@ -262,7 +260,9 @@ def _write_output(path: str, data, offset: int) -> None:
     out = os.open(path, os.O_WRONLY)
     try:
         fcntl.flock(out, fcntl.LOCK_EX)  # released by close
-        _write_all(out, data, offset)
+        view = memoryview(data).cast("B")
+        done = write_direct(out, view, offset)
+        write_all(out, view[done:], offset + done)
     finally:
         os.close(out)
 
@@ -281,11 +281,12 @@ class _Pieces:
         return self._shards[j]
 
 
-def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]
+def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reuse: bool
                  ) -> tuple[bytes | None, tuple[bytes | None, str | None]]:
     """The first copy that decodes to the part's hash, with its decoding (done
     once: it is the part's bytes); with `every`, each other copy must hold the
-    same bytes."""
+    same bytes. With `reuse`, the good copy and its decoding are read into the
+    worker's buffers."""
     good, decoded = None, (None, None)
     for j, (vid, desc) in enumerate(job.pieces):
         if good is not None and not job.every:
@@ -293,9 +294,10 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str]
         if desc is None:
             problems[j] = "its volume is missing"
             continue
-        data, problem = _read_piece(desc, keys[j], job.stored)
+        into = _view(_whole_blocks(job.stored + 1), STORED) if reuse and good is None else None
+        data, problem = _read_piece(desc, keys[j], job.stored, into)
         if problem is None and good is None:
-            decoded = _decoded(job, data)
+            decoded = _decoded(job, data, _view(job.size) if reuse else None)
             problem = decoded[1]
             good = data if problem is None else None
         elif problem is None and data != good:
@@ -328,10 +330,17 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
     return redundancy.decode(job.layout, good[:job.layout.needed])
 
 
-def _read_piece(desc: dict, key: str, size: int) -> tuple[bytes, str | None]:
-    """A piece's bytes, or what is wrong with it (missing, the wrong size, unreadable)."""
+def _whole_blocks(size: int) -> int:
+    """`size` rounded up to whole O_DIRECT blocks: a read into that many bytes
+    goes past the page cache to the very end of the part."""
+    return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+
+
+def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:
+    """A piece's bytes (in `into`, more than `size` bytes, if given), or what is wrong
+    with it (missing, the wrong size, unreadable)."""
     try:
-        data = _volume(desc).read(key, 0, size + 1)
+        data = _volume(desc).read(key, 0, size + 1) if into is None else into[:_volume(desc).read_into(key, into)]
     except PartMissingError:
         return b"", "part file missing"
     except PartDamagedError:
@@ -343,10 +352,11 @@ def _read_piece(desc: dict, key: str, size: int) -> tuple[bytes, str | None]:
     return data, None
 
 
-def _decoded(job: PartCheck, payload) -> tuple[bytes | None, str | None]:
-    """The part's bytes from its stored bytes, or why they are not the part."""
+def _decoded(job: PartCheck, payload, into: memoryview | None = None) -> tuple[bytes | None, str | None]:
+    """The part's bytes from its stored bytes (decoded into `into` where the
+    codec can), or why they are not the part."""
     try:
-        data = codec.decompress(job.codec, payload, job.size)
+        data = codec.decompress(job.codec, payload, job.size, into)
     except codec.DecodeError as exc:
         return None, f"cannot decode: {exc}"
     if codec.digest(job.hash_name, data) != job.hash:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import stat
@@ -19,6 +20,62 @@ from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: open() errors meaning "something other than a part file is there".
 _NOT_A_PART = (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR)
+#: Bytes O_DIRECT needs buffers, offsets and lengths aligned to (a page covers every disk's block).
+DIRECT_ALIGN = 4096
+
+
+def write_direct(fd: int, view: memoryview, offset: int) -> int:
+    """Write the whole blocks of `view` at `offset` past the page cache; return
+    how many bytes that was (0 where the filesystem or the buffer's alignment
+    does not allow it: the caller writes the rest as usual). Bytes nobody reads
+    soon (a part, a get's output) cost a fresh page-cache page and a copy into
+    it otherwise: on a VM that hands freed memory back to its host, fresh pages
+    are what the system CPU of a put or get went to (2.2 s per GiB against 0.5)."""
+    return _direct(fd, os.pwrite, view, offset)
+
+
+def read_direct(fd: int, view: memoryview, offset: int) -> int:
+    """Read whole blocks into `view` from `offset` past the page cache, as
+    write_direct writes them; return how many bytes that was (less than the
+    whole blocks of `view` at the end of the file)."""
+    return _direct(fd, _pread_into, view, offset)
+
+
+def _direct(fd: int, transfer, view: memoryview, offset: int) -> int:
+    """transfer(fd, blocks, offset) for the whole blocks of `view` with O_DIRECT."""
+    head = len(view) - len(view) % DIRECT_ALIGN
+    if not head or offset % DIRECT_ALIGN or isinstance(view.obj, bytes):
+        return 0  # a bytes object's data follows its header: hardly ever on a block boundary
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:  # a filesystem without O_DIRECT
+        return 0
+    done = 0
+    try:
+        while done < head and (n := transfer(fd, view[done:head], offset + done)):
+            done += n
+            if done % DIRECT_ALIGN:  # the end of the file
+                break
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a buffer not on a block boundary
+            raise
+        return 0
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return done
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    return os.preadv(fd, [view], offset)
+
+
+def write_all(fd: int, data, offset: int) -> None:
+    """pwrite all of `data` at `offset`."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 class LocalVolume(Volume):
@@ -46,8 +103,8 @@ class LocalVolume(Volume):
                 raise PartExistsError(f"part {key} already exists on volume {self.url}") from None
             try:
                 view = memoryview(data).cast("B")
-                while view:
-                    view = view[os.write(fd, view):]
+                done = write_direct(fd, view, 0)
+                write_all(fd, view[done:], done)
             except BaseException:
                 os.unlink(path)  # ours (O_EXCL): a half-written part must not stay behind
                 raise
@@ -74,8 +131,9 @@ class LocalVolume(Volume):
     def read_into(self, key: str, buffer: memoryview, offset: int = 0) -> int:
         fd, _ = self._open_part(key)
         try:
-            view, done = memoryview(buffer).cast("B"), 0
+            view = memoryview(buffer).cast("B")
             with self._errors(key):
+                done = read_direct(fd, view, offset)
                 while done < len(view):
                     n = os.preadv(fd, [view[done:]], offset + done)
                     if not n:
