@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRY_SECONDS = 30.0
+#: At most this long to tell whether the server is there (status): a down server
+#: shows as missing at once, not after a whole retry budget.
+PROBE_SECONDS = 2.0
 #: Environment variables that change those defaults for a process (and the workers it starts).
 TIMEOUT_VARIABLE, RETRY_VARIABLE = "PFS_S3_TIMEOUT", "PFS_S3_RETRY_SECONDS"
 
@@ -175,9 +178,11 @@ class S3Volume(Volume):
         self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._marker_key(), Body=body))
 
     def _load_marker(self) -> bytes | None:
+        """Within PROBE_SECONDS: this is how status() probes the server."""
+        probe = s3_client(min(self.timeout, PROBE_SECONDS), self.endpoint)
         try:
-            return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self._marker_key())
-                              ["Body"].read())
+            return self._call(lambda: probe.get_object(Bucket=self.bucket, Key=self._marker_key())["Body"].read(),
+                              budget=PROBE_SECONDS)
         except PartMissingError:
             return None
 
@@ -213,15 +218,17 @@ class S3Volume(Volume):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def _call(self, request: Callable[[], T], key: str = "") -> T:
+    def _call(self, request: Callable[[], T], key: str = "", budget: float | None = None) -> T:
         """Run one request, retrying transient failures with backoff until the
         deadline; every failure leaves as one of the volume's typed errors. Once
         a request has given up on the server, the next ones (of this process)
         try it once, for as long as the retry budget, rather than each wait it
-        out again: a put or get of many parts fails in one budget, not one per part."""
+        out again: a put or get of many parts fails in one budget, not one per part.
+        `budget` shortens the retry budget (a probe)."""
         endpoint = self.client.meta.endpoint_url
+        budget = self.retry_seconds if budget is None else min(budget, self.retry_seconds)
         patient = time.monotonic() >= _down_until.get(endpoint, 0.0)
-        deadline = time.monotonic() + (self.retry_seconds if patient else 0.0)
+        deadline = time.monotonic() + (budget if patient else 0.0)
         for attempt in itertools.count():
             try:
                 result = request()
@@ -245,7 +252,7 @@ class S3Volume(Volume):
             time.sleep(pause)
         if patient:
             _down_until[endpoint] = time.monotonic() + self.retry_seconds
-        waited = f"for {self.retry_seconds:g} s" if patient else "as on the previous request"
+        waited = f"for {budget:g} s" if patient else "as on the previous request"
         raise VolumeUnavailableError(
             f"the S3 server at {endpoint} is unavailable for volume {self.url} ({failure}, {waited})",
             "check that it is running and the endpoint (AWS_ENDPOINT_URL)")

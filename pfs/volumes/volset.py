@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ ACTIVE, DRAINING = "active", "draining"
 ONLINE, MISSING, FULL = "online", "missing", "full"
 #: Where a new store keeps its first volume, relative to the store's root.
 FIRST_VOLUME = "volumes/0"
+#: How long a remote volume's status holds: a look is a request to its server.
+REMOTE_STATUS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class VolumeSet:
         self.store_id = store_id
         self.configs = {c.id: c for c in configs}
         self._open: dict[int, Volume] = {}
-        self._status: dict[int, str] = {}
+        self._status: dict[int, tuple[str, float]] = {}  # vid -> (status, when looked at)
 
     # -- opening ------------------------------------------------------------------
 
@@ -97,8 +100,15 @@ class VolumeSet:
     # -- status ---------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Look at every volume again: is it there, is it ours, has it room?"""
-        self._status = {vid: self._look(vid) for vid in self.configs}
+        """Forget what may have changed since: is each volume there, is it ours,
+        has it room? A volume is looked at again when its status is next asked
+        for, so a command looks only at the volumes it uses; a local volume's
+        look is a stat, a remote one's a request, so its status holds for
+        REMOTE_STATUS_SECONDS (a shell's `list` does not ask every server)."""
+        now = time.monotonic()
+        self._status = {vid: (status, looked) for vid, (status, looked) in self._status.items()
+                        if vid in self.configs and "://" in self.configs[vid].url
+                        and now - looked < REMOTE_STATUS_SECONDS}
 
     def _look(self, vid: int) -> str:
         try:
@@ -109,19 +119,25 @@ class VolumeSet:
             return MISSING
         return DRAINING if self.configs[vid].state == DRAINING else found
 
-    def status(self, vid: int) -> str:
-        status = self._status.get(vid)
-        if status is None:
-            status = self._status[vid] = self._look(vid) if vid in self.configs else MISSING
-        return status
+    def status(self, vid: int, ask: bool = True) -> str:
+        """The volume's status, looked at if not known; without `ask`, a remote
+        volume's is not asked of its server (what a listing shows needs no round
+        trip to every server): unknown, it counts as online."""
+        if vid not in self.configs:
+            return MISSING
+        if vid not in self._status:
+            if not ask and "://" in self.configs[vid].url:
+                return DRAINING if self.configs[vid].state == DRAINING else ONLINE
+            self._status[vid] = (self._look(vid), time.monotonic())
+        return self._status[vid][0]
 
     def readable(self, vid: int) -> bool:
         """Whether parts can be read from (and repaired on) the volume: it is there and ours."""
         return self.status(vid) != MISSING
 
-    def keeps(self, vid: int) -> bool:
+    def keeps(self, vid: int, ask: bool = True) -> bool:
         """Whether a piece on the volume counts towards redundancy (not missing, not draining)."""
-        return self.status(vid) in (ONLINE, FULL)
+        return self.status(vid, ask) in (ONLINE, FULL)
 
     def writable(self) -> dict[int, float]:
         """Volumes new pieces may go to, with their placement weight: the
