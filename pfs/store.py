@@ -357,7 +357,8 @@ class Store:
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
+        self.engine = Engine(self.workers, MemoryGovernor(max_memory), self.volset.preload())
+        self.volset.prober = lambda volume: self.engine.run(worker.volume_status, [(0, (volume.describe(),))])[0]
 
     # -- opening and closing ------------------------------------------------
 

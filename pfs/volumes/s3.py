@@ -10,6 +10,7 @@ AWS_PROFILE), never from pfs's own files.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -63,14 +64,9 @@ def s3_client(timeout: float, endpoint: str | None = None):
     clients are thread-safe, and the first one of a session costs a fifth of a
     second. Keyed by the AWS_* environment too, so a changed environment is read
     afresh; a forked child builds its own rather than share the parent's connections."""
-    global _cache_pid
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     with _cache_lock:
-        if _cache_pid != os.getpid():
-            _sessions.clear()
-            _clients.clear()
-            _down_until.clear()
-            _cache_pid = os.getpid()
+        _forget_if_forked()
         if (env, timeout, endpoint) not in _clients:
             if env not in _sessions:
                 _sessions[env] = boto3.session.Session()
@@ -78,6 +74,25 @@ def s3_client(timeout: float, endpoint: str | None = None):
                             retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
             _clients[env, timeout, endpoint] = _sessions[env].client("s3", config=config, endpoint_url=endpoint)
         return _clients[env, timeout, endpoint]
+
+
+def _forget_if_forked() -> None:
+    """A forked child builds its own clients rather than share the parent's
+    connections; it keeps the sessions, which hold none, and whose loaded
+    service model spares it a third of a second of CPU. Called under _cache_lock."""
+    global _cache_pid
+    if _cache_pid != os.getpid():
+        _clients.clear()
+        _down_until.clear()
+        _cache_pid = os.getpid()
+
+
+def warm() -> None:
+    """Load boto3 and the S3 service model into the process's session, for the
+    processes it forks (the worker pool's forkserver: see pfs.volumes.s3_warm).
+    Only a head start: a worker whose client cannot be made says why itself."""
+    with contextlib.suppress(Exception):
+        s3_client(_seconds(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT))
 
 
 class S3Volume(Volume):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ ACTIVE, DRAINING = "active", "draining"
 ONLINE, MISSING, FULL = "online", "missing", "full"
 #: Where a new store keeps its first volume, relative to the store's root.
 FIRST_VOLUME = "volumes/0"
+#: URL scheme -> the module the worker pool's forkserver imports for it.
+PRELOAD = {"s3": "pfs.volumes.s3_warm"}
 #: How long a remote volume's status holds: a look is a request to its server.
 REMOTE_STATUS_SECONDS = 10.0
 
@@ -75,6 +78,10 @@ class VolumeSet:
         self.configs = {c.id: c for c in configs}
         self._open: dict[int, Volume] = {}
         self._status: dict[int, tuple[str, float]] = {}  # vid -> (status, when looked at)
+        #: Where a remote volume's status is looked at, when not here: the worker
+        #: pool, whose processes have the backend's client (boto3's is a second of
+        #: CPU to make); the volume's status() otherwise.
+        self.prober: Callable[[Volume], str] | None = None
 
     # -- opening ------------------------------------------------------------------
 
@@ -97,6 +104,12 @@ class VolumeSet:
                                                     "volume_id": str(vid), **endpoint})
         return volume
 
+    def preload(self) -> tuple[str, ...]:
+        """What the worker pool's forkserver imports for the volumes' backends,
+        once, rather than each worker (see pfs.volumes.s3_warm)."""
+        schemes = {c.url.split("://", 1)[0].lower() for c in self.configs.values()}
+        return tuple(sorted(PRELOAD[s] for s in schemes if s in PRELOAD))
+
     # -- status ---------------------------------------------------------------------
 
     def refresh(self) -> None:
@@ -111,8 +124,9 @@ class VolumeSet:
                         and now - looked < REMOTE_STATUS_SECONDS}
 
     def _look(self, vid: int) -> str:
+        volume = self.volume(vid)
         try:
-            found = self.volume(vid).status()
+            found = self.prober(volume) if self.prober and "://" in self.configs[vid].url else volume.status()
         except PfsError:
             return MISSING
         if found == MISSING:
