@@ -227,7 +227,7 @@ def timed(store: Path, work: Path, script: str, *options: str):
 @pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["paused", "killed"])
 def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     """With the default retry budget (30 s) and the server paused (requests hang)
-    or killed: `list` asks no server, `volume list` says missing after a short
+    or killed: `list` and `info` ask no server, `volume list` says missing after a short
     probe, a get reads the local copies, a put of two copies fails in one clear
     line; none waits out the budget."""
     store, work, script = new_store(tmp_path, 1, True)
@@ -239,9 +239,9 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     else:
         os.kill(seaweedfs.proc.pid, sig)
     try:
-        r, took = timed(store, work, "list\n")
+        r, took = timed(store, work, "list\ninfo 1\n")
         assert r.returncode == 0 and parse_list(r.stdout)[1] == ("f", "stored"), r.stdout + r.stderr
-        assert took < 3, f"list took {took:.1f} s"
+        assert took < 3, f"list and info took {took:.1f} s"
         r, took = timed(store, work, "volume list\n")
         assert r.returncode == 0 and "missing" in r.stdout, r.stdout + r.stderr
         assert took < 6, f"volume list took {took:.1f} s"
