@@ -543,7 +543,7 @@ def _stored(entry: FileEntry, manifest: Manifest) -> str:
 
 
 def _pieces_on(store: Store, vid: int, count: int) -> str:
-    status = store.volset.status(vid)
+    status = store.volset.status(vid, ask=False)  # asks no server: see VolumeSet.status
     return f"{vid}: {count} piece{'s' * (count != 1)}" + ("" if status == "online" else f" ({status})")
 
 

@@ -89,9 +89,9 @@ class _Context(ForkServerContext):
 class _Pool:
     """A ProcessPoolExecutor whose workers all run, and whose semaphore names are gone."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
         self.context = _Context()
-        self.context.set_forkserver_preload(["pfs.worker"])
+        self.context.set_forkserver_preload(["pfs.worker", *preload])
         self.executor = ProcessPoolExecutor(workers, mp_context=self.context, initializer=worker.init_worker,
                                             initargs=(os.getpid(),))
         try:
@@ -164,9 +164,10 @@ class _Tally:
 class Engine:
     """Runs worker functions in a shared pool with bounded bytes in flight."""
 
-    def __init__(self, workers: int, governor: MemoryGovernor) -> None:
+    def __init__(self, workers: int, governor: MemoryGovernor, preload: tuple[str, ...] = ()) -> None:
         self.workers = workers
         self.governor = governor
+        self.preload = preload  # modules the workers import before their first task (a volume's backend)
         self._pool: _Pool | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # held only to read or swap _pool and _syncer, never across a wait
@@ -222,7 +223,7 @@ class Engine:
                 self._check_open()
                 if self._pool is not None:
                     return self._pool
-            pool = _Pool(self.workers)
+            pool = _Pool(self.workers, self.preload)
             with self._lock:
                 if not self._closed:
                     self._pool = pool

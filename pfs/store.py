@@ -357,7 +357,8 @@ class Store:
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        self.engine = Engine(self.workers, MemoryGovernor(max_memory))
+        self.engine = Engine(self.workers, MemoryGovernor(max_memory), self.volset.preload())
+        self.volset.prober = lambda volume: self.engine.run(worker.volume_status, [(0, (volume.describe(),))])[0]
 
     # -- opening and closing ------------------------------------------------
 
@@ -1358,21 +1359,25 @@ class Store:
         missing)", 5/6. Manifests are read only when some volume does not keep
         its pieces."""
         self.refresh_volumes()
-        degraded = not all(map(self.volset.keeps, self.volset.configs))
+        degraded = not all(self._keeps_as_known(v) for v in self.volset.configs)
         return {e.id: self._redundancy(e) if degraded and e.status == STORED else
                 Redundancy(Layout.of(e), Layout.of(e).width if e.status == STORED else None) for e in entries}
 
     def _redundancy(self, entry: FileEntry) -> Redundancy:
         layout = Layout.of(entry)
         manifest = self.parts.load(entry.id)
-        short = [p for p in (manifest.parts if manifest else []) if not all(map(self.volset.keeps, p.volumes()))]
+        short = [p for p in (manifest.parts if manifest else []) if not all(map(self._keeps_as_known, p.volumes()))]
         if not short:
             return Redundancy(layout, layout.width)
-        worst = min(sum(map(self.volset.keeps, p.volumes())) for p in short)
-        gone = sorted({v for p in short for v in p.volumes() if not self.volset.keeps(v)})
-        why = ", ".join(f"volume {v} {self.volset.status(v)}" for v in gone)
+        worst = min(sum(map(self._keeps_as_known, p.volumes())) for p in short)
+        gone = sorted({v for p in short for v in p.volumes() if not self._keeps_as_known(v)})
+        why = ", ".join(f"volume {v} {self.volset.status(v, ask=False)}" for v in gone)
         return Redundancy(layout, worst, f"{len(short)} part{'s' * (len(short) != 1)} with {worst} of "
                                          f"{layout.width} ({why})")
+
+    def _keeps_as_known(self, vid: int) -> bool:
+        """keeps(), asking no server: a listing answers at once even with one down."""
+        return self.volset.keeps(vid, ask=False)
 
     def volumes_of(self, manifest: Manifest) -> dict[int, int]:
         """How many copies or shards of a file each volume holds, by volume id."""
@@ -1381,8 +1386,8 @@ class Store:
     def piece_places(self, part: PartEntry) -> list[str]:
         """Where each copy or shard of a part lives: its volume, and its status when
         not online."""
-        return [str(v) + ("" if self.volset.status(v) == "online" else f" ({self.volset.status(v)})")
-                for v in part.volumes()]
+        status = {v: self.volset.status(v, ask=False) for v in part.volumes()}
+        return [str(v) + ("" if status[v] == "online" else f" ({status[v]})") for v in part.volumes()]
 
     # -- delete ---------------------------------------------------------------
 

@@ -373,6 +373,12 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
         "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
 
 
+def volume_status(desc: dict) -> str:
+    """A volume's status (Volume.status), looked at from a worker, where its
+    client is at hand (see VolumeSet.prober)."""
+    return _volume(desc).status()
+
+
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:
     """Remove the keys not in `keep` from a volume (see Volume.remove_all);
     VolumeUnavailableError if the volume cannot be reached: the caller tries again later."""

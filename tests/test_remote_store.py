@@ -118,7 +118,7 @@ def test_erasure_coding_over_buckets_survives_the_loss_of_one(seaweedfs, tmp_pat
     bucket, prefix = remote_volumes(store)[lost]
     for k in held[lost]:
         s3().delete_object(Bucket=bucket, Key=k)
-    out = get_all(store, work, datas, f"list\nheal\nwait\nvolume remove {lost}\nverify --all\n")
+    out = get_all(store, work, datas, f"volume list\nlist\nheal\nwait\nvolume remove {lost}\nverify --all\n")
     assert f"volume {lost} missing" in out and " healed, 0 damaged, 0 skipped" in out, out
     assert "removed volume" in out and "verify --all: 6 verified, 0 damaged" in out, out
     assert lost not in {vid for vid, _ in referenced_pieces(store)}
@@ -214,6 +214,51 @@ def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_session
     session.wait_for(r"stored big", timeout=60)
     assert session.close() == 0, session.stderr()
     get_all(store, work, {1: data})
+    assert_no_orphans(store)
+
+
+def timed(store: Path, work: Path, script: str, *options: str):
+    """run_pfs, and the seconds it took."""
+    started = time.monotonic()
+    r = run_pfs(store, script, *options, cwd=work)
+    return r, time.monotonic() - started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["paused", "killed"])
+def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
+    """With the default retry budget (30 s) and the server paused (requests hang)
+    or killed: `list` and `info` ask no server, `volume list` says missing after a short
+    probe, a get reads the local copies, a put of two copies fails in one clear
+    line; none waits out the budget."""
+    store, work, script = new_store(tmp_path, 1, True)
+    data = make_file(work / "f", 8 * CHUNK).read_bytes()
+    r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
+    assert r.returncode == 0, r.stderr
+    if sig == signal.SIGKILL:
+        seaweedfs.stop(sig)
+    else:
+        os.kill(seaweedfs.proc.pid, sig)
+    try:
+        r, took = timed(store, work, "list\ninfo 1\n")
+        assert r.returncode == 0 and parse_list(r.stdout)[1] == ("f", "stored"), r.stdout + r.stderr
+        assert took < 3, f"list and info took {took:.1f} s"
+        r, took = timed(store, work, "volume list\n")
+        assert r.returncode == 0 and "missing" in r.stdout, r.stdout + r.stderr
+        assert took < 6, f"volume list took {took:.1f} s"
+        r, took = timed(store, work, "get 1 out1\n")
+        assert r.returncode == 0, r.stderr
+        assert took < 6, f"get took {took:.1f} s"
+        check_gets(work, {1: data})
+        r, took = timed(store, work, "put f\n", "--copies", "2")
+        assert r.returncode != 0 and len(error_lines(r.stderr)) == 1 and "volume 1 missing" in r.stderr, r.stderr
+        assert_clean_stderr(r.stderr)
+        assert took < 6, f"put took {took:.1f} s"
+    finally:
+        if sig == signal.SIGKILL:
+            seaweedfs.start()
+        else:
+            os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+    get_all(store, work, {1: data}, "verify --all\n")
     assert_no_orphans(store)
 
 

@@ -10,6 +10,7 @@ AWS_PROFILE), never from pfs's own files.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -32,6 +33,9 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRY_SECONDS = 30.0
+#: At most this long to tell whether the server is there (status): a down server
+#: shows as missing at once, not after a whole retry budget.
+PROBE_SECONDS = 2.0
 #: Environment variables that change those defaults for a process (and the workers it starts).
 TIMEOUT_VARIABLE, RETRY_VARIABLE = "PFS_S3_TIMEOUT", "PFS_S3_RETRY_SECONDS"
 
@@ -60,14 +64,9 @@ def s3_client(timeout: float, endpoint: str | None = None):
     clients are thread-safe, and the first one of a session costs a fifth of a
     second. Keyed by the AWS_* environment too, so a changed environment is read
     afresh; a forked child builds its own rather than share the parent's connections."""
-    global _cache_pid
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     with _cache_lock:
-        if _cache_pid != os.getpid():
-            _sessions.clear()
-            _clients.clear()
-            _down_until.clear()
-            _cache_pid = os.getpid()
+        _forget_if_forked()
         if (env, timeout, endpoint) not in _clients:
             if env not in _sessions:
                 _sessions[env] = boto3.session.Session()
@@ -75,6 +74,25 @@ def s3_client(timeout: float, endpoint: str | None = None):
                             retries={"total_max_attempts": 1})  # retried by S3Volume, within a deadline
             _clients[env, timeout, endpoint] = _sessions[env].client("s3", config=config, endpoint_url=endpoint)
         return _clients[env, timeout, endpoint]
+
+
+def _forget_if_forked() -> None:
+    """A forked child builds its own clients rather than share the parent's
+    connections; it keeps the sessions, which hold none, and whose loaded
+    service model spares it a third of a second of CPU. Called under _cache_lock."""
+    global _cache_pid
+    if _cache_pid != os.getpid():
+        _clients.clear()
+        _down_until.clear()
+        _cache_pid = os.getpid()
+
+
+def warm() -> None:
+    """Load boto3 and the S3 service model into the process's session, for the
+    processes it forks (the worker pool's forkserver: see pfs.volumes.s3_warm).
+    Only a head start: a worker whose client cannot be made says why itself."""
+    with contextlib.suppress(Exception):
+        s3_client(_seconds(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT))
 
 
 class S3Volume(Volume):
@@ -175,9 +193,11 @@ class S3Volume(Volume):
         self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._marker_key(), Body=body))
 
     def _load_marker(self) -> bytes | None:
+        """Within PROBE_SECONDS: this is how status() probes the server."""
+        probe = s3_client(min(self.timeout, PROBE_SECONDS), self.endpoint)
         try:
-            return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self._marker_key())
-                              ["Body"].read())
+            return self._call(lambda: probe.get_object(Bucket=self.bucket, Key=self._marker_key())["Body"].read(),
+                              budget=PROBE_SECONDS)
         except PartMissingError:
             return None
 
@@ -213,15 +233,17 @@ class S3Volume(Volume):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def _call(self, request: Callable[[], T], key: str = "") -> T:
+    def _call(self, request: Callable[[], T], key: str = "", budget: float | None = None) -> T:
         """Run one request, retrying transient failures with backoff until the
         deadline; every failure leaves as one of the volume's typed errors. Once
         a request has given up on the server, the next ones (of this process)
         try it once, for as long as the retry budget, rather than each wait it
-        out again: a put or get of many parts fails in one budget, not one per part."""
+        out again: a put or get of many parts fails in one budget, not one per part.
+        `budget` shortens the retry budget (a probe)."""
         endpoint = self.client.meta.endpoint_url
+        budget = self.retry_seconds if budget is None else min(budget, self.retry_seconds)
         patient = time.monotonic() >= _down_until.get(endpoint, 0.0)
-        deadline = time.monotonic() + (self.retry_seconds if patient else 0.0)
+        deadline = time.monotonic() + (budget if patient else 0.0)
         for attempt in itertools.count():
             try:
                 result = request()
@@ -245,7 +267,7 @@ class S3Volume(Volume):
             time.sleep(pause)
         if patient:
             _down_until[endpoint] = time.monotonic() + self.retry_seconds
-        waited = f"for {self.retry_seconds:g} s" if patient else "as on the previous request"
+        waited = f"for {budget:g} s" if patient else "as on the previous request"
         raise VolumeUnavailableError(
             f"the S3 server at {endpoint} is unavailable for volume {self.url} ({failure}, {waited})",
             "check that it is running and the endpoint (AWS_ENDPOINT_URL)")

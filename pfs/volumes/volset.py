@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ ACTIVE, DRAINING = "active", "draining"
 ONLINE, MISSING, FULL = "online", "missing", "full"
 #: Where a new store keeps its first volume, relative to the store's root.
 FIRST_VOLUME = "volumes/0"
+#: URL scheme -> the module the worker pool's forkserver imports for it.
+PRELOAD = {"s3": "pfs.volumes.s3_warm"}
+#: How long a remote volume's status holds: a look is a request to its server.
+REMOTE_STATUS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,11 @@ class VolumeSet:
         self.store_id = store_id
         self.configs = {c.id: c for c in configs}
         self._open: dict[int, Volume] = {}
-        self._status: dict[int, str] = {}
+        self._status: dict[int, tuple[str, float]] = {}  # vid -> (status, when looked at)
+        #: Where a remote volume's status is looked at, when not here: the worker
+        #: pool, whose processes have the backend's client at hand (making boto3's
+        #: here took 0.7 s of CPU before a get could start); status() otherwise.
+        self.prober: Callable[[Volume], str] | None = None
 
     # -- opening ------------------------------------------------------------------
 
@@ -94,34 +104,56 @@ class VolumeSet:
                                                     "volume_id": str(vid), **endpoint})
         return volume
 
+    def preload(self) -> tuple[str, ...]:
+        """What the worker pool's forkserver imports for the volumes' backends,
+        once, rather than each worker (see pfs.volumes.s3_warm)."""
+        schemes = {c.url.split("://", 1)[0].lower() for c in self.configs.values()}
+        return tuple(sorted(PRELOAD[s] for s in schemes if s in PRELOAD))
+
     # -- status ---------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Look at every volume again: is it there, is it ours, has it room?"""
-        self._status = {vid: self._look(vid) for vid in self.configs}
+        """Forget what may have changed since: is each volume there, is it ours,
+        has it room? A volume is looked at again when its status is next asked
+        for, so a command looks only at the volumes it uses; a local volume's
+        look is a stat, a remote one's a request, so its status holds for
+        REMOTE_STATUS_SECONDS (a shell's `list` does not ask every server)."""
+        now = time.monotonic()
+        self._status = {vid: (status, looked) for vid, (status, looked) in self._status.items()
+                        if self._remote(vid) and now - looked < REMOTE_STATUS_SECONDS}
+
+    def _remote(self, vid: int) -> bool:
+        return vid in self.configs and "://" in self.configs[vid].url
 
     def _look(self, vid: int) -> str:
         try:
-            found = self.volume(vid).status()
+            volume = self.volume(vid)
+            found = self.prober(volume) if self.prober and self._remote(vid) else volume.status()
         except PfsError:
             return MISSING
         if found == MISSING:
             return MISSING
         return DRAINING if self.configs[vid].state == DRAINING else found
 
-    def status(self, vid: int) -> str:
-        status = self._status.get(vid)
-        if status is None:
-            status = self._status[vid] = self._look(vid) if vid in self.configs else MISSING
-        return status
+    def status(self, vid: int, ask: bool = True) -> str:
+        """The volume's status, looked at if not known; without `ask`, a remote
+        volume's is not asked of its server (what a listing shows needs no round
+        trip to every server): unknown, it counts as online."""
+        if vid not in self.configs:
+            return MISSING
+        if vid not in self._status:
+            if not ask and self._remote(vid):
+                return DRAINING if self.configs[vid].state == DRAINING else ONLINE
+            self._status[vid] = (self._look(vid), time.monotonic())
+        return self._status[vid][0]
 
     def readable(self, vid: int) -> bool:
         """Whether parts can be read from (and repaired on) the volume: it is there and ours."""
         return self.status(vid) != MISSING
 
-    def keeps(self, vid: int) -> bool:
+    def keeps(self, vid: int, ask: bool = True) -> bool:
         """Whether a piece on the volume counts towards redundancy (not missing, not draining)."""
-        return self.status(vid) in (ONLINE, FULL)
+        return self.status(vid, ask) in (ONLINE, FULL)
 
     def writable(self) -> dict[int, float]:
         """Volumes new pieces may go to, with their placement weight: the
