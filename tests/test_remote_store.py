@@ -301,7 +301,7 @@ def test_kill_9_mid_put_loses_nothing_and_leaves_no_orphan(seaweedfs, tmp_path, 
     rng = random.Random()
     datas: dict[str, bytes] = {}
     for n in range(kills):
-        make_file(work / f"f{n}", rng.randrange(8, 24) * CHUNK + rng.randrange(CHUNK))
+        make_file(work / f"f{n}", rng.randrange(48, 96) * CHUNK + rng.randrange(CHUNK))
         session = live_sessions(store, work, "--copies", "2")
         session.send("list")  # once it answers, the store is open and recovered
         session.wait_for(r"^id\s+name|no files", timeout=60)
