@@ -18,7 +18,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeError, VolumeUnavailableError)
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
-from pfs.volumes.local import DIRECT_ALIGN, write_all, write_direct
+from pfs.volumes.local import DIRECT_ALIGN, write_past_cache
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
@@ -260,9 +260,7 @@ def _write_output(path: str, data, offset: int) -> None:
     out = os.open(path, os.O_WRONLY)
     try:
         fcntl.flock(out, fcntl.LOCK_EX)  # released by close
-        view = memoryview(data).cast("B")
-        done = write_direct(out, view, offset)
-        write_all(out, view[done:], offset + done)
+        write_past_cache(out, data, offset)
     finally:
         os.close(out)
 

@@ -70,9 +70,12 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:
     return os.preadv(fd, [view], offset)
 
 
-def write_all(fd: int, data, offset: int) -> None:
-    """pwrite all of `data` at `offset`."""
+def write_past_cache(fd: int, data, offset: int) -> None:
+    """pwrite all of `data` at `offset`: its whole blocks past the page cache
+    where write_direct can, the rest as usual."""
     view = memoryview(data).cast("B")
+    done = write_direct(fd, view, offset)
+    view, offset = view[done:], offset + done
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
@@ -102,9 +105,7 @@ class LocalVolume(Volume):
             except FileExistsError:
                 raise PartExistsError(f"part {key} already exists on volume {self.url}") from None
             try:
-                view = memoryview(data).cast("B")
-                done = write_direct(fd, view, 0)
-                write_all(fd, view[done:], done)
+                write_past_cache(fd, data, 0)
             except BaseException:
                 os.unlink(path)  # ours (O_EXCL): a half-written part must not stay behind
                 raise
