@@ -45,21 +45,41 @@ SAMPLE_EVERY = 0.02
 HOLD = 1.0
 
 
-def tree_rss(root: psutil.Process) -> int:
-    total = 0
+def tree_processes(root: psutil.Process) -> dict[str, int]:
+    """Resident set of each process of the tree, by pid and name."""
     try:
         procs = [root] + root.children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0
+        return {}
+    sizes = {}
     for p in procs:
         try:
-            total += p.memory_info().rss
+            sizes[f"{p.pid} {p.name()}"] = p.memory_info().rss
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             pass
-    return total
+    return sizes
 
 
-def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> int:
+def tree_rss(root: psutil.Process) -> int:
+    return sum(tree_processes(root).values())
+
+
+class Peak(int):
+    """The highest total RSS of a run, remembering which processes made it up
+    (so that a failure says whether a process came or a process grew)."""
+
+    processes: dict[str, int]
+
+    def __new__(cls, processes: dict[str, int]) -> Peak:
+        peak = super().__new__(cls, sum(processes.values()))
+        peak.processes = processes
+        return peak
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {rss / MiB:.1f} MiB" for name, rss in self.processes.items())
+
+
+def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> Peak:
     """Run a pfs script; return the highest total RSS of its process tree."""
     argv = [sys.executable, "-m", "pfs", "--store", str(store), "--chunk-size", str(CHUNK),
             "--max-memory", str(MAX_MEMORY), "--workers", "2", *options]
@@ -80,9 +100,9 @@ def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> in
 
     talker = threading.Thread(target=talk)
     talker.start()
-    peak = 0
+    peak = Peak({})
     while proc.poll() is None:
-        peak = max(peak, tree_rss(root))
+        peak = max(peak, Peak(tree_processes(root)))
         time.sleep(SAMPLE_EVERY)
     talker.join(60)
     assert proc.returncode == 0, out.get("stderr", b"").decode()
@@ -137,4 +157,5 @@ def test_memory_of_the_process_tree_is_bounded_by_max_memory(peaks, op):
     assert growth <= MAX_MEMORY + MARGIN, (
         f"{op} of a {BIG // MiB} MiB file peaked at {big / MiB:.1f} MiB for the process tree, "
         f"{growth / MiB:.1f} MiB more than for a {SMALL // MiB} MiB file "
-        f"(allowed: --max-memory {MAX_MEMORY // MiB} MiB + {MARGIN // MiB} MiB margin)")
+        f"(allowed: --max-memory {MAX_MEMORY // MiB} MiB + {MARGIN // MiB} MiB margin); "
+        f"big: {big}; small: {small}")
