@@ -6,6 +6,7 @@ environment of the moment it started, so set it before pfs starts anything."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 WEED = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
@@ -96,3 +98,24 @@ class SeaweedFS:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server held still (SIGSTOP) for the block: requests hang. kill()
+        returns before every thread of the Go process has stopped, and one still
+        running could answer a request, so wait until all of them have."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            while not all(_thread_state(task) == "T" for task in Path(f"/proc/{self.proc.pid}/task").iterdir()):
+                time.sleep(0.005)
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+
+def _thread_state(task: Path) -> str:
+    """The state letter of one thread (R, S, T...), or "T" for one that has just ended."""
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "T"

@@ -4,6 +4,7 @@ objects they delete and overwrite behind pfs's back (through boto3)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -206,11 +207,8 @@ def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_session
     session = live_sessions(store, work, "--copies", "2")
     session.send("put big")
     wait_for_remote(store, 20)
-    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
-    try:
+    with seaweedfs.paused():
         time.sleep(3)
-    finally:
-        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
     session.wait_for(r"stored big", timeout=60)
     assert session.close() == 0, session.stderr()
     get_all(store, work, {1: data})
@@ -234,11 +232,12 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     data = make_file(work / "f", 8 * CHUNK).read_bytes()
     r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
     assert r.returncode == 0, r.stderr
-    if sig == signal.SIGKILL:
-        seaweedfs.stop(sig)
-    else:
-        os.kill(seaweedfs.proc.pid, sig)
-    try:
+    with contextlib.ExitStack() as down:
+        if sig == signal.SIGKILL:
+            seaweedfs.stop(sig)
+            down.callback(seaweedfs.start)
+        else:
+            down.enter_context(seaweedfs.paused())
         r, took = timed(store, work, "list\ninfo 1\n")
         assert r.returncode == 0 and parse_list(r.stdout)[1] == ("f", "stored"), r.stdout + r.stderr
         assert took < 3, f"list and info took {took:.1f} s"
@@ -253,11 +252,6 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
         assert r.returncode != 0 and len(error_lines(r.stderr)) == 1 and "volume 1 missing" in r.stderr, r.stderr
         assert_clean_stderr(r.stderr)
         assert took < 6, f"put took {took:.1f} s"
-    finally:
-        if sig == signal.SIGKILL:
-            seaweedfs.start()
-        else:
-            os.kill(seaweedfs.proc.pid, signal.SIGCONT)
     get_all(store, work, {1: data}, "verify --all\n")
     assert_no_orphans(store)
 

@@ -5,7 +5,6 @@ or dies, refused credentials, a missing bucket, a wrong endpoint."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import sys
@@ -54,15 +53,12 @@ def test_a_paused_server_is_a_bounded_clear_error_and_work_resumes(make_volume, 
     v = fast(make_volume)
     v.write_marker(STORE_ID, "v0")
     v.write(key(1), b"before the pause")
-    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
-    try:
+    with seaweedfs.paused():
         started = time.monotonic()
         with pytest.raises(VolumeUnavailableError, match=r"unavailable .*no answer in time.*AWS_ENDPOINT_URL"):
             v.read(key(1))
         assert time.monotonic() - started < 1.5 + 0.5 * 2 + 1.5
         assert v.status() == "missing"
-    finally:
-        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
     assert v.read(key(1)) == b"before the pause"
     assert v.status() == "online"
 
