@@ -399,9 +399,8 @@ def test_snapshot_without_its_check_is_checked_and_resealed_at_close(root):
 
 def test_text_that_is_not_utf8_loads_from_snapshot_and_journal(root):
     """A failure reason can quote a path that is not UTF-8 (a lone surrogate in
-    Python, written as a \\udcXX escape): the fast JSON parser refuses such a
-    document, so the registry must still read it, from the journal and from the
-    snapshot."""
+    Python, written as a \\udcXX escape, which stricter JSON parsers such as
+    orjson refuse): it reads back from the journal and from the snapshot."""
     reason = "cannot read /data/caf\udce9.bin"
     reg = FileRegistry(root)
     reg.save(entry(1, status="failed", reason=reason, stored=0))

@@ -26,8 +26,6 @@ from dataclasses import asdict, astuple, replace
 from itertools import compress
 from pathlib import Path
 
-import orjson
-
 from pfs import codec
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
 from pfs.registry.base import FileTable, PartTable, SessionTable
@@ -107,17 +105,6 @@ def read_json(path: Path, root: Path) -> object:
         raise damaged(root, f"{path} is damaged ({_short(exc)})") from exc
     except IsADirectoryError as exc:
         raise damaged(root, f"{path} is a directory, not a file") from exc
-
-
-def loads(data: bytes) -> object:
-    """JSON as json.loads reads it, in about half the time (orjson); what orjson
-    refuses (a lone surrogate, which json.dumps writes for text that is not
-    UTF-8; NaN; deep nesting) is read by json. Only an integer beyond 64 bits
-    reads differently (as a float), and no valid record holds one either way."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
 
 
 def _short(exc: BaseException) -> str:
@@ -283,7 +270,7 @@ class FileRegistry(FileTable):
     def _load_snapshot(self) -> None:
         try:
             data = self._snapshot.read_bytes()
-            snap = loads(data)
+            snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
             self._unsealed = not is_sealed(data)
@@ -311,9 +298,7 @@ class FileRegistry(FileTable):
         complete = data.rfind(b"\n") + 1
         lines = data[:complete].split(b"\n")[:-1]
         first_line = self._lines_read if self._journal_bytes else 0
-        with bulk():
-            at_once = self._replay_at_once(lines)
-        if not at_once:
+        if not self._replay_at_once(lines):
             for number, line in enumerate(lines, first_line + 1):
                 if line.strip():
                     try:
@@ -326,7 +311,7 @@ class FileRegistry(FileTable):
             os.ftruncate(self._journal, self._journal_bytes)
 
     def _replay_at_once(self, lines: list[bytes]) -> bool:
-        """Parse every line in one call and check every record at once
+        """Parse every line in one json.loads call and check every record at once
         (several times faster than line by line). False if anything is off; the
         caller then replays line by line, which names the damaged line. Nothing is
         applied before everything checked out, and replay is idempotent anyway."""
@@ -334,7 +319,7 @@ class FileRegistry(FileTable):
         if not lines:  # the common case of a reader caught up already: nothing to parse or check
             return True
         try:
-            ops = loads(b"[" + b",".join(lines) + b"]")
+            ops = json.loads(b"[" + b",".join(lines) + b"]")
         except BAD_JSON:
             return False
         if len(ops) != len(lines) or not _types(dict)(ops):
