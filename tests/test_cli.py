@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import pfs as pfs_package
-from conftest import CHUNK, Pfs, Result, env, error_lines, make_file, part_path, pieces
+from conftest import CHUNK, Pfs, Result, env, error_lines, make_file, part_path, pieces, pool_workers
 
 KEEP_SIZE = 3 * CHUNK + 17  # a multi-part file whose last part is short
 
@@ -771,3 +771,18 @@ def test_closed_stderr_keeps_the_exit_status(pfs, options, status):
     r = subprocess.run(pfs.argv(*options), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env(), cwd=pfs.cwd,
                        timeout=60, preexec_fn=lambda: os.close(2))
     assert r.returncode == status
+
+
+def test_commands_that_read_metadata_start_no_process(pfs, live_sessions):
+    """list, info, mv, volume list and help answer from the registry: no forkserver
+    or worker is started for them (pfs stays one process); a get starts the pool."""
+    make_file(pfs.cwd / "a.bin", 100_000)
+    assert pfs.run("put a.bin\nput a.bin b/c.bin\n").returncode == 0
+    s = live_sessions(pfs.store, pfs.cwd)
+    s.send("list", "list -r", "list b", "info 1", "mv 2 d.bin", "volume list", "help", "info 2")
+    s.wait_for(r"^name:\s+d\.bin")
+    assert psutil.Process(s.pid).children(recursive=True) == []
+    s.send("get 1 out.bin", "wait")
+    s.wait_for(r"restored a\.bin")
+    assert pool_workers(s.pid), "the test cannot see workers: it proves nothing"
+    assert s.close() == 0

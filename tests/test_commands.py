@@ -11,7 +11,7 @@ from pfs import names
 from pfs.commands import ALIASES, COMMANDS, Session, parse, split
 from pfs.errors import UsageError
 from pfs.jobs import JobManager
-from pfs.output import PlainOutput
+from pfs.output import RICH_ROWS, PlainOutput, RichOutput, Table
 from pfs.store import Store
 
 from conftest import CHUNK
@@ -292,3 +292,18 @@ def test_wait_all_waits_until_finished_jobs_are_reported():
     waiter.join(30)
     assert job.finished.wait(30) and reported.is_set()
     assert not returned_early, "wait_all() returned before the finished job was reported"
+
+
+def test_a_long_table_prints_in_the_shell_as_the_plain_aligned_text_of_scripts(capsys):
+    """rich takes about a millisecond a row to box a table (a minute and a half for
+    a listing of 100,000 files): past RICH_ROWS rows the shell prints the plain
+    aligned columns instead, exactly as a script gets them."""
+    rows = [[str(i), f"logs/{i}.log"] for i in range(RICH_ROWS + 1)]
+    long = Table(["id", "name"], rows, frozenset({"id"}))
+    RichOutput().table(long)
+    shell = capsys.readouterr().out
+    PlainOutput().table(long)
+    assert shell == capsys.readouterr().out
+    assert shell.splitlines()[:2] == ["  id  name", "   0  logs/0.log"] and len(shell.splitlines()) == RICH_ROWS + 2
+    RichOutput().table(Table(["id", "name"], rows[:RICH_ROWS], frozenset({"id"})))
+    assert "logs/0.log" in capsys.readouterr().out.splitlines()[3], "a table up to RICH_ROWS rows is boxed"

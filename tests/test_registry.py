@@ -395,3 +395,22 @@ def test_snapshot_without_its_check_is_checked_and_resealed_at_close(root):
     reg = reopen(root)
     assert reg.get(2).uuid == "ab" * 16
     reg.close()
+
+
+def test_text_that_is_not_utf8_loads_from_snapshot_and_journal(root):
+    """A failure reason can quote a path that is not UTF-8 (a lone surrogate in
+    Python, written as a \\udcXX escape, which stricter JSON parsers such as
+    orjson refuse): it reads back from the journal and from the snapshot."""
+    reason = "cannot read /data/caf\udce9.bin"
+    reg = FileRegistry(root)
+    reg.save(entry(1, status="failed", reason=reason, stored=0))
+    reg.save(entry(2))
+    reg.close()
+    assert b"\\udce9" in (root / JOURNAL).read_bytes()
+    reg = reopen(root)
+    assert reg.get(1).reason == reason
+    reg.compact()
+    reg = reopen(root, reg)
+    assert b"\\udce9" in (root / SNAPSHOT).read_bytes() and (root / JOURNAL).read_bytes() == b""
+    assert reg.get(1).reason == reason and reg.get(2) == entry(2)
+    reg.close()

@@ -13,10 +13,10 @@ from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_
                                     is_sealed, live_sessions, pid_alive, read_json, write_json_atomic)
 from pfs.registry.names import NameIndex
 from pfs.registry.records import (DELETING, FAILED, MAX_COPIES, MAX_INT, MAX_PARTS, STATUSES, STORED, STORING,
-                                  BadRecord, FileEntry, Manifest, PartEntry, parse_ec)
+                                  BadRecord, FileEntry, Manifest, PartEntry, bulk, parse_ec)
 
 __all__ = ["DELETING", "FAILED", "FILES_LOCK", "JOURNAL", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
            "RESERVE", "SESSIONS", "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry",
            "FileRegistry", "FileTable", "Manifest", "NameIndex", "PartEntry", "PartRegistry", "PartTable",
-           "SessionFiles", "SessionTable", "damaged", "fsync_dir", "fsync_file", "is_sealed", "live_sessions",
+           "SessionFiles", "SessionTable", "bulk", "damaged", "fsync_dir", "fsync_file", "is_sealed", "live_sessions",
            "parse_ec", "pid_alive", "read_json", "write_json_atomic"]

@@ -31,7 +31,7 @@ from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.names import NameIndex
 from pfs.registry.records import (FILE_FIELDS, MAX_INT, STORED, BadRecord, FileEntry, Manifest, _ints, _one_of,
-                                  _row_problem, _types)
+                                  _row_problem, _types, bulk)
 
 log = logging.getLogger("pfs")
 
@@ -249,7 +249,8 @@ class FileRegistry(FileTable):
             os.close(self._journal)
             self._journal = -1
         if self._snapshot.exists():
-            self._load_snapshot()
+            with bulk():
+                self._load_snapshot()
         if exclusive:
             self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         else:
@@ -500,7 +501,8 @@ class FileRegistry(FileTable):
 
     def _index(self) -> NameIndex:
         if self._names is None:
-            self._names = NameIndex(self._files.values())
+            with bulk():
+                self._names = NameIndex(self._files.values())
         return self._names
 
     def named(self, name: str) -> list[FileEntry]:
@@ -510,8 +512,8 @@ class FileRegistry(FileTable):
     def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
         """Under one lock and catch-up for all the names, not one per name."""
         with self._locked(fcntl.LOCK_SH):
-            index = self._index()
-            return {name: [self._files[i] for i in index.ids(name)] for name in names}
+            entry = self._files.__getitem__
+            return {name: list(map(entry, ids)) for name, ids in zip(names, self._index().ids_each(names))}
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         with self._locked(fcntl.LOCK_SH):

@@ -41,14 +41,22 @@ class NameIndex:
         """The ids recorded under `name`, oldest first."""
         return list(self._ids.get(name, ()))
 
+    def ids_each(self, names: list[str]) -> list[list[int]]:
+        """`ids` of each name, as the index holds them: to read before the index changes."""
+        found = self._ids.get
+        return [found(name, []) for name in names]
+
     def under(self, prefix: str, recursive: bool) -> tuple[list[str], list[str]]:
         """(names, directories) under `prefix` (`` or ending in `/`); not
         recursive, a subdirectory is one entry and its names are skipped over."""
-        names, dirs = [], []
         i = bisect.bisect_left(self._sorted, prefix)
+        if recursive:  # the names from `prefix` up to the first after its directory ("0" follows "/")
+            end = bisect.bisect_left(self._sorted, prefix[:-1] + "0", i) if prefix else len(self._sorted)
+            return self._sorted[i:end], []
+        names, dirs = [], []
         while i < len(self._sorted) and self._sorted[i].startswith(prefix):
             name = self._sorted[i]
-            slash = -1 if recursive else name.find("/", len(prefix))
+            slash = name.find("/", len(prefix))
             if slash < 0:
                 names.append(name)
                 i += 1

@@ -4,8 +4,10 @@ exactly what pfs writes is damage, never trusted."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from itertools import starmap
 from operator import eq, floordiv, itemgetter, neg
@@ -41,6 +43,23 @@ def _ec_ok(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many records are built at once (a
+    snapshot's, a listing's rows): they hold no reference cycles, yet every
+    thousand new objects the collector would walk them all again, which takes
+    a third of the time to open and list a store of 100,000 files."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()  # then back to the oldest generation: moved there at once, not walked on the way
+            gc.unfreeze()
+            gc.enable()
 
 
 class BadRecord(ValueError):
