@@ -3,6 +3,7 @@ with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
 task is a few paths, numbers and volume descriptions (each volume is opened
 once per worker), a result is a hash, a size and where the pieces went."""
 
+import contextlib
 import fcntl
 import json
 import mmap
@@ -59,11 +60,23 @@ def _view(size: int, use: str = PART) -> memoryview:
     O_DIRECT needs (see volumes.local.write_direct); the kernel's copies between
     the page cache and a buffer 16 bytes past a page boundary, where a
     bytearray's data starts, also cost more system CPU (AMD EPYC: 0.57 against
-    0.33 s per GiB read and written in one process)."""
+    0.33 s per GiB read and written in one process). See _huge_buffer for its pages."""
     buffer = _buffers.get(use)
     if buffer is None or len(buffer) < size:
-        buffer = _buffers[use] = mmap.mmap(-1, max(size, mmap.PAGESIZE))
+        buffer = _buffers[use] = _huge_buffer(max(size, mmap.PAGESIZE))
     return memoryview(buffer)[:size]
+
+
+def _huge_buffer(size: int) -> mmap.mmap:
+    """Private anonymous memory on huge pages where the kernel has them: every
+    O_DIRECT transfer pins the buffer's pages, one 2 MiB page instead of 512
+    small ones (a get of 1 GiB, read and written with O_DIRECT: 0.08 s less
+    system CPU here). A shared mapping (mmap's default) is shmem, which gets no
+    huge pages unless the administrator allows them."""
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):  # no MADV_HUGEPAGE here, or no huge pages at all
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
 
 
 def _read_at(fd: int, view: memoryview, offset: int) -> int:
