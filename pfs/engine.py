@@ -132,6 +132,12 @@ class _Pool:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Wait for the executor's manager thread to close its wake-up pipe: Python 3.11's
+        # exit hook writes to that pipe without a lock, and a pipe closed under the write
+        # printed "Exception ignored ... Bad file descriptor" as pfs ended.
+        manager = getattr(self.executor, "_executor_manager_thread", None)
+        if manager is not None and manager is not threading.current_thread():
+            manager.join(max(grace, 1.0))
 
 
 class _Tally:
