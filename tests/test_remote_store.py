@@ -262,20 +262,52 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     assert_no_orphans(store)
 
 
+def test_a_get_reads_local_copies_first_so_a_server_paused_after_its_status_is_not_waited_for(
+        seaweedfs, tmp_path, live_sessions):
+    """--copies 2 over the store's directory and a bucket, the default retry
+    budget (30 s): the server paused while the session still holds its status
+    as online; a get reads the local copy of every part, even where the
+    manifest lists the remote one first, so it never waits on the server."""
+    store, work, script = new_store(tmp_path, 1, True)
+    data = make_file(work / "f", 16 * CHUNK).read_bytes()
+    assert run_pfs(store, script + "put f\n", "--copies", "2", cwd=work).returncode == 0
+    (vid, _), = remote_volumes(store).items()
+    assert sum(p["copies"][0] == vid for p in read_manifest(store, 1)["parts"]) >= 2
+    session = live_sessions(store, work)
+    session.send("volume list")  # the status is now known: online, for some seconds
+    session.wait_for(r"s3://.*online")
+    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        session.send("get 1 out1")
+        session.wait_for(r"restored", timeout=60)
+        took = time.monotonic() - started
+    finally:
+        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+    assert took < 5, f"the get took {took:.1f} s"
+    assert session.close() == 0, session.stderr()
+    check_gets(work, {1: data})
+
+
 # -- damage behind pfs's back ----------------------------------------------------------------------
 
 def test_a_remote_copy_deleted_or_overwritten_is_detected_and_healed(seaweedfs, tmp_path):
+    """A get reads the local copies, even of parts whose manifest lists the
+    remote copy first, so it never meets the damaged remote ones; a scrub
+    finds and rewrites them."""
     store, work, script = new_store(tmp_path, 1, True)
     data = make_file(work / "f", 16 * CHUNK).read_bytes()
     r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
     assert r.returncode == 0, r.stderr
     (vid, (bucket, prefix)), = remote_volumes(store).items()
     remote_first = [p["id"] for p in read_manifest(store, 1)["parts"] if p["copies"][0] == vid]
-    assert len(remote_first) >= 2, "too few parts are read from the bucket first"
+    assert len(remote_first) >= 2, "too few parts list the bucket's copy first"
     gone, bad = remote_first[:2]
     s3().delete_object(Bucket=bucket, Key=f"{prefix}/{gone[:2]}/{gone}")
     s3().put_object(Bucket=bucket, Key=f"{prefix}/{bad[:2]}/{bad}", Body=os.urandom(CHUNK))
-    out = get_all(store, work, {1: data}, "verify --all\n")
+    out = get_all(store, work, {1: data})
+    assert "rewritten" not in out and f"{prefix}/{gone[:2]}/{gone}" not in objects(bucket, prefix + "/"), out
+    out = run_pfs(store, "verify --all --heal\nverify --all\n", cwd=work).stdout
     assert out.count("rewritten") == 2 and "part file missing" in out, out
     assert "verify --all: 1 verified, 0 damaged" in out, out
     body = s3().get_object(Bucket=bucket, Key=f"{prefix}/{bad[:2]}/{bad}")["Body"].read()
