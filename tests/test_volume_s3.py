@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from pfs.volumes import open_volume
 from volume_contract import STORE_ID, VolumeContract, key
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+from pfs.volumes.s3 import QUIET_SECONDS  # noqa: E402 - needs boto3
 
 @pytest.fixture
 def make_volume(seaweedfs):
@@ -63,8 +65,8 @@ def test_a_paused_server_is_a_bounded_clear_error_and_work_resumes(make_volume, 
         assert v.status() == "missing"
     finally:
         os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+    assert v.status() == "online"  # a probe always asks: the server is used again at once
     assert v.read(key(1)) == b"before the pause"
-    assert v.status() == "online"
 
 
 def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, seaweedfs):
@@ -91,6 +93,7 @@ def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, s
     assert len(failures) == 1 and isinstance(failures[0], VolumeUnavailableError), failures
     assert "no connection" in str(failures[0])
     seaweedfs.start()
+    time.sleep(QUIET_SECONDS)  # until then, this process's requests fail at once (it counts the server down)
     # Just restarted, the server answers 500 until its volume server has registered
     # again: transient, so a patient volume rides it out.
     v = open_volume({**v.describe(), "retry_seconds": 30})
@@ -221,21 +224,57 @@ def test_retry_budget_from_the_environment(monkeypatch):
 
 
 def test_a_server_found_down_is_tried_once_by_later_requests(make_volume, monkeypatch):
-    """The first request waits out the retry budget; the next ones of the process
-    fail at their first attempt, so a put of many parts fails in one budget."""
+    """The first request waits out the retry budget, and says how long it
+    tried; the next ones of the process fail at once, so a put of many parts
+    fails in one budget."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
     v = make_volume(timeout=0.5, retry_seconds=1.5)
     started = time.monotonic()
-    with pytest.raises(VolumeUnavailableError, match=r"no connection, for 1.5 s"):
+    with pytest.raises(VolumeUnavailableError, match=r"no connection after trying for") as failed:
         v.read(key(1))
+    took = time.monotonic() - started
     # retried until the next jittered backoff would pass the budget: at least
     # 0.375 s of pauses (0.025 + 0.05 + 0.1 + 0.2 at their smallest), each attempt milliseconds
-    assert time.monotonic() - started >= 0.375
+    assert took >= 0.375
+    # the message says how long it tried (the budget, 1.5 s, would overstate it)
+    assert 0.3 < said_seconds(failed.value) <= took + 0.05, f"{failed.value}, yet the read took {took:.2f} s"
     started = time.monotonic()
     for n in range(20):
-        with pytest.raises(VolumeUnavailableError, match="no connection, as on the previous request"):
+        with pytest.raises(VolumeUnavailableError, match=r"no connection after trying for [\d.]+ s, [\d.]+ s ago"):
             v.write(key(n), b"x")
     assert time.monotonic() - started < 2
+
+
+def said_seconds(failure: Exception) -> float:
+    """How long a request tried, as its message says."""
+    return float(re.search(r"trying for ([\d.]+) s", str(failure)).group(1))
+
+
+def test_a_hanging_server_given_up_on_costs_later_requests_no_timeout(make_volume, seaweedfs):
+    """Paused (requests hang until their timeout): once a request has given
+    up, the process's next ones fail at once for a few seconds instead of each
+    waiting a request timeout, then one asks again; a resumed server is used again."""
+    v = make_volume(timeout=0.5, retry_seconds=1.0)
+    v.write(key(1), b"before the pause")
+    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(VolumeUnavailableError, match="no answer in time"):
+            v.read(key(1))
+        started = time.monotonic()
+        for _ in range(10):
+            with pytest.raises(VolumeUnavailableError, match=r" s ago\)"):
+                v.read(key(1))
+        assert time.monotonic() - started < 0.5, "later requests waited on the paused server"
+        time.sleep(QUIET_SECONDS)
+        started = time.monotonic()
+        with pytest.raises(VolumeUnavailableError, match=r"no answer in time after trying for") as failed:
+            v.read(key(1))  # asked once: within a request timeout (connect and read), not the budget again
+        took = time.monotonic() - started
+        assert 0.4 < said_seconds(failed.value) <= took + 0.05 and took < 1.4, f"{failed.value} in {took:.2f} s"
+    finally:
+        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+    time.sleep(QUIET_SECONDS)
+    assert v.read(key(1)) == b"before the pause"
 
 
 def test_describe_names_no_endpoint_and_no_secret(make_volume):

@@ -36,6 +36,9 @@ DEFAULT_RETRY_SECONDS = 30.0
 #: At most this long to tell whether the server is there (status): a down server
 #: shows as missing at once, not after a whole retry budget.
 PROBE_SECONDS = 2.0
+#: While a server counts as down, the process's requests to it fail at once
+#: for this long after each failed one, then one asks it again (once).
+QUIET_SECONDS = 2.0
 #: Environment variables that change those defaults for a process (and the workers it starts).
 TIMEOUT_VARIABLE, RETRY_VARIABLE = "PFS_S3_TIMEOUT", "PFS_S3_RETRY_SECONDS"
 
@@ -54,8 +57,9 @@ _sessions: dict[tuple, boto3.session.Session] = {}
 _clients: dict[tuple, object] = {}
 _cache_pid = 0
 _cache_lock = threading.Lock()
-#: Endpoint -> until when (time.monotonic()) it counts as down: see S3Volume._call.
-_down_until: dict[str, float] = {}
+#: Endpoint -> (when a request last failed on it, until when it counts as down
+#: (time.monotonic()), why): see S3Volume._call.
+_given_up: dict[str, tuple[float, float, str]] = {}
 
 
 def s3_client(timeout: float, endpoint: str | None = None):
@@ -83,7 +87,7 @@ def _forget_if_forked() -> None:
     global _cache_pid
     if _cache_pid != os.getpid():
         _clients.clear()
-        _down_until.clear()
+        _given_up.clear()
         _cache_pid = os.getpid()
 
 
@@ -236,22 +240,30 @@ class S3Volume(Volume):
     def _call(self, request: Callable[[], T], key: str = "", budget: float | None = None) -> T:
         """Run one request, retrying transient failures with backoff until the
         deadline; every failure leaves as one of the volume's typed errors. Once
-        a request has given up on the server, the next ones (of this process)
-        try it once, for as long as the retry budget, rather than each wait it
-        out again: a put or get of many parts fails in one budget, not one per part.
-        `budget` shortens the retry budget (a probe)."""
+        a request has given up on the server, it counts as down for a retry
+        budget: the process's next requests fail at once for QUIET_SECONDS after
+        each failed one, then one asks once, rather than each wait out the
+        budget again (or, where the server hangs, a request timeout each): a put
+        or get of many parts fails in one budget, not one per part, a part with
+        another copy moves on to it at once, and a server back is used again
+        within seconds. `budget` shortens the retry budget of a probe, which
+        always asks the server."""
         endpoint = self.client.meta.endpoint_url
-        budget = self.retry_seconds if budget is None else min(budget, self.retry_seconds)
-        patient = time.monotonic() >= _down_until.get(endpoint, 0.0)
-        deadline = time.monotonic() + (budget if patient else 0.0)
+        started = time.monotonic()
+        probe, down_until = budget is not None, _given_up.get(endpoint, (0.0, 0.0, ""))[1]
+        if not probe and started < down_until:
+            self._fail_fast(endpoint, started)
+            budget = 0.0  # ask once
+        deadline = started + (self.retry_seconds if budget is None else min(budget, self.retry_seconds))
         for attempt in itertools.count():
             try:
                 result = request()
-                _down_until.pop(endpoint, None)
+                _given_up.pop(endpoint, None)
                 return result
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 if status not in _TRANSIENT_STATUS:
+                    _given_up.pop(endpoint, None)  # it answered
                     raise self._translate(exc, status, key) from None
                 failure = f"the server answered {status} {exc.response.get('Error', {}).get('Code', '')}".strip()
             except _TRANSIENT_ERRORS as exc:
@@ -265,12 +277,21 @@ class S3Volume(Volume):
             if time.monotonic() + pause > deadline:
                 break
             time.sleep(pause)
-        if patient:
-            _down_until[endpoint] = time.monotonic() + self.retry_seconds
-        waited = f"for {budget:g} s" if patient else "as on the previous request"
-        raise VolumeUnavailableError(
-            f"the S3 server at {endpoint} is unavailable for volume {self.url} ({failure}, {waited})",
-            "check that it is running and the endpoint (AWS_ENDPOINT_URL)")
+        now = time.monotonic()
+        why = f"{failure} after trying for {now - started:.1f} s"
+        _given_up[endpoint] = (now, down_until if probe else max(down_until, now + self.retry_seconds), why)
+        raise self._unavailable(endpoint, why)
+
+    def _fail_fast(self, endpoint: str, now: float) -> None:
+        """VolumeUnavailableError if a request to the server failed less than
+        QUIET_SECONDS ago."""
+        when, _, why = _given_up[endpoint]
+        if now < when + QUIET_SECONDS:
+            raise self._unavailable(endpoint, f"{why}, {now - when:.1f} s ago")
+
+    def _unavailable(self, endpoint: str, why: str) -> VolumeUnavailableError:
+        return VolumeUnavailableError(f"the S3 server at {endpoint} is unavailable for volume {self.url} ({why})",
+                                      "check that it is running and the endpoint (AWS_ENDPOINT_URL)")
 
     def _translate(self, exc: ClientError, status: int, key: str) -> Exception:
         error = exc.response.get("Error", {})
