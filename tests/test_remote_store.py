@@ -262,12 +262,13 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     assert_no_orphans(store)
 
 
-def test_a_get_reads_local_copies_first_so_a_server_paused_after_its_status_is_not_waited_for(
-        seaweedfs, tmp_path, live_sessions):
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["paused", "killed"])
+def test_a_get_reads_local_copies_first_so_a_server_down_since_its_status_is_not_waited_for(
+        seaweedfs, tmp_path, live_sessions, sig):
     """--copies 2 over the store's directory and a bucket, the default retry
-    budget (30 s): the server paused while the session still holds its status
-    as online; a get reads the local copy of every part, even where the
-    manifest lists the remote one first, so it never waits on the server."""
+    budget (30 s): the server paused or killed while the session still holds
+    its status as online; a get reads the local copy of every part, even where
+    the manifest lists the remote one first, so it never waits on the server."""
     store, work, script = new_store(tmp_path, 1, True)
     data = make_file(work / "f", 16 * CHUNK).read_bytes()
     assert run_pfs(store, script + "put f\n", "--copies", "2", cwd=work).returncode == 0
@@ -276,14 +277,20 @@ def test_a_get_reads_local_copies_first_so_a_server_paused_after_its_status_is_n
     session = live_sessions(store, work)
     session.send("volume list")  # the status is now known: online, for some seconds
     session.wait_for(r"s3://.*online")
-    os.kill(seaweedfs.proc.pid, signal.SIGSTOP)
+    if sig == signal.SIGKILL:
+        seaweedfs.stop(sig)
+    else:
+        os.kill(seaweedfs.proc.pid, sig)
     try:
         started = time.monotonic()
         session.send("get 1 out1")
         session.wait_for(r"restored", timeout=60)
         took = time.monotonic() - started
     finally:
-        os.kill(seaweedfs.proc.pid, signal.SIGCONT)
+        if sig == signal.SIGKILL:
+            seaweedfs.start()
+        else:
+            os.kill(seaweedfs.proc.pid, signal.SIGCONT)
     assert took < 5, f"the get took {took:.1f} s"
     assert session.close() == 0, session.stderr()
     check_gets(work, {1: data})
