@@ -8,13 +8,14 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, pieces,
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
                       read_manifest, referenced_pieces, run_pfs)
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
@@ -194,6 +195,21 @@ def test_every_part_remote_then_the_server_killed_mid_get_and_mid_put(seaweedfs,
     seaweedfs.start()
     get_all(store, work, datas, "list\n")
     assert_no_orphans(store)
+
+
+def test_pfs_leaves_boto3_to_its_workers_on_a_get(seaweedfs, tmp_path):
+    """On a get from an S3 volume, pfs itself only describes the volume to its
+    workers, which make the requests: it never imports boto3 (0.2 s of CPU)."""
+    store, work, script = new_store(tmp_path, 1, False)
+    data = make_file(work / "f", 3 * CHUNK).read_bytes()
+    assert run_pfs(store, script + "put f\n", cwd=work).returncode == 0
+    argv = pfs_argv(store)
+    report = "import atexit, runpy, sys; atexit.register(lambda: print('boto3 imported:', 'boto3' in sys.modules)); " \
+             "sys.argv[1:] = sys.argv[2:]; runpy.run_module('pfs', run_name='__main__', alter_sys=True)"
+    r = subprocess.run([argv[0], "-c", report, *argv[2:]], input="get 1 out1\n", capture_output=True, text=True,
+                       cwd=work, timeout=60, env=env())
+    assert r.returncode == 0 and "boto3 imported: False" in r.stdout, r.stdout + r.stderr
+    check_gets(work, {1: data})
 
 
 # -- a slow server ---------------------------------------------------------------------------------

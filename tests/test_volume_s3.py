@@ -111,11 +111,12 @@ def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, s
 
 
 class AnswerDroppingProxy:
-    """A TCP relay to the server that, when armed, passes one PUT request on but
-    closes the connection instead of relaying the server's answer: a real lost answer."""
+    """A TCP relay to the server that, when armed, passes one request of `method`
+    on but closes the connection after relaying `keep` bytes of the server's
+    answer: a real lost (or broken-off) answer."""
 
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: int, method: bytes = b"PUT ", keep: int = 0) -> None:
+        self.upstream, self.method, self.keep = upstream, method, keep
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.armed = threading.Event()
@@ -135,13 +136,18 @@ class AnswerDroppingProxy:
 
     def _relay(self, src: socket.socket, dst: socket.socket, drop: threading.Event, request: bool) -> None:
         try:
+            relayed = 0
             while data := src.recv(1 << 16):
-                if request and data.startswith(b"PUT ") and self.armed.is_set():
+                if request and data.startswith(self.method) and self.armed.is_set():
                     self.armed.clear()
                     drop.set()
                 if not request and drop.is_set() and not data.startswith(b"HTTP/1.1 100 "):
-                    self.dropped.set()
-                    break  # the server answered; the client never hears it
+                    dst.sendall(data[:self.keep - relayed])
+                    relayed += len(data)
+                    if relayed >= self.keep:
+                        self.dropped.set()
+                        break  # the client never hears the rest
+                    continue
                 dst.sendall(data)
         except OSError:
             pass
@@ -167,6 +173,24 @@ def test_a_write_whose_answer_was_lost_is_retried_and_succeeds(make_volume, seaw
         with pytest.raises(PartExistsError):  # another writer's part stays a conflict
             v.write(key(1), b"not the first")
         assert v.read(key(1)) == b"first"
+    finally:
+        proxy.close()
+
+
+def test_a_read_whose_answer_broke_off_is_retried(make_volume, seaweedfs, monkeypatch):
+    """A part's answer cut off after 100 KiB of its 1 MiB: the read straight
+    into a buffer finds the body short of its length, asks again on a new
+    connection and returns the whole part."""
+    proxy = AnswerDroppingProxy(PORTS["s3"], b"GET ", keep=100 << 10)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        v = make_volume(timeout=2, retry_seconds=10)
+        data = os.urandom(1 << 20)
+        v.write(key(1), data)
+        proxy.armed.set()
+        buffer = memoryview(bytearray(2 << 20))
+        assert v.read_into(key(1), buffer) == len(data) and buffer[:len(data)] == data
+        assert proxy.dropped.is_set()
     finally:
         proxy.close()
 
