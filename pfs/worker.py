@@ -19,7 +19,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeError, VolumeUnavailableError)
 from pfs.redundancy import Layout
 from pfs.volumes import Volume, open_volume
-from pfs.volumes.local import DIRECT_ALIGN, write_past_cache
+from pfs.volumes.local import DIRECT_ALIGN, LocalVolume, write_past_cache
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
@@ -299,7 +299,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
     same bytes. With `reuse`, the good copy and its decoding are read into the
     worker's buffers."""
     good, decoded = None, (None, None)
-    for j, (vid, desc) in enumerate(job.pieces):
+    for j, (vid, desc) in _reading_order(job.pieces):
         if good is not None and not job.every:
             break
         if desc is None:
@@ -322,7 +322,7 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
     """The part's bytes from the first K shards whose hashes check out (every
     shard is checked with `every`)."""
     good = []
-    for j, (vid, desc) in enumerate(job.pieces):
+    for j, (vid, desc) in _reading_order(job.pieces):
         if len(good) >= job.layout.needed and not job.every:
             break
         if desc is None:
@@ -339,6 +339,18 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
     if len(good) < job.layout.needed:
         return None
     return redundancy.decode(job.layout, good[:job.layout.needed])
+
+
+def _reading_order(pieces: list[tuple[int, dict | None]]) -> list[tuple[int, tuple[int, dict | None]]]:
+    """The pieces, by index, in the order to read them: those on local volumes
+    first, then remote ones (each group in manifest order). A remote read costs a
+    round trip and the server's bandwidth, and a server that died since its
+    status was looked at costs a retry budget before the next copy is tried."""
+    return sorted(enumerate(pieces), key=lambda jp: jp[1][1] is not None and not _is_local(jp[1][1]))
+
+
+def _is_local(desc: dict) -> bool:
+    return isinstance(_volume(desc), LocalVolume)
 
 
 def _whole_blocks(size: int) -> int:

@@ -9,13 +9,15 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, pieces,
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
                       read_manifest, referenced_pieces, run_pfs)
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
@@ -197,6 +199,21 @@ def test_every_part_remote_then_the_server_killed_mid_get_and_mid_put(seaweedfs,
     assert_no_orphans(store)
 
 
+def test_pfs_leaves_boto3_to_its_workers_on_a_get(seaweedfs, tmp_path):
+    """On a get from an S3 volume, pfs itself only describes the volume to its
+    workers, which make the requests: it never imports boto3 (0.2 s of CPU)."""
+    store, work, script = new_store(tmp_path, 1, False)
+    data = make_file(work / "f", 3 * CHUNK).read_bytes()
+    assert run_pfs(store, script + "put f\n", cwd=work).returncode == 0
+    argv = pfs_argv(store)
+    report = "import atexit, runpy, sys; atexit.register(lambda: print('boto3 imported:', 'boto3' in sys.modules)); " \
+             "sys.argv[1:] = sys.argv[2:]; runpy.run_module('pfs', run_name='__main__', alter_sys=True)"
+    r = subprocess.run([argv[0], "-c", report, *argv[2:]], input="get 1 out1\n", capture_output=True, text=True,
+                       cwd=work, timeout=60, env=env())
+    assert r.returncode == 0 and "boto3 imported: False" in r.stdout, r.stdout + r.stderr
+    check_gets(work, {1: data})
+
+
 # -- a slow server ---------------------------------------------------------------------------------
 
 def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_sessions):
@@ -213,6 +230,21 @@ def test_a_server_paused_mid_put_is_waited_for(seaweedfs, tmp_path, live_session
     assert session.close() == 0, session.stderr()
     get_all(store, work, {1: data})
     assert_no_orphans(store)
+
+
+@contextlib.contextmanager
+def server_down(seaweedfs, sig: int) -> Iterator[None]:
+    """The server paused (SIGSTOP: requests hang) or killed (SIGKILL: refused)
+    for the block, then back."""
+    if sig == signal.SIGSTOP:
+        with seaweedfs.paused():
+            yield
+        return
+    seaweedfs.stop(sig)
+    try:
+        yield
+    finally:
+        seaweedfs.start()
 
 
 def timed(store: Path, work: Path, script: str, *options: str):
@@ -232,12 +264,7 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     data = make_file(work / "f", 8 * CHUNK).read_bytes()
     r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
     assert r.returncode == 0, r.stderr
-    with contextlib.ExitStack() as down:
-        if sig == signal.SIGKILL:
-            seaweedfs.stop(sig)
-            down.callback(seaweedfs.start)
-        else:
-            down.enter_context(seaweedfs.paused())
+    with server_down(seaweedfs, sig):
         r, took = timed(store, work, "list\ninfo 1\n")
         assert r.returncode == 0 and parse_list(r.stdout)[1] == ("f", "stored"), r.stdout + r.stderr
         assert took < 3, f"list and info took {took:.1f} s"
@@ -256,20 +283,50 @@ def test_a_server_down_keeps_no_command_waiting(seaweedfs, tmp_path, sig):
     assert_no_orphans(store)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["paused", "killed"])
+def test_a_get_reads_local_copies_first_so_a_server_down_since_its_status_is_not_waited_for(
+        seaweedfs, tmp_path, live_sessions, sig):
+    """--copies 2 over the store's directory and a bucket, the default retry
+    budget (30 s): the server paused or killed while the session still holds
+    its status as online; a get reads the local copy of every part, even where
+    the manifest lists the remote one first, so it never waits on the server."""
+    store, work, script = new_store(tmp_path, 1, True)
+    data = make_file(work / "f", 16 * CHUNK).read_bytes()
+    assert run_pfs(store, script + "put f\n", "--copies", "2", cwd=work).returncode == 0
+    (vid, _), = remote_volumes(store).items()
+    assert sum(p["copies"][0] == vid for p in read_manifest(store, 1)["parts"]) >= 2
+    session = live_sessions(store, work)
+    session.send("volume list")  # the status is now known: online, for some seconds
+    session.wait_for(r"s3://.*online")
+    with server_down(seaweedfs, sig):
+        started = time.monotonic()
+        session.send("get 1 out1")
+        session.wait_for(r"restored", timeout=60)
+        took = time.monotonic() - started
+    assert took < 5, f"the get took {took:.1f} s"
+    assert session.close() == 0, session.stderr()
+    check_gets(work, {1: data})
+
+
 # -- damage behind pfs's back ----------------------------------------------------------------------
 
 def test_a_remote_copy_deleted_or_overwritten_is_detected_and_healed(seaweedfs, tmp_path):
+    """A get reads the local copies, even of parts whose manifest lists the
+    remote copy first, so it never meets the damaged remote ones; a scrub
+    finds and rewrites them."""
     store, work, script = new_store(tmp_path, 1, True)
     data = make_file(work / "f", 16 * CHUNK).read_bytes()
     r = run_pfs(store, script + "put f\n", "--copies", "2", cwd=work)
     assert r.returncode == 0, r.stderr
     (vid, (bucket, prefix)), = remote_volumes(store).items()
     remote_first = [p["id"] for p in read_manifest(store, 1)["parts"] if p["copies"][0] == vid]
-    assert len(remote_first) >= 2, "too few parts are read from the bucket first"
+    assert len(remote_first) >= 2, "too few parts list the bucket's copy first"
     gone, bad = remote_first[:2]
     s3().delete_object(Bucket=bucket, Key=f"{prefix}/{gone[:2]}/{gone}")
     s3().put_object(Bucket=bucket, Key=f"{prefix}/{bad[:2]}/{bad}", Body=os.urandom(CHUNK))
-    out = get_all(store, work, {1: data}, "verify --all\n")
+    out = get_all(store, work, {1: data})
+    assert "rewritten" not in out and f"{prefix}/{gone[:2]}/{gone}" not in objects(bucket, prefix + "/"), out
+    out = run_pfs(store, "verify --all --heal\nverify --all\n", cwd=work).stdout
     assert out.count("rewritten") == 2 and "part file missing" in out, out
     assert "verify --all: 1 verified, 0 damaged" in out, out
     body = s3().get_object(Bucket=bucket, Key=f"{prefix}/{bad[:2]}/{bad}")["Body"].read()

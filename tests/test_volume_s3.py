@@ -5,6 +5,8 @@ or dies, refused credentials, a missing bucket, a wrong endpoint."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import signal
 import socket
 import sys
@@ -20,6 +22,7 @@ from pfs.volumes import open_volume
 from volume_contract import STORE_ID, VolumeContract, key
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
+from pfs.volumes.s3 import QUIET_SECONDS  # noqa: E402 - needs boto3
 
 @pytest.fixture
 def make_volume(seaweedfs):
@@ -59,8 +62,8 @@ def test_a_paused_server_is_a_bounded_clear_error_and_work_resumes(make_volume, 
             v.read(key(1))
         assert time.monotonic() - started < 1.5 + 0.5 * 2 + 1.5
         assert v.status() == "missing"
+    assert v.status() == "online"  # a probe always asks: the server is used again at once
     assert v.read(key(1)) == b"before the pause"
-    assert v.status() == "online"
 
 
 def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, seaweedfs):
@@ -87,6 +90,7 @@ def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, s
     assert len(failures) == 1 and isinstance(failures[0], VolumeUnavailableError), failures
     assert "no connection" in str(failures[0])
     seaweedfs.start()
+    time.sleep(QUIET_SECONDS)  # until then, this process's requests fail at once (it counts the server down)
     # Just restarted, the server answers 500 until its volume server has registered
     # again: transient, so a patient volume rides it out.
     v = open_volume({**v.describe(), "retry_seconds": 30})
@@ -104,11 +108,12 @@ def test_a_server_killed_mid_writes_keeps_every_acknowledged_part(make_volume, s
 
 
 class AnswerDroppingProxy:
-    """A TCP relay to the server that, when armed, passes one PUT request on but
-    closes the connection instead of relaying the server's answer: a real lost answer."""
+    """A TCP relay to the server that, when armed, passes one request of `method`
+    on but closes the connection after relaying `keep` bytes of the server's
+    answer: a real lost (or broken-off) answer."""
 
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: int, method: bytes = b"PUT ", keep: int = 0) -> None:
+        self.upstream, self.method, self.keep = upstream, method, keep
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.armed = threading.Event()
@@ -128,13 +133,18 @@ class AnswerDroppingProxy:
 
     def _relay(self, src: socket.socket, dst: socket.socket, drop: threading.Event, request: bool) -> None:
         try:
+            relayed = 0
             while data := src.recv(1 << 16):
-                if request and data.startswith(b"PUT ") and self.armed.is_set():
+                if request and data.startswith(self.method) and self.armed.is_set():
                     self.armed.clear()
                     drop.set()
                 if not request and drop.is_set() and not data.startswith(b"HTTP/1.1 100 "):
-                    self.dropped.set()
-                    break  # the server answered; the client never hears it
+                    dst.sendall(data[:self.keep - relayed])
+                    relayed += len(data)
+                    if relayed >= self.keep:
+                        self.dropped.set()
+                        break  # the client never hears the rest
+                    continue
                 dst.sendall(data)
         except OSError:
             pass
@@ -160,6 +170,24 @@ def test_a_write_whose_answer_was_lost_is_retried_and_succeeds(make_volume, seaw
         with pytest.raises(PartExistsError):  # another writer's part stays a conflict
             v.write(key(1), b"not the first")
         assert v.read(key(1)) == b"first"
+    finally:
+        proxy.close()
+
+
+def test_a_read_whose_answer_broke_off_is_retried(make_volume, seaweedfs, monkeypatch):
+    """A part's answer cut off after 100 KiB of its 1 MiB: the read straight
+    into a buffer finds the body short of its length, asks again on a new
+    connection and returns the whole part."""
+    proxy = AnswerDroppingProxy(PORTS["s3"], b"GET ", keep=100 << 10)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        v = make_volume(timeout=2, retry_seconds=10)
+        data = os.urandom(1 << 20)
+        v.write(key(1), data)
+        proxy.armed.set()
+        buffer = memoryview(bytearray(2 << 20))
+        assert v.read_into(key(1), buffer) == len(data) and buffer[:len(data)] == data
+        assert proxy.dropped.is_set()
     finally:
         proxy.close()
 
@@ -217,21 +245,54 @@ def test_retry_budget_from_the_environment(monkeypatch):
 
 
 def test_a_server_found_down_is_tried_once_by_later_requests(make_volume, monkeypatch):
-    """The first request waits out the retry budget; the next ones of the process
-    fail at their first attempt, so a put of many parts fails in one budget."""
+    """The first request waits out the retry budget, and says how long it
+    tried; the next ones of the process fail at once, so a put of many parts
+    fails in one budget."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
     v = make_volume(timeout=0.5, retry_seconds=1.5)
     started = time.monotonic()
-    with pytest.raises(VolumeUnavailableError, match=r"no connection, for 1.5 s"):
+    with pytest.raises(VolumeUnavailableError, match=r"no connection after trying for") as failed:
         v.read(key(1))
+    took = time.monotonic() - started
     # retried until the next jittered backoff would pass the budget: at least
     # 0.375 s of pauses (0.025 + 0.05 + 0.1 + 0.2 at their smallest), each attempt milliseconds
-    assert time.monotonic() - started >= 0.375
+    assert took >= 0.375
+    # the message says how long it tried (the budget, 1.5 s, would overstate it)
+    assert 0.3 < said_seconds(failed.value) <= took + 0.05, f"{failed.value}, yet the read took {took:.2f} s"
     started = time.monotonic()
     for n in range(20):
-        with pytest.raises(VolumeUnavailableError, match="no connection, as on the previous request"):
+        with pytest.raises(VolumeUnavailableError, match=r"no connection after trying for [\d.]+ s, [\d.]+ s ago"):
             v.write(key(n), b"x")
     assert time.monotonic() - started < 2
+
+
+def said_seconds(failure: Exception) -> float:
+    """How long a request tried, as its message says."""
+    return float(re.search(r"trying for ([\d.]+) s", str(failure)).group(1))
+
+
+def test_a_hanging_server_given_up_on_costs_later_requests_no_timeout(make_volume, seaweedfs):
+    """Paused (requests hang until their timeout): once a request has given
+    up, the process's next ones fail at once for a few seconds instead of each
+    waiting a request timeout, then one asks again; a resumed server is used again."""
+    v = make_volume(timeout=0.5, retry_seconds=1.0)
+    v.write(key(1), b"before the pause")
+    with seaweedfs.paused():
+        with pytest.raises(VolumeUnavailableError, match="no answer in time"):
+            v.read(key(1))
+        started = time.monotonic()
+        for _ in range(10):
+            with pytest.raises(VolumeUnavailableError, match=r" s ago\)"):
+                v.read(key(1))
+        assert time.monotonic() - started < 0.5, "later requests waited on the paused server"
+        time.sleep(QUIET_SECONDS)
+        started = time.monotonic()
+        with pytest.raises(VolumeUnavailableError, match=r"no answer in time after trying for") as failed:
+            v.read(key(1))  # asked once: within a request timeout (connect and read), not the budget again
+        took = time.monotonic() - started
+        assert 0.4 < said_seconds(failed.value) <= took + 0.05 and took < 1.4, f"{failed.value} in {took:.2f} s"
+    time.sleep(QUIET_SECONDS)
+    assert v.read(key(1)) == b"before the pause"
 
 
 def test_describe_names_no_endpoint_and_no_secret(make_volume):
@@ -287,13 +348,9 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
 
     pid = parts[2]["id"]
     local = volume_dirs(store)[0] / pid[:2] / pid[2:4] / pid  # the copy in the store's own directory
-    if parts[2]["copies"][0] != 0:
-        local.unlink()  # the remote copy is read first: the missing local one is found by a scrub
-        r = run_pfs(store, "verify --all --heal\n", cwd=work)
-    else:
-        local.write_bytes(b"x" * local.stat().st_size)
-        r = run_pfs(store, "get 1 out.bin\n", cwd=work)
-        assert (work / "out.bin").read_bytes() == data
+    local.write_bytes(b"x" * local.stat().st_size)  # read first, whatever the manifest's order
+    r = run_pfs(store, "get 1 out.bin\n", cwd=work)
+    assert (work / "out.bin").read_bytes() == data
     assert r.returncode == 0 and "rewritten" in r.stdout, r.stdout + r.stderr
     assert run_pfs(store, "verify --all\n", cwd=work).returncode == 0
 
