@@ -192,6 +192,20 @@ def test_a_read_whose_answer_broke_off_is_retried(make_volume, seaweedfs, monkey
         proxy.close()
 
 
+def test_an_answer_longer_than_the_buffer_is_read_by_botocore(make_volume):
+    """The straight-into-the-buffer read takes only an answer of a known length
+    that fits; any other (here: a whole object into a smaller buffer) goes
+    through botocore's own read and fills what fits."""
+    from pfs.volumes.s3 import _fill
+
+    v = make_volume()
+    data = os.urandom(300_000)
+    v.write(key(1), data)
+    body = boto3.client("s3").get_object(Bucket=v.bucket, Key=v.object_key(key(1)))["Body"]
+    buffer = memoryview(bytearray(100_000))
+    assert _fill(body, buffer) == len(buffer) and buffer == data[:len(buffer)]
+
+
 def test_wrong_secret_key(make_volume, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     v = make_volume()

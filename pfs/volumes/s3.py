@@ -343,15 +343,17 @@ def _fill(body, buffer: memoryview) -> int:
     from botocore import exceptions as aws
 
     response = body._raw_stream  # urllib3's
+    fp = getattr(response, "_fp", None)  # http.client's response, where this urllib3 keeps it
     length = int(response.headers.get("content-length", -1))
-    if not 0 <= length <= len(buffer):  # no length given (chunked), or not the range asked for: botocore reads it
+    if not 0 <= length <= len(buffer) or not hasattr(fp, "readinto"):
+        # no length given (chunked), not the range asked for, or a urllib3 laid out otherwise: botocore reads it
         data = body.read()[:len(buffer)]
         buffer[:len(data)] = data
         return len(data)
     done = 0
     try:
         while done < length:
-            n = response._fp.readinto(buffer[done:length])
+            n = fp.readinto(buffer[done:length])
             if not n:
                 break
             done += n
