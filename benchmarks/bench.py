@@ -171,6 +171,9 @@ SECTIONS = ("big-file", "library", "memory", "redundancy", "ec", "s3", "concurre
             "startup", "big")
 #: Size and rounds of the opt-in --big rows.
 BIG_SIZE, BIG_REPS = 10 * GiB, 3
+#: The baseline of a get: pfs writes parts past the page cache, so a get reads them
+#: from the disk, where `cp && sync` of the benchmark's input reads the page cache.
+COLD_CP_SYNC = "cp && sync, source not cached"
 #: Concurrent puts, in one pfs process, of the concurrency row (each 1/N of the big file's size).
 CONCURRENT_PUTS = 4
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
@@ -584,6 +587,12 @@ def warm(path: Path) -> None:
     run(shell('cat "$1" > /dev/null', path))
 
 
+def evict(path: Path) -> None:
+    """Drop a file's (clean) pages from the page cache: its next reader reads the disk."""
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 # -- machine and formatting ----------------------------------------------------------------------
 
 def filesystem_type(path: Path) -> str:
@@ -807,6 +816,8 @@ class Bench:
         dest = self.work / "copy.out"
         cases = [Case("cp", name, lambda _: ["cp", src, dest], after=lambda _: remove(dest)),
                  self.cp_sync_case(name, src),
+                 Case(COLD_CP_SYNC, name, lambda _: shell('cp "$1" "$2" && sync', src, dest),
+                      before=lambda _: evict(src), after=lambda _: (remove(dest), warm(src))),
                  Case("cat > /dev/null", name, lambda _: shell('cat "$1" > /dev/null', src))]
         if name.startswith("log"):
             cases += [Case(f"zstd -1 in {n} process{'es' * (n > 1)}", name, lambda _, n=n: zstd_processes(src, n))
@@ -924,6 +935,8 @@ class Bench:
         for m in rows[len(baselines):]:
             m.ratio("cp && sync", by_op["cp && sync"], "paired")
             m.ratio("cp", by_op["cp"], "paired")
+            if m.operation.startswith("pfs get"):  # it reads parts that were written past the cache
+                m.ratio(COLD_CP_SYNC, by_op[COLD_CP_SYNC], "paired")
         put, get = by_op["pfs put default"], by_op["pfs get default"]
         if name.startswith("random"):
             put.target = Target("≤ 1.0× cp && sync", put.ratios["cp && sync"], 1.0, "×")
