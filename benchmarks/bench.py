@@ -937,6 +937,7 @@ class Bench:
             m.ratio("cp", by_op["cp"], "paired")
             if m.operation.startswith("pfs get"):  # it reads parts that were written past the cache
                 m.ratio(COLD_CP_SYNC, by_op[COLD_CP_SYNC], "paired")
+        fastest_peer_ratios(rows)
         put, get = by_op["pfs put default"], by_op["pfs get default"]
         if name.startswith("random"):
             put.target = Target("≤ 1.0× cp && sync", put.ratios["cp && sync"], 1.0, "×")
@@ -1506,10 +1507,48 @@ def report(bench: Bench, info: dict, out: Path, started: str, seconds: float) ->
                         "repetitions / min of the baseline over repetitions, unless labelled medians",
         "cpu_method": CPU_METHOD,
         "rows": [m.to_json() for m in bench.rows], "observations": bench.observations}, indent=2))
+    out.with_suffix(".md").write_text(markdown([m.to_json() for m in bench.rows]))
     chart_file = chart(bench.rows, title, out.with_suffix(".png"))
     missed = [f"{m.operation} ({m.file})" for m in bench.rows if m.target and not m.target.met]
     console.print(f"results: {out}{f', chart: {chart_file}' if chart_file else ''}; "
                   f"targets missed: {', '.join(missed) or 'none'}")
+
+
+#: The peers' rows that store a file, and those that give it back.
+PEER_PUTS = ("restic backup", "borg create --compression lz4", "rclone copy (local to local)")
+PEER_GETS = ("restic restore", "borg extract", "rclone copy (local to local)")
+
+
+def fastest_peer_ratios(rows: list[Measurement]) -> None:
+    """Give each pfs put and get row its ratio (paired by round) to the fastest
+    peer (by median) doing the same, of those that ran."""
+    by_op = {m.operation: m for m in rows if m.seconds}
+    for kind, peers in (("pfs put", PEER_PUTS), ("pfs get", PEER_GETS)):
+        ran = [by_op[p] for p in peers if p in by_op]
+        if not ran:
+            continue
+        fastest = min(ran, key=lambda m: m.median)
+        for m in rows:
+            if m.operation.startswith(kind) and m.seconds:
+                m.ratio(f"fastest peer ({fastest.operation})", fastest, "paired")
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows (as in the JSON) as a Markdown table, for the README."""
+    lines = ["| operation | file | wall min / median | CPU user + sys | ratios (same rounds) | peak RSS | target |",
+             "|---|---|--:|--:|---|--:|---|"]
+    for r in rows:
+        if r["min"] is None:
+            lines.append(f"| {r['operation']} | {r['file']} | {r['note'] or '-'} | | | | |")
+            continue
+        unit = "/GiB" if r["nbytes"] else ""
+        cpu = f"{r['user_cpu']:.2f} + {r['system_cpu']:.2f} s{unit}" if r["user_cpu"] is not None else "-"
+        ratios = ", ".join(f"{k} {v:.2f}×" if k.startswith("speed-up") else f"{v:.2f}× {k}"
+                           for k, v in r["ratios"].items()) or "-"
+        target = r["target"] and f"{r['target']['text']}: {'met' if r['target']['met'] else '**not met**'}"
+        lines.append(f"| {r['operation']} | {r['file']} | {time_text(r['min'])} / {time_text(r['median'])} | {cpu} "
+                     f"| {ratios} | {size_text(r['peak'])} | {target or ''} |")
+    return "\n".join(lines) + "\n"
 
 
 def chart(rows: list[Measurement], title: str, out: Path) -> Path | None:
