@@ -972,8 +972,8 @@ class Store:
                 cancel: threading.Event | None = None) -> FileEntry:
         """Make a file whose parts are written and flushed (`results`: each part's
         store_part result) stored: its name now resolves to it, in one journal
-        record. Pieces whose flush failed as their volume did (`lost`) are
-        rebuilt elsewhere first. The file it replaces under that name is deleted
+        record. Pieces whose flush failed as their volume did (`lost`), or
+        whose local volume is gone since, are rebuilt elsewhere first. The file it replaces under that name is deleted
         then, unless `keep`."""
         chunk, layout = entry.chunk_size, Layout.of(entry)
         parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
@@ -985,6 +985,7 @@ class Store:
                        digest=codec.file_digest([p.hash for p in parts]),
                        replaces=_doomed_id(replaced, entry, keep))
         self.parts.save(Manifest(done, parts))
+        lost = [*lost, *self.volset.gone(vid for part in results for vid in part[3])]
         if lost:
             self._keep_off_lost_volumes(done, lost[0], cancel)
         self.files.save(done)

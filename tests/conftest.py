@@ -205,6 +205,23 @@ def pool_workers(pid: int) -> list[psutil.Process]:
     return workers
 
 
+@contextlib.contextmanager
+def frozen_workers(pid: int, timeout: float = 60):
+    """SIGSTOP every pool worker of pfs `pid` for the duration of the block."""
+    deadline = time.monotonic() + timeout
+    while not (workers := pool_workers(pid)):
+        assert time.monotonic() < deadline, "timed out waiting for the pool workers"
+        time.sleep(0.002)
+    for w in workers:
+        os.kill(w.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGCONT)
+
+
 def open_paths(pid: int) -> list[str]:
     """What process `pid` has open, as /proc shows it: an unnamed (O_TMPFILE) file
     reads as "DIR/#INODE (deleted)"."""

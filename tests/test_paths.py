@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, open_paths, parse_list, part_files,
-                      part_path, pool_workers, run_pfs, tree_state)
+                      frozen_workers, part_path, run_pfs, tree_state)
 
 MIB = 1 << 20
 #: Enough 64 KiB parts (256) that a put or get is certainly under way when its workers are frozen.
@@ -40,20 +39,6 @@ def _wait(predicate, what: str, timeout: float = 60):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.002)
     return value
-
-
-@contextlib.contextmanager
-def _frozen_workers(pid: int):
-    """SIGSTOP every pool worker of pfs `pid` for the duration of the block."""
-    workers = _wait(lambda: pool_workers(pid), "the pool workers")
-    for w in workers:
-        os.kill(w.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for w in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGCONT)
 
 
 def _stored(tmp_path: Path, size: int = 3 * CHUNK + 5):
@@ -155,7 +140,7 @@ def test_source_changed_mid_put_is_never_stored_as_a_mix(tmp_path, live_sessions
     s.send("put big.bin")
     s.wait_for(r"^\[1\] storing big\.bin")
     _wait(lambda: len(part_files(store)) >= 4, "the put to write parts")
-    with _frozen_workers(s.pid):
+    with frozen_workers(s.pid):
         assert len(part_files(store)) < BIG // CHUNK and not any("stored" in line for line in s.out), \
             "the put finished before its source could be changed"
         if change == "rename over":
@@ -254,7 +239,7 @@ def test_killed_get_leaves_nothing_in_the_destination(tmp_path, live_sessions):
     s = live_sessions(store, work)
     s.send("put big.bin")
     s.wait_for(r"^\[1\] stored big\.bin", timeout=120)
-    with _frozen_workers(s.pid):
+    with frozen_workers(s.pid):
         s.send(f"get 1 {out / 'big.bin'}")
         _wait(lambda: os.listdir(out) or any(p.startswith(f"{out}/") for p in open_paths(s.pid)),
               "the get to create its output")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
                       read_manifest, referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
@@ -349,10 +349,14 @@ def test_pieces_of_an_interrupted_heal_are_removed_at_open(tmp_path):
 
 
 @pytest.mark.parametrize("copies", [2, 1])
-def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies):
+@pytest.mark.parametrize("moment", ["writing", "flushed"])
+def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies, moment):
     """The directory of a volume is moved away while a put writes to it: with two
     copies the put completes with both copies on the volumes left; with one, it
-    fails and is rolled back. Nothing is written to the vanished volume's place."""
+    fails and is rolled back. Nothing is written to the vanished volume's place.
+    `flushed`: every piece written there was already fsynced when it went (the
+    workers held still meanwhile), so no flush fails: the put must still not
+    count those pieces as stored."""
     import time
     v = Volumes(tmp_path, 3)
     data = make_file(v.work / "big.bin", 600 * CHUNK).read_bytes()
@@ -363,7 +367,12 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies):
     while not any(victim.glob("*/*/*")):
         assert time.monotonic() < deadline, "the put wrote nothing to the victim"
         time.sleep(0.005)
-    victim.rename(tmp_path / "gone")
+    if moment == "flushed":
+        with frozen_workers(s.pid):
+            time.sleep(1)  # the fsync threads finish what the workers wrote
+            victim.rename(tmp_path / "gone")
+    else:
+        victim.rename(tmp_path / "gone")
     assert s.close() == (0 if copies == 2 else 1), s.stderr()
     r = v.run("list\n")
     assert not victim.exists()

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pfs.errors import PfsError, UsageError, VolumeError
+from pfs.errors import PfsError, UsageError, VolumeError, VolumeUnavailableError
 from pfs.volumes.base import Volume, open_volume
 from pfs.volumes.local import LocalVolume
 
@@ -154,6 +154,15 @@ class VolumeSet:
     def keeps(self, vid: int, ask: bool = True) -> bool:
         """Whether a piece on the volume counts towards redundancy (not missing, not draining)."""
         return self.status(vid, ask) in (ONLINE, FULL)
+
+    def gone(self, vids: Iterable[int]) -> list[VolumeError]:
+        """Of the local volumes among `vids`, those missing now, looked at afresh: a
+        disk unmounted or a directory moved away while a put wrote to it, after
+        the pieces it holds were flushed (so no flush failed to say so). A remote
+        volume that does not answer has still stored what it acknowledged."""
+        return [VolumeUnavailableError(f"volume directory {self.volume(vid).url} is missing",
+                                       "mount the disk or check the path")
+                for vid in sorted(set(vids)) if not self._remote(vid) and self._look(vid) == MISSING]
 
     def writable(self) -> dict[int, float]:
         """Volumes new pieces may go to, with their placement weight: the
