@@ -96,8 +96,17 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFoundError(f"no running job {job_id}", "`jobs` shows the running jobs")
+            raise NotFoundError(f"no running job {job_id}", self._hint(job_id))
         return job
+
+    def _hint(self, number: int) -> str:
+        """Event lines begin with the file id ([2] storing ...), not the job
+        number: name the job of file `number`, where one runs."""
+        on_file = [j for j in self.running() if j.file_id == number]
+        if len(on_file) == 1:
+            j = on_file[0]
+            return f"[{number}] is file {number}; its {j.kind} is job {j.id}: `cancel {j.id}`"
+        return "`jobs` shows the running jobs"
 
     def running(self) -> list[Job]:
         with self._lock:

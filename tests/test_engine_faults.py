@@ -286,6 +286,8 @@ def test_cancel_put_get_verify_and_delete(tmp_path, live_sessions):
     s.send("put big.bin", "wait", "get 2 out.bin")  # jobs 2 and 3
     s.wait_for(r"^\[2\] stored big\.bin", timeout=120)
     _wait(lambda: any(p.startswith(f"{work}/") and "deleted" in p for p in open_paths(s.pid)), "the get to start")
+    s.send("cancel 2")  # the file's id, which its event lines begin with: the error names its job
+    s.wait_for(r"^error: no running job 2 \(\[2\] is file 2; its get is job 3: `cancel 3`\)$", "err")
     start = time.monotonic()
     s.send("cancel 3")
     s.wait_for(r"^\[2\] get of big\.bin cancelled: nothing written$", timeout=10)
@@ -299,8 +301,8 @@ def test_cancel_put_get_verify_and_delete(tmp_path, live_sessions):
     s.wait_for(r"^\[2\] (delete of big\.bin cannot be cancelled halfway; it finishes|deleted big\.bin)$")
     s.wait_for(r"^\[2\] deleted big\.bin$")
     s.wait_for(r"^error: no running job 99", "err")
-    assert s.close() == 1  # only `cancel 99` failed
-    assert len(error_lines(s.stderr())) == 1, s.stderr()
+    assert s.close() == 1  # only `cancel 2` and `cancel 99` failed
+    assert len(error_lines(s.stderr())) == 2, s.stderr()
     assert part_files(store) == {}
 
 
