@@ -973,8 +973,8 @@ class Store:
         """Make a file whose parts are written and flushed (`results`: each part's
         store_part result) stored: its name now resolves to it, in one journal
         record. Pieces whose flush failed as their volume did (`lost`), or
-        whose local volume is gone since, are rebuilt elsewhere first. The file it replaces under that name is deleted
-        then, unless `keep`."""
+        whose local volume is gone since, are rebuilt elsewhere first. The
+        file it replaces under that name is deleted then, unless `keep`."""
         chunk, layout = entry.chunk_size, Layout.of(entry)
         parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
