@@ -221,8 +221,7 @@ def _temporaries(directory: Path, prefix: str = ".") -> list[Path]:
         found = os.listdir(directory)
     except OSError:
         return []
-    pattern = rf"^{re.escape(prefix)}.*\.tmp$"
-    return [directory / name for name in re.findall(pattern, "\n".join(found), re.MULTILINE)]
+    return [directory / name for name in found if name.startswith(prefix) and name.endswith(".tmp")]
 
 
 def default_root() -> Path:

@@ -257,8 +257,12 @@ class LocalVolume(Volume):
 
     def _require_root(self) -> None:
         if not self.root.is_dir():
-            raise VolumeUnavailableError(f"volume directory {self.url} is missing",
-                                         "mount the disk or check the path")
+            raise self.missing()
+
+    def missing(self) -> VolumeUnavailableError:
+        """What to say of this volume when it reads missing (its disk unmounted,
+        its directory moved away or replaced)."""
+        return VolumeUnavailableError(f"volume directory {self.url} is missing", "mount the disk or check the path")
 
     @classmethod
     def _subdirs(cls, parent: Path, want: str) -> list[Path]:
@@ -285,8 +289,7 @@ class LocalVolume(Volume):
         if exc.errno in _NO_SPACE:
             return OutOfSpaceError(f"volume {self.url} is full", "free some space or add a volume")
         if exc.errno == errno.ENOENT and not self.root.is_dir():
-            return VolumeUnavailableError(f"volume directory {self.url} is missing",
-                                          "mount the disk or check the path")
+            return self.missing()
         if exc.errno == errno.ENOENT and key:
             return PartMissingError(f"part {key} is missing from volume {self.url}")
         what = f"part {key} on volume {self.url}" if key else f"volume {self.url}"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pfs.errors import PfsError, UsageError, VolumeError, VolumeUnavailableError
+from pfs.errors import PfsError, UsageError, VolumeError
 from pfs.volumes.base import Volume, open_volume
 from pfs.volumes.local import LocalVolume
 
@@ -160,9 +160,8 @@ class VolumeSet:
         disk unmounted or a directory moved away while a put wrote to it, after
         the pieces it holds were flushed (so no flush failed to say so). A remote
         volume that does not answer has still stored what it acknowledged."""
-        return [VolumeUnavailableError(f"volume directory {self.volume(vid).url} is missing",
-                                       "mount the disk or check the path")
-                for vid in sorted(set(vids)) if not self._remote(vid) and self._look(vid) == MISSING]
+        return [volume.missing() for vid in sorted(set(vids))
+                if isinstance(volume := self.volume(vid), LocalVolume) and self._look(vid) == MISSING]
 
     def writable(self) -> dict[int, float]:
         """Volumes new pieces may go to, with their placement weight: the
