@@ -202,7 +202,10 @@ def _flocked(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            yield
+        finally:  # unlocked, not just closed: a child forked meanwhile has a copy of fd until it execs
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,25 @@ def test_a_delete_is_refused_while_a_file_is_read(clients):
             pass
     with b.sessions.hold(7, exclusive=True):
         pass
+
+
+def test_a_hold_ends_when_released_even_if_a_child_has_a_copy_of_its_descriptor(clients):
+    """A process forked while a thread held a file (the pool's forkserver starting)
+    keeps copies of every descriptor until it execs: the release must not wait
+    for that child, or a delete right after a get would be refused as if the
+    file were still read."""
+    a, b = clients(), clients()
+    with a.sessions.hold(7, exclusive=True):
+        child = os.fork()
+        if child == 0:  # holds copies of a's descriptors, and never execs
+            time.sleep(30)
+            os._exit(0)
+    try:
+        with b.sessions.hold(7, exclusive=True):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def named(file_id: int, name: str, status: str = "stored") -> FileEntry:

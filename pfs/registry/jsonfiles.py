@@ -637,16 +637,23 @@ class SessionFiles(SessionTable):
         description (an OFD lock), so it orders threads of one process as well."""
         fd = os.open(self._holds, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
             try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK if exclusive else fcntl.F_OFD_SETLKW,
-                            struct.pack("hhqqi4x", kind, os.SEEK_SET, file_id, 1, 0))
+                _lock_byte(fd, file_id, fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK, wait=not exclusive)
             except BlockingIOError:
                 raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
                                        "try again once it is done") from None
-            yield
+            try:
+                yield
+            finally:  # unlocked, not just closed: a child forked meanwhile has a copy of fd until it execs
+                _lock_byte(fd, file_id, fcntl.F_UNLCK)
         finally:
             os.close(fd)
+
+
+def _lock_byte(fd: int, offset: int, kind: int, wait: bool = False) -> None:
+    """Take (or with F_UNLCK drop) an OFD lock on one byte of fd's file."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK,
+                struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0))
 
 
 def pid_alive(pid: str) -> bool:
