@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import stat
 import threading
 import time
@@ -33,7 +32,7 @@ from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityErr
 from pfs.governor import MemoryGovernor
 from pfs.redundancy import Layout, check_layout
 from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE,
-                          SESSIONS, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry,
+                          SCRATCH, SESSIONS, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry,
                           PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
                           write_json_atomic)
 from pfs.registry.postgres import is_database
@@ -52,7 +51,7 @@ INTENTS = "intents"
 STORE_FILES = frozenset((SNAPSHOT, JOURNAL, MANIFESTS, VOLUMES))
 #: The store's own files and directories (name: whether it is a directory).
 LAYOUT = {CONFIG: False, SNAPSHOT: False, JOURNAL: False, RESERVE: False, FILES_LOCK: False, MANIFESTS: True,
-          SESSIONS: True, "tmp": True, INTENTS: True}
+          SESSIONS: True, SCRATCH: True, INTENTS: True}
 #: Part keys removed between two progress reports of a delete.
 REMOVE_BATCH = 512
 
@@ -418,7 +417,7 @@ class Store:
         """The volume set, and the store's own working directories beside it."""
         self.volset = VolumeSet(self.root.absolute(), config["id"], parse_volumes(config["volumes"]))
         self.next_volume: int = config["next_volume"]
-        self.tmp = self.root / "tmp"
+        self.tmp = self.root / SCRATCH
         self.tmp.mkdir(exist_ok=True)
         (self.root / INTENTS).mkdir(exist_ok=True)
 
@@ -633,9 +632,9 @@ class Store:
         pieces' keys derive from its uuid, and every volume is tried for each.
         The work of live sessions is theirs."""
         touched = []
-        everything = self.files.all()
-        unfinished = [e for e in everything if e.status in (STORING, DELETING)]
-        replacing = [e for e in everything if e.replaces and e.status == STORED]  # done if the old one is gone
+        unsettled = self.files.unsettled()
+        unfinished = [e for e in unsettled if e.status in (STORING, DELETING)]
+        replacing = [e for e in unsettled if e.status == STORED]
         with self.sessions.claim_dead() as dead:
             for seen in unfinished:
                 entry = self.files.get(seen.id)  # read again: its owner may have finished it meanwhile
@@ -668,14 +667,11 @@ class Store:
         self._delete_replaced(old.id)
 
     def _sweep_leftovers(self) -> None:
-        """Remove what crashed processes left in tmp/ (when no other pfs could be
-        using it) and the temporary files of atomic writes they cut short."""
-        if not self.sessions.holders():
-            for leftover in self.tmp.iterdir():
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        """Remove the temporary files of atomic writes that crashed processes cut
+        short (manifests are written through tmp/, so their directory is not listed)."""
         markers = [_temporaries(Path(self.volset.location(c)), f".{MARKER}.")
                    for c in self.volset.configs.values() if "://" not in c.url]
-        for torn in [*_temporaries(self.root), *_temporaries(self.root / MANIFESTS),
+        for torn in [*_temporaries(self.root), *_temporaries(self.tmp),
                      *_temporaries(self.root / INTENTS), *itertools.chain.from_iterable(markers)]:
             if not _writer_alive(torn.name):
                 torn.unlink(missing_ok=True)

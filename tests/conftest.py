@@ -402,13 +402,24 @@ def part_path(store: Path, file_id: int, index: int) -> Path:
     return volume_dirs(store)[part.get("volume", 0)] / pid[:2] / pid[2:4] / pid
 
 
+def snapshot_rows(path: Path) -> dict:
+    """files.json as one object of rows under "fields" and "files" (format 1, which
+    pfs still reads and checks row by row: the form tests edit and write back)."""
+    from pfs.registry.records import FILE_FIELDS
+    from pfs.registry.snapshot import Columns
+
+    columns = Columns(path.read_bytes())
+    return {"format": 1, "next_id": columns.next_id, "fields": FILE_FIELDS,
+            "files": list(map(list, zip(*(columns[f] for f in FILE_FIELDS))))}
+
+
 def edit_records(store: Path, file_id: int, change) -> int:
     """Apply change(record dict) to every record of `file_id` in files.json and
     files.jsonl (the registry's snapshot and journal). Returns how many were changed."""
     changed = 0
     snap = store / "files.json"
     if snap.exists():
-        data = json.loads(snap.read_bytes())
+        data = snapshot_rows(snap)
         names = data["fields"]
         for row in data["files"]:
             rec = dict(zip(names, row))

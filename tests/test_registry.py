@@ -13,8 +13,11 @@ import pytest
 from pfs.codec import file_digest
 from pfs.errors import StoreError
 from pfs.registry import (JOURNAL, MIN_COMPACT_BYTES, SNAPSHOT, FileEntry, FileRegistry, Manifest,
-                          PartEntry, PartRegistry, is_sealed, write_json_atomic)
+                          PartEntry, PartRegistry, write_json_atomic)
+from pfs.registry.snapshot import Columns
 from pfs.volumes import part_id
+
+from conftest import snapshot_rows
 
 
 def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEntry:
@@ -89,10 +92,9 @@ def test_ids_are_not_reused_after_compaction(root):
     reg.remove(3)
     reg.compact()
     assert (root / JOURNAL).stat().st_size == 0
-    snap = json.loads((root / SNAPSHOT).read_bytes())
-    assert snap["next_id"] == 4
-    ids = snap["fields"].index("id")
-    assert sorted(row[ids] for row in snap["files"]) == [1, 2]
+    snap = Columns((root / SNAPSHOT).read_bytes())
+    assert snap.next_id == 4
+    assert sorted(snap["id"]) == [1, 2]
     reg = reopen(root, reg)
     assert as_map(reg) == {1: entry(1), 2: entry(2)}
     assert reg.new_id() == 4
@@ -376,14 +378,14 @@ def test_new_ids_go_above_the_highest_id_known_elsewhere(root):
     reg.close()
 
 
-def test_snapshot_without_its_check_is_checked_and_resealed_at_close(root):
-    """A snapshot whose check does not match (edited, or from an older pfs) has
-    every record checked; a bad one is refused; a good one is resealed at close."""
+def test_snapshot_of_the_older_format_is_checked_and_rewritten_at_close(root):
+    """A snapshot of rows without a check (edited, or from an older pfs) has
+    every record checked; a bad one is refused; a good one is rewritten as
+    columns at close."""
     reg = registry_with_three_files(root)
     reg.compact()
     reg.close()
-    snap = json.loads((root / SNAPSHOT).read_bytes())
-    snap.pop("check")
+    snap = snapshot_rows(root / SNAPSHOT)
     snap["files"][1][snap["fields"].index("uuid")] = "not hex"
     (root / SNAPSHOT).write_text(json.dumps(snap))
     with pytest.raises(StoreError, match="record 2 is damaged .uuid is not 32 hex digits"):
@@ -391,9 +393,32 @@ def test_snapshot_without_its_check_is_checked_and_resealed_at_close(root):
     snap["files"][1][snap["fields"].index("uuid")] = "ab" * 16
     (root / SNAPSHOT).write_text(json.dumps(snap))
     FileRegistry(root).close()
-    assert is_sealed((root / SNAPSHOT).read_bytes())
+    assert Columns((root / SNAPSHOT).read_bytes())["uuid"][1] == "ab" * 16
     reg = reopen(root)
     assert reg.get(2).uuid == "ab" * 16
+    reg.close()
+
+
+def flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("where", ["header", "name column", "uuid column", "last column"])
+def test_a_damaged_snapshot_is_refused_at_open_whichever_column_is_hit(root, where):
+    """Every column's hash is checked at open, also of those a listing never
+    decodes; opened for repair, the damage is reported and the records skipped
+    (repair rebuilds them from the manifests)."""
+    reg = registry_with_three_files(root)
+    reg.compact()
+    reg.close()
+    data = (root / SNAPSHOT).read_bytes()
+    at = {"header": 10, "name column": data.index(b"file-2.bin"), "uuid column": data.index(f"{2:032x}".encode()),
+          "last column": len(data) - 2}[where]
+    (root / SNAPSHOT).write_bytes(flip(data, at))  # one bit: still JSON in a column
+    with pytest.raises(StoreError, match="files.json is damaged"):
+        FileRegistry(root)
+    reg = FileRegistry(root, strict=False)
+    assert len(reg.damage) == 1 and "files.json is damaged" in reg.damage[0] and reg.all() == []
     reg.close()
 
 

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import (CHUNK, Pfs, assert_clean_stderr, edit_records, env, error_lines, kill_group, make_file,
-                      parse_list, part_files, pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
+                      parse_list, part_files, pfs_argv, read_manifest, run_pfs, snapshot_rows, tree_state,
+                      write_manifest)
 
 VOLATILE = ("lock", "pfs.log", "reserve")
 SIZES = {1: 3 * CHUNK + 11, 2: 2 * CHUNK, 3: CHUNK // 2}
@@ -60,8 +61,8 @@ def journal_lines(store: Path) -> list[bytes]:
     return (store / "files.jsonl").read_bytes().splitlines(keepends=True)
 
 
-def snapshot_rows(store: Path) -> tuple[dict, list[dict]]:
-    snap = json.loads((store / "files.json").read_bytes())
+def snapshot_records(store: Path) -> tuple[dict, list[dict]]:
+    snap = snapshot_rows(store / "files.json")
     return snap, [dict(zip(snap["fields"], row)) for row in snap["files"]]
 
 
@@ -172,7 +173,7 @@ BAD_SNAPSHOT_ROWS = {
 @pytest.mark.parametrize("how", BAD_SNAPSHOT_ROWS)
 def test_wrong_typed_snapshot_row_is_one_error_and_repair_restores_the_file(store, how, tmp_path):
     pfs, originals = store
-    snap, rows = snapshot_rows(pfs.store)
+    snap, rows = snapshot_records(pfs.store)
     BAD_SNAPSHOT_ROWS[how](rows[0])
     write_snapshot_rows(pfs.store, snap, rows)
     assert_refused(pfs, "files.json record 1")
@@ -193,7 +194,7 @@ BAD_SNAPSHOTS = {
 @pytest.mark.parametrize("how", BAD_SNAPSHOTS)
 def test_malformed_snapshot_is_one_error_and_repair_rebuilds(store, how, tmp_path):
     pfs, originals = store
-    snap = json.loads((pfs.store / "files.json").read_bytes())
+    snap = snapshot_rows(pfs.store / "files.json")
     (pfs.store / "files.json").write_text(json.dumps(BAD_SNAPSHOTS[how](snap)))
     assert_refused(pfs, "files.json")
     repair(pfs)
@@ -352,9 +353,8 @@ def test_stale_snapshot_never_reuses_an_id_that_has_a_manifest(store, tmp_path):
 def test_snapshot_next_id_lower_than_its_ids_is_not_trusted(store):
     pfs, _ = store
     r = pfs.run("", "repair")  # everything in the snapshot
-    snap = json.loads((pfs.store / "files.json").read_bytes())
+    snap = snapshot_rows(pfs.store / "files.json")
     snap["next_id"] = 1
-    snap.pop("check", None)
     (pfs.store / "files.json").write_text(json.dumps(snap))
     for i in (1, 2, 3):
         (pfs.store / "manifests" / f"{i}.json").rename(pfs.store / f"m{i}")  # only the snapshot knows the ids
@@ -499,7 +499,7 @@ def _spoil(store: Path, where: str, how: str, payload) -> None:
             lines.insert(1, raw.replace(b"\n", b" ") + b"\n")
         (store / "files.jsonl").write_bytes(b"".join(lines))
     elif where == "snapshot":
-        snap, rows = snapshot_rows(store)
+        snap, rows = snapshot_records(store)
         if how == "field":
             rows[0][payload[1] if payload[1] in rows[0] else "name"] = payload[2]
             write_snapshot_rows(store, snap, rows)

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from pfs.registry.records import STORED, FileEntry, Manifest
+from pfs.registry.records import DELETING, STORED, STORING, FileEntry, Manifest
 
 
 class FileTable(ABC):
@@ -56,6 +56,14 @@ class FileTable(ABC):
     @abstractmethod
     def all(self) -> list[FileEntry]:
         """Every file, in id order, other clients' updates included."""
+
+    def unsettled(self) -> list[FileEntry]:
+        """The files whose operation a session may have left unfinished, in id
+        order: `storing` and `deleting` ones, and stored ones that took the name
+        of a file still recorded (their put or rename was to delete it)."""
+        everything = self.all()
+        ids = {e.id for e in everything}
+        return [e for e in everything if e.status in (STORING, DELETING) or (e.status == STORED and e.replaces in ids)]
 
     @abstractmethod
     def named(self, name: str) -> list[FileEntry]:

@@ -21,23 +21,25 @@ import re
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, astuple, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, replace
 from itertools import compress
 from pathlib import Path
 
-from pfs import codec
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.names import NameIndex
-from pfs.registry.records import (FILE_FIELDS, MAX_INT, STORED, BadRecord, FileEntry, Manifest, _ints, _one_of,
-                                  _row_problem, _types, bulk)
+from pfs.registry.records import (DELETING, FILE_FIELDS, MAX_INT, STORED, STORING, BadRecord, FileEntry, Manifest,
+                                  _ints, _one_of, _row_problem, _types, bulk)
+from pfs.registry.snapshot import Columns, encode, is_sealed
 
 log = logging.getLogger("pfs")
 
 SNAPSHOT = "files.json"
 JOURNAL = "files.jsonl"
 MANIFESTS = "manifests"
+#: Where manifests are written before they are renamed into MANIFESTS.
+SCRATCH = "tmp"
 RESERVE = "reserve"
 #: flock()ed around every read and update of the journal, so processes take turns.
 FILES_LOCK = "files.lock"
@@ -63,14 +65,17 @@ def fsync_dir(path: Path | str) -> None:
     fsync_file(path, os.O_DIRECTORY)
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
+def write_json_atomic(path: Path, obj: object, scratch: Path | None = None) -> None:
     """Replace `path` with `obj` as JSON so a crash leaves the old or the new file, whole."""
-    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode())
+    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode(), scratch)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a crash leaves the old or the new file, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
+    """Replace `path` with `data` so a crash leaves the old or the new file, whole.
+    The data is written first to a temporary file in `scratch` (on the same file
+    system; default: beside `path`), where an open looks for what a crash left:
+    a directory of 100,000 manifests is not one to list at every open."""
+    tmp = (scratch or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
@@ -111,24 +116,6 @@ def _short(exc: BaseException) -> str:
     """An exception as a short reason: parse errors can quote huge inputs."""
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-#: The end of a sealed snapshot: `,"check":"<xxh3-128 of everything before it>"}`.
-_SEAL = re.compile(rb',"check":"([0-9a-f]{32})"}')
-_SEAL_BYTES = 44
-
-
-def seal(obj_json: bytes) -> bytes:
-    """A JSON object with a last member that checksums the rest, so that reading
-    it back can prove, at memory speed, that it is byte for byte what pfs wrote."""
-    body = obj_json[:-1]
-    return body + b',"check":"' + codec.digest("xxh3-128", body).encode() + b'"}'
-
-
-def is_sealed(data: bytes) -> bool:
-    """Whether `data` ends with a seal (see `seal`) that matches the rest."""
-    check = _SEAL.fullmatch(data, max(0, len(data) - _SEAL_BYTES))
-    return check is not None and codec.digest("xxh3-128", memoryview(data)[:-_SEAL_BYTES]) == check[1].decode()
 
 
 def _journal_op(op: object) -> tuple[str, FileEntry | int]:
@@ -180,7 +167,7 @@ class FileRegistry(FileTable):
         self._journal = -1
         self._updates = 0  # journal bytes this process appended: compacted at close when many
         self._names: NameIndex | None = None  # built on first use: opening stays as fast
-        self._unsealed = False  # a snapshot without its check (older pfs): resealed at close
+        self._outdated = False  # a snapshot of an older format, or without its check: rewritten at close
         self._reserve = root / RESERVE
         try:
             with self._locked(fcntl.LOCK_EX):  # exclusive: a torn tail is cut, a journal made
@@ -196,9 +183,9 @@ class FileRegistry(FileTable):
         check (from an older pfs) is rewritten with one, so that the next open
         need not check every record again."""
         try:
-            if self._updates > MIN_COMPACT_BYTES or self._unsealed:
+            if self._updates > MIN_COMPACT_BYTES or self._outdated:
                 with self._locked(fcntl.LOCK_EX):
-                    if self._unsealed or self._journal_bytes * 4 > self._snapshot_bytes():  # amortised O(1)
+                    if self._outdated or self._journal_bytes * 4 > self._snapshot_bytes():  # amortised O(1)
                         self._compact_if_possible()
         finally:
             self._close_fds()
@@ -242,7 +229,10 @@ class FileRegistry(FileTable):
         return st.st_dev, st.st_ino
 
     def _reload(self, exclusive: bool) -> None:
-        self._files: dict[int, FileEntry] = {}
+        # id -> record, or the record's row in the snapshot's columns until it is asked for
+        self._files: dict[int, FileEntry | int] = {}
+        self._columns: Columns | None = None
+        self._record_columns: list[list] | None = None  # every column, once a whole record was asked for
         self._names = None
         self._next_id = 1
         if self._journal >= 0:
@@ -270,11 +260,14 @@ class FileRegistry(FileTable):
     def _load_snapshot(self) -> None:
         try:
             data = self._snapshot.read_bytes()
+            if data.startswith(b'{"format":2,'):
+                self._load_columns(Columns(data))
+                return
             snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
-            self._unsealed = not is_sealed(data)
-            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), not self._unsealed)
+            self._outdated = True
+            entries, bad = FileEntry.from_rows(snap.get("fields"), snap.get("files"), is_sealed(data))
         except BAD_JSON as exc:
             self._damaged(str(self._snapshot), exc)
             return
@@ -287,6 +280,47 @@ class FileRegistry(FileTable):
             self._next_id = next_id
         self._files = {e.id: e for e in entries}
         self._next_id = max(self._next_id, max(self._files, default=0) + 1)
+
+    def _load_columns(self, columns: Columns) -> None:
+        """Take a format 2 snapshot: only its ids are decoded now; a record is
+        built when it is first asked for (see _entry)."""
+        ids = columns["id"]
+        if not self._strict:  # repair looks at every record now, to find any damage at once
+            for field in FILE_FIELDS:
+                columns[field]
+        self._columns = columns
+        self._files = dict(zip(ids, range(columns.count)))
+        self._next_id = max(columns.next_id, max(ids, default=0) + 1)
+
+    def _column(self, field: str) -> list:
+        """One field of every record in the snapshot (damage found decoding it is raised)."""
+        try:
+            return self._columns[field]
+        except BAD_JSON as exc:
+            raise damaged(self._root, f"{self._snapshot} is damaged ({_short(exc)})") from exc
+
+    def _entry(self, file_id: int) -> FileEntry | None:
+        """A file's record, built from the snapshot's columns the first time."""
+        found = self._files.get(file_id)
+        if type(found) is int:
+            if self._record_columns is None:
+                self._record_columns = list(map(self._column, FILE_FIELDS))
+            found = self._files[file_id] = FileEntry(*[column[found] for column in self._record_columns])
+        return found
+
+    def _every(self) -> Iterable[FileEntry]:
+        """Every record, in order, once those still in the snapshot's columns are built."""
+        if self._columns is not None:
+            built = list(map(FileEntry, *map(self._column, FILE_FIELDS)))
+            for file_id, found in self._files.items():
+                if type(found) is int:
+                    self._files[file_id] = built[found]
+            self._columns = self._record_columns = None
+        return self._files.values()
+
+    def _field(self, found: FileEntry | int, field: str) -> object:
+        """One field of a record, or of a row of the snapshot's columns."""
+        return self._column(field)[found] if type(found) is int else getattr(found, field)
 
     def _replay(self, exclusive: bool) -> None:
         """Apply the journal lines appended after our offset. A tail with no
@@ -349,19 +383,20 @@ class FileRegistry(FileTable):
         """Record `entry` in memory; one that becomes current under its name
         (new, renamed, or now stored) moves to the end of the order."""
         old = self._files.get(entry.id)
-        if old is not None and old.name == entry.name and (old.status == STORED or entry.status != STORED):
+        if old is not None and self._field(old, "name") == entry.name and \
+                (self._field(old, "status") == STORED or entry.status != STORED):
             self._files[entry.id] = entry
             return
         if old is not None:
             self._pop(entry.id)
         self._files[entry.id] = entry
         if self._names is not None:
-            self._names.add(entry)
+            self._names.add(entry.name, entry.id)
 
     def _pop(self, file_id: int) -> None:
         old = self._files.pop(file_id, None)
         if old is not None and self._names is not None:
-            self._names.discard(old)
+            self._names.discard(self._field(old, "name"), file_id)
 
     def _append(self, op: dict, durable: bool = True) -> None:
         """Append one line (durably unless told), or leave the journal as it was and raise.
@@ -432,14 +467,12 @@ class FileRegistry(FileTable):
         """Called holding the exclusive lock, caught up. The snapshot comes first: a
         crash before the new journal replaces the old leaves the old one replaying
         over a snapshot that holds it already, which is harmless."""
-        snap = {"format": 1, "next_id": self._next_id, "fields": FILE_FIELDS,
-                "files": [astuple(f) for f in self._files.values()]}
-        write_atomic(self._snapshot, seal(json.dumps(snap, separators=(",", ":")).encode()))
+        write_atomic(self._snapshot, encode(self._next_id, list(self._every())))
         write_atomic(self._journal_path, b"")
         os.close(self._journal)
         self._journal = os.open(self._journal_path, os.O_RDWR | os.O_APPEND)
         self._journal_bytes = self._lines_read = self._updates = 0
-        self._unsealed = False
+        self._outdated = False
 
     def _take_next_id(self) -> int:
         """The next file id (holding the exclusive lock, caught up)."""
@@ -492,27 +525,42 @@ class FileRegistry(FileTable):
 
     def get(self, file_id: int) -> FileEntry | None:
         with self._locked(fcntl.LOCK_SH):
-            return self._files.get(file_id)
+            return self._entry(file_id)
 
     def all(self) -> list[FileEntry]:
         """Every file, in id order."""
         with self._locked(fcntl.LOCK_SH):
+            self._every()
             return [self._files[i] for i in sorted(self._files)]
+
+    def unsettled(self) -> list[FileEntry]:
+        """From the statuses and `replaces` alone: the other fields of 100,000
+        settled records are not decoded at open."""
+        with self._locked(fcntl.LOCK_SH):
+            files = self._files
+            status, replaces = (self._column("status"), self._column("replaces")) if self._columns else ([], [])
+
+            def unsettled(found: FileEntry | int) -> bool:
+                s, r = (status[found], replaces[found]) if type(found) is int else (found.status, found.replaces)
+                return s in (STORING, DELETING) or (s == STORED and r in files)
+            return [self._entry(i) for i in sorted(i for i, found in files.items() if unsettled(found))]
 
     def _index(self) -> NameIndex:
         if self._names is None:
             with bulk():
-                self._names = NameIndex(self._files.values())
+                names = self._column("name") if self._columns else []
+                self._names = NameIndex([(names[found] if type(found) is int else found.name, file_id)
+                                         for file_id, found in self._files.items()])
         return self._names
 
     def named(self, name: str) -> list[FileEntry]:
         with self._locked(fcntl.LOCK_SH):
-            return [self._files[i] for i in self._index().ids(name)]
+            return [self._entry(i) for i in self._index().ids(name)]
 
     def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
         """Under one lock and catch-up for all the names, not one per name."""
         with self._locked(fcntl.LOCK_SH):
-            entry = self._files.__getitem__
+            entry = self._entry
             return {name: list(map(entry, ids)) for name, ids in zip(names, self._index().ids_each(names))}
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
@@ -521,12 +569,14 @@ class FileRegistry(FileTable):
 
 
 class PartRegistry(PartTable):
-    """Per-file manifests: manifests/<file id>.json."""
+    """Per-file manifests: manifests/<file id>.json, written through STORE/tmp."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._dir = root / MANIFESTS
         self._dir.mkdir(exist_ok=True)
+        self._scratch = root / SCRATCH
+        self._scratch.mkdir(exist_ok=True)
 
     def path(self, file_id: int) -> Path:
         return self._dir / f"{file_id}.json"
@@ -536,7 +586,7 @@ class PartRegistry(PartTable):
 
     def save(self, manifest: Manifest) -> None:
         try:
-            write_json_atomic(self.path(manifest.file.id), manifest.to_dict())
+            write_json_atomic(self.path(manifest.file.id), manifest.to_dict(), self._scratch)
         except OSError as exc:
             raise StoreError(f"cannot write {self.path(manifest.file.id)}: {exc.strerror}", advice_for(exc)) from exc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from pfs.registry.records import FileEntry
 
 
 class NameIndex:
@@ -15,27 +14,27 @@ class NameIndex:
     what the name resolves to, which also settles the duplicate names a store
     made before names were paths may hold."""
 
-    def __init__(self, entries: Iterable[FileEntry]) -> None:
-        """Index `entries` given in the order they became current."""
+    def __init__(self, names: Iterable[tuple[str, int]]) -> None:
+        """Index (name, file id) pairs given in the order they became current."""
         self._ids: dict[str, list[int]] = {}
-        for e in entries:
-            self._ids.setdefault(e.name, []).append(e.id)
+        for name, file_id in names:
+            self._ids.setdefault(name, []).append(file_id)
         self._sorted = sorted(self._ids)
 
-    def add(self, entry: FileEntry) -> None:
-        ids = self._ids.get(entry.name)
+    def add(self, name: str, file_id: int) -> None:
+        ids = self._ids.get(name)
         if ids is None:
-            ids = self._ids[entry.name] = []
-            bisect.insort(self._sorted, entry.name)
-        ids.append(entry.id)
+            ids = self._ids[name] = []
+            bisect.insort(self._sorted, name)
+        ids.append(file_id)
 
-    def discard(self, entry: FileEntry) -> None:
-        ids = self._ids.get(entry.name, [])
-        if entry.id in ids:
-            ids.remove(entry.id)
+    def discard(self, name: str, file_id: int) -> None:
+        ids = self._ids.get(name, [])
+        if file_id in ids:
+            ids.remove(file_id)
             if not ids:
-                del self._ids[entry.name]
-                del self._sorted[bisect.bisect_left(self._sorted, entry.name)]
+                del self._ids[name]
+                del self._sorted[bisect.bisect_left(self._sorted, name)]
 
     def ids(self, name: str) -> list[int]:
         """The ids recorded under `name`, oldest first."""
