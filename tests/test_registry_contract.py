@@ -80,6 +80,21 @@ def manifest(entry: FileEntry) -> Manifest:
     return Manifest(dataclasses.replace(entry, digest=file_digest([p.hash for p in parts])), parts)
 
 
+def test_unsettled_lists_only_what_a_session_may_have_left_unfinished(clients):
+    """Storing and deleting records, and stored ones whose replaced file is
+    still recorded: what an open's recovery looks at, also after compaction
+    (where the JSON engine reads it from the snapshot's columns)."""
+    a = clients()
+    for entry in [record(1), record(2, "storing"), record(3, "deleting"), record(4, "failed"),
+                  dataclasses.replace(record(5), replaces=1), dataclasses.replace(record(6), replaces=99),
+                  dataclasses.replace(record(7, "failed"), replaces=1)]:
+        a.files.save(entry)
+    assert [e.id for e in a.files.unsettled()] == [2, 3, 5]
+    a.files.compact()
+    b = clients()
+    assert b.files.unsettled() == a.files.unsettled()
+    assert b.files.unsettled()[2] == dataclasses.replace(record(5), replaces=1)
+
 def test_ids_are_unique_across_clients_and_never_reused(clients):
     a, b = clients(), clients()
     ids = [a.files.new_id(), b.files.new_id(), a.files.new_id(), b.files.new_id()]

@@ -403,6 +403,11 @@ class DatabaseFiles(FileTable):
     def all(self) -> list[FileEntry]:
         return self._select("ORDER BY id", ())
 
+    def unsettled(self) -> list[FileEntry]:
+        """Found by the server: a store's open does not fetch every record."""
+        return self._select("WHERE status IN ('storing', 'deleting') OR (status = 'stored' AND replaces IN "
+                            "(SELECT id FROM pfs_files)) ORDER BY id", ())
+
     def named(self, name: str) -> list[FileEntry]:
         """Rows of stores older than current_seq (NULL) first, in id order."""
         return self._select(f"WHERE {_NAME} = %s ORDER BY current_seq NULLS FIRST, id", (name,))
