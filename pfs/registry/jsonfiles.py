@@ -560,6 +560,8 @@ class FileRegistry(FileTable):
     def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
         """Under one lock and catch-up for all the names, not one per name."""
         with self._locked(fcntl.LOCK_SH):
+            if 2 * len(names) > len(self._files):  # most records: build them all at once, and drop the columns
+                self._every()
             entry = self._entry
             return {name: list(map(entry, ids)) for name, ids in zip(names, self._index().ids_each(names))}
 
