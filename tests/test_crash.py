@@ -16,7 +16,7 @@ once on the store and one of them, at random, is killed: the others finish, and
 every put they report stored must still be stored after the reopen (recovery
 rolls back only the dead process's work).
 
-Default: PFS_CRASH_KILLS (30) kills (a third of that with copies and with erasure
+Default: PFS_CRASH_KILLS (20) kills (half of that with copies and with erasure
 coding), PFS_CONCURRENT_KILLS (8) in the concurrent mode. `pytest -m soak` runs
 PFS_SOAK_KILLS (300) of each.
 PFS_CRASH_SEED fixes the random choices (the seed is printed).
@@ -280,14 +280,14 @@ def _crash_loop(tmp_path: Path, kills: int, capsys, mode: str = "plain", process
 
 
 def test_kill9_at_random_instants(tmp_path, capsys):
-    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")), capsys)
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "20")), capsys)
 
 
 @pytest.mark.parametrize("mode", ["copies", "ec"])
 def test_kill9_with_copies_and_erasure_coding(tmp_path, capsys, mode):
     """The same loop on four volumes, with heals, scrubs (after a piece was deleted)
     and the drain of a volume in the killed scripts."""
-    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "30")) // 3, capsys, mode)
+    _crash_loop(tmp_path, int(os.environ.get("PFS_CRASH_KILLS", "20")) // 2, capsys, mode)
 
 
 @pytest.mark.soak

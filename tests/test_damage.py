@@ -18,11 +18,12 @@ damage: the store opens as usual.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, parse_list, part_path,
+from conftest import (CHUNK, Pfs, assert_clean_stderr, error_lines, make_file, parse_list, part_path,
                       read_manifest, tree_state)
 
 #: Store files that legitimately change on every open.
@@ -73,12 +74,25 @@ def _damage(store: Path, file_id: int, how: str) -> None:
         raise AssertionError(how)
 
 
-@pytest.fixture(params=["random", "text"], ids=["raw", "zstd"])
-def damaged_store(pfs, request):
-    """One stored file per kind of damage (ids per IDS, named <kind>.bin), damaged,
-    and one intact file (OTHER). Parts are raw (random data) or zstd (text).
-    Returns (pfs, {id: original bytes})."""
+def _template(tmp_path_factory, name: str) -> Pfs:
+    """A store of the module's own, to be copied by tests rather than filled again by each."""
+    base = tmp_path_factory.mktemp(name)
+    (base / "work").mkdir()
+    return Pfs(base / "store", base / "work")
+
+
+def _copy(template: Pfs, pfs: Pfs) -> Pfs:
+    """The test's own copy of a template store, at the place of its `pfs` fixture."""
+    shutil.copytree(template.store, pfs.store)
+    return pfs
+
+
+@pytest.fixture(scope="module", params=["random", "text"], ids=["raw", "zstd"])
+def stored_victims(tmp_path_factory, request) -> tuple[Pfs, dict[int, bytes]]:
+    """One stored file per kind of damage (ids per IDS, named <kind>.bin), and one
+    other file (OTHER). Parts are raw (random data) or zstd (text)."""
     kind = request.param
+    pfs = _template(tmp_path_factory, f"victims-{kind}")
     originals = {}
     for how, i in IDS.items():
         originals[i] = make_file(pfs.cwd / f"{how}.bin", VICTIM_SIZE, kind).read_bytes()
@@ -88,6 +102,16 @@ def damaged_store(pfs, request):
     for how, i in IDS.items():
         codecs = {p["codec"] for p in read_manifest(pfs.store, i)["parts"]}
         assert codecs == ({"none"} if kind == "random" else {"zstd"}), codecs
+    return pfs, originals
+
+
+@pytest.fixture
+def damaged_store(stored_victims, pfs):
+    """A copy of stored_victims, each <kind>.bin damaged that way; OTHER intact.
+    Returns (pfs, {id: original bytes})."""
+    template, originals = stored_victims
+    _copy(template, pfs)
+    for how, i in IDS.items():
         _damage(pfs.store, i, how)
     return pfs, originals
 
@@ -164,12 +188,13 @@ def test_salvage_zero_fills_damaged_ranges(damaged_store, tmp_path):
 
 # -- damaged metadata -------------------------------------------------------------
 
-@pytest.fixture
-def meta_store(pfs):
+@pytest.fixture(scope="module")
+def meta_template(tmp_path_factory) -> tuple[Pfs, dict[int, bytes]]:
     """Files 1..5 where 1-3 are in the snapshot (files.json, written by `repair` on
     a healthy store) and 4, 5 and the delete of 2 are journal lines after it.
     Journal lines: 1 put 4 storing, 2 put 4 stored, 3 put 5 storing, 4 put 5 stored,
     5 put 2 deleting, 6 del 2. Returns (pfs, {id: original bytes} of files 1, 3, 4, 5)."""
+    pfs = _template(tmp_path_factory, "meta")
     sizes = {1: 5 * CHUNK + 1, 2: 2 * CHUNK, 3: 4 * CHUNK - 9, 4: 3 * CHUNK + 77, 5: 6 * CHUNK}
     originals = {}
     for i, size in sizes.items():
@@ -185,6 +210,13 @@ def meta_store(pfs):
     assert len(lines) == 6, lines
     del originals[2]
     return pfs, originals
+
+
+@pytest.fixture
+def meta_store(meta_template, pfs):
+    """The test's own copy of meta_template's store."""
+    template, originals = meta_template
+    return _copy(template, pfs), originals
 
 
 def _garble(path: Path, at: int) -> None:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,7 +43,10 @@ SMALL = 4 * MiB
 # even a sixteenth of the file anywhere in the tree would fail.
 MARGIN = 16 * MiB
 SAMPLE_EVERY = 0.02
-HOLD = 1.0
+#: Samples taken with the whole tree idle and alive after the script's work is done.
+SAMPLES_AFTER = 10
+#: What `jobs` answers once `wait` has seen every job end.
+IDLE = b"no jobs running\n"
 
 
 def tree_processes(root: psutil.Process) -> dict[str, int]:
@@ -83,29 +87,39 @@ def peak_tree_rss(store: Path, cwd: Path, script: str, options: list[str]) -> Pe
     """Run a pfs script; return the highest total RSS of its process tree."""
     argv = [sys.executable, "-m", "pfs", "--store", str(store), "--chunk-size", str(CHUNK),
             "--max-memory", str(MAX_MEMORY), "--workers", "2", *options]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=cwd, env=env())
-    root = psutil.Process(proc.pid)
-    out: dict[str, bytes] = {}
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                cwd=cwd, env=env())
+        root = psutil.Process(proc.pid)
+        samples = [0]
+        out: list[bytes] = []
 
-    def talk() -> None:
-        # stdin stays open a while after the script, so the sampler sees every
-        # process of the tree alive at once however quickly the script runs (a
-        # 4 MiB get could end between two samples, leaving a worker out of the
-        # baseline and its ~20 MiB counted as growth of the big run)
-        proc.stdin.write(script.encode())
-        proc.stdin.flush()
-        time.sleep(HOLD)
-        out["stdout"], out["stderr"] = proc.communicate(timeout=300)
+        def talk() -> None:
+            # stdin stays open after the script until every job has ended and the
+            # sampler has seen the idle tree a few times, so it sees every process
+            # of the tree alive at once however quickly the script runs (a 4 MiB
+            # get could end between two samples, leaving a worker out of the
+            # baseline and its ~20 MiB counted as growth of the big run)
+            proc.stdin.write(script.encode() + b"wait\njobs\n")
+            proc.stdin.flush()
+            for line in proc.stdout:
+                out.append(line)
+                if line == IDLE:
+                    idle = samples[0]
+                    while samples[0] < idle + SAMPLES_AFTER and proc.poll() is None:
+                        time.sleep(SAMPLE_EVERY)
+                    proc.stdin.close()
 
-    talker = threading.Thread(target=talk)
-    talker.start()
-    peak = Peak({})
-    while proc.poll() is None:
-        peak = max(peak, Peak(tree_processes(root)))
-        time.sleep(SAMPLE_EVERY)
-    talker.join(60)
-    assert proc.returncode == 0, out.get("stderr", b"").decode()
+        talker = threading.Thread(target=talk)
+        talker.start()
+        peak = Peak({})
+        while proc.poll() is None:
+            peak = max(peak, Peak(tree_processes(root)))
+            samples[0] += 1
+            time.sleep(SAMPLE_EVERY)
+        talker.join(60)
+        stderr.seek(0)
+        assert proc.returncode == 0 and IDLE in out, (b"".join(out) + stderr.read()).decode()
     return peak
 
 
@@ -120,14 +134,22 @@ def write_random(path: Path, size: int) -> None:
 LAYOUTS = {"one copy": ([], 1), "copies 2": (["--copies", "2"], 2), "ec 4+2": (["--ec", "4+2"], 6)}
 
 
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """small.bin and big.bin, written once for every layout (pfs only reads them)."""
+    base = tmp_path_factory.mktemp("sources")
+    write_random(base / "small.bin", SMALL)
+    write_random(base / "big.bin", BIG)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)  # a quarter of a GiB: do not leave it for pytest's tmp retention
+
+
 @pytest.fixture(scope="module", params=list(LAYOUTS))
-def peaks(tmp_path_factory, request) -> dict[str, int]:
+def peaks(sources, tmp_path_factory, request) -> dict[str, int]:
     options, volumes = LAYOUTS[request.param]
     base = tmp_path_factory.mktemp("memory")
     work = base / "work"
     work.mkdir()
-    write_random(work / "small.bin", SMALL)
-    write_random(work / "big.bin", BIG)
     store = base / "store"
     extra = [base / f"vol{i}" for i in range(1, volumes)]
     for d in extra:
@@ -135,14 +157,14 @@ def peaks(tmp_path_factory, request) -> dict[str, int]:
     if extra:
         peak_tree_rss(store, work, "".join(f"volume add {d}\n" for d in extra), options)
     result = {
-        "put small": peak_tree_rss(store, work, "put small.bin\n", options),
-        "put big": peak_tree_rss(store, work, "put big.bin\n", options),
+        "put small": peak_tree_rss(store, work, f"put {sources / 'small.bin'}\n", options),
+        "put big": peak_tree_rss(store, work, f"put {sources / 'big.bin'}\n", options),
         "get small": peak_tree_rss(store, work, "get 1 small.out\n", options),
         "get big": peak_tree_rss(store, work, "get 2 big.out\n", options),
     }
     assert (work / "small.out").stat().st_size == SMALL
     assert (work / "big.out").stat().st_size == BIG
-    with open(work / "big.bin", "rb") as a, open(work / "big.out", "rb") as b:
+    with open(sources / "big.bin", "rb") as a, open(work / "big.out", "rb") as b:
         while chunk := a.read(16 * MiB):
             assert chunk == b.read(16 * MiB), "the big file did not round trip"
     yield result

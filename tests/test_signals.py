@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -30,14 +31,23 @@ def big(tmp_path_factory) -> Path:
     return make_file(tmp_path_factory.mktemp("big") / "big.bin", BIG)
 
 
-@pytest.fixture
-def store_with_keep(tmp_path) -> tuple[Path, bytes]:
-    """A store holding one small stored file, which every interruption must leave intact."""
-    store = tmp_path / "store"
-    keep = make_file(tmp_path / "keep.bin", 3 * CHUNK + 1)
-    r = run_pfs(store, f"put {keep}\n")
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory) -> tuple[Path, bytes]:
+    """A store holding one small stored file, filled once for the module."""
+    base = tmp_path_factory.mktemp("kept")
+    keep = make_file(base / "keep.bin", 3 * CHUNK + 1)
+    r = run_pfs(base / "store", f"put {keep}\n")
     assert r.returncode == 0, r.stderr
-    return store, keep.read_bytes()
+    return base / "store", keep.read_bytes()
+
+
+@pytest.fixture
+def store_with_keep(kept, tmp_path) -> tuple[Path, bytes]:
+    """The test's own copy of a store holding one small stored file, which every
+    interruption must leave intact."""
+    template, keep = kept
+    shutil.copytree(template, tmp_path / "store")
+    return tmp_path / "store", keep
 
 
 def spawn(argv: list[str], cwd: Path) -> pexpect.spawn:
