@@ -22,11 +22,11 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
+from multiprocessing import forkserver
 from multiprocessing.connection import wait as wait_ready
 from multiprocessing.context import ForkServerContext
 from multiprocessing.util import Finalize
 
-from pfs import worker
 from pfs.errors import WorkerError
 
 #: Seconds every worker of a new pool has to start.
@@ -35,6 +35,15 @@ START_TIMEOUT = 30.0
 #: functions, and what a worker needs to take its first task (the executor's
 #: loop, its queues and their locks), which each worker imported again otherwise.
 PRELOAD = ("concurrent.futures.process", "multiprocessing.synchronize", "pfs.worker")
+
+
+def start_forkserver(preload: tuple[str, ...] = ()) -> None:
+    """Start the forkserver now, importing PRELOAD and `preload`, without waiting
+    for it: the pools started later fork their workers from it. (This module
+    imports pfs.worker only when a pool starts, so that pfs can start the
+    forkserver before it imports the store.)"""
+    forkserver.set_forkserver_preload([*PRELOAD, *preload])
+    forkserver.ensure_running()
 
 
 class _Context(ForkServerContext):
@@ -76,6 +85,8 @@ class Pool:
     """A ProcessPoolExecutor whose workers all run, and whose semaphore names are gone."""
 
     def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
+        from pfs import worker
+
         self.context = _Context()
         self.context.set_forkserver_preload([*PRELOAD, *preload])
         self.executor = ProcessPoolExecutor(workers, mp_context=self.context, initializer=worker.init_worker,
@@ -91,6 +102,8 @@ class Pool:
     def _start_all(self, workers: int) -> None:
         """Start every worker now: each of `workers` tasks blocks until all have
         started, so no task finishes early and lets the executor reuse a worker."""
+        from pfs import worker
+
         advice = "the system may be out of processes, open files or memory; try fewer --workers"
         with tempfile.TemporaryDirectory(prefix="pfs-start-") as folder:
             try:
