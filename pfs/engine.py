@@ -122,13 +122,13 @@ class Engine:
             raise PfsError(f"cannot flush {args[0] if args else ''}: {exc}") from exc
 
     def _current_pool(self) -> Pool:
-        from pfs.pool import Pool
-
         with self._starting:
             with self._lock:
                 self._check_open()
                 if self._pool is not None:
                     return self._pool
+            from pfs.pool import Pool  # multiprocessing, imported with the first pool
+
             pool = Pool(self.workers, self.preload)
             with self._lock:
                 if not self._closed:

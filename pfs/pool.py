@@ -1,8 +1,9 @@
 """The worker pool: a concurrent.futures.ProcessPoolExecutor on the forkserver
 start method (never fork from a threaded process) whose workers all run, and
-whose semaphore names are gone. Only the engine imports this module, when it
-starts a pool: multiprocessing costs a command that needs no worker (list,
-info, help) a sixth of its start-up.
+whose semaphore names are gone. Imported only by the engine as it starts a
+pool, and by a one-shot command that starts the forkserver early (see
+pfs.cli): multiprocessing costs a command that needs no worker (list, info,
+help) a tenth of its start-up.
 
 The pool's queues share POSIX semaphores with the workers by name
 (/dev/shm/sem.mp-*). Left alone, those names live until the resource tracker

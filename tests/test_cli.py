@@ -796,7 +796,7 @@ def imported_modules(r: subprocess.CompletedProcess) -> set[str]:
 @pytest.mark.parametrize("command", [["list"], ["info", "1"], ["volume", "list"], ["help"]], ids=" ".join)
 def test_one_shot_metadata_commands_import_no_worker_pool(pfs, command):
     """A command that needs no worker does not import multiprocessing, which was
-    a sixth of its start-up; a get, whose work runs in the pool, does."""
+    a tenth of its start-up; a get, whose work runs in the pool, does."""
     make_file(pfs.cwd / "a.bin", 1000)
     assert pfs.run("put a.bin\n").returncode == 0
 
