@@ -9,6 +9,7 @@ interrupts.install()  # before the slower imports: a Ctrl-C from here on is one 
 
 import argparse  # noqa: E402
 import errno  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -236,6 +237,16 @@ def _report_repair(report) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run pfs; return its exit status. The garbage collector is frozen at the
+    end: the interpreter's teardown that follows then does not scan every object
+    pfs made (a tenth of the CPU of a `list`), and pfs has closed all it opened."""
+    try:
+        return _run(argv)
+    finally:
+        gc.freeze()
+
+
+def _run(argv: list[str] | None) -> int:
     _guard_standard_streams()
     args = build_parser().parse_args(argv)
     repair = args.command[:1] == ["repair"]
