@@ -5,7 +5,6 @@ decompressors are bounded: a part can never expand past its recorded size, so a
 crafted part file cannot make a worker use more than one chunk of memory.
 """
 
-import hashlib
 import zlib
 from functools import cache
 
@@ -29,6 +28,8 @@ def digest(hash_name: str, data) -> str:
     if hash_name == "xxh3-128":
         return xxhash.xxh3_128_hexdigest(data)
     if hash_name == "md5":
+        import hashlib  # here: its OpenSSL binding costs every process 2 ms at start-up
+
         return hashlib.md5(data).hexdigest()
     raise ValueError(f"unknown hash {hash_name!r}")
 

@@ -59,6 +59,18 @@ def main_thread_only() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
+@contextmanager
+def main_thread_shielded() -> Iterator[None]:
+    """Block SIGINT in the main thread while it starts a process that must not
+    get the terminal's Ctrl-C (the forkserver, see main_thread_only); a Ctrl-C
+    meanwhile is handled as soon as the block ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker from the main thread, before any
     job thread needs it. Starting it unblocks SIGINT and SIGTERM in the thread

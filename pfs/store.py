@@ -19,8 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -1508,7 +1507,7 @@ def describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    if isinstance(exc, BrokenProcessPool):
+    if isinstance(exc, BrokenExecutor):  # the worker pool's BrokenProcessPool
         return "a worker process died"
     if isinstance(exc, MemoryError):
         return "out of memory"

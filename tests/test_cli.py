@@ -786,3 +786,26 @@ def test_commands_that_read_metadata_start_no_process(pfs, live_sessions):
     s.wait_for(r"restored a\.bin")
     assert pool_workers(s.pid), "the test cannot see workers: it proves nothing"
     assert s.close() == 0
+
+
+def imported_modules(r: subprocess.CompletedProcess) -> set[str]:
+    """The modules a run under `python -X importtime` imported (its children's too)."""
+    return {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("command", [["list"], ["info", "1"], ["volume", "list"], ["help"]], ids=" ".join)
+def test_one_shot_metadata_commands_import_no_worker_pool(pfs, command):
+    """A command that needs no worker does not import multiprocessing, which was
+    a tenth of its start-up; a get, whose work runs in the pool, does."""
+    make_file(pfs.cwd / "a.bin", 1000)
+    assert pfs.run("put a.bin\n").returncode == 0
+
+    def run(*tokens: str) -> set[str]:
+        r = subprocess.run([sys.executable, "-X", "importtime", *pfs.argv(*tokens)[1:]], capture_output=True,
+                           text=True, cwd=pfs.cwd, timeout=60, env=env())
+        assert r.returncode == 0, r.stderr[-2000:]
+        return imported_modules(r)
+
+    pool, imported = {"multiprocessing", "concurrent.futures.process"}, run(*command)
+    assert "pfs.store" in imported and not pool & imported
+    assert pool <= run("get", "1", "out.bin"), "the test cannot see the pool's imports: it proves nothing"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import psutil
 import pytest
 
 from conftest import (CHUNK, assert_clean_stderr, env, group_alive, make_file, parse_list, part_files,
@@ -132,13 +133,14 @@ def test_script_interrupted_exits_130_and_says_the_rest_did_not_run(store_with_k
     assert_rolled_back_and_intact(store, keep, tmp_path, proc.pid)
 
 
-def _handles_sigterm(pid: int) -> bool:
-    """Whether the process has installed a handler for SIGTERM (pfs's first act)."""
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has installed a handler for the signal (Python's own
+    for SIGINT, as it starts; pfs's for SIGTERM, its first act)."""
     try:
         caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", Path(f"/proc/{pid}/status").read_text(), re.M)
     except FileNotFoundError:
         return False
-    return bool(caught and int(caught.group(1), 16) & (1 << (signal.SIGTERM - 1)))
+    return bool(caught and int(caught.group(1), 16) & (1 << (signum - 1)))
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
@@ -146,12 +148,46 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     proc = subprocess.Popen(pfs_argv(tmp_path / "store", "list"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env(), start_new_session=True)
     deadline = time.monotonic() + 5
-    while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+    while not _catches(proc.pid, signal.SIGTERM) and proc.poll() is None and time.monotonic() < deadline:
         pass
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)
     assert err == "pfs: interrupted (SIGINT): stopped before the store was opened; nothing was changed\n", err
+
+
+def _forkserver_importing(pid: int) -> bool:
+    """Whether the forkserver of pfs `pid` has started Python (which catches SIGINT
+    from then on) but not yet ignored SIGINT (its last step before serving)."""
+    try:
+        servers = [c for c in psutil.Process(pid).children() if "forkserver" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return False
+    return any(_catches(server.pid, signal.SIGINT) for server in servers)
+
+
+def test_ctrl_c_while_the_forkserver_starts(store_with_keep, big, tmp_path):
+    """A one-shot put starts the pool's forkserver first thing, while pfs still
+    imports and opens the store. A Ctrl-C in the terminal (which reaches the
+    whole process group) while the forkserver imports gives one line, no
+    KeyboardInterrupt traceback from the forkserver, and leaves no process behind."""
+    store, keep = store_with_keep
+    child = spawn(pfs_argv(store, "put", str(big)), tmp_path)
+    deadline = time.monotonic() + 10
+    while not _forkserver_importing(child.pid):
+        assert time.monotonic() < deadline and child.isalive(), "no forkserver was seen starting"
+    child.sendintr()
+    status, shown = ended_within(child, 2.5)
+    assert status == 130
+    lines = [line for line in shown.splitlines() if "pfs:" in line]
+    assert len(lines) == 1 and "pfs: interrupted (SIGINT): " in lines[0], shown[-1500:]
+    deadline = time.monotonic() + 10
+    while group_alive(child.pid):
+        assert time.monotonic() < deadline, "a pfs process outlived the signal"
+        time.sleep(0.05)
+    r = run_pfs(store, f"get 1 {tmp_path / 'keep.out'}\n")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "keep.out").read_bytes() == keep
 
 
 def test_ctrl_c_while_a_large_store_opens(tmp_path):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -549,6 +548,8 @@ class DatabaseSessions(SessionTable):
     def _register(self) -> None:
         """Start a new session: its lock first (the row never shows without it),
         on a new connection (closing the old one drops a lost session's lock)."""
+        import socket  # here: a directory store's start-up needs no socket
+
         with self._conn_lock:
             with contextlib.suppress(Exception):
                 self._conn.close()
