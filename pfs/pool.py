@@ -23,9 +23,9 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from multiprocessing import forkserver
+from multiprocessing import forkserver, popen_forkserver, spawn
 from multiprocessing.connection import wait as wait_ready
-from multiprocessing.context import ForkServerContext
+from multiprocessing.context import ForkServerContext, ForkServerProcess
 from multiprocessing.util import Finalize
 
 from pfs.errors import WorkerError
@@ -67,7 +67,7 @@ class _Context(ForkServerContext):
         return self._keep(super().BoundedSemaphore(value))
 
     def Process(self, *args, **kwargs):
-        return self._keep(ForkServerContext.Process(*args, **kwargs), self.processes)
+        return self._keep(_WorkerProcess(*args, **kwargs), self.processes)
 
     def _keep(self, obj, into: list | None = None):
         (self.semaphores if into is None else into).append(obj)
@@ -80,6 +80,36 @@ class _Context(ForkServerContext):
             for ref in weakref.getweakrefs(sem):
                 if isinstance(ref.__callback__, Finalize):
                     ref.__callback__()
+
+
+class _WorkerProcess(ForkServerProcess):
+    """A worker, started without the caller's __main__ (see _WorkerPopen)."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _WorkerPopen(process_obj)
+
+
+#: Held while a worker is launched: one launch at a time changes what spawn prepares.
+_launching = threading.Lock()
+
+
+class _WorkerPopen(popen_forkserver.Popen):
+    """multiprocessing runs a script's top level again in every process it
+    starts (to find what the script defined in __main__), so a script calling
+    pfs.open() without an `if __name__ == "__main__":` guard opened the store
+    again in each worker, and the pool failed to start. pfs's workers run only
+    pfs's functions: they are started without the caller's __main__."""
+
+    def _launch(self, process_obj) -> None:
+        with _launching:
+            prepare = spawn.get_preparation_data
+            spawn.get_preparation_data = lambda name: {key: value for key, value in prepare(name).items()
+                                                       if not key.startswith("init_main_from_")}
+            try:
+                super()._launch(process_obj)
+            finally:
+                spawn.get_preparation_data = prepare
 
 
 class Pool:

@@ -128,6 +128,24 @@ def test_an_abandoned_writer_leaves_nothing(store, tmp_path):
     assert list((store.root / "tmp").iterdir()) == []
 
 
+def test_a_script_without_a_main_guard_stores_and_reads_back(tmp_path):
+    """multiprocessing runs a script's top level again in each process it starts:
+    pfs's workers must not, or a script that opens a store at its top level (no
+    `if __name__ == "__main__":`) would open it again in every worker."""
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent("""
+        import sys, pfs
+        with pfs.open(sys.argv[1], workers=2, chunk_size=65536) as store:
+            store.put(sys.argv[2], "a.bin")
+            print(store.get("a.bin", sys.argv[3]))
+    """))
+    source = make_file(tmp_path / "source.bin", 5 * CHUNK + 3)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "store"), str(source), str(tmp_path / "out.bin")],
+                       capture_output=True, text=True, env=env(), timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+
+
 WRITER = textwrap.dedent("""
     import os, sys, time, pfs
     if __name__ == "__main__":
