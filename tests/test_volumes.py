@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,30 @@ def test_pieces_of_an_interrupted_heal_are_removed_at_open(volumes):
     v.get_all({1: original})
 
 
+def wait_until_idle(pid: int, timeout: float = 30) -> None:
+    """Wait until every thread of process `pid` sleeps (none runs, none waits on the
+    disk as an fsync does), a few looks in a row: with its workers held still, the
+    fsyncs it had queued are then done."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 3:
+        assert time.monotonic() < deadline, f"pfs still busy: threads {busy_threads(pid)}"
+        quiet = 0 if busy_threads(pid) else quiet + 1
+        time.sleep(0.01)
+
+
+def busy_threads(pid: int) -> list[str]:
+    """The threads of process `pid` that are not sleeping, as `ID:STATE` (R running, D waiting on the disk)."""
+    busy = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:  # the thread ended
+            continue
+        if state != "S":
+            busy.append(f"{task.name}:{state}")
+    return busy
+
+
 @pytest.mark.parametrize("copies", [2, 1])
 @pytest.mark.parametrize("moment", ["writing", "flushed"])
 def test_a_volume_that_vanishes_mid_put(tmp_path, volumes, live_sessions, copies, moment):
@@ -414,7 +439,6 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, volumes, live_sessions, copies
     `flushed`: every piece written there was already fsynced when it went (the
     workers held still meanwhile), so no flush fails: the put must still not
     count those pieces as stored."""
-    import time
     v, _ = volumes(3)
     data = make_file(v.work / "big.bin", 600 * CHUNK).read_bytes()
     victim = v.dirs[1]
@@ -426,7 +450,7 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, volumes, live_sessions, copies
         time.sleep(0.005)
     if moment == "flushed":
         with frozen_workers(s.pid):
-            time.sleep(1)  # the fsync threads finish what the workers wrote
+            wait_until_idle(s.pid)  # the fsync threads finish what the workers wrote
             victim.rename(tmp_path / "gone")
     else:
         victim.rename(tmp_path / "gone")
