@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
-                      read_manifest, referenced_pieces, run_pfs, volume_dirs)
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, move_outside_volumes,
+                      parse_list, pfs_argv, pieces, read_manifest, referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
@@ -53,12 +53,7 @@ class Volumes:
         are pointed at the copies, so nothing done here ever reaches the template."""
         for d in (self.store, self.work, *self.dirs):
             shutil.copytree(template / d.name, d)
-        path = self.store / "store.json"
-        config = json.loads(path.read_bytes())
-        for volume in config["volumes"]:
-            if Path(volume["url"]).is_absolute():
-                volume["url"] = str(self.tmp / Path(volume["url"]).relative_to(template))
-        path.write_text(json.dumps(config, separators=(",", ":")))
+        move_outside_volumes(self.store, template, self.tmp)
         assert sorted(volume_dirs(self.store).values()) == sorted([self.store / "volumes" / "0", *self.dirs])
 
     def run(self, script: str, *options: str):
