@@ -351,19 +351,6 @@ def volume_dirs(store: Path) -> dict[int, Path]:
     return dirs
 
 
-def move_outside_volumes(store: Path, old: Path, new: Path) -> list[dict]:
-    """Point the volumes a copied directory store lists by absolute path under `old`
-    (volumes outside the store; the one inside is listed relative) at the same
-    places under `new`, where they were copied; returns the store's volume list."""
-    path = store / "store.json"
-    config = json.loads(path.read_bytes())
-    for volume in config["volumes"]:
-        if Path(volume["url"]).is_absolute():
-            volume["url"] = str(new / Path(volume["url"]).relative_to(old))
-    path.write_text(json.dumps(config, separators=(",", ":")))
-    return config["volumes"]
-
-
 def pieces(store: Path) -> list[tuple[int, str, Path]]:
     """Every piece (part copy or shard) on the store's local volumes: (volume id, key, path)."""
     return [(vid, p.name, p) for vid, d in volume_dirs(store).items() for p in sorted(d.glob("*/*/*"))

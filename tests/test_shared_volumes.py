@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHUNK, Pfs, error_lines, make_file, move_outside_volumes, parse_list
+from conftest import CHUNK, error_lines, make_file, parse_list
 
 MIB = 1 << 20
 
@@ -30,74 +30,13 @@ def held(volume: Path) -> list[Path]:
     return [Path(d, n) for d, _, names in os.walk(volume) for n in names if not n.startswith("pfs-volume.json")]
 
 
-def volume_paths(base: Path, count: int) -> list[Path]:
-    return [base / f"vol{i}" for i in range(1, count + 1)]
-
-
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory, request):
-    """Factory: templates(database, count) -> (directory, database name or None): a
-    store (JSON, or PostgreSQL with its data directory) given `count` empty volumes
-    vol1..volN in the directory, made once per module for each engine and count."""
-    built: dict[tuple[bool, int], tuple[Path, str | None]] = {}
-
-    def template(database: bool, count: int) -> tuple[Path, str | None]:
-        if (database, count) not in built:
-            base = tmp_path_factory.mktemp(f"volumes{count}-")
-            (base / "work").mkdir()
-            name = None
-            if database:
-                name = f"template{count}_{os.getpid()}_{time.monotonic_ns()}"
-                pfs = Pfs(request.getfixturevalue("postgres").create_database(name), base / "work",
-                          ("--data", str(base / "data")))
-            else:
-                pfs = Pfs(base / "store", base / "work")
-            for d in volume_paths(base, count):
-                d.mkdir()
-            r = pfs.run("".join(f"volume add {d}\n" for d in volume_paths(base, count)))
-            assert r.returncode == 0, r.stderr
-            built[database, count] = base, name
-        return built[database, count]
-    return template
-
-
-def clone_database(postgres, template: str, uri: str, moved: dict[Path, Path]) -> list[str]:
-    """Make the (new, unused) database of `uri` a copy of database `template`, its
-    volumes pointed from each old place in `moved` to the new; returns their URLs."""
-    import psycopg
-
-    name = uri.rpartition("/")[2]
-    with psycopg.connect(postgres.uri(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    with psycopg.connect(uri, autocommit=True) as conn:
-        for old, new in moved.items():
-            conn.execute("UPDATE pfs_volumes SET path = %(new)s, config = jsonb_set(config, '{url}', "
-                         "to_jsonb(%(new)s::text)) WHERE path = %(old)s", {"new": str(new), "old": str(old)})
-        return [row[0] for row in conn.execute("SELECT config->>'url' FROM pfs_volumes ORDER BY index")]
-
-
-@pytest.fixture
-def add_volumes(templates, shared, tmp_path, request):
-    """Factory: add_volumes(count) -> [vol1, ...]: the test's store becomes its own copy
-    of a template with `count` empty volumes (its volume directories, the store's
-    directory or database and data directory), every volume outside the store
-    pointed at the copy's."""
-    def add(count: int) -> list[Path]:
-        base, template = templates(shared.database, count)
-        dirs = volume_paths(tmp_path, count)
-        for d in dirs:
-            shutil.copytree(base / d.name, d)
-        if shared.database:
-            shutil.copytree(base / "data", tmp_path / "data")
-            urls = clone_database(request.getfixturevalue("postgres"), template, shared.store,
-                                  {base / d.name: d for d in dirs})
-        else:
-            shutil.copytree(base / "store", shared.store)
-            urls = [volume["url"] for volume in move_outside_volumes(shared.store, base, tmp_path)]
-        assert urls == ["volumes/0", *map(str, dirs)], urls
-        return dirs
-    return add
+def add_volumes(shared, tmp_path: Path, count: int) -> list[Path]:
+    dirs = [tmp_path / f"vol{i}" for i in range(1, count + 1)]
+    for d in dirs:
+        d.mkdir()
+    r = shared.run("".join(f"volume add {d}\n" for d in dirs))
+    assert r.returncode == 0, r.stderr
+    return dirs
 
 
 def assert_files_come_back(shared, tmp_path: Path, files: dict[int, Path]) -> None:
@@ -118,9 +57,8 @@ def run_while_stopped(session, shared, script: str):
         os.killpg(session.pid, signal.SIGCONT)
 
 
-def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shared, add_volumes, live_sessions,
-                                                                            tmp_path):
-    vol1, vol2 = add_volumes(2)
+def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shared, live_sessions, tmp_path):
+    vol1, vol2 = add_volumes(shared, tmp_path, 2)
     f1, f2 = (make_file(shared.cwd / f"f{i}.bin", 8 * CHUNK - i) for i in (1, 2))
     a = live_sessions(shared.store, shared.cwd, *shared.options, "--copies", "2")
     a.send("volume list")
@@ -145,8 +83,8 @@ def test_a_shell_opened_before_volume_changes_places_by_the_current_volumes(shar
     assert_files_come_back(shared, tmp_path, {1: f1, 2: f2})
 
 
-def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, add_volumes, live_sessions, tmp_path):
-    vol1, = add_volumes(1)
+def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, live_sessions, tmp_path):
+    vol1, = add_volumes(shared, tmp_path, 1)
     big = make_file(shared.cwd / "big.bin", 12 * MIB)
     a = live_sessions(shared.store, shared.cwd, *shared.options)
     a.send("put big.bin")
@@ -167,8 +105,8 @@ def test_volume_remove_waits_for_a_put_in_progress_elsewhere(shared, add_volumes
 
 
 @pytest.mark.parametrize("option", ["--copies=2", "--ec=2+1"])
-def test_volume_commands_with_copies_and_erasure_coding(shared, add_volumes, tmp_path, option):
-    dirs = add_volumes(4)
+def test_volume_commands_with_copies_and_erasure_coding(shared, tmp_path, option):
+    dirs = add_volumes(shared, tmp_path, 4)
     name, value = option.split("=")
     files = {i: make_file(shared.cwd / f"f{i}.bin", 5 * CHUNK + i) for i in (1, 2)}
     r = shared.run("put f1.bin\nput f2.bin\nwait\nvolume list\n", name, value)
@@ -206,6 +144,8 @@ def test_volume_changes_by_two_processes_both_hold(shared, live_sessions, tmp_pa
 def test_a_database_store_of_one_volume_is_migrated(postgres_uri, tmp_path):
     import psycopg
 
+    from conftest import Pfs
+
     work = tmp_path / "work"
     work.mkdir()
     pfs = Pfs(postgres_uri, work, ("--data", str(tmp_path / "data")))
@@ -227,8 +167,8 @@ def test_a_database_store_of_one_volume_is_migrated(postgres_uri, tmp_path):
 
 
 @pytest.mark.parametrize("option, width", [("--copies=2", 2), ("--ec=2+1", 3)])
-def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, add_volumes, tmp_path, option, width):
-    dirs = add_volumes(width - 1)
+def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, tmp_path, option, width):
+    dirs = add_volumes(shared, tmp_path, width - 1)
     name, value = option.split("=")
     make_file(shared.cwd / "f.bin", 4 * CHUNK + 1)
     r = shared.run("put f.bin\nwait\nlist\ninfo 1\n", name, value)
@@ -250,8 +190,8 @@ def test_list_and_info_show_the_copies_or_shards_present_and_where(shared, add_v
     assert f"{width - 1}: 5 pieces (missing)\n" in r.stdout, r.stdout
 
 
-def test_volume_remove_waits_for_a_drain_moving_pieces_elsewhere(shared, add_volumes, live_sessions, tmp_path):
-    drained, = add_volumes(1)
+def test_volume_remove_waits_for_a_drain_moving_pieces_elsewhere(shared, live_sessions, tmp_path):
+    drained, = add_volumes(shared, tmp_path, 1)
     big = make_file(shared.cwd / "big.bin", 12 * MIB)
     assert shared.run("put big.bin\n").returncode == 0
     target = tmp_path / "target"  # added after the put: it holds nothing, and the drain moves pieces there

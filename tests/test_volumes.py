@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, move_outside_volumes,
-                      parse_list, pfs_argv, pieces, read_manifest, referenced_pieces, run_pfs, volume_dirs)
+from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
+                      read_manifest, referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
@@ -53,7 +53,12 @@ class Volumes:
         are pointed at the copies, so nothing done here ever reaches the template."""
         for d in (self.store, self.work, *self.dirs):
             shutil.copytree(template / d.name, d)
-        move_outside_volumes(self.store, template, self.tmp)
+        path = self.store / "store.json"
+        config = json.loads(path.read_bytes())
+        for volume in config["volumes"]:
+            if Path(volume["url"]).is_absolute():
+                volume["url"] = str(self.tmp / Path(volume["url"]).relative_to(template))
+        path.write_text(json.dumps(config, separators=(",", ":")))
         assert sorted(volume_dirs(self.store).values()) == sorted([self.store / "volumes" / "0", *self.dirs])
 
     def run(self, script: str, *options: str):
@@ -62,10 +67,7 @@ class Volumes:
         return r
 
     def put(self, name: str, *options: str, size: int = SIZE, kind: str = "random") -> bytes:
-        data = make_file(self.work / name, size, kind).read_bytes()
-        r = self.run(f"put {name}\n", *options)
-        assert r.returncode == 0, r.stderr
-        return data
+        return self.put_all((stored(name, *options, size=size, kind=kind),))[0]
 
     def put_all(self, puts: tuple[Put, ...]) -> list[bytes]:
         """Store the files in order (ids follow it), one pfs run for each set of options."""
