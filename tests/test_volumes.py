@@ -4,11 +4,13 @@ heal on read, scrub and heal; the first store format upgraded in place."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,20 +21,45 @@ from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_worke
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
 
+#: A file to store: its name, the put's options, its size and its kind (see make_file).
+Put = tuple[str, tuple[str, ...], int, str]
+
+
+def stored(name: str, *options: str, size: int = SIZE, kind: str = "random") -> Put:
+    return name, options, size, kind
+
 
 class Volumes:
-    """A store with extra volume directories vol1..volN (volume 0 is inside the store)."""
+    """A store with extra volume directories vol1..volN (volume 0 is inside the store),
+    new or copied from a template: the store, its work directory and its volumes."""
 
-    def __init__(self, tmp_path: Path, extra: int) -> None:
+    def __init__(self, tmp_path: Path, extra: int, template: Path | None = None) -> None:
         self.tmp = tmp_path
         self.store = tmp_path / "store"
         self.work = tmp_path / "work"
-        self.work.mkdir()
         self.dirs = [tmp_path / f"vol{i}" for i in range(1, extra + 1)]
+        if template is not None:
+            self._copy(template)
+            return
+        self.work.mkdir()
         for d in self.dirs:
             d.mkdir()
         r = self.run("".join(f"volume add {d}\n" for d in self.dirs))
         assert r.returncode == 0, r.stderr
+
+    def _copy(self, template: Path) -> None:
+        """Copy a template's store, work directory and volumes here. store.json lists the
+        volume inside the store by a relative URL and the others by absolute paths: those
+        are pointed at the copies, so nothing done here ever reaches the template."""
+        for d in (self.store, self.work, *self.dirs):
+            shutil.copytree(template / d.name, d)
+        path = self.store / "store.json"
+        config = json.loads(path.read_bytes())
+        for volume in config["volumes"]:
+            if Path(volume["url"]).is_absolute():
+                volume["url"] = str(self.tmp / Path(volume["url"]).relative_to(template))
+        path.write_text(json.dumps(config, separators=(",", ":")))
+        assert sorted(volume_dirs(self.store).values()) == sorted([self.store / "volumes" / "0", *self.dirs])
 
     def run(self, script: str, *options: str):
         r = run_pfs(self.store, script, *options, cwd=self.work)
@@ -40,10 +67,15 @@ class Volumes:
         return r
 
     def put(self, name: str, *options: str, size: int = SIZE, kind: str = "random") -> bytes:
-        data = make_file(self.work / name, size, kind).read_bytes()
-        r = self.run(f"put {name}\n", *options)
-        assert r.returncode == 0, r.stderr
-        return data
+        return self.put_all((stored(name, *options, size=size, kind=kind),))[0]
+
+    def put_all(self, puts: tuple[Put, ...]) -> list[bytes]:
+        """Store the files in order (ids follow it), one pfs run for each set of options."""
+        datas = [make_file(self.work / name, size, kind).read_bytes() for name, _, size, kind in puts]
+        for options, group in itertools.groupby(puts, key=lambda put: put[1]):
+            r = self.run("".join(f"put {name}\nwait\n" for name, *_ in group), *options)
+            assert r.returncode == 0, r.stderr
+        return datas
 
     def get_all(self, originals: dict[int, bytes]) -> str:
         """Get every file and compare; returns stdout (heal lines)."""
@@ -71,13 +103,38 @@ class Volumes:
         assert on_disk == referenced, f"orphans: {on_disk - referenced}, missing: {referenced - on_disk}"
 
 
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """Factory: layouts(extra, puts) -> (template directory, the files' bytes by id). Each
+    layout (its extra volumes, then its puts) is built once per module, on a copy of the
+    empty layout, for tests to copy rather than fill again."""
+    built: dict[tuple[int, tuple[Put, ...]], tuple[Path, dict[int, bytes]]] = {}
+
+    def layout(extra: int, puts: tuple[Put, ...]) -> tuple[Path, dict[int, bytes]]:
+        if (extra, puts) not in built:
+            base = tmp_path_factory.mktemp(f"layout{extra}-")
+            v = Volumes(base, extra, layout(extra, ())[0] if puts else None)
+            built[extra, puts] = base, dict(enumerate(v.put_all(puts), 1))
+        return built[extra, puts]
+    return layout
+
+
+@pytest.fixture
+def volumes(layouts, tmp_path):
+    """Factory: volumes(extra, *puts) -> (Volumes, the files' bytes by id): the test's own
+    copy of a layout, to damage or lose as it likes."""
+    def make(extra: int, *puts: Put) -> tuple[Volumes, dict[int, bytes]]:
+        template, originals = layouts(extra, puts)
+        return Volumes(tmp_path, extra, template), dict(originals)
+    return make
+
+
 @pytest.mark.parametrize("extra, option", [(2, "--copies=1"), (2, "--copies=2"), (3, "--copies=3"),
                                            (2, "--ec=2+1"), (5, "--ec=4+2")])
-def test_round_trip_with_copies_and_erasure_coding(tmp_path, extra, option):
-    v = Volumes(tmp_path, extra)
+def test_round_trip_with_copies_and_erasure_coding(volumes, extra, option):
     name, value = option.split("=")
-    originals = {1: v.put("r.bin", name, value), 2: v.put("t.log", name, value, kind="text"),
-                 3: v.put("tiny", name, value, size=5)}
+    v, originals = volumes(extra, stored("r.bin", name, value), stored("t.log", name, value, kind="text"),
+                           stored("tiny", name, value, size=5))
     width = int(value) if name == "--copies" else sum(map(int, value.split("+")))
     for i in originals:
         for part in read_manifest(v.store, i)["parts"]:
@@ -97,8 +154,8 @@ def test_round_trip_with_copies_and_erasure_coding(tmp_path, extra, option):
     v.assert_no_orphans()
 
 
-def test_more_copies_than_volumes_is_a_clear_error(tmp_path):
-    v = Volumes(tmp_path, 1)
+def test_more_copies_than_volumes_is_a_clear_error(volumes):
+    v, _ = volumes(1)
     make_file(v.work / "a.bin", SIZE)
     r = v.run("put a.bin\n", "--copies", "3")
     assert r.returncode == 1
@@ -111,13 +168,13 @@ def test_more_copies_than_volumes_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("option, loss", [("--copies=2", "removed"), ("--copies=2", "emptied"),
                                           ("--ec=2+1", "removed"), ("--ec=2+2", "emptied")])
-def test_lost_volume_then_heal_then_a_second_loss(tmp_path, option, loss):
+def test_lost_volume_then_heal_then_a_second_loss(volumes, option, loss):
     """A whole volume directory is removed (or replaced by an empty directory): the
     store opens, lists, gives every file back; heal restores full redundancy on
     the remaining volumes; a second loss is survived again."""
     name, value = option.split("=")
-    v = Volumes(tmp_path, 5)  # two losses leave 4 volumes, enough for the widest layout here
-    originals = {i: v.put(f"f{i}.bin", name, value, kind=kind) for i, kind in ((1, "random"), (2, "text"))}
+    # two losses leave 4 volumes, enough for the widest layout here
+    v, originals = volumes(5, stored("f1.bin", name, value), stored("f2.bin", name, value, kind="text"))
 
     def lose(d: Path) -> None:
         shutil.rmtree(d)
@@ -167,10 +224,10 @@ DAMAGE = {"flip": _flip, "truncate": lambda p: os.truncate(p, p.stat().st_size /
 
 
 @pytest.mark.parametrize("option", ["--copies=2", "--ec=2+1", "--ec=3+2"])
-def test_damaged_pieces_are_healed_on_read_and_by_scrub(tmp_path, option):
+def test_damaged_pieces_are_healed_on_read_and_by_scrub(volumes, option):
     name, value = option.split("=")
-    v = Volumes(tmp_path, 4)
-    original = v.put("f.bin", name, value)
+    v, originals = volumes(4, stored("f.bin", name, value))
+    original = originals[1]
     parts = read_manifest(v.store, 1)["parts"]
     # Damage one piece of every part: the first piece (read by get) of parts 0-2,
     # the last piece (only a scrub reads it) of the others.
@@ -194,10 +251,9 @@ def test_damaged_pieces_are_healed_on_read_and_by_scrub(tmp_path, option):
 
 
 @pytest.mark.parametrize("option", ["--copies=2", "--ec=2+1"])
-def test_damage_beyond_redundancy_is_reported_exactly(tmp_path, option):
+def test_damage_beyond_redundancy_is_reported_exactly(volumes, option):
     name, value = option.split("=")
-    v = Volumes(tmp_path, 3)
-    v.put("f.bin", name, value)
+    v, _ = volumes(3, stored("f.bin", name, value))
     width = int(value) if name == "--copies" else 3
     needed = 1 if name == "--copies" else 2
     for path in v.piece_paths(1, 4)[:width - needed + 1]:  # one piece too many
@@ -213,9 +269,8 @@ def test_damage_beyond_redundancy_is_reported_exactly(tmp_path, option):
     assert not (v.work / "out.bin").exists()
 
 
-def test_drain_moves_everything_then_remove(tmp_path):
-    v = Volumes(tmp_path, 3)
-    originals = {1: v.put("a.bin", "--copies", "2"), 2: v.put("b.bin", "--ec", "2+1"), 3: v.put("c.bin")}
+def test_drain_moves_everything_then_remove(volumes):
+    v, originals = volumes(3, stored("a.bin", "--copies", "2"), stored("b.bin", "--ec", "2+1"), stored("c.bin"))
     r = v.run("volume drain 1\n")
     assert r.returncode == 0, r.stderr
     assert "volume 1 is drained: `volume remove 1` removes it" in r.stdout, r.stdout
@@ -234,8 +289,8 @@ def test_drain_moves_everything_then_remove(tmp_path):
     v.assert_no_orphans()
 
 
-def test_volume_add_refuses_what_is_in_use(tmp_path):
-    v = Volumes(tmp_path, 1)
+def test_volume_add_refuses_what_is_in_use(tmp_path, volumes):
+    v, _ = volumes(1)
     other = tmp_path / "other"
     other.mkdir()
     assert run_pfs(tmp_path / "store2", f"volume add {other}\n", cwd=v.work).returncode == 0
@@ -252,10 +307,10 @@ def test_volume_add_refuses_what_is_in_use(tmp_path):
     assert "no volume 9" in errors[5] and f"{full} is not empty" in errors[6]
 
 
-def test_a_foreign_volume_in_place_is_missing(tmp_path):
+def test_a_foreign_volume_in_place_is_missing(tmp_path, volumes):
     """The directory of volume 1 swapped for another store's volume: missing, never used."""
-    v = Volumes(tmp_path, 2)
-    original = v.put("a.bin", "--copies", "2")
+    v, originals = volumes(2, stored("a.bin", "--copies", "2"))
+    original = originals[1]
     other = tmp_path / "other"
     other.mkdir()
     assert run_pfs(tmp_path / "store2", f"volume add {other}\n", cwd=v.work).returncode == 0
@@ -268,11 +323,11 @@ def test_a_foreign_volume_in_place_is_missing(tmp_path):
     assert not any(v.dirs[0].glob("*/*/*")), "nothing written to another store's volume"
 
 
-def test_full_volume_is_skipped_and_enospc_retried_elsewhere(tmp_path, small_fs):
+def test_full_volume_is_skipped_and_enospc_retried_elsewhere(volumes, small_fs):
     fs = small_fs("tiny", 1 << 20)
     if fs.kind != "tmpfs":
         pytest.skip("needs a tmpfs")
-    v = Volumes(tmp_path, 2)
+    v, _ = volumes(2)
     # Placement weighs free space: a huge weight makes the 1 MiB volume the first choice of every part.
     r = v.run(f"volume add {fs.path} --weight 100000000\n")
     assert r.returncode == 0, r.stderr
@@ -289,12 +344,12 @@ def test_full_volume_is_skipped_and_enospc_retried_elsewhere(tmp_path, small_fs)
 
 
 @pytest.mark.parametrize("crashed", [False, True], ids=["fresh", "upgrade-cut-short"])
-def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path, crashed):
+def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path, volumes, crashed):
     """store.json listing "volumes": ["volumes/0"], no markers, parts with only a
     `volume` field: opened, upgraded in place, read, and given new volumes. An
     upgrade cut short after the marker was written keeps the marker's identity."""
-    v = Volumes(tmp_path, 0)
-    original = v.put("a.bin")
+    v, originals = volumes(0, stored("a.bin"))
+    original = originals[1]
     config = json.loads((v.store / "store.json").read_bytes())
     old = {"format": 1, **{k: config[k] for k in ("chunk_size", "codec", "hash")}, "volumes": ["volumes/0"]}
     (v.store / "store.json").write_text(json.dumps(old))
@@ -327,12 +382,12 @@ def test_a_store_of_the_first_format_opens_and_is_upgraded(tmp_path, crashed):
     v.get_all({1: original, 2: second})
 
 
-def test_pieces_of_an_interrupted_heal_are_removed_at_open(tmp_path):
+def test_pieces_of_an_interrupted_heal_are_removed_at_open(volumes):
     """What a kill between a heal's writes and its manifest leaves: its note in
     intents/ and a copy that no manifest references. The next open removes that
     copy, and only that."""
-    v = Volumes(tmp_path, 2)
-    original = v.put("a.bin", "--copies", "2")
+    v, originals = volumes(2, stored("a.bin", "--copies", "2"))
+    original = originals[1]
     part = read_manifest(v.store, 1)["parts"][0]
     spare = next(vid for vid in volume_dirs(v.store) if vid not in part["copies"])
     source = v.piece_paths(1, 0)[0]
@@ -348,17 +403,40 @@ def test_pieces_of_an_interrupted_heal_are_removed_at_open(tmp_path):
     v.get_all({1: original})
 
 
+def wait_until_idle(pid: int, timeout: float = 30) -> None:
+    """Wait until every thread of process `pid` sleeps (none runs, none waits on the
+    disk as an fsync does), a few looks in a row: with its workers held still, the
+    fsyncs it had queued are then done."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 3:
+        assert time.monotonic() < deadline, f"pfs still busy: threads {busy_threads(pid)}"
+        quiet = 0 if busy_threads(pid) else quiet + 1
+        time.sleep(0.01)
+
+
+def busy_threads(pid: int) -> list[str]:
+    """The threads of process `pid` that are not sleeping, as `ID:STATE` (R running, D waiting on the disk)."""
+    busy = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:  # the thread ended
+            continue
+        if state != "S":
+            busy.append(f"{task.name}:{state}")
+    return busy
+
+
 @pytest.mark.parametrize("copies", [2, 1])
 @pytest.mark.parametrize("moment", ["writing", "flushed"])
-def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies, moment):
+def test_a_volume_that_vanishes_mid_put(tmp_path, volumes, live_sessions, copies, moment):
     """The directory of a volume is moved away while a put writes to it: with two
     copies the put completes with both copies on the volumes left; with one, it
     fails and is rolled back. Nothing is written to the vanished volume's place.
     `flushed`: every piece written there was already fsynced when it went (the
     workers held still meanwhile), so no flush fails: the put must still not
     count those pieces as stored."""
-    import time
-    v = Volumes(tmp_path, 3)
+    v, _ = volumes(3)
     data = make_file(v.work / "big.bin", 600 * CHUNK).read_bytes()
     victim = v.dirs[1]
     s = live_sessions(v.store, v.work, "--copies", str(copies))
@@ -369,7 +447,7 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies, moment)
         time.sleep(0.005)
     if moment == "flushed":
         with frozen_workers(s.pid):
-            time.sleep(1)  # the fsync threads finish what the workers wrote
+            wait_until_idle(s.pid)  # the fsync threads finish what the workers wrote
             victim.rename(tmp_path / "gone")
     else:
         victim.rename(tmp_path / "gone")
@@ -385,10 +463,9 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, live_sessions, copies, moment)
     v.assert_no_orphans()
 
 
-def test_repair_rebuilds_manifests_from_copies_and_shards_on_every_volume(tmp_path):
-    v = Volumes(tmp_path, 3)
-    originals = {1: v.put("a.bin", "--copies", "2"), 2: v.put("b.bin", "--ec", "2+1"),
-                 3: v.put("c.bin", "--ec", "2+2", kind="text")}
+def test_repair_rebuilds_manifests_from_copies_and_shards_on_every_volume(volumes):
+    v, originals = volumes(3, stored("a.bin", "--copies", "2"), stored("b.bin", "--ec", "2+1"),
+                           stored("c.bin", "--ec", "2+2", kind="text"))
     wanted = {i: read_manifest(v.store, i) for i in originals}
     for i in originals:
         (v.store / "manifests" / f"{i}.json").unlink()
@@ -407,9 +484,9 @@ def test_repair_rebuilds_manifests_from_copies_and_shards_on_every_volume(tmp_pa
     v.get_all(originals)
 
 
-def test_a_damaged_heal_note_is_refused_then_set_aside_by_repair(tmp_path):
-    v = Volumes(tmp_path, 1)
-    original = v.put("a.bin", "--copies", "2")
+def test_a_damaged_heal_note_is_refused_then_set_aside_by_repair(volumes):
+    v, originals = volumes(1, stored("a.bin", "--copies", "2"))
+    original = originals[1]
     (v.store / "intents" / "1.json").write_text('{"id": 1, "na')
     r = run_pfs(v.store, "list\n", cwd=v.work)
     assert r.returncode == 2 and error_lines(r.stderr) == [error_lines(r.stderr)[0]], r.stderr
