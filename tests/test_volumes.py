@@ -433,9 +433,9 @@ def test_a_volume_that_vanishes_mid_put(tmp_path, volumes, live_sessions, copies
     """The directory of a volume is moved away while a put writes to it: with two
     copies the put completes with both copies on the volumes left; with one, it
     fails and is rolled back. Nothing is written to the vanished volume's place.
-    `flushed`: every piece written there was already fsynced when it went (the
-    workers held still meanwhile), so no flush fails: the put must still not
-    count those pieces as stored."""
+    `flushed`: the pieces the workers had handed back were already fsynced when
+    it went (the workers held still meanwhile), so no flush of theirs fails:
+    the put must still not count those pieces as stored."""
     v, _ = volumes(3)
     data = make_file(v.work / "big.bin", 600 * CHUNK).read_bytes()
     victim = v.dirs[1]
