@@ -232,7 +232,6 @@ class FileRegistry(FileTable):
         # id -> record, or the record's row in the snapshot's columns until it is asked for
         self._files: dict[int, FileEntry | int] = {}
         self._columns: Columns | None = None
-        self._record_columns: list[list] | None = None  # every column, once a whole record was asked for
         self._names = None
         self._next_id = 1
         if self._journal >= 0:
@@ -303,9 +302,7 @@ class FileRegistry(FileTable):
         """A file's record, built from the snapshot's columns the first time."""
         found = self._files.get(file_id)
         if type(found) is int:
-            if self._record_columns is None:
-                self._record_columns = list(map(self._column, FILE_FIELDS))
-            found = self._files[file_id] = FileEntry(*[column[found] for column in self._record_columns])
+            found = self._files[file_id] = FileEntry(*[self._column(field)[found] for field in FILE_FIELDS])
         return found
 
     def _every(self) -> Iterable[FileEntry]:
@@ -315,7 +312,7 @@ class FileRegistry(FileTable):
             for file_id, found in self._files.items():
                 if type(found) is int:
                     self._files[file_id] = built[found]
-            self._columns = self._record_columns = None
+            self._columns = None
         return self._files.values()
 
     def _field(self, found: FileEntry | int, field: str) -> object:

@@ -6,7 +6,6 @@ import bisect
 from collections.abc import Iterable
 
 
-
 class NameIndex:
     """Stored names -> file ids, kept sorted so that listing a prefix costs the
     size of the answer, not of the store. Each name's ids are in the order they
