@@ -4,13 +4,13 @@
     with pfs.open("/data/store") as store:
         store.put("app.log", "logs/app.log")
 
-See pfs.api for the API; its names are imported on first use, so that
+See pfs.library.api for the API; its names are imported on first use, so that
 `import pfs` (and the shell's start) stays fast.
 """
 
 __version__ = "0.1.0"
 
-_API = {"open": "pfs.api", "Store": "pfs.api", "FileInfo": "pfs.api",
+_API = {"open": "pfs.library.api", "Store": "pfs.library.api", "FileInfo": "pfs.library.api",
         "PfsError": "pfs.errors", "NotFoundError": "pfs.errors", "UsageError": "pfs.errors",
         "IntegrityError": "pfs.errors", "StoreError": "pfs.errors", "DamagedError": "pfs.errors",
         "StoreLockedError": "pfs.errors", "DestinationError": "pfs.errors", "Cancelled": "pfs.errors"}

@@ -1,5 +1,5 @@
 """`python -m pfs` runs the same entry point as the `pfs` script."""
 
-from pfs.cli import main
+from pfs.cli.main import main
 
 raise SystemExit(main())

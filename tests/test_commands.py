@@ -1,4 +1,4 @@
-"""pfs.commands: splitting and parsing command lines, and the session's jobs."""
+"""pfs.cli.commands: splitting and parsing command lines, and the session's jobs."""
 
 import io
 import threading
@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pfs import names
-from pfs.commands import ALIASES, COMMANDS, Session, parse, split
+from pfs.cli.commands import ALIASES, COMMANDS, Session, parse, split
 from pfs.errors import UsageError
-from pfs.jobs import JobManager
-from pfs.output import RICH_ROWS, PlainOutput, RichOutput, Table
-from pfs.store import Store
+from pfs.cli.jobs import JobManager
+from pfs.cli.output import RICH_ROWS, PlainOutput, RichOutput, Table
+from pfs.store.core import Store
 
 from conftest import CHUNK
 

@@ -34,14 +34,14 @@ def _wait(predicate, what: str, timeout: float = 30, interval: float = 0.005):
 # -- 1. durability order (in-process: the race is between threads of one process) --
 
 def _store(tmp_path: Path):
-    from pfs.store import Store
+    from pfs.store.core import Store
     return Store(tmp_path / "store", {"chunk_size": CHUNK}, workers=2, max_memory=16 * MIB)
 
 
 def test_manifest_is_written_only_after_every_part_fsync(tmp_path, monkeypatch):
     """concurrent.futures wakes wait() before it runs done-callbacks: a callback
     slow to schedule its part's fsync must still be waited for."""
-    from pfs.engine import Engine
+    from pfs.engine.engine import Engine
 
     synced: list = []
     real_soon = Engine.sync_soon
@@ -66,7 +66,7 @@ def test_manifest_is_written_only_after_every_part_fsync(tmp_path, monkeypatch):
 def test_a_failure_to_schedule_an_fsync_fails_the_put(tmp_path, monkeypatch):
     """An exception inside a done-callback (here: the fsync cannot be scheduled)
     fails the put and rolls it back; it is never only logged and dropped."""
-    from pfs.engine import Engine
+    from pfs.engine.engine import Engine
     from pfs.errors import PfsError
 
     real_soon = Engine.sync_soon
@@ -93,7 +93,7 @@ def test_a_failure_to_schedule_an_fsync_fails_the_put(tmp_path, monkeypatch):
 
 CLOSE_SCRIPT = """
 import sys, threading, time
-from pfs.store import Store
+from pfs.store.core import Store
 store = Store(sys.argv[1], {"chunk_size": 64 << 10}, workers=2, max_memory=1 << 20)
 entry = store.begin_put(sys.argv[2])
 errors = []

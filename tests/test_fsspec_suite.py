@@ -9,7 +9,7 @@ import pytest
 fsspec = pytest.importorskip("fsspec")
 from fsspec.tests import abstract  # noqa: E402
 
-from pfs.fs import PfsFileSystem  # noqa: E402
+from pfs.library.fs import PfsFileSystem  # noqa: E402
 
 CHUNK = 64 * 1024
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pfs.governor import MemoryGovernor
+from pfs.engine.governor import MemoryGovernor
 
 JOIN = 30  # seconds a thread gets before we call it a deadlock
 

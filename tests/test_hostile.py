@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from conftest import (CHUNK, assert_clean_stderr, edit_records, env, error_lines, make_file, part_path,
                       pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
-from pfs.commands import COMMANDS, ExitShell, Session
-from pfs.output import PlainOutput
-from pfs.store import Store
+from pfs.cli.commands import COMMANDS, ExitShell, Session
+from pfs.cli.output import PlainOutput
+from pfs.store.core import Store
 
 EXAMPLES = int(os.environ.get("PFS_HOSTILE_EXAMPLES", "200"))
 

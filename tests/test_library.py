@@ -419,7 +419,7 @@ def test_a_write_that_fails_stores_nothing_and_the_name_keeps_its_file(tmp_path)
     of the writing abandons the file; a write inside an `except` block that
     ends well stores it."""
     fsspec = pytest.importorskip("fsspec")
-    from pfs.writer import Writer
+    from pfs.library.writer import Writer
 
     root = tmp_path / "store"
     fs = fsspec.filesystem("pfs", store=str(root), workers=2, skip_instance_cache=True)

@@ -171,7 +171,7 @@ def test_completer_directly():
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from pfs.shell import ShellCompleter
+    from pfs.cli.shell import ShellCompleter
 
     def complete(text: str) -> list[str]:
         return [c.text for c in ShellCompleter(None).get_completions(Document(text), CompleteEvent())]
@@ -184,8 +184,8 @@ def test_completer_directly():
 
 
 def test_toolbar_collapses_to_more_instead_of_cutting_a_value():
-    from pfs.jobs import Job
-    from pfs.shell import toolbar_text
+    from pfs.cli.jobs import Job
+    from pfs.cli.shell import toolbar_text
 
     jobs = [Job(i, "put", i, f"file-{i}.bin", 100, done=50) for i in range(1, 8)]
     text = toolbar_text(jobs, 80)

@@ -1,4 +1,4 @@
-"""pfs.worker's I/O habits that keep system CPU down: a page-aligned part
+"""pfs.engine.worker's I/O habits that keep system CPU down: a page-aligned part
 buffer, output writes that wait for each other instead of spinning, and parts
 and outputs written past the page cache."""
 
@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from pfs import worker
-from pfs.redundancy import Layout
+from pfs.engine import worker
+from pfs.volumes.redundancy import Layout
 from pfs.volumes import part_id
 from pfs.volumes.local import LocalVolume
 

@@ -2,7 +2,7 @@
 start method (never fork from a threaded process) whose workers all run, and
 whose semaphore names are gone. Imported only by the engine as it starts a
 pool, and by a one-shot command that starts the forkserver early (see
-pfs.cli): multiprocessing costs a command that needs no worker (list, info,
+pfs.cli.main): multiprocessing costs a command that needs no worker (list, info,
 help) a tenth of its start-up.
 
 The pool's queues share POSIX semaphores with the workers by name
@@ -35,13 +35,13 @@ START_TIMEOUT = 30.0
 #: What the forkserver imports once, before it forks any worker: the workers'
 #: functions, and what a worker needs to take its first task (the executor's
 #: loop, its queues and their locks), which each worker imported again otherwise.
-PRELOAD = ("concurrent.futures.process", "multiprocessing.synchronize", "pfs.worker")
+PRELOAD = ("concurrent.futures.process", "multiprocessing.synchronize", "pfs.engine.worker")
 
 
 def start_forkserver(preload: tuple[str, ...] = ()) -> None:
     """Start the forkserver now, importing PRELOAD and `preload`, without waiting
     for it: the pools started later fork their workers from it. (This module
-    imports pfs.worker only when a pool starts, so that pfs can start the
+    imports pfs.engine.worker only when a pool starts, so that pfs can start the
     forkserver before it imports the store.)"""
     forkserver.set_forkserver_preload([*PRELOAD, *preload])
     forkserver.ensure_running()
@@ -116,7 +116,7 @@ class Pool:
     """A ProcessPoolExecutor whose workers all run, and whose semaphore names are gone."""
 
     def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
-        from pfs import worker
+        from pfs.engine import worker
 
         self.context = _Context()
         self.context.set_forkserver_preload([*PRELOAD, *preload])
@@ -133,7 +133,7 @@ class Pool:
     def _start_all(self, workers: int) -> None:
         """Start every worker now: each of `workers` tasks blocks until all have
         started, so no task finishes early and lets the executor reuse a worker."""
-        from pfs import worker
+        from pfs.engine import worker
 
         advice = "the system may be out of processes, open files or memory; try fewer --workers"
         with tempfile.TemporaryDirectory(prefix="pfs-start-") as folder:

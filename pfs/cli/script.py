@@ -6,10 +6,10 @@ import io
 import sys
 from collections.abc import Iterable
 
-from pfs import interrupts
-from pfs.commands import ExitShell, Session
-from pfs.output import PlainOutput
-from pfs.store import Store
+from pfs.cli import interrupts
+from pfs.cli.commands import ExitShell, Session
+from pfs.cli.output import PlainOutput
+from pfs.store.core import Store
 
 
 def script_lines(stream) -> Iterable[str]:

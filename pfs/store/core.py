@@ -23,19 +23,21 @@ from concurrent.futures import BrokenExecutor, Future, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pfs import codec, names, placement, worker
-from pfs.engine import Engine, worker_count
+from pfs import codec, names
+from pfs.volumes import placement
+from pfs.engine import worker
+from pfs.engine.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError, VolumeError,
                         VolumeUnavailableError)
-from pfs.governor import MemoryGovernor
-from pfs.redundancy import Layout, check_layout
+from pfs.engine.governor import MemoryGovernor
+from pfs.volumes.redundancy import Layout, check_layout
 from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, MAX_PARTS, RESERVE,
                           SCRATCH, SESSIONS, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry, Manifest, PartEntry,
                           PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
                           write_json_atomic)
 from pfs.registry.postgres import is_database
-from pfs.repair import rebuild, set_aside
+from pfs.store.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
 from pfs.volumes.volset import DRAINING, FIRST_VOLUME, VolumeConfig, VolumeSet, parse_volumes
@@ -348,7 +350,7 @@ class Store:
         URI whose part data lives in the directory `data` (default: the one its
         settings name). `overrides` may set chunk_size, codec and hash for new
         files; otherwise the store's defaults apply. With `repair`, damaged
-        metadata is rebuilt (see pfs.repair) instead of refused."""
+        metadata is rebuilt (see pfs.store.repair) instead of refused."""
         self.location = str(root)
         self._lock_fd = -1
         self._db = None
@@ -931,7 +933,7 @@ class Store:
         keys = Layout.of(entry).keys(part_id(entry.uuid, index))
         return [self.engine.sync_soon(self.volset.volume(vid).flush, [key]) for vid, key in zip(result[3], keys)]
 
-    # -- streaming writes (see pfs.writer) ----------------------------------------
+    # -- streaming writes (see pfs.library.writer) ----------------------------------------
 
     def begin_write(self, name: str) -> FileEntry:
         """Record a file that will be written as a stream, as `storing` with room

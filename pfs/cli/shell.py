@@ -15,11 +15,12 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from pfs import __version__, interrupts
-from pfs.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
+from pfs import __version__
+from pfs.cli import interrupts
+from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
 from pfs.errors import printable
-from pfs.output import RichOutput
-from pfs.store import Store
+from pfs.cli.output import RichOutput
+from pfs.store.core import Store
 from pfs.units import format_rate
 
 #: Commands whose first argument is a file id.

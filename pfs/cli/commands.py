@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from pfs import interrupts
+from pfs.cli import interrupts
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
-from pfs.jobs import Job, JobManager
-from pfs.output import PlainOutput, Table, show_progress
-from pfs.redundancy import Layout
+from pfs.cli.jobs import Job, JobManager
+from pfs.cli.output import PlainOutput, Table, show_progress
+from pfs.volumes.redundancy import Layout
 from pfs.registry import STORED, FileEntry, Manifest, bulk
-from pfs.store import Store, describe
+from pfs.store.core import Store, describe
 from pfs.units import format_rate, format_size
 
 log = logging.getLogger("pfs")

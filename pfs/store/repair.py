@@ -13,9 +13,11 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pfs import codec, redundancy, worker
+from pfs import codec
+from pfs.volumes import redundancy
+from pfs.engine import worker
 from pfs.errors import DamagedError, PfsError
-from pfs.redundancy import Layout
+from pfs.volumes.redundancy import Layout
 from pfs.registry import (DELETING, FAILED, JOURNAL, SNAPSHOT, STORED, STORING, FileEntry, FileRegistry,
                           Manifest, PartEntry, PartRegistry)
 from pfs.volumes import part_id

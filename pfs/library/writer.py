@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from dataclasses import replace
 
-from pfs import worker
+from pfs.engine import worker
 from pfs.errors import PfsError
 from pfs.registry import FileEntry
-from pfs.store import Store, describe, volume_failures
+from pfs.store.core import Store, describe, volume_failures
 
 #: How long a blocked writer waits between looks at whether the pool gave up.
 _POLL = 0.1

@@ -1,6 +1,6 @@
 """The worker pool and the submit loop that feeds it under the memory governor.
 
-The pool (pfs.pool) is a concurrent.futures.ProcessPoolExecutor on the
+The pool (pfs.engine.pool) is a concurrent.futures.ProcessPoolExecutor on the
 forkserver start method, created on first use: a command that needs no worker
 never imports multiprocessing. Unlike a bare multiprocessing.Pool it notices a
 worker that dies: every task in flight fails with BrokenProcessPool (a
@@ -17,11 +17,11 @@ from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from pfs.errors import Cancelled, PfsError, WorkerError
-from pfs.governor import MemoryGovernor
+from pfs.engine.governor import MemoryGovernor
 from pfs.registry import fsync_file
 
 if TYPE_CHECKING:
-    from pfs.pool import Pool
+    from pfs.engine.pool import Pool
 
 
 #: Threads that fsync written parts (I/O bound: they wait on the disk, not the CPU).
@@ -127,7 +127,7 @@ class Engine:
                 self._check_open()
                 if self._pool is not None:
                     return self._pool
-            from pfs.pool import Pool  # multiprocessing, imported with the first pool
+            from pfs.engine.pool import Pool  # multiprocessing, imported with the first pool
 
             pool = Pool(self.workers, self.preload)
             with self._lock:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from fsspec import AbstractFileSystem
 
-from pfs import api
+from pfs.library import api
 from pfs.errors import NotFoundError, UsageError
 
 #: pfs.open's options a filesystem takes (as storage_options too): workers and memory, and how new files are stored.

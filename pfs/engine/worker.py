@@ -14,10 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pfs import codec, redundancy
+from pfs import codec
+from pfs.volumes import redundancy
 from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
                         VolumeError, VolumeUnavailableError)
-from pfs.redundancy import Layout
+from pfs.volumes.redundancy import Layout
 from pfs.volumes import Volume, open_volume
 from pfs.volumes.local import DIRECT_ALIGN, LocalVolume, write_past_cache
 

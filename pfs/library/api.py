@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pfs.registry import STORED, FileEntry
-from pfs.store import Damage, Store as _Core, default_root
+from pfs.store.core import Damage, Store as _Core, default_root
 
 Ref = str | int
 
@@ -155,12 +155,12 @@ class Store:
         on its way out of the writing abandons it). Without `autocommit`, it is
         stored by its commit() after the close, or dropped by discard()."""
         if mode == "rb":
-            from pfs.reader import Reader
+            from pfs.library.reader import Reader
 
             entry = self.core.stored_entry(self.core.resolve(ref).id)
             return _BufferedReader(Reader(self.core, entry), 1 << 16)
         if mode == "wb":
-            from pfs.writer import Writer
+            from pfs.library.writer import Writer
 
             return Writer(self.core, str(ref), keep, autocommit)
         raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

@@ -9,10 +9,10 @@ import io
 import threading
 from collections import OrderedDict
 
-from pfs import worker
+from pfs.engine import worker
 from pfs.errors import IntegrityError
 from pfs.registry import FileEntry
-from pfs.store import Damage, Store
+from pfs.store.core import Damage, Store
 
 #: Parts a reader keeps decoded (an LRU): enough for reads that straddle a boundary
 #: or go back a little, at most a few chunks of memory.

@@ -3,7 +3,7 @@ terminal), script mode (stdin is piped) or one command given on the command line
 
 from __future__ import annotations
 
-from pfs import interrupts
+from pfs.cli import interrupts
 
 interrupts.install()  # before the slower imports: a Ctrl-C from here on is one line, not a traceback
 
@@ -90,7 +90,7 @@ def _ec(text: str) -> str:
 
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
-    from pfs.store import default_root
+    from pfs.store.core import default_root
 
     return str(default_root())
 
@@ -138,7 +138,7 @@ def _start_forkserver_early(args: argparse.Namespace) -> None:
     (store.json changed meanwhile) costs speed, never correctness."""
     location = args.store or os.environ.get("PFS_STORE")
     if args.command[:1] and args.command[0] in POOL_COMMANDS and location and _local_volumes_only(Path(location)):
-        from pfs.pool import start_forkserver
+        from pfs.engine.pool import start_forkserver
 
         interrupts.start_resource_tracker()
         with interrupts.main_thread_shielded():
@@ -157,7 +157,7 @@ def _local_volumes_only(root: Path) -> bool:
 def _store_root(args: argparse.Namespace) -> Path | str:
     """The store directory (or database URI); refuses a new store named like a
     command (`pfs --store list` means `pfs list` far more often than a store called "list")."""
-    from pfs.commands import ALIASES, COMMANDS
+    from pfs.cli.commands import ALIASES, COMMANDS
     from pfs.registry.postgres import is_database
 
     given = args.store or default_store()
@@ -171,7 +171,7 @@ def _store_root(args: argparse.Namespace) -> Path | str:
 
 
 def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False):
-    from pfs.store import Store
+    from pfs.store.core import Store
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
                  if v is not None}
@@ -225,7 +225,7 @@ def _log_to(path: Path) -> None:
 
 
 def _report_repair(report) -> int:
-    from pfs.output import PlainOutput
+    from pfs.cli.output import PlainOutput
 
     out = PlainOutput()
     for line in report.repaired:
@@ -277,10 +277,10 @@ def _run(argv: list[str] | None) -> int:
         if repair:
             return _report_repair(store.repair_report)
         if args.command:
-            from pfs.script import run_one
+            from pfs.cli.script import run_one
             return run_one(store, args.command)
         if sys.stdin is not None and sys.stdin.isatty():
-            from pfs.shell import run_shell
+            from pfs.cli.shell import run_shell
             return run_shell(store)
-        from pfs.script import run_script
+        from pfs.cli.script import run_script
         return run_script(store, sys.stdin or [])  # a closed stdin is an empty script
