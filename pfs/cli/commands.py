@@ -23,7 +23,7 @@ from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
 from pfs.registry import STORED, FileEntry, Manifest, bulk
-from pfs.store.core import Store, describe
+from pfs.store.facade import Store, describe
 from pfs.units import format_rate, format_size
 
 log = logging.getLogger("pfs")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pfs.registry import STORED, FileEntry
-from pfs.store.core import Damage, Store as _Core, default_root
+from pfs.store.facade import Damage, Store as _Core, default_root
 
 Ref = str | int
 
