@@ -90,7 +90,7 @@ def _ec(text: str) -> str:
 
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
-    from pfs.store.facade import default_root
+    from pfs.store.opening import default_root
 
     return str(default_root())
 
