@@ -93,7 +93,8 @@ class Checking:
         longer keep them (missing, draining); `only_moving` reads only the parts
         that have such pieces."""
         layout = Layout.of(entry)
-        self.ctx.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,", layout)
+        self.ctx.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,",
+                              layout)
         manifest = self.checked_manifest(entry)
 
         def plan() -> list[tuple[PartEntry, worker.PartCheck]]:
@@ -109,8 +110,8 @@ class Checking:
             refresh_volumes(self.ctx)
             todo = plan()
         try:
-            verdicts = self.ctx.engine.run(worker.check_part, ((part_memory(p.size, layout), (job,)) for p, job in todo),
-                                       lambda i, _: progress(todo[i][0].size), cancel)
+            tasks = ((part_memory(p.size, layout), (job,)) for p, job in todo)
+            verdicts = self.ctx.engine.run(worker.check_part, tasks, lambda i, _: progress(todo[i][0].size), cancel)
             found = Findings()
             moved: list[tuple[PartEntry, list[int]]] = []
             for (p, job), v in zip(todo, verdicts):

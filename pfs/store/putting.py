@@ -187,7 +187,8 @@ class Putting:
         """Refuse a layout that needs more volumes than can take parts now."""
         usable = self.ctx.volset.writable()
         if len(usable) < layout.width:
-            others = ", ".join(f"volume {v} {self.ctx.volset.status(v)}" for v in self.ctx.volset.configs if v not in usable)
+            volset = self.ctx.volset
+            others = ", ".join(f"volume {v} {volset.status(v)}" for v in volset.configs if v not in usable)
             raise UsageError(f"storing {layout.describe()} needs {layout.width} volume{'s' * (layout.width > 1)} "
                              f"with free space, and {len(usable)} {'has' if len(usable) == 1 else 'have'} some"
                              + (f" ({others})" if others else ""),
@@ -211,19 +212,20 @@ class Putting:
     def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list[Future]:
         """Make the pieces a worker wrote for part `index` (`result`: store_part's) durable, soon."""
         keys = Layout.of(entry).keys(part_id(entry.uuid, index))
-        return [self.ctx.engine.sync_soon(self.ctx.volset.volume(vid).flush, [key]) for vid, key in zip(result[3], keys)]
+        volume, sync_soon = self.ctx.volset.volume, self.ctx.engine.sync_soon
+        return [sync_soon(volume(vid).flush, [key]) for vid, key in zip(result[3], keys)]
 
     def begin_write(self, name: str) -> FileEntry:
         """Record a file that will be written as a stream, as `storing` with room
         for one part: its size is known only at the end, and reserve() says how
         many parts a crash may have to roll back meanwhile."""
-        chunk = self.ctx.settings.chunk_size
+        settings = self.ctx.settings
         refresh_volumes(self.ctx)
         self._check_room(self.ctx.layout)
-        entry = FileEntry(id=0, name=names.check(name), size=chunk, status=STORING, parts=1,
-                          chunk_size=self.ctx.settings.chunk_size, codec=self.ctx.settings.codec, hash=self.ctx.settings.hash,
+        entry = FileEntry(id=0, name=names.check(name), size=settings.chunk_size, status=STORING, parts=1,
+                          chunk_size=settings.chunk_size, codec=settings.codec, hash=settings.hash,
                           uuid=uuid.uuid4().hex, created=time.time(), mode=0o644, mtime=time.time_ns(),
-                          copies=self.ctx.layout.copies, ec=self.ctx.settings.ec, session=self.ctx.sessions.id)
+                          copies=self.ctx.layout.copies, ec=settings.ec, session=self.ctx.sessions.id)
         return self.ctx.files.add(entry)  # gets its id
 
     def reserve(self, entry: FileEntry, parts: int) -> FileEntry:

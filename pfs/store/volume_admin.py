@@ -43,7 +43,8 @@ class VolumeAdmin:
         if "://" not in location:
             path = user_path(location).absolute()
             if self.ctx.inside_store(path):
-                raise UsageError(f"{location} is inside the store {self.ctx.root}", "choose a directory outside the store")
+                raise UsageError(f"{location} is inside the store {self.ctx.root}",
+                                 "choose a directory outside the store")
             location = str(path)
         with changing_volumes(self.ctx):
             config = self.ctx.volset.add(location, weight, endpoint, self.ctx.next_volume)
