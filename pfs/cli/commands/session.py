@@ -19,8 +19,8 @@ from pfs.cli.commands.syntax import ExitShell, split
 from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
-from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, printable
-from pfs.store.core import Store, describe
+from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, describe, printable
+from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
 log = logging.getLogger("pfs")

@@ -12,7 +12,7 @@ from pfs.registry import FileEntry
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
-    from pfs.store.core import Store
+    from pfs.store.facade import Store
 
 
 class ExitShell(Exception):
