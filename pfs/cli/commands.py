@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from pfs.cli import interrupts
+from pfs.cli import interrupts, keys
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
@@ -668,6 +668,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
             "move everything off one, forget an empty one", cmd_volume, 1, 2,
             options=frozenset({"--weight", "--endpoint"})),
+    Command("key", keys.USAGE, "the passwords of an encrypted store: add one (asked twice, or from "
+            "--new-password-file), list the key slots, remove one (never the last)", keys.cmd_key, 1, 2,
+            options=frozenset({"--new-password-file"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "

@@ -67,5 +67,5 @@ class PieceCipher:
             self._aead.decrypt_into(nonce, body, ad, into[:len(body) - TAG])
             return into[:len(body) - TAG]
         except InvalidTag:
-            raise AuthenticationFailed("fails authentication (changed, or not this store's piece for this place)") \
+            raise AuthenticationFailed("fails authentication: changed, or not this store's piece of this part") \
                 from None

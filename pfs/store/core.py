@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pfs import codec, names
+from pfs.crypto.opening import StoreKeys
+from pfs.crypto.slots import KEYS, DatabaseSlots, SlotFiles
 from pfs.volumes import placement
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
@@ -143,7 +145,7 @@ def _creation_leftover(root: Path, name: str) -> bool:
         first = root / FIRST_VOLUME
         return os.listdir(root / VOLUMES) in ([], ["0"]) and (not first.is_dir() or all(
             n.startswith((MARKER, f".{MARKER}.")) for n in os.listdir(first)))
-    return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
+    return name in (LOCK, KEYS) or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
 
 
 def _settings_ok(config: dict) -> bool:
@@ -246,9 +248,9 @@ def batched(items: list, n: int) -> list[list]:
     return [items[i:i + n] for i in range(0, len(items), n)]
 
 
-def part_memory(size: int, layout: Layout = Layout()) -> int:
+def part_memory(size: int, layout: Layout = Layout(), sealed: bool = False) -> int:
     """Worst-case bytes a part needs in a worker (see Layout.memory)."""
-    return layout.memory(size)
+    return layout.memory(size, sealed)
 
 
 def user_path(text: str) -> Path:
@@ -345,13 +347,17 @@ class Store:
     context manager: it holds a session of the store."""
 
     def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None) -> None:
+                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None,
+                 keys: StoreKeys | None = None) -> None:
         """Open (creating if new) the store at `root`: a directory, or a PostgreSQL
         URI whose part data lives in the directory `data` (default: the one its
         settings name). `overrides` may set chunk_size, codec and hash for new
         files; otherwise the store's defaults apply. With `repair`, damaged
-        metadata is rebuilt (see pfs.store.repair) instead of refused."""
+        metadata is rebuilt (see pfs.store.repair) instead of refused. `keys`
+        unlocks an encrypted store, or encrypts a new one (see pfs.crypto.opening)."""
         self.location = str(root)
+        self.keys = keys or StoreKeys()
+        self.sealed_for = ""  # the store id its pieces are sealed for, once unlocked (see _unlock)
         self._lock_fd = -1
         self._db = None
         self._config_stamp: tuple | None = None  # store.json as the volumes were last taken from it
@@ -367,7 +373,7 @@ class Store:
             self._open_database(overrides or {}, data)
         else:
             self._open_directory(Path(root), overrides or {}, repair)
-        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
+        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size, sealed=self.sealed))
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
@@ -389,6 +395,8 @@ class Store:
             if not repair:
                 raise
             config, notes = None, [f"{exc.message}; rebuilt from the defaults and the volumes on disk"]
+        self.slots = SlotFiles(root)
+        self.sealed_for = self._open_keys(config, repair)  # before anything changes: a wrong password opens nothing
         self._settle(config, overrides)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock(alone=repair)
@@ -400,6 +408,7 @@ class Store:
             if config is None or config["format"] == 1:
                 config = self._claim_alone(config, reread=not repair)
             self.config = config
+            self.sealed_for = self._open_keys(config, repair)
             inside = [v.url for v in parse_volumes(config["volumes"]) if "://" not in v.url and not os.path.isabs(v.url)]
             notes += self._check_layout(dict.fromkeys(inside, True), repair)
             self._open_volumes(config)
@@ -413,6 +422,16 @@ class Store:
             self._close_registries()
             self._unlock()
             raise
+
+    def _open_keys(self, config: dict | None, repair: bool) -> str:
+        """The store id its pieces are sealed for, its key unlocked ('' if plain)."""
+        if repair and (config and "encryption" in config or (self.root / KEYS).exists()):
+            raise UsageError("repair cannot rebuild an encrypted store yet", "its files are read as they are")
+        return self.keys.unlock(config, self.slots, self.description)
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.sealed_for)
 
     def _open_volumes(self, config: dict) -> None:
         """The volume set, and the store's own working directories beside it."""
@@ -443,11 +462,15 @@ class Store:
                 if data is None:
                     raise UsageError(f"there is no pfs store in {db.name} yet",
                                      "create one with --data DIR: the directory where its part data go")
+                encryption, slot = self.keys.create(db.name)
                 config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
                                     "session_ttl": SESSION_TTL, "volumes": [VolumeConfig(0, FIRST_VOLUME).to_dict()],
-                                    "next_volume": 1, "id": uuid.uuid4().hex})
+                                    "next_volume": 1, "id": uuid.uuid4().hex, **encryption,
+                                    **(DatabaseSlots.row(slot) if slot else {})})
             if not (_settings_ok(config) and _redundancy_ok(config) and type(config.get("data")) is str):
                 raise self._damaged_settings()
+            self.slots = DatabaseSlots(db)
+            self.sealed_for = self.keys.unlock(config, self.slots, db.name)
             self._settle(config, overrides)
             self.root = Path(data).expanduser() if data is not None else Path(config["data"])
             self.root.mkdir(parents=True, exist_ok=True)
@@ -520,7 +543,11 @@ class Store:
         found = sorted(int(d.name) for d in (self.root / VOLUMES).glob("*")
                        if d.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", d.name))
         names = [f"{VOLUMES}/{i}" for i in found] or [FIRST_VOLUME]  # a rebuilt store keeps its volumes
-        return self._claim(names, {"format": FORMAT, **asdict(settings)})
+        self.slots.clear()  # what an earlier creation, killed before store.json, left
+        encryption, slot = self.keys.create(self.description)
+        if slot:
+            self.slots.add(slot)  # before store.json: a store that says it is encrypted has a slot
+        return self._claim(names, {"format": FORMAT, **asdict(settings), **encryption})
 
     def _upgrade(self, old: dict) -> dict:
         """Turn a format 1 store (volume directories listed by name, no markers)
@@ -557,7 +584,7 @@ class Store:
         return notes
     def check_memory(self, chunk_size: int, subject: str, layout: Layout | None = None) -> None:
         """Refuse a chunk size whose parts could never fit the memory limit."""
-        need = part_memory(chunk_size, layout or self.layout)
+        need = part_memory(chunk_size, layout or self.layout, self.sealed)
         if need > self.max_memory:
             raise UsageError(f"{subject} needs {format_size(need)} per part in flight, more than "
                              f"--max-memory {format_size(self.max_memory)}",
@@ -925,7 +952,8 @@ class Store:
         def task(index: int, source: str, offset: int, size: int) -> tuple[int, tuple]:
             pid = part_id(entry.uuid, index)
             targets = [(vid, descs[vid]) for vid in placement.rank(pid, weights)]
-            return part_memory(size, layout), (source, offset, size, entry.codec, entry.hash, layout, pid, targets)
+            return part_memory(size, layout, self.sealed), (source, offset, size, entry.codec, entry.hash, layout,
+                                                            pid, targets, self.sealed_for)
         return task
 
     def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list[Future]:
@@ -1054,7 +1082,8 @@ class Store:
             self.refresh_volumes()
             todo = plan()
         try:
-            verdicts = self.engine.run(worker.check_part, ((part_memory(p.size, layout), (job,)) for p, job in todo),
+            verdicts = self.engine.run(worker.check_part, ((part_memory(p.size, layout, self.sealed), (job,))
+                                                           for p, job in todo),
                                        lambda i, _: progress(todo[i][0].size), cancel)
             found = Findings()
             moved: list[tuple[PartEntry, list[int]]] = []
@@ -1089,7 +1118,7 @@ class Store:
                     moves[j] = [(t, self.volset.describe(t)) for t in placement.rank(keys[j], weights)
                                 if t not in volumes]
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves)
+                                out_path, p.offset, every, heal, moves, self.sealed_for)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""
