@@ -114,6 +114,7 @@ def test_damage_to_one_copy_fails_authentication_and_heals(tmp_path, password, d
     r = run_pfs(store, "verify 1 --heal\nverify 1\nget 1 out\n", cwd=work)
     assert r.returncode == 0 and "rewritten" in r.stdout, r.stdout + r.stderr
     assert (work / "out").read_bytes() == (work / "f").read_bytes()
+    assert_no_secret(store, r.stdout, r.stderr)
 
 
 def test_swapped_shards_of_one_part_fail_and_heal(tmp_path, password) -> None:
@@ -129,6 +130,7 @@ def test_swapped_shards_of_one_part_fail_and_heal(tmp_path, password) -> None:
     r = run_pfs(store, "get 1 out\n", cwd=work)  # two of three shards are bad: the part cannot be read
     assert r.returncode != 0 and "--salvage" in r.stderr and not (work / "out").exists(), r.stderr
     r = run_pfs(store, "get 1 out --salvage\n", cwd=work)
+    assert_no_secret(store, r.stdout, r.stderr)
     salvaged, original = (work / "out").read_bytes(), (work / "f").read_bytes()
     part = read_manifest(store, 1)["parts"][2]
     assert salvaged[:part["offset"]] == original[:part["offset"]]
@@ -156,6 +158,7 @@ def test_a_wrong_password_opens_and_changes_nothing(tmp_path, password, monkeypa
     r = run_pfs(store, "", "--password-file", str(wrong), "delete", "1", cwd=work)
     assert r.returncode == 2 and len(error_lines(r.stderr)) == 1, r.stderr
     assert tree_state(store) == before
+    assert_no_secret(store, r.stdout, r.stderr)
     monkeypatch.setenv("PFS_PASSWORD", MARKER_PASSWORD)  # the right one, from the environment
     r = run_pfs(store, "get 1 out\n", cwd=work)
     assert r.returncode == 0 and (work / "out").read_bytes() == (work / "f").read_bytes(), r.stderr
@@ -270,3 +273,57 @@ def test_an_encrypted_postgresql_store(tmp_path, password, postgres_uri) -> None
     assert r.returncode == 2 and "opens none" in r.stderr, r.stderr
     pieces = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "marker" not in p.name]
     assert pieces and not any((work / "f").read_bytes()[:4096] in p.read_bytes() for p in pieces)
+
+
+def test_the_library_opens_an_encrypted_store_with_a_password_file(tmp_path, password, monkeypatch) -> None:
+    import pfs
+
+    monkeypatch.delenv("PFS_PASSWORD_FILE")
+    make_file(tmp_path / "f", 100_000, "text")
+    with pfs.open(tmp_path / "store", encrypt=True, password_file=password, workers=1) as store:
+        store.put(tmp_path / "f")
+    with pytest.raises(pfs.PfsError, match="no password was given"):
+        pfs.open(tmp_path / "store", workers=1)
+    with pfs.open(tmp_path / "store", password_file=password, workers=1) as store:
+        with store.open("f") as f:  # read in this process, not a worker
+            assert f.read() == (tmp_path / "f").read_bytes()
+    assert_no_secret(tmp_path / "store")
+
+
+def test_the_terminal_is_asked_twice_at_creation_and_once_after(tmp_path, monkeypatch) -> None:
+    import sys
+
+    import pexpect
+
+    monkeypatch.delenv("PFS_PASSWORD_FILE", raising=False)
+    monkeypatch.delenv("PFS_PASSWORD", raising=False)
+    store = tmp_path / "store"
+
+    def spawn(*args: str) -> pexpect.spawn:
+        return pexpect.spawn(sys.executable, pfs_argv(store, *args)[1:], cwd=str(tmp_path), env=env(),
+                             timeout=60, encoding="utf-8")
+    child = spawn("--encrypt", "list")
+    child.expect("password for .*: ")
+    child.sendline(MARKER_PASSWORD)
+    child.expect("again: ")
+    child.sendline(MARKER_PASSWORD + "x")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2 and "the two passwords differ" in child.before
+    assert not (store / "store.json").exists()
+    child = spawn("--encrypt", "list")
+    child.expect("password for .*: ")
+    child.sendline(MARKER_PASSWORD)
+    child.expect("again: ")
+    child.sendline(MARKER_PASSWORD)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "created a new store" in child.before, child.before
+    for typed, status in (("wrong", 2), (MARKER_PASSWORD, 0)):
+        child = spawn("list")
+        child.expect("password for .*: ")
+        child.sendline(typed)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == status, child.before
+        assert MARKER_PASSWORD not in child.before  # never echoed

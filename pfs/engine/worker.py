@@ -27,7 +27,7 @@ from pfs.volumes.local import DIRECT_ALIGN, LocalVolume, write_past_cache
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
-PART, STORED = "part", "stored"
+PART, STORED, OPENED = "part", "stored", "opened"
 
 
 def init_worker(pfs_pid: int, keys: dict[str, DataKey] | None = None) -> None:
@@ -123,6 +123,7 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     (its copies, or its shards) to the first volumes of `targets` that take them
     (the store flushes them next). Returns (hash, codec used, stored size, the
     volume of each piece, the shards' records)."""
+    _buffers.pop(OPENED, None)  # a get's: a put has no use for it
     if not sealed_for:
         _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
     view = _view(size)
@@ -395,10 +396,14 @@ def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None)
 def _decoded(job: PartCheck, payload, into: memoryview | None = None,
              sealing: Sealing = Sealing()) -> tuple[bytes | None, str | None]:
     """The part's bytes from its stored bytes (opened if sealed, then decoded
-    into `into` where the codec can), or why they are not the part."""
-    payload, problem = sealing.open(payload, 0, into if job.codec == "none" else None)
-    if problem:
-        return None, problem
+    into `into` where the codec can), or why they are not the part. Given
+    `into` (in a pool worker), a compressed part is opened into the worker's
+    buffer for that, not a new one."""
+    if sealing.on:
+        payload, problem = sealing.open(payload, 0, into if job.codec == "none" or into is None else
+                                        _view(job.stored, OPENED))
+        if problem:
+            return None, problem
     try:
         data = codec.decompress(job.codec, payload, job.size, into)
     except codec.DecodeError as exc:
