@@ -327,3 +327,51 @@ def test_the_terminal_is_asked_twice_at_creation_and_once_after(tmp_path, monkey
         child.close()
         assert child.exitstatus == status, child.before
         assert MARKER_PASSWORD not in child.before  # never echoed
+
+
+def test_two_pfs_removing_each_others_slot_at_once_leave_one(tmp_path, password) -> None:
+    """Two slots, A and B; one pfs opened with A removes A (B's password proves
+    another slot works), another opened with B removes B at the same moment.
+    Without one lock around the look and the removal both succeed and nothing
+    opens the store any more; with it, exactly one does."""
+    store, work = new_store(tmp_path)
+    other = tmp_path / "other"
+    other.write_text("the other password\n")
+    rng = random.Random(4)
+    for round in range(3):
+        r = run_pfs(store, f"key add --new-password-file {other}\n", cwd=work)
+        assert r.returncode == 0, r.stderr
+        mine = _slot_opened_by(store, MARKER_PASSWORD)
+        theirs = _slot_opened_by(store, "the other password")
+        procs = []
+        for opened_by, slot, proves in ((password, mine, other), (other, theirs, password)):
+            time.sleep(rng.uniform(0, 0.05))
+            procs.append(subprocess.Popen(
+                pfs_argv(store, "--password-file", str(opened_by), "key", "remove", slot,
+                         "--new-password-file", str(proves)),
+                cwd=work, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        results = [(p.wait(), p.stderr.read()) for p in procs]
+        assert sorted(code for code, _ in results) == [0, 1], results
+        left = list((store / "keys").glob("*.json"))
+        assert len(left) == 1, results
+        survivor = password if _slot_opened_by(store, MARKER_PASSWORD) else other
+        assert run_pfs(store, "list\n", "--password-file", str(survivor), cwd=work).returncode == 0
+        if survivor == other:  # the next round starts from the marker password's slot again
+            path = tmp_path / "again"
+            path.write_text(MARKER_PASSWORD + "\n")
+            assert run_pfs(store, f"key add --new-password-file {path}\n", "--password-file", str(other),
+                           cwd=work).returncode == 0
+            gone = _slot_opened_by(store, "the other password")
+            assert run_pfs(store, f"key remove {gone} --new-password-file {path}\n", "--password-file", str(other),
+                           cwd=work).returncode == 0
+
+
+def _slot_opened_by(store: Path, password: str) -> str:
+    """The id of the slot `password` opens ('' if none)."""
+    from pfs.crypto.keys import WrongPassword, open_slots
+
+    slots = [json.loads(p.read_bytes()) for p in (store / "keys").glob("*.json")]
+    try:
+        return open_slots(slots, password.encode())[1]
+    except WrongPassword:
+        return ""
