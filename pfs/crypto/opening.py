@@ -37,6 +37,7 @@ class StoreKeys:
         self.passwords = passwords or Passwords(interactive=False)
         self.encrypt = encrypt
         self._key: DataKey | None = None
+        self._made = False  # whether _key was made here, for a store this pfs tried to create
         self.slot_id = ""  # the slot the password opened
 
     def __repr__(self) -> str:
@@ -56,6 +57,8 @@ class StoreKeys:
             return ""
         if config["encryption"] != RECORD:
             raise StoreError(f"the store {where} is encrypted in a way this pfs does not know", "upgrade pfs")
+        if self._key is not None and self._made and self.slot_id not in {s["id"] for s in slots.list()}:
+            self._key, self._made = None, False  # another pfs created the store first: its key holds, not ours
         if self._key is None:
             found = slots.list()
             if not found:
@@ -74,7 +77,7 @@ class StoreKeys:
         if not self.encrypt:
             return {}, None
         password = self.passwords.current(where, confirm=True)
-        self._key = DataKey.new()
+        self._key, self._made = DataKey.new(), True
         slot = make_slot(self._key, password)
         self.slot_id = slot["id"]
         return {"encryption": dict(RECORD)}, slot
