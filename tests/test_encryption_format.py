@@ -36,18 +36,19 @@ def doc_unwrap(slot: dict, password: bytes) -> bytes:
 
 
 def doc_open(key: bytes, store_id: str, part_id: str, index: int, piece: bytes) -> bytes:
-    """A piece is nonce (12) ‖ ciphertext ‖ tag (16), AD `pfs-piece-1:STORE:PART:INDEX`."""
-    aes = AES.new(key, AES.MODE_GCM, nonce=piece[:12])
+    """A piece is ciphertext ‖ tag (16) ‖ nonce (12), AD `pfs-piece-1:STORE:PART:INDEX`."""
+    aes = AES.new(key, AES.MODE_GCM, nonce=piece[-12:])
     aes.update(f"pfs-piece-1:{store_id}:{part_id}:{index}".encode())
-    return aes.decrypt_and_verify(piece[12:-16], piece[-16:])
+    return aes.decrypt_and_verify(piece[:-28], piece[-28:-12])
 
 
 # -- known answers ----------------------------------------------------------------------------
 
 def test_a_piece_sealed_with_a_fixed_key_and_nonce_is_fixed_bytes() -> None:
     piece = PieceCipher(STORE, KEY).seal(b"pfs known answer", PART, 3, nonce=NONCE)
-    assert bytes(piece).hex() == ("6465666768696a6b6c6d6e6f387dad46128739e950423e86a912"
-                                  "0f8ffb9b0c2b8ddec0180997487934072294")
+    assert bytes(piece).hex() == ("387dad46128739e950423e86a9120f8f"  # ciphertext
+                                  "fb9b0c2b8ddec0180997487934072294"  # tag
+                                  "6465666768696a6b6c6d6e6f")  # nonce
     assert PieceCipher(STORE, KEY).open(piece, PART, 3) == b"pfs known answer"
     assert doc_open(KEY.secret, STORE, PART, 3, bytes(piece)) == b"pfs known answer"
 
@@ -95,7 +96,7 @@ def test_sealing_into_a_buffer_gives_what_sealing_gives() -> None:
 
 def test_fresh_nonces() -> None:
     cipher = PieceCipher(STORE, KEY)
-    assert len({bytes(cipher.seal(b"same", PART, 0)[:12]) for _ in range(1000)}) == 1000
+    assert len({bytes(cipher.seal(b"same", PART, 0)[-12:]) for _ in range(1000)}) == 1000
 
 
 def test_a_wrong_password_or_a_slot_moved_to_another_id_opens_nothing() -> None:

@@ -357,7 +357,7 @@ class Store:
         unlocks an encrypted store, or encrypts a new one (see pfs.crypto.opening)."""
         self.location = str(root)
         self.keys = keys or StoreKeys()
-        self.sealed_for = ""  # the store id its pieces are sealed for, once unlocked (see _unlock)
+        self.sealed_for = ""  # the store id its pieces are sealed for, once unlocked (see _open_keys)
         self._lock_fd = -1
         self._db = None
         self._config_stamp: tuple | None = None  # store.json as the volumes were last taken from it
