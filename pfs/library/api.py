@@ -28,7 +28,9 @@ from typing import BinaryIO
 from pfs.crypto.opening import StoreKeys
 from pfs.crypto.passwords import Passwords
 from pfs.registry import STORED, FileEntry
-from pfs.store.core import Damage, Store as _Core, default_root
+from pfs.store.checking import Damage
+from pfs.store.facade import Store as _Core
+from pfs.store.opening import default_root
 
 Ref = str | int
 
