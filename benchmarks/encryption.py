@@ -80,7 +80,8 @@ class Bench:
                     "cpu_ratio": cpu(sealed) / cpu(plain), "wall_ratio": statistics.median(sealed.seconds) /
                     statistics.median(plain.seconds)}
             remove(source)
-        opens = measure([Case("open (plain)", "list", lambda _: self.pfs(self.work / "log-plain", "list"), env=self.env),
+        opens = measure([Case("open (plain)", "list", lambda _: self.pfs(self.work / "log-plain", "list"),
+                              env=self.env),
                          Case("open (encrypted)", "list", lambda _: self.pfs(self.work / "log-encrypted", "list"),
                               env=self.env)], reps)
         results["open"] = {m.operation: {"wall": statistics.median(m.seconds), "cpu": cpu(m)} for m in opens}
@@ -89,7 +90,8 @@ class Bench:
 
 def report(results: dict, size: int) -> None:
     print(f"\n{size / GiB:g} GiB, medians; CPU = user + system of the whole process tree")
-    print(f"{'operation':<14}{'plain wall':>11}{'enc wall':>10}{'plain CPU':>11}{'enc CPU':>9}{'CPU x':>7}{'wall x':>8}")
+    print(f"{'operation':<14}{'plain wall':>11}{'enc wall':>10}{'plain CPU':>11}{'enc CPU':>9}{'CPU x':>7}"
+          f"{'wall x':>8}")
     for name, r in results.items():
         if name == "open":
             continue

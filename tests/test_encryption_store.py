@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_clean_stderr, env, error_lines, make_file, pfs_argv, read_manifest, run_pfs, tree_state,
-                      volume_dirs)
+from conftest import (assert_clean_stderr, env, error_lines, make_file, pfs_argv, pool_workers, read_manifest, run_pfs,
+                      tree_state, volume_dirs)
 
 #: The password of every store here: no output, log or file may ever hold it.
 MARKER_PASSWORD = "pw-MARKER-7f3a9c-never-shown"
@@ -396,3 +396,31 @@ def test_two_pfs_creating_one_encrypted_database_store_at_once_seal_under_one_ke
         assert r.returncode == 0, r.stderr
         assert (work / "outa").read_bytes() == (work / "a").read_bytes()
         assert (work / "outb").read_bytes() == (work / "b").read_bytes()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_only_an_encrypted_store_loads_cryptography(tmp_path, password, encrypted: bool) -> None:
+    """cryptography costs a process 10-20 ms to load: pfs and its workers load it
+    only for an encrypted store, and its forkserver (which holds no key) never."""
+    import psutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    make_file(work / "f", 300_000)
+    proc = subprocess.Popen(pfs_argv(tmp_path / "store", *(["--encrypt"] if encrypted else [])), cwd=work, env=env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("put f\nwait\nget f out\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not (work / "out").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        loaded = [p.pid for p in tree if "cryptography" in Path(f"/proc/{p.pid}/maps").read_text()]
+        assert len(tree) >= 3  # pfs, its forkserver, workers
+        workers = [w.pid for w in pool_workers(proc.pid)]
+        assert workers and len(tree) > len(workers) + 1  # the forkserver (and the resource tracker) too
+        assert sorted(loaded) == (sorted([proc.pid, *workers]) if encrypted else []), (loaded, tree)
+    finally:
+        proc.communicate("exit\n", timeout=60)
+    assert proc.returncode == 0 and (work / "out").read_bytes() == (work / "f").read_bytes()

@@ -6,8 +6,12 @@ opens, never holds one."""
 
 from __future__ import annotations
 
-from pfs.crypto.keys import DataKey
+from typing import TYPE_CHECKING
+
 from pfs.crypto.pieces import PieceCipher
+
+if TYPE_CHECKING:
+    from pfs.crypto.keys import DataKey
 
 _keys: dict[str, DataKey] = {}
 _ciphers: dict[str, PieceCipher] = {}

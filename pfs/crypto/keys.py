@@ -13,11 +13,6 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 KEY_BYTES = 32
 SALT_BYTES = 16
@@ -73,6 +68,8 @@ def slot_ad(slot_id: str) -> bytes:
 
 
 def _wrapping_key(password: bytes, kdf: dict) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # see pieces.PieceCipher on why here
+
     return Scrypt(salt=_unb64(kdf["salt"]), length=KEY_BYTES, n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(password)
 
 
@@ -82,6 +79,8 @@ def make_slot(key: DataKey, password: bytes, cost: dict | None = None, slot_id: 
     `nonce` are for known-answer tests: a slot made by pfs draws them at random."""
     slot_id = slot_id or secrets.token_hex(4)
     kdf = {"name": "scrypt", **(cost or SCRYPT), "salt": _b64(salt or secrets.token_bytes(SALT_BYTES))}
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = nonce or os.urandom(12)
     wrapped = AESGCM(_wrapping_key(password, kdf)).encrypt(nonce, key.secret, slot_ad(slot_id))
     return {"format": SLOT_FORMAT, "id": slot_id, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -107,6 +106,9 @@ def slot_ok(slot: object) -> bool:
 
 def unwrap(slot: dict, password: bytes) -> DataKey:
     """The data key a slot holds; WrongPassword if `password` is not the slot's."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         secret = AESGCM(_wrapping_key(password, slot["kdf"])).decrypt(
             _unb64(slot["nonce"]), _unb64(slot["wrapped"]), slot_ad(slot["id"]))

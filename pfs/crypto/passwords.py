@@ -62,7 +62,8 @@ class Passwords:
         if file or self.new_file:
             return read_password_file(file or self.new_file, "new password file")
         if not self.interactive:
-            raise UsageError("no new password was given", "give it with --new-password-file FILE, or run pfs on a terminal")
+            raise UsageError("no new password was given",
+                             "give it with --new-password-file FILE, or run pfs on a terminal")
         return self._prompt(f"new password for {where}: ", confirm=True)
 
     def _prompt(self, prompt: str, confirm: bool) -> bytes:

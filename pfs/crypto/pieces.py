@@ -6,11 +6,10 @@ part's place, another index or another store fails authentication."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from pfs.crypto.keys import DataKey
+if TYPE_CHECKING:
+    from pfs.crypto.keys import DataKey
 
 NONCE = 12
 TAG = 16
@@ -33,6 +32,9 @@ class PieceCipher:
     """Seals and opens the pieces of one store."""
 
     def __init__(self, store_id: str, key: DataKey) -> None:
+        # imported here: cryptography costs every process 10-20 ms at start-up, and a plain store needs none of it
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.store_id = store_id
         self._aead = AESGCM(key.secret)
 
@@ -61,6 +63,8 @@ class PieceCipher:
         sealed by this store for this part and index, or was changed since."""
         if len(piece) < OVERHEAD:
             raise AuthenticationFailed("fails authentication (too short to be a sealed piece)")
+        from cryptography.exceptions import InvalidTag
+
         piece = memoryview(piece)
         body, nonce = piece[:-NONCE], bytes(piece[-NONCE:])
         ad = associated_data(self.store_id, part_id, index)

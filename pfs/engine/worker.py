@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from pfs import codec
 from pfs.crypto import keyring
-from pfs.crypto.keys import DataKey
 from pfs.engine.sealing import Sealing
 from pfs.volumes import redundancy
 from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
@@ -30,7 +29,7 @@ _buffers: dict[str, mmap.mmap] = {}
 PART, STORED, OPENED = "part", "stored", "opened"
 
 
-def init_worker(pfs_pid: int, keys: dict[str, DataKey] | None = None) -> None:
+def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
     """Run once in each worker: take the data keys of the encrypted stores pfs
     has open (see pfs.crypto.keyring), leave Ctrl-C to the shell, and exit as
     soon as pfs itself is gone, so no worker outlives a pfs killed with -9."""
@@ -117,7 +116,8 @@ class SourceShrank(Exception):
 
 
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
-               part_id: str, targets: list[Target], sealed_for: str = "") -> tuple[str, str, int, list[int], list[dict]]:
+               part_id: str, targets: list[Target],
+               sealed_for: str = "") -> tuple[str, str, int, list[int], list[dict]]:
     """Read a slice of `source`, hash it, compress it, seal it for the store
     `sealed_for` if that is set (see pfs.engine.sealing) and write its pieces
     (its copies, or its shards) to the first volumes of `targets` that take them
