@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
                 "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
                 epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
-                       "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
+                       "verify ID|--all | key add|list|remove ID | jobs | wait | help [COMMAND] | exit; "
                        "and `pfs --store DIR repair` rebuilds damaged metadata")
     p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
                    "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ec", metavar="K+M", type=_ec,
                    help="instead of copies: split each part into K data + M parity shards on K+M volumes")
     p.add_argument("--encrypt", action="store_true",
-                   help="create the new store encrypted (AES-256-GCM; asks for a password twice; see docs/encryption.md)")
+                   help="create the new store encrypted (AES-256-GCM; asks for a password twice; "
+                   "see docs/encryption.md)")
     p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
                    "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
