@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pfs.cli.commands.syntax import Args, Command
 from pfs.cli.output import Table
 from pfs.errors import UsageError
 
 if TYPE_CHECKING:
-    from pfs.cli.commands import Args, Session
+    from pfs.cli.commands.session import Session
 
 USAGE = "key add [--new-password-file FILE] | list | remove ID [--new-password-file FILE]"
 
@@ -34,3 +35,10 @@ def cmd_key(s: Session, a: Args) -> None:
     else:
         store.keys.remove(store.slots, rest[0], store.description, new_file)
         s.out.line(f"removed key slot {rest[0]}")
+
+
+COMMANDS = [
+    Command("key", USAGE, "the passwords of an encrypted store: add one (asked twice, or from "
+            "--new-password-file), list the key slots, remove one (never the last)", cmd_key, 1, 2,
+            options=frozenset({"--new-password-file"})),
+]
