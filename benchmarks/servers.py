@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "servers"))
 from postgres_server import PostgresServer, missing as postgres_missing  # noqa: E402
 from seaweedfs_server import WEED, SeaweedFS  # noqa: E402
 

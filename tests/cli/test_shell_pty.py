@@ -9,7 +9,7 @@ import sys
 import pexpect
 import pytest
 
-from conftest import CHUNK, Pfs, env, make_file
+from helpers import CHUNK, Pfs, env, make_file
 
 TIMEOUT = 30
 # prompt_toolkit draws the prompt as "pfs>" and moves the cursor past the space

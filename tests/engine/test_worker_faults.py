@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import error_lines, make_file, manifest_part_ids, parse_list, part_files, pool_workers
+from helpers import error_lines, make_file, manifest_part_ids, parse_list, part_files, pool_workers
 
 MIB = 1 << 20
 #: Big enough (1024 parts of 64 KiB) that the put/get is still running when a worker is killed.

@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CHUNK, assert_clean_stderr, edit_records, env, error_lines, make_file, part_path,
-                      pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
+from helpers import (CHUNK, assert_clean_stderr, edit_records, env, error_lines, make_file, part_path,
+                     pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
 from pfs.cli.commands import COMMANDS, ExitShell, Session
 from pfs.cli.output import PlainOutput
 from pfs.store.core import Store

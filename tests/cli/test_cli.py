@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import pfs as pfs_package
-from conftest import CHUNK, Pfs, Result, env, error_lines, make_file, part_path, pieces, pool_workers
+from helpers import CHUNK, Pfs, Result, env, error_lines, make_file, part_path, pieces, pool_workers
 
 KEEP_SIZE = 3 * CHUNK + 17  # a multi-part file whose last part is short
 

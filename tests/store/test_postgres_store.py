@@ -13,9 +13,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CHUNK, LiveSession, Pfs, Result, assert_clean_stderr, env, error_lines, make_file, parse_list
+from helpers import (CHUNK, LiveSession, Pfs, Result, assert_clean_stderr, env, error_lines, make_file, parse_list,
+                     wait_until_read)
 from postgres_server import free_port
-from test_sharing import wait_until_read
 
 MIB = 1 << 20
 

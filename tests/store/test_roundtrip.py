@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CHUNK, make_file
+from helpers import CHUNK, make_file
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 7 * CHUNK + 123])

@@ -17,8 +17,8 @@ import pexpect
 import psutil
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, open_paths, parse_list, part_files, part_path, pieces,
-                      pool_workers, run_pfs)
+from helpers import (CHUNK, assert_clean_stderr, env, error_lines, make_file, open_paths, parse_list, part_files, part_path, pieces,
+                     pool_workers, run_pfs)
 
 MIB = 1 << 20
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
-                      read_manifest, referenced_pieces, run_pfs, volume_dirs)
+from helpers import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
+                     read_manifest, referenced_pieces, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123

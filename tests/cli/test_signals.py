@@ -19,8 +19,8 @@ import pexpect
 import psutil
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, group_alive, make_file, parse_list, part_files,
-                      pfs_argv, run_pfs)
+from helpers import (CHUNK, assert_clean_stderr, env, group_alive, make_file, parse_list, part_files,
+                     pfs_argv, run_pfs)
 
 BIG = 200 << 20  # at 64 KiB parts, long enough for a signal to land mid-put
 ABANDONED = re.compile(r"pfs: (interrupted|terminated|hung up) \(SIG(INT|TERM|HUP)\): abandoned put 2 \(big\.bin\) "

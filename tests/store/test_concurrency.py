@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, manifest_part_ids, parse_list,
-                      part_files)
+from helpers import (CHUNK, assert_clean_stderr, error_lines, make_file, manifest_part_ids, parse_list,
+                     part_files)
 
 MIB = 1 << 20
 

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CHUNK, Pfs, assert_clean_stderr, edit_records, env, error_lines, kill_group, make_file,
-                      parse_list, part_files, pfs_argv, read_manifest, run_pfs, snapshot_rows, tree_state,
-                      write_manifest)
+from helpers import (CHUNK, Pfs, assert_clean_stderr, edit_records, env, error_lines, kill_group, make_file,
+                     parse_list, part_files, pfs_argv, read_manifest, run_pfs, snapshot_rows, tree_state,
+                     write_manifest)
 
 VOLATILE = ("lock", "pfs.log", "reserve")
 SIZES = {1: 3 * CHUNK + 11, 2: 2 * CHUNK, 3: CHUNK // 2}

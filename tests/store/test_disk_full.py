@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, manifest_part_ids, parse_list,
-                      part_files, run_pfs)
+from helpers import (CHUNK, assert_clean_stderr, error_lines, make_file, manifest_part_ids, parse_list,
+                     part_files, run_pfs)
 
 MIB = 1 << 20
 #: Space a failed put may legitimately keep: its journal lines, fan-out directories.

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, pfs_argv, pieces,
-                      referenced_pieces, run_pfs)
+from helpers import (LiveSession, env, kill_group, make_file, manifest_part_ids, parse_list, pfs_argv, pieces,
+                     referenced_pieces, run_pfs)
 from pfs.registry import MIN_COMPACT_BYTES
 
 MIB = 1 << 20

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHUNK, error_lines, make_file, parse_list
+from helpers import CHUNK, error_lines, make_file, parse_list
 
 MIB = 1 << 20
 
@@ -144,7 +144,7 @@ def test_volume_changes_by_two_processes_both_hold(shared, live_sessions, tmp_pa
 def test_a_database_store_of_one_volume_is_migrated(postgres_uri, tmp_path):
     import psycopg
 
-    from conftest import Pfs
+    from helpers import Pfs
 
     work = tmp_path / "work"
     work.mkdir()

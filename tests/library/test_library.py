@@ -23,8 +23,8 @@ import pfs
 from pfs.errors import IntegrityError, NotFoundError, UsageError
 from pfs.registry import NameIndex
 
-from conftest import (CHUNK, Pfs, env, error_lines, kill_group, make_file, parse_list, part_files, part_path, pieces,
-                      read_manifest, run_pfs)
+from helpers import (CHUNK, Pfs, cont, env, error_lines, kill_group, make_file, parse_list, part_files, part_path,
+                     pieces, read_manifest, run_pfs, stop, wait_until_read)
 
 
 @pytest.fixture
@@ -524,8 +524,6 @@ def test_a_get_of_the_old_file_ends_whole_while_another_pfs_replaces_it(shared, 
     runs: the get restores the old file whole; the old file, which the other
     pfs could not delete under the reader, is deleted by the next open once
     both are done, so the name is left with the new file alone."""
-    from test_sharing import cont, stop, wait_until_read
-
     old = make_file(shared.cwd / "old.bin", 8 << 20)
     new = make_file(shared.cwd / "new.bin", 3 * CHUNK)
     assert shared.run("put old.bin r/f.bin\n").returncode == 0

@@ -14,7 +14,7 @@ from pfs.cli.jobs import JobManager
 from pfs.cli.output import RICH_ROWS, PlainOutput, RichOutput, Table
 from pfs.store.core import Store
 
-from conftest import CHUNK
+from helpers import CHUNK
 
 
 def usage_error(fn, *args) -> str:

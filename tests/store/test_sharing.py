@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import (CHUNK, LiveSession, assert_clean_stderr, env, error_lines, make_file, parse_list, pieces,
-                      referenced_pieces)
+from helpers import (CHUNK, assert_clean_stderr, cont, env, error_lines, make_file, parse_list, pieces,
+                     referenced_pieces, stop, wait_until_read)
 
 MIB = 1 << 20
 
@@ -64,39 +63,6 @@ def test_three_processes_put_list_delete_at_once(shared, tmp_path):
     assert r.returncode == 0, r.stderr
     for fid, (name, _) in expected.items():
         assert (out / str(fid)).read_bytes() == (shared.cwd / name).read_bytes()
-
-
-def wait_until_read(shared, file_id: int, timeout: float = 30) -> None:
-    """Wait until some pfs holds file `file_id` for reading: its shared lock shows
-    in /proc/locks (an OFD lock on the store's files.lock), or its row in pfs_holds."""
-    deadline = time.monotonic() + timeout
-    while not read_held(shared, file_id):
-        assert time.monotonic() < deadline, f"no pfs started reading file {file_id}"
-        time.sleep(0.01)
-
-
-def read_held(shared, file_id: int) -> bool:
-    if shared.database:
-        import psycopg
-
-        with psycopg.connect(shared.store) as conn:
-            return conn.execute("SELECT count(*) FROM pfs_holds WHERE file_id = %s AND NOT exclusive",
-                                (file_id,)).fetchone()[0] > 0
-    inode = (shared.store / "files.lock").stat().st_ino
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()
-        if fields[1] == "OFDLCK" and fields[3] == "READ" and fields[5].endswith(f":{inode}") and \
-                fields[6] == str(file_id):
-            return True
-    return False
-
-
-def stop(session: LiveSession) -> None:
-    os.killpg(session.pid, signal.SIGSTOP)
-
-
-def cont(session: LiveSession) -> None:
-    os.killpg(session.pid, signal.SIGCONT)
 
 
 def test_open_during_anothers_put_leaves_it_alone_and_kill9_is_rolled_back_later(shared, live_sessions, tmp_path):

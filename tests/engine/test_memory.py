@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import env
+from helpers import env
 
 MiB = 1 << 20
 MAX_MEMORY = 16 * MiB

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
-                      read_manifest, referenced_pieces, run_pfs)
+from helpers import (CHUNK, assert_clean_stderr, env, error_lines, make_file, parse_list, pfs_argv, pieces,
+                     read_manifest, referenced_pieces, run_pfs)
 
 boto3 = pytest.importorskip("boto3", reason="S3 volumes need boto3: pip install 'pfs[s3]'")
 

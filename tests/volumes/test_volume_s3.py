@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import ACCESS_KEY, BUCKET, ENDPOINT, PORTS, SECRET_KEY, free_ports
+from helpers import ACCESS_KEY, BUCKET, ENDPOINT, PORTS, SECRET_KEY, free_ports
 from pfs.errors import PartExistsError, UsageError, VolumeUnavailableError
 from pfs.volumes import open_volume
 from volume_contract import STORE_ID, VolumeContract, key
@@ -339,7 +339,7 @@ def test_a_store_with_a_local_and_a_remote_copy(seaweedfs, tmp_path, monkeypatch
     midway leaves no remote part behind once the store is opened again."""
     import json
 
-    from conftest import LiveSession, make_file, manifest_part_ids, run_pfs, volume_dirs
+    from helpers import LiveSession, make_file, manifest_part_ids, run_pfs, volume_dirs
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # from here on, only the stored endpoint finds the server
     store, work = tmp_path / "store", tmp_path / "work"

@@ -17,7 +17,7 @@ from pfs.registry import (JOURNAL, MIN_COMPACT_BYTES, SNAPSHOT, FileEntry, FileR
 from pfs.registry.snapshot import Columns
 from pfs.volumes import part_id
 
-from conftest import snapshot_rows
+from helpers import snapshot_rows
 
 
 def entry(file_id: int, name: str = "", status: str = "stored", **kw) -> FileEntry:

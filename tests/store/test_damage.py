@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, Pfs, assert_clean_stderr, error_lines, make_file, parse_list, part_path,
-                      read_manifest, tree_state)
+from helpers import (CHUNK, Pfs, assert_clean_stderr, error_lines, make_file, parse_list, part_path,
+                     read_manifest, tree_state)
 
 #: Store files that legitimately change on every open.
 VOLATILE = ("lock", "pfs.log")

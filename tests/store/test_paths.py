@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CHUNK, assert_clean_stderr, error_lines, make_file, open_paths, parse_list, part_files,
-                      frozen_workers, part_path, run_pfs, tree_state)
+from helpers import (CHUNK, assert_clean_stderr, error_lines, make_file, open_paths, parse_list, part_files,
+                     frozen_workers, part_path, run_pfs, tree_state)
 
 MIB = 1 << 20
 #: Enough 64 KiB parts (256) that a put or get is certainly under way when its workers are frozen.
