@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from itertools import starmap
 from operator import eq, floordiv, itemgetter, neg
 
 from pfs import codec
-from pfs.volumes import part_id
 
 STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
@@ -25,6 +25,12 @@ MAX_INT = (1 << 63) - 1
 #: At most this many copies of a part, or data plus parity shards.
 MAX_COPIES = 32
 _EC = re.compile(r"([1-9][0-9]?)\+([1-9][0-9]?)")
+
+
+def part_id(file_uuid: str, index: int) -> str:
+    """The uuid of a file's index-th part. Derived from the file's uuid, so a
+    put interrupted by a crash can be rolled back from its journal record alone."""
+    return uuid.uuid5(uuid.UUID(file_uuid), str(index)).hex
 
 
 def parse_ec(text: str) -> tuple[int, int] | None:
