@@ -60,6 +60,12 @@ def check(text: str) -> str:
     return name
 
 
+def problem(name: str) -> str:
+    """Why `name` cannot be a stored name ("" if it can), in a few words: for a
+    tree, whose entries are reported and skipped rather than renamed."""
+    return _problem(name).split(";")[0]
+
+
 def _problem(name: str) -> str:
     if _CONTROL.search(name):
         return "it contains a control character"

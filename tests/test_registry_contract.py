@@ -492,3 +492,19 @@ def test_a_store_made_before_kinds_opens_with_its_records_as_files(clients, loca
     assert new.files.all() == entries and all(e.kind == "file" and e.uid is None for e in new.files.all())
     new.files.add(entry_of("old/d", "dir", uid=3))
     assert clients().files.current("old/d").uid == 3
+
+
+def test_a_batch_is_recorded_whole_or_not_at_all(clients):
+    """save_all: a renamed directory's records move at once; one record that
+    would make a name both refuses the whole batch."""
+    a, b = clients(), clients()
+    tree = [a.files.add(entry_of("old", "dir")), a.files.add(entry_of("old/f")),
+            a.files.add(entry_of("old/l", "symlink", target="f"))]
+    a.files.add(entry_of("taken"))
+    moved = [dataclasses.replace(e, name="new" + e.name[3:]) for e in tree]
+    b.files.save_all(moved)
+    assert a.files.under("", recursive=True)[0] == ["new", "new/f", "new/l", "taken"]
+    with pytest.raises(NameConflictError):
+        a.files.save_all([dataclasses.replace(e, name="taken" + e.name[3:]) for e in moved])
+    a.files.compact()
+    assert [clients().files.get(e.id) for e in tree] == moved

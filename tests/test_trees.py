@@ -61,3 +61,256 @@ def test_info_says_what_an_entry_is_and_its_metadata(pfs):
     f.chmod(0o640)
     r = pfs.run("put f\nwait\ninfo f\n")
     assert "kind:       regular file" in r.stdout and "mode:       0640" in r.stdout, r.stdout
+
+
+# -- put -r / get -r on real trees ---------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import stat  # noqa: E402
+import sysconfig  # noqa: E402
+
+import pytest  # noqa: E402
+
+from conftest import part_path  # noqa: E402
+
+
+def snapshot(top: Path, owners: bool = True) -> dict[str, tuple]:
+    """Everything get -r must give back: each entry's type, bytes or link target,
+    permission bits, mtime in ns, and (owners) uid and gid; the top's own mode and mtime too."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, top)
+            if stat.S_ISLNK(st.st_mode):
+                what = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                what = ("dir",)
+            elif not stat.S_ISREG(st.st_mode):
+                what = ("special",)
+            else:
+                what = ("file", Path(path).read_bytes())
+            meta = (stat.S_IMODE(st.st_mode), st.st_mtime_ns) if not stat.S_ISLNK(st.st_mode) else (st.st_mtime_ns,)
+            state[rel] = (*what, *meta, *((st.st_uid, st.st_gid) if owners else ()))
+    return state
+
+
+def edge_cases(top: Path) -> Path:
+    """A generated tree of what trees hold: empty and deeply nested directories,
+    symlinks to directories, to files and dangling, 0600 files and a 0500
+    directory, names with spaces, non-ASCII and leading dashes, owners other
+    than root, mtimes of every age, a file of several parts, a hard link."""
+    (top / "empty").mkdir(parents=True)
+    deep = top.joinpath(*[f"level{i}" for i in range(40)])
+    deep.mkdir(parents=True)
+    (deep / "bottom.txt").write_text("deep")
+    (top / "with space" / "-dash").mkdir(parents=True)
+    (top / "with space" / "-dash" / "--leading dashes.txt").write_text("dashes")
+    (top / "naïve ünïcode ☃").mkdir()
+    (top / "naïve ünïcode ☃" / "日本語.txt").write_text("text")
+    secret = top / "secret"
+    secret.write_bytes(b"s" * 100)
+    secret.chmod(0o600)
+    (top / "big.bin").write_bytes(os.urandom(200_000))  # several 64 KiB parts
+    os.link(top / "big.bin", top / "hardlink.bin")
+    (top / "zero").write_bytes(b"")
+    (top / "link-to-dir").symlink_to("with space")
+    (top / "link-to-file").symlink_to("secret")
+    (top / "dangling").symlink_to("../nowhere/at/all")
+    (top / "absolute").symlink_to("/etc/hostname")
+    owned = top / "owned"
+    owned.write_text("theirs")
+    os.chown(owned, 1234, 5678)
+    os.chown(top / "dangling", 4321, 8765, follow_symlinks=False)
+    os.utime(owned, ns=(0, 123_456_789_012_345_678))
+    os.utime(top / "zero", ns=(0, 1))
+    locked = top / "locked"
+    locked.mkdir()
+    (locked / "inside").write_text("in a directory no one may write")
+    os.utime(top / "with space", ns=(0, 946_684_800_000_000_007))
+    locked.chmod(0o500)
+    return top
+
+
+def test_put_r_then_get_r_gives_back_a_real_tree_and_the_edge_cases(pfs):
+    """A copy of a real tree of the machine (part of the Python standard library:
+    nested packages, data files, all sizes) plus the generated edge cases:
+    identical after put -r and get -r, to the byte, the link target, the mode,
+    the nanosecond and the owner."""
+    src = pfs.cwd / "src"
+    shutil.copytree(Path(sysconfig.get_paths()["stdlib"]) / "email", src / "email", symlinks=True)
+    shutil.copytree("/usr/include/linux", src / "include-linux", symlinks=True)
+    edge_cases(src / "edge")
+    os.mkfifo(src / "a-fifo")
+    before = snapshot(src)
+    r = pfs.run("put -r src stored/tree\nwait\nget -r stored/tree out\nwait\n")
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    files = sum(1 for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    summary = [line for line in r.stdout.splitlines() if line.startswith("put -r")]
+    assert len(summary) == 1 and ", 1 skipped (1 FIFO), 0 failed" in summary[0], r.stdout
+    after = snapshot(pfs.cwd / "out")
+    del before["a-fifo"]
+    assert after == before
+    assert (pfs.cwd / "out" / "edge" / "hardlink.bin").stat().st_ino != (pfs.cwd / "out" / "edge" / "big.bin").stat().st_ino
+    assert files > 100
+
+
+def test_list_and_info_show_directories_and_symlinks_as_such(pfs):
+    src = pfs.cwd / "src"
+    (src / "empty").mkdir(parents=True)
+    (src / "link").symlink_to("empty")
+    r = pfs.run("put -r src\nwait\nlist src\ninfo src/link\ninfo src/empty\nget src/empty\n")
+    assert "src/empty/" in r.stdout and "symlink -> empty" in r.stdout
+    assert "kind:       symbolic link" in r.stdout and "target:     empty" in r.stdout
+    assert "kind:       directory" in r.stdout
+    assert error_lines(r.stderr) == ["error: src/empty is a directory (get -r restores a directory, its symbolic "
+                                     "links included)"]
+
+
+def test_names_pfs_cannot_store_are_reported_and_skipped(pfs):
+    """A name that is not UTF-8 and a path longer than a stored name may be:
+    one error line each, the rest stored, a non-zero exit."""
+    src = pfs.cwd / "src"
+    src.mkdir()
+    (src / "fine").write_text("ok")
+    bad = os.path.join(os.fsencode(src), b"latin1-\xe9t\xe9")
+    with open(bad, "wb") as f:
+        f.write(b"not utf-8 name")
+    long = src.joinpath(*["d" * 200] * 6)
+    long.mkdir(parents=True)
+    (long / "too-long").write_text("x")
+    r = pfs.run("put -r src\nwait\nget -r src out\nwait\n")
+    assert r.returncode == 1
+    assert_clean_stderr(r.stderr)
+    errors = error_lines(r.stderr)
+    assert len(errors) == 2, r.stderr
+    assert "latin1-\\udce9t\\udce9: not stored: it is not UTF-8 text" in r.stderr
+    assert any("longer than 1024 bytes" in e and "nothing under it was stored" in e for e in errors)
+    assert (pfs.cwd / "out" / "fine").read_text() == "ok"
+
+
+def test_a_damaged_file_is_reported_and_the_rest_of_the_tree_restored(pfs):
+    src = pfs.cwd / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(os.urandom(1000) + bytes([i]))
+    assert pfs.run("put -r src\nwait\n").returncode == 0
+    listed = pfs.run("list src\n").stdout
+    victim = next(int(line.split()[0]) for line in listed.splitlines() if " src/f2 " in f" {line} ")
+    part = part_path(pfs.store, victim, 0)
+    part.chmod(0o644)
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    r = pfs.run("get -r src out\nwait\n")
+    assert r.returncode == 1
+    assert_clean_stderr(r.stderr)
+    assert len(error_lines(r.stderr)) == 1 and "src/f2" in r.stderr
+    assert sorted(p.name for p in (pfs.cwd / "out").iterdir()) == ["f0", "f1", "f3", "f4"]
+    assert "4 restored" in r.stdout and "1 failed" in r.stdout
+
+
+def test_get_r_refuses_to_overwrite_without_force_and_writes_through_no_link(pfs):
+    src = pfs.cwd / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("new")
+    (src / "g").write_text("new g")
+    assert pfs.run("put -r src\nwait\n").returncode == 0
+    out = pfs.cwd / "out"
+    out.mkdir()
+    (out / "g").write_text("old g")
+    elsewhere = pfs.cwd / "elsewhere"
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+    r = pfs.run("get -r src out\nwait\n")
+    assert r.returncode == 1 and (out / "g").read_text() == "old g" and list(elsewhere.iterdir()) == []
+    assert len(error_lines(r.stderr)) == 2, r.stderr
+    (out / "sub").unlink()
+    r = pfs.run("get -r src out --force\nwait\n")
+    assert r.returncode == 0, r.stderr
+    assert (out / "g").read_text() == "new g" and (out / "sub" / "f").read_text() == "new"
+
+
+def test_mv_of_a_directory_moves_every_entry_at_once_and_delete_r_removes_them(shared):
+    src = shared.cwd / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f").write_text("f")
+    (src / "l").symlink_to("a")
+    (shared.cwd / "x").write_text("x")
+    r = shared.run("put -r src\nwait\nput x taken\nwait\nmv src/ renamed/\nmv renamed/ taken/\nmv renamed/ "
+                   "renamed/a/inside/\nget -r renamed out\nwait\n")
+    assert "renamed src/ to renamed/ (5 entries)" in r.stdout
+    assert error_lines(r.stderr) == ["error: taken already exists (mv OLD/ NEW/ renames a directory to a new name)",
+                                     "error: cannot move renamed into itself (renamed/a/inside)"]
+    listed = shared.run("list -r\n").stdout
+    assert "src/" not in listed and "renamed/a/b/f" in listed and "renamed/l" in listed
+    assert (shared.cwd / "out" / "a" / "b" / "f").read_text() == "f" and os.readlink(shared.cwd / "out" / "l") == "a"
+    r = shared.run("delete -r renamed\nwait\n")
+    assert r.returncode == 0 and "5 deleted" in r.stdout
+    assert "renamed" not in shared.run("list -r\n").stdout
+
+
+def test_an_old_store_s_file_and_directory_of_one_name_both_come_back_from_get_r(pfs):
+    """The file is restored under a name that says so, and reported; the tree is whole."""
+    (pfs.cwd / "f").write_bytes(b"one")
+    assert pfs.run("put f t/a\nwait\n").returncode == 0
+    journal = pfs.store / "files.jsonl"
+    record = json.loads(journal.read_text().splitlines()[-1])["file"]
+    under = dict(record, id=record["id"] + 1, name="t/a/b")
+    journal.write_text(journal.read_text() + json.dumps({"op": "put", "file": under}) + "\n")
+    data = json.loads((pfs.store / "manifests" / f"{record['id']}.json").read_text())
+    (pfs.store / "manifests" / f"{under['id']}.json").write_text(json.dumps(dict(data, file=under)))
+    r = pfs.run("get -r t out\nwait\n")
+    assert (pfs.cwd / "out" / "a" / "b").read_bytes() == b"one"
+    assert (pfs.cwd / "out" / f"a.pfs-file-{record['id']}").read_bytes() == b"one"
+    assert error_lines(r.stderr) == [f"error: get -r: t/a is both a file and a directory in the store: the file "
+                                     f"is restored as out/a.pfs-file-{record['id']}"]
+
+
+def test_a_file_that_changes_while_the_tree_is_stored_fails_alone(pfs):
+    """A real writer appends to one file all along: that file fails, clearly,
+    and is not stored (never a mix); every other file is."""
+    import subprocess
+    import sys
+
+    src = pfs.cwd / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"still{i}").write_bytes(os.urandom(3000))
+    growing = src / "growing.log"
+    growing.write_bytes(os.urandom(300_000))
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "with open(sys.argv[1], 'ab', buffering=0) as f:\n"
+                               "    while True:\n        f.write(b'line\\n'); time.sleep(0.0005)\n", str(growing)])
+    try:
+        r = pfs.run("put -r src\nwait\nlist src\n")
+    finally:
+        writer.kill()
+        writer.wait()
+    assert r.returncode == 1
+    assert_clean_stderr(r.stderr)
+    assert error_lines(r.stderr) == [f"error: put -r: src/growing.log: src/growing.log changed size while it was "
+                                     f"being stored (put it again once nothing is writing it)"] or \
+        len(error_lines(r.stderr)) == 1 and "growing.log was written while it was being stored" in r.stderr, r.stderr
+    assert "20 stored" not in r.stdout and "21 stored" in r.stdout and "1 failed" in r.stdout
+    stored = [line for line in r.stdout.splitlines() if " stored " in f" {line} " and "src/still" in line]
+    assert len(stored) == 20 and "src/growing.log" in r.stdout and "failed (src/growing.log" in r.stdout
+
+
+def test_the_python_api_puts_and_gets_trees(tmp_path):
+    import pfs as pfs_api
+
+    src = edge_cases(tmp_path / "src")
+    (src / "locked").chmod(0o700)  # so that the test can clean up what it made
+    with pfs_api.open(tmp_path / "store", workers=2) as store:
+        put = store.put_tree(src, "api/tree")
+        assert put.problems == [] and put.failed == 0 and put.done == len(snapshot(src))
+        listed = {i.name: i for i in store.list("api/tree")}
+        assert listed["api/tree/empty/"].is_dir and listed["api/tree/empty/"].id is not None
+        assert listed["api/tree/dangling"].kind == "symlink" and listed["api/tree/dangling"].target == "../nowhere/at/all"
+        got = store.get_tree("api/tree", tmp_path / "out")
+        assert got.problems == [] and got.failed == 0
+    assert snapshot(tmp_path / "out") == snapshot(src)

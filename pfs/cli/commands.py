@@ -24,6 +24,8 @@ from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
 from pfs.registry import FILE, STORED, FileEntry, Manifest, bulk
+from pfs import names
+from pfs.store import trees
 from pfs.store.core import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -229,7 +231,9 @@ class Session:
             self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
-        if job.kind == "put":
+        if job.kind.endswith(" -r"):
+            self.out.line(job.result)
+        elif job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
                           f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
@@ -321,6 +325,9 @@ class VerifyTally:
 # -- handlers ------------------------------------------------------------------
 
 def cmd_put(s: Session, a: Args) -> None:
+    if "--recursive" in a.flags:
+        cmd_put_tree(s, a)
+        return
     source = a.positional[0]
     entry = s.store.begin_put(source, a.get(1))
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
@@ -330,6 +337,52 @@ def cmd_put(s: Session, a: Args) -> None:
             lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled, keep))
 
 
+# -- trees (put -r, get -r, delete -r, mv OLD/ NEW/): see pfs.store.trees ---------------
+
+def _tree_job(s: Session, kind: str, name: str, done: str, work: Callable[[Job, Callable[[str], None]], object]) -> None:
+    """Run a tree operation as one job (one progress display); each failure is
+    an `error:` line as it happens, and one summary line ends it."""
+    def report(line: str) -> None:
+        s._count_failure()
+        s.out.error(f"{kind}: {line}")
+
+    def run(job: Job) -> str:
+        tally = work(job, report)
+        return f"{kind} {printable(name)}: {tally.summary(done)}, {job.elapsed:.1f} s"
+    s.start(kind, 0, name, 0, run)
+
+
+def cmd_put_tree(s: Session, a: Args) -> None:
+    source, prefix = a.positional[0], a.get(1)
+    _, root = trees.tree_source(s.store, source, prefix)  # refused here, before the job starts
+    s.out.line(f"storing {printable(source)} as {printable(root)}/")
+
+    def work(job: Job, report: Callable[[str], None]) -> object:
+        def found(nbytes: int) -> None:
+            job.total += nbytes
+        return trees.put_tree(s.store, source, prefix, job.advance, report, job.cancelled, found)
+    _tree_job(s, "put -r", source, "stored", work)
+
+
+def cmd_get_tree(s: Session, a: Args) -> None:
+    prefix, dest, force = a.positional[0], a.get(1), "--force" in a.flags
+    s.out.line(f"restoring {printable(prefix)}")
+    _tree_job(s, "get -r", prefix, "restored",
+              lambda job, report: trees.get_tree(s.store, prefix, dest, force, job.advance, report, job.cancelled))
+
+
+def cmd_delete_tree(s: Session, a: Args) -> None:
+    prefix = a.positional[0]
+    _tree_job(s, "delete -r", prefix, "deleted",
+              lambda job, report: trees.delete_tree(s.store, prefix, report, job.advance))
+
+
+def cmd_mv_tree(s: Session, a: Args) -> None:
+    old, new = a.positional
+    moved = trees.rename_tree(s.store, old, new)
+    s.out.line(printable(f"renamed {old.strip('/')}/ to {new.strip('/')}/ ({moved} entr{'y' if moved == 1 else 'ies'})"))
+
+
 def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
     """Start a job on an existing file, after any job already running on it."""
     entry = s.store.entry(file_id)
@@ -337,7 +390,12 @@ def _file_job(s: Session, kind: str, file_id: int, work: Callable[[Job], object]
 
 
 def cmd_get(s: Session, a: Args) -> None:
+    if "--recursive" in a.flags:
+        cmd_get_tree(s, a)
+        return
     entry, dest = a.file(s.store), a.get(1)
+    if entry.kind != FILE:
+        s.store.stored_entry(entry.id)  # refused now, saying to use get -r
     file_id = entry.id
     s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
@@ -346,6 +404,9 @@ def cmd_get(s: Session, a: Args) -> None:
 
 
 def cmd_delete(s: Session, a: Args) -> None:
+    if "--recursive" in a.flags:
+        cmd_delete_tree(s, a)
+        return
     file_id = a.file(s.store).id
     _file_job(s, "delete", file_id, lambda job: s.store.delete(file_id, job.advance))
 
@@ -533,6 +594,11 @@ def _resolved(entries: list[FileEntry]) -> FileEntry | None:
 
 
 def cmd_mv(s: Session, a: Args) -> None:
+    old, new = a.positional
+    if old.endswith("/") or new.endswith("/") or s.store.files.current(names.check(old.strip("/"))) is None and \
+            s.store.files.under(names.check(old.strip("/")) + "/") != ([], []):
+        cmd_mv_tree(s, a)
+        return
     entry = s.store.rename(a.positional[0], a.positional[1], "--keep" in a.flags)
     s.out.line(f"[{entry.id}] renamed to {printable(entry.name)}")
 
@@ -614,7 +680,9 @@ def cmd_jobs(s: Session, a: Args) -> None:
 
 
 #: What a cancelled job leaves behind, as said when it stops.
-CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": ""}
+CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": "",
+                  "put -r": ": the files stored so far stay stored", "get -r": ": the files restored so far stay",
+                  "delete -r": ": the files deleted so far are gone"}
 
 
 def cmd_cancel(s: Session, a: Args) -> None:
@@ -686,21 +754,26 @@ def cmd_exit(s: Session, a: Args) -> None:
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
-    Command("put", "put PATH [NAME] [--keep]",
+    Command("put", "put PATH [NAME] [--keep] | put -r DIR [PREFIX]",
             "store a file as NAME (a path like logs/app.log; default: its file name; NAME/ puts it inside); "
             "a file already named so is replaced once the new one is stored, --keep keeps it by id "
-            "(runs in the background; prints the id at once)", cmd_put, 1, 2, frozenset({"--keep"})),
-    Command("get", "get NAME|ID [DEST] [--force] [--salvage]",
+            "(runs in the background; prints the id at once); -r stores a whole directory as PREFIX/... "
+            "(default: its name): files, directories, symlinks, modes, mtimes, owners",
+            cmd_put, 1, 2, frozenset({"--keep", "--recursive"}), short={"-r": "--recursive"}),
+    Command("get", "get NAME|ID [DEST] [--force] [--salvage] | get -r PREFIX [DEST] [--force]",
             "restore a file to DEST (a file or directory; default: its name here); "
-            "--force overwrites, --salvage zero-fills damaged parts", cmd_get, 1, 2,
-            frozenset({"--force", "--salvage"})),
-    Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),
+            "--force overwrites, --salvage zero-fills damaged parts; -r restores the tree under PREFIX "
+            "into DEST (default: its last segment here)", cmd_get, 1, 2,
+            frozenset({"--force", "--salvage", "--recursive"}), short={"-r": "--recursive"}),
+    Command("delete", "delete NAME|ID | delete -r PREFIX", "remove a file and its parts; -r removes PREFIX "
+            "and everything under it", cmd_delete, 1, 1, frozenset({"--recursive"}), short={"-r": "--recursive"}),
     Command("list", "list [PREFIX] [-r|--recursive]",
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
             "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),
             short={"-r": "--recursive"}),
-    Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
-            "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
+    Command("mv", "mv OLD NEW [--keep] | mv OLD/ NEW/", "rename a file without moving its data; a file already "
+            "named NEW is replaced (--keep keeps it by id); OLD/ NEW/ renames a directory and everything under "
+            "it at once", cmd_mv, 2, 2, frozenset({"--keep"})),
     Command("info", "info NAME|ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
             "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
     Command("verify", "verify NAME|ID | --all [--heal]", "check every copy and shard of a file's parts, writing nothing; "

@@ -55,6 +55,13 @@ class FileTable(ABC):
         name already, under the same name and kind, is not checked again)."""
 
     @abstractmethod
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """Record (insert or replace) many entries in one durable update, all or
+        nothing: one journal line (JSON), one transaction (PostgreSQL). Each is
+        checked as by `save` against the records outside the batch; the batch
+        itself must be one consistent tree (a renamed directory, a walked one)."""
+
+    @abstractmethod
     def remove(self, file_id: int) -> None:
         """Forget a file durably (a no-op for an unknown id)."""
 

@@ -118,11 +118,17 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _journal_op(op: object) -> tuple[str, FileEntry | int]:
-    """A parsed journal line as (kind, record or id); raises BadRecord if it is not one.
-    Kinds: put (a record), del (a file id forgotten), id (a file id reserved)."""
+def _journal_op(op: object) -> tuple[str, FileEntry | int | list[FileEntry]]:
+    """A parsed journal line as (kind, record, records or id); raises BadRecord if it is not one.
+    Kinds: put (a record), batch (records written at once, all or nothing: the line is
+    whole or torn), del (a file id forgotten), id (a file id reserved)."""
     if type(op) is dict and op.get("op") == "put":
         return "put", FileEntry.from_dict(op.get("file"))
+    if type(op) is dict and op.get("op") == "batch" and type(op.get("files")) is list:
+        entries, bad = FileEntry.from_dicts(op["files"])
+        if bad:
+            raise BadRecord(f"record {bad[0][0] + 1} of the batch: {bad[0][1]}")
+        return "batch", entries
     if type(op) is dict and op.get("op") in ID_OPS:
         if _ints(0, MAX_INT)([op.get("id")]):  # deleting id 0, which never exists, is a no-op
             return op["op"], op["id"]
@@ -358,6 +364,8 @@ class FileRegistry(FileTable):
         if len(ops) != len(lines) or not _types(dict)(ops):
             return False
         kinds = [op.get("op") for op in ops]
+        if "batch" in kinds:  # rare enough (a renamed directory) to take line by line
+            return False
         puts, bad = FileEntry.from_dicts([op.get("file") for op, kind in zip(ops, kinds) if kind == "put"])
         if bad or not _one_of(("put", *ID_OPS))(kinds) or \
                 not _ints(0, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind != "put"]):
@@ -369,6 +377,10 @@ class FileRegistry(FileTable):
 
     def _apply(self, kind: str, what: FileEntry | int) -> None:
         """Replay one journal operation: put a record, delete or reserve a file id."""
+        if kind == "batch":
+            for entry in what:
+                self._apply("put", entry)
+            return
         if kind == "put":
             self._put(what)
             file_id = what.id
@@ -514,7 +526,21 @@ class FileRegistry(FileTable):
         self._next_id = max(self._next_id, entry.id + 1)
         self._maybe_compact()
 
-    def _refuse_conflict(self, entry: FileEntry) -> None:
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One journal line for the whole batch, one fsync."""
+        for entry in entries:
+            _check(entry)
+        with self._locked(fcntl.LOCK_EX):
+            batch = {e.id for e in entries}
+            for entry in entries:
+                self._refuse_conflict(entry, batch)
+            self._append({"op": "batch", "files": [asdict(e) for e in entries]})
+            for entry in entries:
+                self._put(entry)
+                self._next_id = max(self._next_id, entry.id + 1)
+            self._maybe_compact()
+
+    def _refuse_conflict(self, entry: FileEntry, batch: frozenset[int] | set[int] = frozenset()) -> None:
         """Raise NameConflictError if `entry` would make a name both a file and a
         directory (holding the exclusive lock, caught up: decided and recorded
         at once). A record that already held its name, as it was, is not
@@ -528,10 +554,10 @@ class FileRegistry(FileTable):
         index = self._index()
 
         def held_as(name: str) -> str | None:
-            """The kind of a record (other than entry's) holding `name`, or None."""
+            """The kind of a record (other than entry's, outside the batch) holding `name`, or None."""
             for file_id in index.ids(name):
                 found = self._files[file_id]
-                if file_id != entry.id and self._field(found, "status") in HOLDING:
+                if file_id != entry.id and file_id not in batch and self._field(found, "status") in HOLDING:
                     return self._field(found, "kind")
             return None
         for outer in ancestors(entry.name):

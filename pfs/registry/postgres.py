@@ -136,7 +136,8 @@ _NAME_LOCKS = 0x706E
 _HOLDS_ALREADY = ("SELECT 1 FROM pfs_files WHERE id = %(id)s AND name = %(name)s AND kind = %(kind)s "
                   "AND status IN ('storing', 'stored')")
 #: A record other than %(id)s that holds a name which, with %(name)s, would be both a file and a directory.
-_CONFLICTING_NAME = ("SELECT name, kind FROM pfs_files WHERE id <> %(id)s AND status IN ('storing', 'stored') "
+_CONFLICTING_NAME = ("SELECT name, kind FROM pfs_files WHERE id <> %(id)s AND id <> ALL(%(batch)s::bigint[]) "
+                     "AND status IN ('storing', 'stored') "
                      "AND ((name COLLATE \"C\" = ANY(%(outer)s::text[]) AND kind <> 'dir') "
                      "OR (name COLLATE \"C\" = %(name)s AND (kind = 'dir') <> %(is_dir)s) "
                      "OR (NOT %(is_dir)s AND name COLLATE \"C\" LIKE %(like)s ESCAPE '\\')) "
@@ -399,22 +400,31 @@ class DatabaseFiles(FileTable):
         with self._db.transaction() as cur:
             self._write(cur, entry)
 
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One transaction; the top-level names' locks taken first, in order (no deadlock)."""
+        batch = [e.id for e in entries]
+        with self._db.transaction() as cur:
+            for top in sorted({e.name.split("/")[0] for e in entries if e.status in HOLDING}):
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, top))
+            for entry in entries:
+                self._write(cur, entry, batch)
+
     @staticmethod
-    def _write(cur, entry: FileEntry) -> None:
+    def _write(cur, entry: FileEntry, batch: list[int] = ()) -> None:
         FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
-        DatabaseFiles._refuse_conflict(cur, entry)
+        DatabaseFiles._refuse_conflict(cur, entry, list(batch))
         if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
             raise _rolled_back(entry)
 
     @staticmethod
-    def _refuse_conflict(cur, entry: FileEntry) -> None:
+    def _refuse_conflict(cur, entry: FileEntry, batch: list[int]) -> None:
         """Raise NameConflictError if `entry` would make a name both a file and a
         directory: checked in the transaction that writes it, under a lock on its
         top-level segment, so two clients cannot make both at once."""
         if entry.status not in HOLDING:
             return
         cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, entry.name.split("/")[0]))
-        args = {"id": entry.id, "name": entry.name, "kind": entry.kind, "is_dir": entry.is_dir,
+        args = {"id": entry.id, "batch": batch, "name": entry.name, "kind": entry.kind, "is_dir": entry.is_dir,
                 "outer": ancestors(entry.name), "like": _like_prefix(entry.name + "/")}
         if cur.execute(_HOLDS_ALREADY, args).fetchone():
             return

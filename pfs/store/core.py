@@ -765,6 +765,14 @@ class Store:
         self._drop_replaced(moved)
         return moved
 
+    def root_identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the store's directory: a tree walk does not enter it."""
+        return self._root_id
+
+    def drop_replaced(self, by: FileEntry) -> None:
+        """_drop_replaced, for a record written outside the put pipeline (put -r's directories and symlinks)."""
+        self._drop_replaced(by)
+
     def _drop_replaced(self, by: FileEntry) -> None:
         """Delete the file `by` took the name of (`by.replaces`; none if it was
         kept: then its id still reaches it), once nobody reads it any more: a
@@ -856,7 +864,7 @@ class Store:
                               parts=chunk_parts, chunk_size=chunk, codec=self.settings.codec,
                               hash=self.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
                               mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns,
-                              copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
+                              uid=st.st_uid, gid=st.st_gid, copies=self.layout.copies, ec=self.settings.ec, session=self.sessions.id)
             entry = self.files.add(entry)  # gets its id
         except BaseException:
             os.close(src.fd)
