@@ -508,3 +508,18 @@ def test_a_batch_is_recorded_whole_or_not_at_all(clients):
         a.files.save_all([dataclasses.replace(e, name="taken" + e.name[3:]) for e in moved])
     a.files.compact()
     assert [clients().files.get(e.id) for e in tree] == moved
+
+
+def test_a_group_commit_adds_a_batch_with_fresh_ids_or_nothing(clients):
+    """add_all: ids chosen and records written at once; a conflict anywhere
+    records none of the batch, and no id is lost to it for the JSON engine's order."""
+    a, b = clients(), clients()
+    added = a.files.add_all([entry_of(f"batch/{i}", status="storing") for i in range(5)])
+    assert [e.id for e in added] == sorted({e.id for e in added}) and len(added) == 5
+    assert [b.files.get(e.id) for e in added] == added
+    b.files.add(entry_of("file"))
+    with pytest.raises(NameConflictError):
+        a.files.add_all([entry_of("batch/5"), entry_of("file/inside")])
+    assert b.files.current("batch/5") is None and clients().files.under("batch/")[0] == [f"batch/{i}" for i in range(5)]
+    later = a.files.add(entry_of("later"))
+    assert later.id > max(e.id for e in added)

@@ -55,6 +55,12 @@ class FileTable(ABC):
         name already, under the same name and kind, is not checked again)."""
 
     @abstractmethod
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """`add` of many new files in one durable update, all or nothing (a group
+        commit: one journal line and one fsync, one transaction); returns them
+        with their ids, in order. Checked as save_all checks."""
+
+    @abstractmethod
     def save_all(self, entries: list[FileEntry]) -> None:
         """Record (insert or replace) many entries in one durable update, all or
         nothing: one journal line (JSON), one transaction (PostgreSQL). Each is
@@ -119,6 +125,12 @@ class PartTable(ABC):
         """Record a file's parts durably (while its record says `storing`, or
         `stored`). The database registry refuses any other file's: the work of
         a session declared dead, going on after its put was rolled back."""
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """`save` of many manifests, made durable together (an engine may do it
+        at the cost of one: one sync, one transaction)."""
+        for manifest in manifests:
+            self.save(manifest)
 
     @abstractmethod
     def load(self, file_id: int) -> Manifest | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from itertools import compress
 from pathlib import Path
 
@@ -63,6 +64,35 @@ def fsync_file(path: Path | str, flags: int = 0) -> None:
 def fsync_dir(path: Path | str) -> None:
     """Make a directory's entries (new, renamed or removed files) durable."""
     fsync_file(path, os.O_DIRECTORY)
+
+
+def sync_filesystem(directory: Path, files: list[Path]) -> None:
+    """Make `files` (all on the file system of `directory`) durable: one syncfs
+    for the whole file system where the C library has it, else an fsync each."""
+    libc = _libc()
+    if libc is not None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        fsync_file(path)
+
+
+@functools.cache
+def _libc():
+    """The C library, for syncfs (Linux); None where it has none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.syncfs  # noqa: B018 -- raises AttributeError where there is none
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def write_json_atomic(path: Path, obj: object, scratch: Path | None = None) -> None:
@@ -521,24 +551,40 @@ class FileRegistry(FileTable):
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
         self._refuse_conflict(entry)
-        self._append({"op": "put", "file": asdict(entry)})
+        self._append({"op": "put", "file": entry.to_dict()})
         self._put(entry)
         self._next_id = max(self._next_id, entry.id + 1)
         self._maybe_compact()
 
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """Ids chosen and the batch recorded under one lock: one journal line, one fsync."""
+        with self._locked(fcntl.LOCK_EX):
+            first = self._next_id
+            added = [replace(e, id=self._take_next_id()) for e in entries]
+            try:
+                self._save_all(added)
+            except BaseException:
+                self._next_id = first  # nothing recorded: the ids were never handed out
+                raise
+        return added
+
     def save_all(self, entries: list[FileEntry]) -> None:
         """One journal line for the whole batch, one fsync."""
+        with self._locked(fcntl.LOCK_EX):
+            self._save_all(entries)
+
+    def _save_all(self, entries: list[FileEntry]) -> None:
+        """Holding the exclusive lock, caught up."""
         for entry in entries:
             _check(entry)
-        with self._locked(fcntl.LOCK_EX):
-            batch = {e.id for e in entries}
-            for entry in entries:
-                self._refuse_conflict(entry, batch)
-            self._append({"op": "batch", "files": [asdict(e) for e in entries]})
-            for entry in entries:
-                self._put(entry)
-                self._next_id = max(self._next_id, entry.id + 1)
-            self._maybe_compact()
+        batch = {e.id for e in entries}
+        for entry in entries:
+            self._refuse_conflict(entry, batch)
+        self._append({"op": "batch", "files": [e.to_dict() for e in entries]})
+        for entry in entries:
+            self._put(entry)
+            self._next_id = max(self._next_id, entry.id + 1)
+        self._maybe_compact()
 
     def _refuse_conflict(self, entry: FileEntry, batch: frozenset[int] | set[int] = frozenset()) -> None:
         """Raise NameConflictError if `entry` would make a name both a file and a
@@ -648,6 +694,29 @@ class PartRegistry(PartTable):
             write_json_atomic(self.path(manifest.file.id), manifest.to_dict(), self._scratch)
         except OSError as exc:
             raise StoreError(f"cannot write {self.path(manifest.file.id)}: {exc.strerror}", advice_for(exc)) from exc
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """Every manifest written to tmp/ first, then one syncfs of the store's file
+        system (instead of an fsync each), then each renamed into place and one
+        fsync of manifests/: a crash leaves each old or new, whole."""
+        written: list[tuple[Path, Path]] = []
+        try:
+            try:
+                for manifest in manifests:
+                    path = self.path(manifest.file.id)
+                    tmp = self._scratch / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+                    written.append((tmp, path))
+                    tmp.write_bytes(json.dumps(manifest.to_dict(), separators=(",", ":")).encode())
+                sync_filesystem(self._scratch, [tmp for tmp, _ in written])
+                for tmp, path in written:
+                    os.replace(tmp, path)
+                fsync_dir(self._dir)
+            except OSError as exc:
+                raise StoreError(f"cannot write the manifests in {self._dir}: {exc.strerror}",
+                                 advice_for(exc)) from exc
+        finally:
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
 
     def load(self, file_id: int) -> Manifest | None:
         path = self.path(file_id)

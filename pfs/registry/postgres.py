@@ -38,7 +38,7 @@ import time
 import uuid
 import xxhash
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, astuple, fields, replace
+from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -400,20 +400,32 @@ class DatabaseFiles(FileTable):
         with self._db.transaction() as cur:
             self._write(cur, entry)
 
-    def save_all(self, entries: list[FileEntry]) -> None:
-        """One transaction; the top-level names' locks taken first, in order (no deadlock)."""
-        batch = [e.id for e in entries]
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """The ids and the records in one transaction."""
         with self._db.transaction() as cur:
-            for top in sorted({e.name.split("/")[0] for e in entries if e.status in HOLDING}):
-                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, top))
-            for entry in entries:
-                self._write(cur, entry, batch)
+            cur.execute("SELECT nextval('pfs_file_ids') FROM generate_series(1, %s)", (len(entries),))
+            added = [replace(e, id=row[0]) for e, row in zip(entries, cur.fetchall())]
+            self._write_all(cur, added)
+        return added
+
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            self._write_all(cur, entries)
+
+    def _write_all(self, cur, entries: list[FileEntry]) -> None:
+        """The top-level names' locks taken first, in order (no deadlock), then every record."""
+        batch = [e.id for e in entries]
+        for top in sorted({e.name.split("/")[0] for e in entries if e.status in HOLDING}):
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, top))
+        for entry in entries:
+            self._write(cur, entry, batch)
 
     @staticmethod
     def _write(cur, entry: FileEntry, batch: list[int] = ()) -> None:
-        FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
+        FileEntry.from_dict(entry.to_dict())  # only a valid record is written (BadRecord otherwise)
         DatabaseFiles._refuse_conflict(cur, entry, list(batch))
-        if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
+        if cur.execute(_UPSERT_FILE, entry.values()).rowcount == 0:
             raise _rolled_back(entry)
 
     @staticmethod
@@ -489,21 +501,31 @@ class DatabaseParts(PartTable):
         self._db = db
 
     def save(self, manifest: Manifest) -> None:
+        with self._db.transaction() as cur:
+            self._save(cur, manifest)
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            for manifest in manifests:
+                self._save(cur, manifest)
+
+    @staticmethod
+    def _save(cur, manifest: Manifest) -> None:
         from psycopg.types.json import Jsonb
 
         file_id = manifest.file.id
-        with self._db.transaction() as cur:
-            row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
-            if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
-                raise _rolled_back(manifest.file)
-            cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
-            cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(asdict(manifest.file))))
-            columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
-            with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
-                for part in manifest.parts:
-                    row = asdict(part)
-                    copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
-                                               for c in _PART_COLUMNS)))
+        row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
+        if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
+            raise _rolled_back(manifest.file)
+        cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
+        cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(manifest.file.to_dict())))
+        columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
+        with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
+            for part in manifest.parts:
+                row = part.to_dict()
+                copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
+                                           for c in _PART_COLUMNS)))
 
     def load(self, file_id: int) -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)

@@ -20,11 +20,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pfs import names
+from pfs.store import batch
 from pfs.errors import DestinationError, NotFoundError, PfsError, UsageError, printable
 from pfs.registry.records import DIR, FILE, STORED, STORING, DELETING, SYMLINK, FileEntry
 
@@ -189,6 +190,30 @@ def put_tree(store, source: str, prefix: str | None = None, progress: Progress =
             finally:
                 slots.release()
 
+        def put_batch(items: list[tuple[str, str]]) -> None:
+            try:
+                outcomes = batch.store_batch(store, items, progress, cancel)
+            except PfsError as exc:
+                outcomes = [exc] * len(items)
+            finally:
+                slots.release()
+            for (path, _), outcome in zip(items, outcomes):
+                if isinstance(outcome, PfsError):
+                    tally.count("failed")
+                    report(f"{printable(path)}: {outcome}")
+                else:
+                    tally.count("stored", outcome.size)
+
+        small: list[tuple[str, str]] = []
+        small_bytes = 0
+
+        def send_small() -> None:
+            nonlocal small, small_bytes
+            if small:
+                slots.acquire()
+                pool.submit(put_batch, small)
+            small, small_bytes = [], 0
+
         for found in walk(top, lambda s: (s.st_dev, s.st_ino) == store_dir):
             if cancel is not None and cancel.is_set():
                 break
@@ -210,6 +235,12 @@ def put_tree(store, source: str, prefix: str | None = None, progress: Progress =
                 elif stat.S_ISLNK(found.st.st_mode):
                     recorded = record_entry(store, name, SYMLINK, found.st, _link_target(found.path))
                     tally.count("stored" if recorded else "unchanged")
+                elif found.st.st_size <= store.settings.chunk_size:  # small: stored in a batch
+                    total(found.st.st_size)
+                    small.append((found.path, name))
+                    small_bytes += found.st.st_size
+                    if len(small) >= batch.BATCH_FILES or small_bytes >= batch.BATCH_BYTES:
+                        send_small()
                 else:
                     total(found.st.st_size)
                     slots.acquire()
@@ -221,6 +252,7 @@ def put_tree(store, source: str, prefix: str | None = None, progress: Progress =
                 why = exc.strerror if isinstance(exc, OSError) else str(exc)
                 report(f"{printable(found.path)}: {why}" + (" (nothing under it was stored)"
                                                              if stat.S_ISDIR(found.st.st_mode) else ""))
+        send_small()
     return tally
 
 
