@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--small", type=int, default=1000, help="how many 4 KiB files (0: none)")
-    p.add_argument("--tree", type=Path, default=Path("/usr/include"), help="the real tree to copy and store")
+    p.add_argument("--tree", default="/usr/include", help="the real tree to copy and store ('': none)")
     p.add_argument("--dir", type=Path, default=None, help="the scratch directory (default: a temporary one)")
     p.add_argument("--pfs", default=sys.executable, help="the Python that runs pfs (default: this one)")
     args = p.parse_args(argv)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure(store_cases(work, src, label, args.small * SMALL_SIZE, lines), args.rounds)
         if args.tree:
             src = work.root / "tree"
-            shutil.copytree(args.tree, src, symlinks=True)
+            shutil.copytree(Path(args.tree), src, symlinks=True)
             label = f"copy of {args.tree}"
             nbytes = tree_bytes(src)
             rows += measure(store_cases(work, src, label, nbytes, None), args.rounds)

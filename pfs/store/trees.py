@@ -306,6 +306,8 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
     owner = os.geteuid() == 0
     tally = TreeTally()
     directories: list[tuple[Path, FileEntry]] = [(target, top_record)] if top_record and top_record.is_dir else []
+    if directories:
+        tally.count("stored")
     made: set[Path] = {target}
     cut = len(root) + 1 if root else 0
 
