@@ -23,6 +23,8 @@ from pathlib import Path
 from pfs.engine import worker
 from pfs.errors import Cancelled, NameConflictError, PfsError
 from pfs.registry.records import FileEntry
+from pfs.store.paths import proc_path
+from pfs.store.putting import open_source, source_changed, volume_failures
 from pfs.volumes import part_id
 from pfs.volumes.redundancy import Layout
 
@@ -37,7 +39,6 @@ def store_batch(store, items: list[tuple[str, str]], progress: Callable[[int], N
                 cancel: threading.Event | None = None) -> list[Outcome]:
     """Store each (source path, name) of `items` (regular files of at most one
     part); returns each one's stored record or the error that failed it, in order."""
-    from pfs.store.core import open_source, proc_path, source_changed
 
     outcomes: list[Outcome | None] = [None] * len(items)
     sources = {}
@@ -55,7 +56,7 @@ def store_batch(store, items: list[tuple[str, str]], progress: Callable[[int], N
     try:
         entries = _record_storing(store, items, sources, outcomes)
         if entries:
-            _store_parts(store, items, sources, entries, outcomes, progress, cancel, proc_path, source_changed)
+            _store_parts(store, items, sources, entries, outcomes, progress, cancel)
     finally:
         for src in sources.values():
             os.close(src.fd)
@@ -83,8 +84,7 @@ def _record_storing(store, items, sources, outcomes) -> dict[int, FileEntry]:
     return entries
 
 
-def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes, progress, cancel,
-                 proc_path, source_changed) -> None:
+def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes, progress, cancel) -> None:
     """Write the parts in shares of the batch (one per worker), flush them, and
     record the batch stored; roll back whatever fails."""
     with_parts = [i for i, e in entries.items() if e.parts]
@@ -113,8 +113,6 @@ def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes,
             store.engine.run(worker.store_parts, tasks, written, cancel)
         finally:
             wait(syncs)
-        from pfs.store.core import volume_failures
-
         lost = volume_failures(syncs)
         if lost:
             raise lost[0]
