@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=None, help="the scratch directory (default: a temporary one)")
     p.add_argument("--pfs", default=sys.executable, help="the Python that runs pfs (default: this one)")
     args = p.parse_args(argv)
-    console = Console()
+    console = Console(width=200)
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         work = Work(Path(scratch), args.pfs)
         rows = []

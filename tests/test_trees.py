@@ -56,11 +56,13 @@ def test_an_old_store_with_a_file_and_a_directory_of_one_name_opens_and_list_mar
 
 
 def test_info_says_what_an_entry_is_and_its_metadata(pfs):
-    f = pfs.cwd / "f"
-    f.write_bytes(b"x")
-    f.chmod(0o640)
-    r = pfs.run("put f\nwait\ninfo f\n")
-    assert "kind:       regular file" in r.stdout and "mode:       0640" in r.stdout, r.stdout
+    d = pfs.cwd / "d"
+    d.mkdir()
+    d.chmod(0o750)
+    os.chown(d, 1234, 5678)
+    r = pfs.run("put -r d\nwait\ninfo d\n")
+    assert "kind:       directory" in r.stdout and "mode:       0750" in r.stdout, r.stdout
+    assert "owner:      uid 1234, gid 5678" in r.stdout
 
 
 # -- put -r / get -r on real trees ---------------------------------------------------

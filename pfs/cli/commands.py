@@ -641,8 +641,11 @@ def cmd_info(s: Session, a: Args) -> None:
 
 
 def _kind_fields(entry: FileEntry) -> list[tuple[str, str]]:
-    """What the entry is, and the source's metadata it restores."""
-    fields = [("kind", {"file": "regular file", "dir": "directory", "symlink": "symbolic link"}[entry.kind])]
+    """What a directory or symlink record is, and the source's metadata it restores
+    (a regular file's summary stays as it was)."""
+    if entry.kind == FILE:
+        return []
+    fields = [("kind", {"dir": "directory", "symlink": "symbolic link"}[entry.kind])]
     if entry.target:
         fields.append(("target", entry.target))
     if entry.mode is not None:
