@@ -357,3 +357,54 @@ def test_put_r_killed_at_random_moments_leaves_whole_batches_and_a_rerun_finishe
         again = pfs.cwd / f"again{round_}"
         assert run_pfs(store, f"get -r t {again}\nwait\n", cwd=pfs.cwd).returncode == 0
         assert snapshot(again) == snapshot(src)
+
+
+# -- sync -------------------------------------------------------------------------------
+
+def test_sync_stores_only_what_changed_and_deletes_what_is_gone(shared):
+    """The quick check (size and mtime) reads no file: a file rewritten with its
+    size and mtime put back is left as stored, until --checksum compares contents."""
+    src = shared.cwd / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(5):
+        (src / "sub" / f"f{i}").write_bytes(os.urandom(500))
+    (src / "link").symlink_to("sub")
+    r = shared.run("sync src t\nwait\nsync src t\nwait\n")
+    assert r.returncode == 0, r.stderr
+    assert [line.split(":", 1)[1].split(", 0 skipped")[0] for line in r.stdout.splitlines()
+            if line.startswith("sync src:")] == [" 8 stored (2.4 KiB), 0 unchanged", " 0 stored (0 B), 7 unchanged"]
+    sneaky = src / "sub" / "f0"
+    st = sneaky.stat()
+    sneaky.write_bytes(os.urandom(500))
+    os.utime(sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (src / "sub" / "f1").write_bytes(b"grown " * 100)
+    (src / "sub" / "f2").unlink()
+    r = shared.run("sync src t --delete --dry-run\nwait\nsync src t --delete\nwait\nsync src t --checksum\nwait\n"
+                   "get -r t out\nwait\n")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "would store t/sub/f1" in out and "would delete t/sub/f2" in out and "would store t/sub/f0" not in out
+    assert "deleted t/sub/f2" in out
+    assert snapshot(shared.cwd / "out") == snapshot(src)
+
+
+def test_a_sync_killed_midway_is_finished_by_running_it_again(pfs):
+    import subprocess
+    import time as clock
+
+    from conftest import env, kill_group, pfs_argv, run_pfs
+
+    src = pfs.cwd / "src"
+    src.mkdir()
+    for i in range(400):
+        (src / f"f{i:03d}").write_bytes(os.urandom(2000))
+    proc = subprocess.Popen(pfs_argv(pfs.store, "sync", str(src), "t"), cwd=pfs.cwd, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    clock.sleep(1.5)
+    kill_group(proc)
+    r = run_pfs(pfs.store, "", "sync", str(src), "t", cwd=pfs.cwd)
+    assert r.returncode == 0, r.stderr
+    assert run_pfs(pfs.store, f"get -r t {pfs.cwd / 'out'}\nwait\n", cwd=pfs.cwd).returncode == 0
+    assert snapshot(pfs.cwd / "out") == snapshot(src)
+    r = run_pfs(pfs.store, "", "sync", str(src), "t", cwd=pfs.cwd)
+    assert "0 stored (0 B), 400 unchanged" in r.stdout, r.stdout

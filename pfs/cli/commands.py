@@ -25,7 +25,7 @@ from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
 from pfs.registry import FILE, STORED, FileEntry, Manifest, bulk
 from pfs import names
-from pfs.store import trees
+from pfs.store import sync, tree_names, trees
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
@@ -231,7 +231,7 @@ class Session:
             self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
-        if job.kind.endswith(" -r"):
+        if job.kind.endswith(" -r") or job.kind == "sync":
             self.out.line(job.result)
         elif job.kind == "put":
             entry = job.result
@@ -364,6 +364,20 @@ def cmd_put_tree(s: Session, a: Args) -> None:
     _tree_job(s, "put -r", source, "stored", work)
 
 
+def cmd_sync(s: Session, a: Args) -> None:
+    source, prefix = a.positional
+    _, root = trees.tree_source(s.store, source, prefix)
+    dry = "--dry-run" in a.flags
+    s.out.line(f"{'checking' if dry else 'syncing'} {printable(source)} with {printable(root)}/")
+
+    def work(job: Job, report: Callable[[str], None]) -> object:
+        def found(nbytes: int) -> None:
+            job.total += nbytes
+        return sync.sync_tree(s.store, source, prefix, "--delete" in a.flags, dry, "--checksum" in a.flags,
+                              job.advance, report, job.cancelled, found, s.out.line)
+    _tree_job(s, "sync", source, "would be stored" if dry else "stored", work)
+
+
 def cmd_get_tree(s: Session, a: Args) -> None:
     prefix, dest, force = a.positional[0], a.get(1), "--force" in a.flags
     s.out.line(f"restoring {printable(prefix)}")
@@ -374,12 +388,12 @@ def cmd_get_tree(s: Session, a: Args) -> None:
 def cmd_delete_tree(s: Session, a: Args) -> None:
     prefix = a.positional[0]
     _tree_job(s, "delete -r", prefix, "deleted",
-              lambda job, report: trees.delete_tree(s.store, prefix, report, job.advance))
+              lambda job, report: tree_names.delete_tree(s.store, prefix, report, job.advance))
 
 
 def cmd_mv_tree(s: Session, a: Args) -> None:
     old, new = a.positional
-    moved = trees.rename_tree(s.store, old, new)
+    moved = tree_names.rename_tree(s.store, old, new)
     s.out.line(printable(f"renamed {old.strip('/')}/ to {new.strip('/')}/ ({moved} entr{'y' if moved == 1 else 'ies'})"))
 
 
@@ -685,7 +699,8 @@ def cmd_jobs(s: Session, a: Args) -> None:
 #: What a cancelled job leaves behind, as said when it stops.
 CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": "",
                   "put -r": ": the files stored so far stay stored", "get -r": ": the files restored so far stay",
-                  "delete -r": ": the files deleted so far are gone"}
+                  "delete -r": ": the files deleted so far are gone",
+                  "sync": ": what was stored so far stays; run it again to finish"}
 
 
 def cmd_cancel(s: Session, a: Args) -> None:
@@ -770,6 +785,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             frozenset({"--force", "--salvage", "--recursive"}), short={"-r": "--recursive"}),
     Command("delete", "delete NAME|ID | delete -r PREFIX", "remove a file and its parts; -r removes PREFIX "
             "and everything under it", cmd_delete, 1, 1, frozenset({"--recursive"}), short={"-r": "--recursive"}),
+    Command("sync", "sync DIR PREFIX [--delete] [--dry-run] [--checksum]",
+            "store what is new or changed under DIR as PREFIX/... (size or mtime differ; --checksum: content), "
+            "--delete removes stored names DIR no longer has, --dry-run only says what it would do; "
+            "run it again to finish one interrupted", cmd_sync, 2, 2,
+            frozenset({"--delete", "--dry-run", "--checksum"})),
     Command("list", "list [PREFIX] [-r|--recursive]",
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
             "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),

@@ -27,7 +27,7 @@ from pathlib import Path
 from pfs import names
 from pfs.store import batch
 from pfs.errors import DestinationError, NotFoundError, PfsError, UsageError, printable
-from pfs.registry.records import DIR, FILE, STORED, STORING, DELETING, SYMLINK, FileEntry
+from pfs.registry.records import DIR, FILE, STORED, SYMLINK, FileEntry
 
 Report = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -136,6 +136,10 @@ def record_entry(store, name: str, kind: str, st: os.stat_result, target: str = 
     return True
 
 
+def _kind_of(st: os.stat_result) -> str:
+    return DIR if stat.S_ISDIR(st.st_mode) else SYMLINK if stat.S_ISLNK(st.st_mode) else FILE
+
+
 def _link_target(path: str) -> str:
     """A symlink's target as text; UsageError if it is not UTF-8 (no registry holds that)."""
     target = os.readlink(path)
@@ -164,17 +168,25 @@ def tree_source(store, source: str, prefix: str | None = None) -> tuple[Path, st
                             else os.path.basename(os.path.abspath(top)))
 
 
+#: What sync asks of each entry the walk finds (see put_tree): store it (True),
+#: leave it as stored (False), or nothing more (None: it counted it itself).
+Wanted = Callable[[Found, str, str], "bool | None"]
+
+
 def put_tree(store, source: str, prefix: str | None = None, progress: Progress = _nothing,
              report: Report = _nothing, cancel: threading.Event | None = None,
-             total: Callable[[int], None] = _nothing) -> TreeTally:
+             total: Callable[[int], None] = _nothing, wanted: Wanted | None = None,
+             tally: TreeTally | None = None) -> TreeTally:
     """Store the directory `source` as PREFIX/relative/path (see tree_source).
     Each failure is one report() line naming its path; the rest goes on.
-    `total` is told the bytes of each regular file the walk finds."""
+    `total` is told the bytes of each regular file the walk finds. `wanted`
+    (sync's quick check) is asked of each entry, with its name and kind, first."""
     top, root = tree_source(store, source, prefix)
     st = os.stat(top)
-    tally = TreeTally()
+    tally = tally if tally is not None else TreeTally()
     store_dir = store.root_identity()
-    record_entry(store, root, DIR, st) and tally.count("stored")
+    if (True if wanted is None else wanted(Found(str(top), "", st), root, DIR)) is True:
+        record_entry(store, root, DIR, st) and tally.count("stored")
     with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="pfs-tree") as pool:
         slots = threading.BoundedSemaphore(2 * IN_FLIGHT)
         refused: list[str] = []  # directories not stored: nothing under them is
@@ -230,6 +242,11 @@ def put_tree(store, source: str, prefix: str | None = None, progress: Progress =
                 name = f"{root}/{found.relative}"
                 if names.problem(name):
                     raise UsageError(f"not stored: {names.problem(name)}")
+                verdict = True if wanted is None else wanted(found, name, _kind_of(found.st))
+                if verdict is not True:
+                    if verdict is False:
+                        tally.count("unchanged")
+                    continue
                 if stat.S_ISDIR(found.st.st_mode):
                     tally.count("stored" if record_entry(store, name, DIR, found.st) else "unchanged")
                 elif stat.S_ISLNK(found.st.st_mode):
@@ -380,55 +397,3 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
         with contextlib.suppress(FileNotFoundError):
             _restore_meta(path, entry, owner)
     return tally
-
-
-# -- delete -r and the rename of a directory ---------------------------------------
-
-def records_under(store, root: str) -> list[FileEntry]:
-    """Every record (whatever its status) of `root` and of the names under it."""
-    listed = [root, *store.files.under(root + "/", recursive=True)[0]]
-    found = []
-    for i in range(0, len(listed), LOOKUP_BATCH):
-        for entries in store.files.named_each(listed[i:i + LOOKUP_BATCH]).values():
-            found.extend(entries)
-    return found
-
-
-def delete_tree(store, prefix: str, report: Report = _nothing, progress: Progress = _nothing) -> TreeTally:
-    """Delete `prefix` and everything under it: every record, older versions
-    and failed puts included; a file being stored or deleted is reported and left."""
-    root = names.check(prefix.strip("/"))
-    entries = records_under(store, root)
-    if not entries:
-        raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
-    tally = TreeTally()
-    for entry in sorted(entries, key=lambda e: e.name, reverse=True):  # contents before their directory
-        try:
-            store.delete(entry.id, progress)
-            tally.count("stored", entry.size)
-        except PfsError as exc:
-            tally.count("failed")
-            report(f"{printable(entry.name)} (file {entry.id}): {exc}")
-    return tally
-
-
-def rename_tree(store, old: str, new: str) -> int:
-    """Rename the directory `old` to `new` with everything under it, in one
-    atomic registry update, moving no data; refused if `new` holds anything, if
-    anything under `old` is being stored or deleted, or if `new` is inside `old`.
-    Returns how many records moved."""
-    source, dest = names.check(old.strip("/")), names.check(new.strip("/"))
-    if dest == source or dest.startswith(source + "/"):
-        raise UsageError(f"cannot move {source} into itself ({dest})")
-    entries = records_under(store, source)
-    top = store.files.current(source)
-    if not entries or (top is not None and top.kind != DIR and store.files.under(source + "/") == ([], [])):
-        raise NotFoundError(f"no directory named {source}", "`list` shows the stored directories")
-    if records_under(store, dest):
-        raise UsageError(f"{dest} already exists", "mv OLD/ NEW/ renames a directory to a new name")
-    busy = [e for e in entries if e.status in (STORING, DELETING)]
-    if busy:
-        raise UsageError(f"{busy[0].name} is {busy[0].status}", "wait for it to finish, then move the directory")
-    moved = [replace(e, name=dest + e.name[len(source):], session=store.sessions.id) for e in entries]
-    store.files.save_all(moved)
-    return len(moved)
