@@ -82,6 +82,20 @@ def store_cases(work: Work, src: Path, label: str, nbytes: int, lines: Path | No
     return cases
 
 
+def unchanged_cases(work: Work, src: Path, label: str, nbytes: int) -> list[Case]:
+    """Storing `src` again, unchanged, into what store_cases stored last: pfs sync, and the peers' incremental runs."""
+    cases = [Case("pfs sync (unchanged)", label, lambda _: work.pfs("st-put", "sync", src, "t"), nbytes=nbytes,
+                  env=work.env)]
+    if shutil.which("restic"):
+        cases.append(Case("restic backup (unchanged)", label,
+                          lambda _: ["restic", "-q", "-r", work.root / "restic", "backup", src], nbytes=nbytes,
+                          env=work.env))
+    if shutil.which("rclone"):
+        cases.append(Case("rclone sync (unchanged)", label,
+                          lambda _: ["rclone", "sync", "--links", src, work.root / "rclone"], nbytes=nbytes))
+    return cases
+
+
 def restore_cases(work: Work, src: Path, label: str, nbytes: int) -> list[Case]:
     """Restoring what store_cases stored last (each from its own store or repository)."""
     cases = [Case("pfs get -r", label, lambda _: work.pfs("st-put", "get", "-r", "t", work.root / "out-pfs"),
@@ -142,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             label = f"copy of {args.tree}"
             nbytes = tree_bytes(src)
             rows += measure(store_cases(work, src, label, nbytes, None), args.rounds)
+            rows += measure(unchanged_cases(work, src, label, nbytes), args.rounds)
             rows += measure(restore_cases(work, src, label, nbytes), args.rounds)
         console.print(render(rows, "pfs trees: best of %d rounds" % args.rounds))
     return 0
