@@ -315,6 +315,8 @@ def test_the_python_api_puts_and_gets_trees(tmp_path):
         assert listed["api/tree/dangling"].kind == "symlink" and listed["api/tree/dangling"].target == "../nowhere/at/all"
         got = store.get_tree("api/tree", tmp_path / "out")
         assert got.problems == [] and got.failed == 0
+        again = store.sync(src, "api/tree")
+        assert again.done == 0 and again.unchanged == put.done - 1 and again.problems == []  # the top is not counted
     assert snapshot(tmp_path / "out") == snapshot(src)
 
 

@@ -177,6 +177,18 @@ class Store:
         problems: list[str] = []
         return TreeResult.of(trees.put_tree(self.core, os.fspath(source), prefix, report=problems.append), problems)
 
+    def sync(self, source: str | os.PathLike, prefix: str, *, delete: bool = False, dry_run: bool = False,
+             checksum: bool = False) -> TreeResult:
+        """Store what is new or changed under the directory `source` as PREFIX/...,
+        as the sync command does (size and mtime differ; with `checksum`, the
+        contents); with `delete`, delete the stored names it no longer has."""
+        from pfs.store import sync
+
+        problems: list[str] = []
+        tally = sync.sync_tree(self.core, os.fspath(source), prefix, delete, dry_run, checksum,
+                               report=problems.append)
+        return TreeResult.of(tally, problems)
+
     def get_tree(self, prefix: str, dest: str | os.PathLike | None = None, *, force: bool = False) -> TreeResult:
         """Rebuild the tree stored under `prefix` at `dest` (default: its last
         segment in the current directory), as get -r does; existing files are
