@@ -38,13 +38,14 @@ import time
 import uuid
 import xxhash
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, astuple, fields, replace
+from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
+from pfs.registry.names import ancestors, conflict
+from pfs.registry.records import DIR, FILE_FIELDS, HOLDING, STORED, STORING, BadRecord, FileEntry, Manifest
 
 log = logging.getLogger("pfs")
 
@@ -59,7 +60,8 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text",
-                 "copies": "integer", "ec": "text", "replaces": "bigint"}
+                 "copies": "integer", "ec": "text", "replaces": "bigint",
+                 "kind": "text", "target": "text", "uid": "bigint", "gid": "bigint"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")
@@ -127,6 +129,19 @@ _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
                   "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
                   "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
+#: The first advisory lock key of the lock on a top-level name (its second key: hashtext of it), taken by
+#: each write that claims a name: a name and every name under it share their top-level segment.
+_NAME_LOCKS = 0x706E
+#: Whether the record %(id)s already holds its name as it is (then it is not checked again).
+_HOLDS_ALREADY = ("SELECT 1 FROM pfs_files WHERE id = %(id)s AND name = %(name)s AND kind = %(kind)s "
+                  "AND status IN ('storing', 'stored')")
+#: A record other than %(id)s that holds a name which, with %(name)s, would be both a file and a directory.
+_CONFLICTING_NAME = ("SELECT name, kind FROM pfs_files WHERE id <> %(id)s AND id <> ALL(%(batch)s::bigint[]) "
+                     "AND status IN ('storing', 'stored') "
+                     "AND ((name COLLATE \"C\" = ANY(%(outer)s::text[]) AND kind <> 'dir') "
+                     "OR (name COLLATE \"C\" = %(name)s AND (kind = 'dir') <> %(is_dir)s) "
+                     "OR (NOT %(is_dir)s AND name COLLATE \"C\" LIKE %(like)s ESCAPE '\\')) "
+                     "ORDER BY name COLLATE \"C\" LIMIT 1")
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -385,11 +400,50 @@ class DatabaseFiles(FileTable):
         with self._db.transaction() as cur:
             self._write(cur, entry)
 
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """The ids and the records in one transaction."""
+        with self._db.transaction() as cur:
+            cur.execute("SELECT nextval('pfs_file_ids') FROM generate_series(1, %s)", (len(entries),))
+            added = [replace(e, id=row[0]) for e, row in zip(entries, cur.fetchall())]
+            self._write_all(cur, added)
+        return added
+
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            self._write_all(cur, entries)
+
+    def _write_all(self, cur, entries: list[FileEntry]) -> None:
+        """The top-level names' locks taken first, in order (no deadlock), then every record."""
+        batch = [e.id for e in entries]
+        for top in sorted({e.name.split("/")[0] for e in entries if e.status in HOLDING}):
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, top))
+        for entry in entries:
+            self._write(cur, entry, batch)
+
     @staticmethod
-    def _write(cur, entry: FileEntry) -> None:
-        FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
-        if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
+    def _write(cur, entry: FileEntry, batch: list[int] = ()) -> None:
+        FileEntry.from_dict(entry.to_dict())  # only a valid record is written (BadRecord otherwise)
+        DatabaseFiles._refuse_conflict(cur, entry, list(batch))
+        if cur.execute(_UPSERT_FILE, entry.values()).rowcount == 0:
             raise _rolled_back(entry)
+
+    @staticmethod
+    def _refuse_conflict(cur, entry: FileEntry, batch: list[int]) -> None:
+        """Raise NameConflictError if `entry` would make a name both a file and a
+        directory: checked in the transaction that writes it, under a lock on its
+        top-level segment, so two clients cannot make both at once."""
+        if entry.status not in HOLDING:
+            return
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, entry.name.split("/")[0]))
+        args = {"id": entry.id, "batch": batch, "name": entry.name, "kind": entry.kind, "is_dir": entry.is_dir,
+                "outer": ancestors(entry.name), "like": _like_prefix(entry.name + "/")}
+        if cur.execute(_HOLDS_ALREADY, args).fetchone():
+            return
+        found = cur.execute(_CONFLICTING_NAME, args).fetchone()
+        if found:
+            other, kind = found
+            raise conflict(entry.name, entry.is_dir, other, kind == DIR and other == entry.name)
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
@@ -447,21 +501,31 @@ class DatabaseParts(PartTable):
         self._db = db
 
     def save(self, manifest: Manifest) -> None:
+        with self._db.transaction() as cur:
+            self._save(cur, manifest)
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            for manifest in manifests:
+                self._save(cur, manifest)
+
+    @staticmethod
+    def _save(cur, manifest: Manifest) -> None:
         from psycopg.types.json import Jsonb
 
         file_id = manifest.file.id
-        with self._db.transaction() as cur:
-            row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
-            if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
-                raise _rolled_back(manifest.file)
-            cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
-            cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(asdict(manifest.file))))
-            columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
-            with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
-                for part in manifest.parts:
-                    row = asdict(part)
-                    copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
-                                               for c in _PART_COLUMNS)))
+        row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
+        if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
+            raise _rolled_back(manifest.file)
+        cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
+        cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(manifest.file.to_dict())))
+        columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
+        with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
+            for part in manifest.parts:
+                row = part.to_dict()
+                copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
+                                           for c in _PART_COLUMNS)))
 
     def load(self, file_id: int) -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)

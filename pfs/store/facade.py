@@ -16,7 +16,7 @@ from pfs.crypto.opening import StoreKeys
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
 from pfs.engine.governor import MemoryGovernor
-from pfs.registry import FileEntry, Manifest, PartEntry
+from pfs.registry import FILE, FileEntry, Manifest, PartEntry
 from pfs.store import opening
 from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking, Findings
@@ -163,12 +163,32 @@ class Store:
                 cancel: threading.Event | None = None) -> FileEntry:
         return self.putting.publish(entry, results, keep, lost, cancel)
 
+    # -- what trees and batches of small files use (pfs.store.trees, pfs.store.batch) ---
+    def storing_entry(self, name: str, st: os.stat_result) -> FileEntry:
+        return self.putting.storing_entry(name, st)
+
+    def stored_manifest(self, entry: FileEntry, results: list[tuple], keep: bool = False) -> Manifest:
+        return self.putting.stored_manifest(entry, results, keep)
+
+    def roll_back(self, entry: FileEntry, exc: BaseException) -> None:
+        self.putting.roll_back(entry, exc)
+
+    def check_room(self) -> None:
+        self.putting.check_room()
+
+    def drop_replaced(self, by: FileEntry) -> None:
+        self.catalog.drop_replaced(by)
+
+    def root_identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the store's directory: a tree walk does not enter it."""
+        return self.ctx.root_id
+
     # -- get, verify, heal (Getting, Checking) ------------------------------------------
     def checked_manifest(self, entry: FileEntry) -> Manifest:
         return self.checking.checked_manifest(entry)
 
-    def stored_entry(self, file_id: int) -> FileEntry:
-        return self.checking.stored_entry(file_id)
+    def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
+        return self.checking.stored_entry(file_id, kinds)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         return self.checking.read_job(entry, part)

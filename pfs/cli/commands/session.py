@@ -115,6 +115,10 @@ class Session:
                  if kind in kinds]
         return "; ".join([f"abandoned {names}", *after])
 
+    def count_failure(self) -> None:
+        """Count one failure towards the exit status (a tree's failed file, reported as it happened)."""
+        self._count_failure()
+
     def _count_failure(self) -> None:
         with self._lock:
             self.failures += 1
@@ -142,7 +146,9 @@ class Session:
             self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
-        if job.kind == "put":
+        if isinstance(job.result, str):  # a tree's summary line (see commands.trees)
+            self.out.line(job.result)
+        elif job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
                           f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
