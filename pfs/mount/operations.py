@@ -1,0 +1,293 @@
+"""The FUSE operations of a mount, path by path, over the namespace (view),
+the open nodes (handles), the verified reads (reading) and the write-back
+cache (staging). Every pfs failure becomes an errno here; anything unexpected
+is logged with its traceback and is EIO."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
+from pfs.mount import namespace_ops
+from pfs.mount.handles import Node, Table
+from pfs.mount.reading import PartCache
+from pfs.mount.staging import WriteBack
+from pfs.mount.view import Namespace, name_of
+from pfs.store.core import Store
+
+log = logging.getLogger("pfs")
+
+_ERRNO = ((NotFoundError, errno.ENOENT), (StoreLockedError, errno.EBUSY), (IntegrityError, errno.EIO),
+          (OutOfSpaceError, errno.ENOSPC), (UsageError, errno.EINVAL))
+
+
+def as_errno(op):
+    """Run a FUSE operation, pfs's failures as the errno a program expects."""
+    @functools.wraps(op)
+    def run(self, *args):
+        try:
+            return op(self, *args)
+        except OSError:
+            raise
+        except PfsError as exc:
+            code = next((code for kind, code in _ERRNO if isinstance(exc, kind)), errno.EIO)
+            if not isinstance(exc, IntegrityError):  # already logged, once per part
+                log.warning("mount: %s %s: %s", op.__name__, args[:1], exc)
+            raise OSError(code, str(exc)) from None
+        except Exception:
+            log.exception("mount: %s %s failed", op.__name__, args[:1])
+            raise OSError(errno.EIO, "unexpected failure (see the log)") from None
+    return run
+
+
+def _mode(node: Node) -> int:
+    entry = node.entry
+    return entry.mode if entry is not None and entry.mode is not None else 0o644
+
+
+class Operations:
+    """What the kernel asks of the mount (mfusepy calls these, paths absolute)."""
+
+    use_ns = True  # times in nanoseconds
+
+    def __init__(self, store: Store, write_back: WriteBack, on_mounted=lambda: None) -> None:
+        self.store, self.write_back = store, write_back
+        self.ns = Namespace(store)
+        self.table = Table()
+        self.cache = PartCache(max(2 * store.settings.chunk_size, store.max_memory // 2))
+        self.ahead = ThreadPoolExecutor(2, thread_name_prefix="pfs-read-ahead")
+        self._on_mounted = on_mounted
+        self._opened: dict[str, int] = {}  # name -> id of the file last opened, for the kernel's page cache
+        self._started = time.time_ns()
+
+    # -- life --------------------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        self._on_mounted()
+
+    def destroy(self, path: str) -> None:
+        """At unmount: anything still open is stored as it is, then closed."""
+        with self.table.lock:
+            for node in list(self.table.by_name.values()):
+                try:
+                    node.store_staged(self.store, self.cache, self.ahead)
+                except PfsError as exc:
+                    log.warning("mount: %s was not stored at unmount: %s", node.name, exc)
+                node.close()
+        self.ahead.shutdown(wait=True)
+
+    # -- attributes ---------------------------------------------------------------
+
+    @as_errno
+    def getattr(self, path: str | None, fh=None) -> dict:
+        if fh is not None:
+            return self._file_attrs(self.table.node(fh.fh))
+        name = name_of(path)
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            if node is not None:
+                return self._file_attrs(node)
+        entry = self.ns.file(name)
+        if entry is not None:
+            return self._attrs(stat.S_IFREG | (entry.mode if entry.mode is not None else 0o644), entry.size,
+                               entry.mtime if entry.mtime is not None else int(entry.created * 1e9))
+        if self.ns.is_dir(name):
+            return self._attrs(stat.S_IFDIR | 0o755, 0, self._started, links=2)
+        raise OSError(errno.ENOENT, path)
+
+    def _file_attrs(self, node: Node) -> dict:
+        if node.staged is not None:
+            st = node.staged.stat()
+            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns)
+        entry = node.entry
+        mode = entry.mode if entry is not None and entry.mode is not None else 0o644
+        mtime = entry.mtime if entry is not None and entry.mtime is not None else self._started
+        return self._attrs(stat.S_IFREG | mode, node.size(), mtime)
+
+    def _attrs(self, mode: int, size: int, mtime_ns: int, links: int = 1) -> dict:
+        return {"st_mode": mode, "st_size": size, "st_nlink": links, "st_uid": os.getuid(), "st_gid": os.getgid(),
+                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns,
+                "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+
+    @as_errno
+    def readdir(self, path: str, fh) -> list[str]:
+        name = name_of(path)
+        if self.ns.file(name) is not None:
+            raise OSError(errno.ENOTDIR, path)
+        if not self.ns.is_dir(name):
+            raise OSError(errno.ENOENT, path)
+        files, dirs = self.ns.children(name)
+        with self.table.lock:
+            prefix = name + "/" if name else ""
+            new = [n[len(prefix):] for n in self.table.by_name
+                   if n.startswith(prefix) and "/" not in n[len(prefix):]]
+        return [".", "..", *sorted(set(files) | set(new)), *dirs]
+
+    @as_errno
+    def statfs(self, path: str) -> dict:
+        """Sizes from the volumes: free is what they have free, used what the store's files take."""
+        block = 4096
+        free = 0
+        for vid in self.store.volset.writable():
+            free += self.store.volset.volume(vid).free() or 0
+        used = sum(e.stored for e in self.store.files.all())
+        return {"f_bsize": block, "f_frsize": block, "f_blocks": (free + used) // block, "f_bfree": free // block,
+                "f_bavail": free // block, "f_files": 1 << 32, "f_ffree": 1 << 31, "f_namemax": 255}
+
+    # -- files ---------------------------------------------------------------------
+
+    @as_errno
+    def open(self, path: str, fi) -> int:
+        name = name_of(path)
+        writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            if node is None:
+                entry = self.ns.file(name)
+                if entry is None:
+                    raise OSError(errno.EISDIR if self.ns.is_dir(name) else errno.ENOENT, path)
+                node = Node(name)
+                node.hold(self.store, entry, self.cache, self.ahead)
+            if node.entry is not None and not writing and node.staged is None:
+                fi.keep_cache = int(self._opened.get(name) == node.entry.id)  # unchanged: keep the page cache
+                self._opened[name] = node.entry.id
+            if writing:
+                staged = node.staging(self.write_back, _mode(node))
+                if fi.flags & os.O_TRUNC:
+                    staged.truncate(0)
+            fi.fh = self.table.open(node, writing)
+        return 0
+
+    @as_errno
+    def create(self, path: str, mode: int, fi) -> int:
+        name = name_of(path)
+        with self.table.lock:
+            exists = name in self.table.by_name or self.ns.file(name) is not None
+            if exists and fi.flags & os.O_EXCL:
+                raise OSError(errno.EEXIST, path)
+            if exists:
+                fi.flags |= os.O_TRUNC
+                return self.open(path, fi)
+            if self.ns.is_dir(name):
+                raise OSError(errno.EISDIR, path)
+            self.ns.check_parent(name)
+            node = Node(name)
+            node.staging(self.write_back, stat.S_IMODE(mode)).dirty = True  # stored at close, even empty
+            fi.fh = self.table.open(node, writing=True)
+        return 0
+
+    @as_errno
+    def read(self, path: str | None, size: int, offset: int, fh) -> bytes:
+        return self.table.node(fh.fh).read(size, offset)
+
+    @as_errno
+    def write(self, path: str | None, data: bytes, offset: int, fh) -> int:
+        node = self.table.node(fh.fh)
+        with node.staged.lock:
+            return node.fill().write(data, offset)
+
+    @as_errno
+    def truncate(self, path: str | None, length: int, fh=None) -> None:
+        if fh is not None:
+            node = self.table.node(fh.fh)
+            with node.staged.lock:
+                node.fill().truncate(length)
+            return
+        self._change(path, lambda staged: staged.truncate(length))
+
+    @as_errno
+    def chmod(self, path: str | None, mode: int) -> None:
+        self._change(path, lambda staged: staged.chmod(mode))
+
+    @as_errno
+    def chown(self, path: str | None, uid: int, gid: int) -> None:
+        """Files are owned by the mounting user until the registry records owners."""
+        if uid not in (-1, os.getuid()) or gid not in (-1, os.getgid()):
+            raise OSError(errno.EPERM, "pfs does not record owners yet")
+        self.getattr(path)
+
+    @as_errno
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> None:
+        self._change(path, lambda staged: staged.utime(times))
+
+    def _change(self, path: str, change) -> None:
+        """Change a file by name: through its open node, or staged, changed and stored again."""
+        name = name_of(path)
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            fresh = node is None
+            if fresh:
+                entry = self.ns.file(name)
+                if entry is None:
+                    if self.ns.is_dir(name):
+                        return  # directories have no recorded attributes yet: accepted, not kept
+                    raise OSError(errno.ENOENT, path)
+                node = Node(name)
+                node.hold(self.store, entry, self.cache, self.ahead)
+        try:
+            staged = node.staging(self.write_back, _mode(node))
+            with staged.lock:
+                change(node.fill())
+                staged.dirty = True
+            if not node.writers:  # else the writer's close stores it
+                node.store_staged(self.store, self.cache, self.ahead)
+        finally:
+            if fresh:
+                node.close()
+
+    @as_errno
+    def flush(self, path: str | None, fh) -> None:
+        """close(): the file is stored whole before close returns (close-to-open consistency)."""
+        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+
+    @as_errno
+    def fsync(self, path: str | None, datasync: int, fh) -> None:
+        """Stored whole, and durable, on return (a put's parts and record are synced)."""
+        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+
+    @as_errno
+    def release(self, path: str | None, fh) -> None:
+        with self.table.lock:
+            node = self.table.release(fh.fh)
+        if node is None:
+            return
+        hidden = node.entry.id if node.hidden_as and node.entry is not None else None
+        node.close()
+        if hidden is not None:
+            namespace_ops.delete_quietly(self.store, hidden)
+
+    # -- names -----------------------------------------------------------------------
+
+    @as_errno
+    def unlink(self, path: str) -> None:
+        namespace_ops.unlink(self, name_of(path))
+
+    @as_errno
+    def mkdir(self, path: str, mode: int) -> None:
+        namespace_ops.mkdir(self, name_of(path))
+
+    @as_errno
+    def rmdir(self, path: str) -> None:
+        namespace_ops.rmdir(self, name_of(path))
+
+    @as_errno
+    def rename(self, old: str, new: str) -> None:
+        namespace_ops.rename(self, name_of(old), name_of(new))
+
+    @as_errno
+    def link(self, target: str, source: str) -> None:
+        raise OSError(errno.EPERM, "pfs has no hard links")
+
+    @as_errno
+    def symlink(self, target: str, source: str) -> None:
+        raise OSError(errno.EPERM, "pfs does not record symbolic links yet")
+
+    @as_errno
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        raise OSError(errno.EPERM, "pfs stores regular files and directories only")
