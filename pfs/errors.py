@@ -93,3 +93,7 @@ class VolumeUnavailableError(VolumeError):
 
 class OutOfSpaceError(VolumeError):
     """The volume has no room left for the part."""
+
+
+class NameConflictError(UsageError):
+    """A record would make a name both a file and a directory (as mkdir over a file)."""

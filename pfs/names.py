@@ -3,7 +3,8 @@
 A name is UTF-8 text: a sequence of segments joined by `/`, without control
 characters (NUL, newline, ...) or bytes of another encoding, whatever the
 registry (JSON files or PostgreSQL) that keeps it. Directories are implied by the
-names (as S3 prefixes are): there is no directory record. A command argument
+names (as S3 prefixes are), or recorded (put -r records every directory, so an
+empty one exists); a name is a file or a directory, never both. A command argument
 made only of digits is a file id; `./123` or `/123` reaches a file named `123`.
 """
 

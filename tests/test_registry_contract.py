@@ -7,6 +7,7 @@ registering its session."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from pfs.codec import file_digest
-from pfs.errors import StoreLockedError
-from pfs.registry import (FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, SessionFiles, FileTable,
+from pfs.errors import NameConflictError, StoreLockedError
+from pfs.registry import (BadRecord, FileEntry, FileRegistry, Manifest, PartEntry, PartRegistry, SessionFiles, FileTable,
                           PartTable, SessionTable)
 from pfs.volumes import part_id
 
@@ -300,3 +301,194 @@ def test_a_rename_moves_a_file_to_its_new_name(clients):
     assert a.files.current("new").id == old.id and [e.id for e in a.files.named("new")] == [kept.id, old.id]
     b.files.save(dataclasses.replace(b.files.get(kept.id), name="dir/kept"))
     assert clients().files.under("", recursive=True) == (["dir/kept", "new"], [])
+
+
+# -- entry kinds, metadata, and a name is a file or a directory -------------------------
+
+def entry_of(name: str, kind: str = "file", status: str = "stored", **fields) -> FileEntry:
+    """A record of any kind: a directory or symlink has no parts."""
+    base = named(0, name, status)
+    if kind != "file":
+        base = dataclasses.replace(base, size=0, parts=0)
+    return dataclasses.replace(base, kind=kind, **fields)
+
+
+def test_kinds_and_metadata_are_kept_for_every_client(clients):
+    """Directories (empty ones too), symlinks with their target, and each
+    entry's mode, mtime (ns), uid and gid, as another client, a compaction and
+    a client opened afterwards see them."""
+    a = clients()
+    made = [a.files.add(entry_of("tree", "dir", mode=0o755, mtime=1_700_000_000_123_456_789, uid=0, gid=0)),
+            a.files.add(entry_of("tree/empty", "dir", mode=0o700, mtime=-5, uid=1000, gid=100)),
+            a.files.add(entry_of("tree/link", "symlink", target="../elsewhere/ü", mode=0o777, uid=65534, gid=65534)),
+            a.files.add(entry_of("tree/dangling", "symlink", target="nowhere")),
+            a.files.add(entry_of("tree/f", mode=0o600, mtime=2, uid=(1 << 32) - 2, gid=7))]
+    b = clients()
+    assert [b.files.get(e.id) for e in made] == made
+    assert b.files.current("tree/empty").is_dir and b.files.current("tree/link").target == "../elsewhere/ü"
+    assert b.files.under("tree/") == (["tree/dangling", "tree/empty", "tree/f", "tree/link"], [])
+    a.files.compact()
+    for client in (b, clients()):
+        assert [client.files.get(e.id) for e in made] == made
+        assert client.files.current("tree/f").kind == "file" and client.files.current("tree/f").uid == (1 << 32) - 2
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"kind": "dir", "size": 10, "parts": 1}, "has a size"),
+    ({"kind": "symlink", "size": 0, "parts": 0}, "target"),
+    ({"target": "x"}, "target"),
+    ({"kind": "fifo", "size": 0, "parts": 0}, "kind"),
+    ({"uid": -1}, "uid"),
+    ({"gid": 1 << 32}, "gid"),
+    ({"uid": "0"}, "uid"),
+])
+def test_a_record_of_no_kind_pfs_writes_is_refused(clients, fields, problem):
+    a = clients()
+    with pytest.raises(BadRecord, match=problem):
+        a.files.add(dataclasses.replace(named(0, "x"), **fields))
+    assert a.files.all() == [] and clients().files.all() == []
+
+
+@pytest.mark.parametrize("first, second", [
+    (("a", "file"), ("a/b", "file")),  # a file cannot hold names
+    (("a/b", "file"), ("a", "file")),  # names under it make `a` a directory
+    (("a/b", "file"), ("a", "symlink")),
+    (("a", "dir"), ("a", "file")),
+    (("a", "file"), ("a", "dir")),
+    (("a", "symlink"), ("a/b/c", "dir")),  # a symlink is not a directory: it is never followed
+    (("a/b/c", "file"), ("a/b", "file")),
+])
+def test_a_name_is_a_file_or_a_directory_never_both(clients, first, second):
+    a, b = clients(), clients()
+    kept = a.files.add(entry_of(first[0], first[1], target="t" if first[1] == "symlink" else ""))
+    with pytest.raises(NameConflictError, match=r"^cannot record the (file|directory) "):
+        b.files.add(entry_of(second[0], second[1], "storing", target="t" if second[1] == "symlink" else ""))
+    assert clients().files.all() == [kept]
+
+
+def test_what_makes_a_tree_is_allowed(clients):
+    """Directory records hold names under them; a file replaces a file or a
+    symlink; a failed or deleting record holds no name; a record that holds
+    its name is saved again (stored after storing, other fields changed)."""
+    a = clients()
+    a.files.add(entry_of("d", "dir"))
+    a.files.add(entry_of("d/e", "dir"))
+    a.files.add(entry_of("d/e/f"))
+    a.files.add(entry_of("d/e/f"))
+    a.files.add(entry_of("d/e/f", "symlink", target="g"))
+    a.files.add(entry_of("d", "dir"))
+    failed = a.files.add(entry_of("x", status="failed"))
+    a.files.add(entry_of("x/y"))
+    gone = a.files.add(entry_of("p/q"))
+    a.files.save(dataclasses.replace(gone, status="deleting"))
+    put = a.files.add(entry_of("p", status="storing"))
+    a.files.save(dataclasses.replace(put, status="stored", mtime=5))
+    assert clients().files.current("p").mtime == 5 and clients().files.get(failed.id).status == "failed"
+
+
+def test_a_rename_that_would_make_a_name_both_is_refused(clients):
+    a, b = clients(), clients()
+    file = a.files.add(entry_of("f"))
+    a.files.add(entry_of("dir/inner"))
+    with pytest.raises(NameConflictError):
+        b.files.save(dataclasses.replace(file, name="dir"))
+    with pytest.raises(NameConflictError):
+        b.files.save(dataclasses.replace(b.files.get(file.id), name="dir/inner/deeper"))
+    b.files.save(dataclasses.replace(b.files.get(file.id), name="dir/other"))
+    assert a.files.under("dir/") == (["dir/inner", "dir/other"], [])
+
+
+RACER = textwrap.dedent("""
+    import sys, dataclasses
+    sys.path.insert(0, {tests!r})
+    from test_registry_contract import json_client, db_client, entry_of
+    from pathlib import Path
+    from pfs.errors import NameConflictError
+    location, which, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    client = db_client(location) if location.startswith("postgresql") else json_client(Path(location))
+    print("ready", flush=True)
+    sys.stdin.readline()  # both start at once
+    won = 0
+    for i in range(rounds):
+        name = f"n{{i}}" if (i + which) % 2 else f"n{{i}}/inner"  # the two racers claim both ways round
+        try:
+            client.files.add(entry_of(name))
+            won += 1
+        except NameConflictError:
+            pass
+    client.close()
+    print(won)
+""")
+
+
+def test_two_processes_racing_for_a_name_never_make_it_both(clients, location):
+    """Real concurrent processes claim each name as a file and as a directory at
+    once: every time exactly one of them wins (decided where it is recorded)."""
+    clients()  # the store (or database schema) exists before the racers start
+    rounds = 150
+    script = RACER.format(tests=str(Path(__file__).parent))
+    racers = [subprocess.Popen([sys.executable, "-c", script, location, str(which), str(rounds)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for which in (0, 1)]
+    assert [r.stdout.readline() for r in racers] == ["ready\n"] * 2
+    for r in racers:
+        r.stdin.write("go\n")
+        r.stdin.flush()
+    won = [int(r.communicate(timeout=120)[0]) for r in racers]
+    assert all(r.returncode == 0 for r in racers)
+    held = {e.name for e in clients().files.all()}
+    assert sum(won) == len(held) == rounds
+    assert all((f"n{i}" in held) != (f"n{i}/inner" in held) for i in range(rounds))
+
+
+def make_old_pair(location: str, client: Client) -> None:
+    """What a store made before kinds may hold: `a` a file and `a/b` under it,
+    written as that pfs wrote them (no check to refuse them)."""
+    a, b = entry_of("a"), entry_of("a/b")
+    a.id, b.id = client.files.new_id(), client.files.new_id()
+    if location.startswith("postgresql"):
+        from pfs.registry.postgres import _UPSERT_FILE
+
+        with client.files._db.transaction() as cur:
+            for e in (a, b):
+                cur.execute(_UPSERT_FILE, dataclasses.astuple(e))
+    else:
+        with open(Path(location) / "files.jsonl", "a") as journal:
+            for e in (a, b):
+                journal.write(json.dumps({"op": "put", "file": dataclasses.asdict(e)}) + "\n")
+
+
+def test_a_store_that_holds_a_file_and_a_directory_of_one_name_opens_as_it_is(clients, location):
+    old = clients()
+    make_old_pair(location, old)
+    a = clients()
+    assert a.files.under("") == (["a"], ["a/"]) and a.files.current("a/b") is not None
+    file = a.files.current("a")
+    a.files.save(dataclasses.replace(file, reason="saved again as it was"))  # it held its name already
+    with pytest.raises(NameConflictError):
+        a.files.add(entry_of("a/c"))
+    with pytest.raises(NameConflictError):
+        a.files.add(entry_of("a"))  # a new file of that name: refused now
+
+
+def test_a_store_made_before_kinds_opens_with_its_records_as_files(clients, location, monkeypatch):
+    """JSON: a snapshot whose columns stop before the new fields; PostgreSQL: a
+    table without their columns. Both read back as files of unknown owner."""
+    old = clients()
+    entries = [old.files.add(named(0, f"old/{i}")) for i in range(3)]
+    if location.startswith("postgresql"):
+        with old.files._db.transaction() as cur:
+            cur.execute("ALTER TABLE pfs_files DROP COLUMN kind, DROP COLUMN target, DROP COLUMN uid, "
+                        "DROP COLUMN gid; DELETE FROM pfs_schema")
+    else:
+        from pfs.registry import snapshot
+
+        old.files.compact()
+        monkeypatch.setattr(snapshot, "FILE_FIELDS", snapshot.FILE_FIELDS[:-4])
+        data = snapshot.encode(entries[-1].id + 1, entries)
+        monkeypatch.undo()
+        assert b'"kind"' not in data
+        (Path(location) / "files.json").write_bytes(data)
+    new = clients()
+    assert new.files.all() == entries and all(e.kind == "file" and e.uid is None for e in new.files.all())
+    new.files.add(entry_of("old/d", "dir", uid=3))
+    assert clients().files.current("old/d").uid == 3

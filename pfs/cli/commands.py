@@ -7,6 +7,7 @@ errors are PfsErrors, reported as one `error:` line, and the session goes on.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import shlex
@@ -22,7 +23,7 @@ from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, Usage
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
-from pfs.registry import STORED, FileEntry, Manifest, bulk
+from pfs.registry import FILE, STORED, FileEntry, Manifest, bulk
 from pfs.store.core import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -460,7 +461,9 @@ def cmd_list(s: Session, a: Args) -> None:
     """Like a directory listing: the files under PREFIX, each subdirectory as one
     row (all names below it with --recursive). Every record of a name is shown:
     the one the name resolves to (the last stored), older versions kept by
-    `put --keep` and failed puts, each with its id."""
+    `put --keep` and failed puts, each with its id. A directory recorded (by
+    put -r) shows as one, a symlink with its target; a name that is both a file
+    and a directory (a store made before that was refused) is marked so."""
     prefix = a.get(0) or ""
     with bulk():  # 100,000 rows are plain data: no cycles for the collector to look for
         names, dirs = s.store.under(prefix, "--recursive" in a.flags)
@@ -469,16 +472,28 @@ def cmd_list(s: Session, a: Args) -> None:
                 raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
             s.out.line("no files stored yet (put PATH stores one)")
             return
-        rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs]
-        rows += _file_rows(s.store, s.store.files.named_each(names))
+        records = s.store.files.named_each(names)
+        recorded = {name for name, entries in records.items() if any(e.is_dir for e in entries)}
+        rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs if d[:-1] not in recorded]
+        rows += _file_rows(s.store, records, set(dirs) | _directories_among(names))
         rows.sort(key=itemgetter(1))
         s.out.table(Table(["id", "name", "size", "parts", "status", "stored", "present", "redundancy"], rows,
                           frozenset({"id", "size", "parts", "stored", "present"})))
 
 
-def _file_rows(store: Store, records: dict[str, list[FileEntry]]) -> list[list[str]]:
+def _directories_among(names: list[str]) -> set[str]:
+    """The directories (`a/`) that some of the sorted `names` lie in and that are names too."""
+    made = set()
+    for name in names:
+        i = bisect.bisect_left(names, name + "/")
+        if i < len(names) and names[i].startswith(name + "/"):
+            made.add(name + "/")
+    return made
+
+
+def _file_rows(store: Store, records: dict[str, list[FileEntry]], dirs: set[str]) -> list[list[str]]:
     """A listing's row of each record of each name, in one plain loop: it runs
-    100,000 times for a big store."""
+    100,000 times for a big store. `dirs` are the directories the names make."""
     redundancy = store.redundancy_of([e for entries in records.values() for e in entries])
     # most files share one Redundancy (their layout, all present): its cells are made once
     cells = {key: [r.counts, str(r)] for key, r in {id(r): r for r in redundancy.values()}.items()}
@@ -489,9 +504,24 @@ def _file_rows(store: Store, records: dict[str, list[FileEntry]]) -> list[list[s
             stored = e.status == STORED
             status = e.status + (f" ({e.reason})" if e.reason else "") + \
                 (" (older version)" if stored and e is not current else "")
+            if e.kind != FILE:
+                rows.append(_entry_row(e, status, dirs))
+                continue
+            if e.name + "/" in dirs:
+                status += f" (also a directory: {e.name}/)"
             rows.append([str(e.id), e.name, format_size(e.size), str(e.parts), status,
                          format_size(e.stored) if stored else "-", *cells[id(redundancy[e.id])]])
     return rows
+
+
+def _entry_row(e: FileEntry, status: str, dirs: set[str]) -> list[str]:
+    """The row of a directory or symlink record: no size, no parts."""
+    if e.is_dir:
+        kind = "directory" if status == STORED else f"directory, {status}"
+        return [str(e.id), e.name + "/", "-", "-", kind, "-", "-", "-"]
+    also = f" (also a directory: {e.name}/)" if e.name + "/" in dirs else ""
+    kind = f"symlink -> {e.target}" + ("" if status == STORED else f", {status}") + also
+    return [str(e.id), e.name, "-", "-", kind, "-", "-", "-"]
 
 
 def _resolved(entries: list[FileEntry]) -> FileEntry | None:
@@ -515,8 +545,8 @@ def cmd_info(s: Session, a: Args) -> None:
     manifest = s.store.manifest(file_id)
     status = entry.status + (f" ({entry.reason})" if entry.reason else "")
     parts = f"{entry.parts} of {format_size(entry.chunk_size)}"
-    fields = [("name", entry.name), ("id", str(entry.id)), ("size", f"{format_size(entry.size)} ({entry.size:,} bytes)"),
-              ("status", status), ("parts", parts)]
+    fields = [("name", entry.name), ("id", str(entry.id)), *_kind_fields(entry),
+              ("size", f"{format_size(entry.size)} ({entry.size:,} bytes)"), ("status", status), ("parts", parts)]
     if manifest:
         codecs = Counter(p.codec for p in manifest.parts)
         fields += [("stored", _stored(entry, manifest)),
@@ -542,6 +572,20 @@ def cmd_info(s: Session, a: Args) -> None:
             for p in (manifest.parts if manifest else [])]
     s.out.table(Table(["part", "offset", "size", "stored", "codec", "hash", "status", "part id", "volumes"], rows,
                       frozenset({"part", "offset", "size", "stored"})))
+
+
+def _kind_fields(entry: FileEntry) -> list[tuple[str, str]]:
+    """What the entry is, and the source's metadata it restores."""
+    fields = [("kind", {"file": "regular file", "dir": "directory", "symlink": "symbolic link"}[entry.kind])]
+    if entry.target:
+        fields.append(("target", entry.target))
+    if entry.mode is not None:
+        fields.append(("mode", f"{entry.mode:04o}"))
+    if entry.mtime is not None:
+        fields.append(("modified", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.mtime / 1e9))))
+    if entry.uid is not None:
+        fields.append(("owner", f"uid {entry.uid}, gid {entry.gid}"))
+    return fields
 
 
 def _stored(entry: FileEntry, manifest: Manifest) -> str:

@@ -5,7 +5,13 @@ Three tables, each shared by every client (process, machine) of one store:
 * FileTable: file id -> FileEntry. Every update is durable and visible to the
   other clients at their next read; ids are unique among all clients and never
   reused, even after a delete. Names are paths: a name resolves to the last
-  file stored under it, and a prefix lists like a directory.
+  file stored under it, and a prefix lists like a directory. A record is a
+  regular file, a directory or a symlink (FileEntry.kind, with mode, mtime,
+  uid, gid; a symlink's target); a directory is implied by the names under it
+  or recorded (so an empty one exists), and a name held by a `storing` or
+  `stored` record is a file or a directory, never both: `add` and `save`
+  refuse a record that would make it both (NameConflictError), decided and
+  written under one lock or transaction.
 * PartTable: file id -> Manifest (the parts of a stored file).
 * SessionTable: the clients that have the store open. A session is live while
   its client is (provably: a lock it holds, or a heartbeat that has not
@@ -39,11 +45,14 @@ class FileTable(ABC):
     @abstractmethod
     def add(self, entry: FileEntry) -> FileEntry:
         """Record a new file durably under a fresh id (whatever `entry.id` says),
-        chosen and recorded at once; returns the entry with its id."""
+        chosen and recorded at once; returns the entry with its id. Raises
+        NameConflictError if it would make a name both a file and a directory."""
 
     @abstractmethod
     def save(self, entry: FileEntry) -> None:
-        """Record (insert or replace) a file durably."""
+        """Record (insert or replace) a file durably. Raises NameConflictError if
+        it would make a name both a file and a directory (a record that held its
+        name already, under the same name and kind, is not checked again)."""
 
     @abstractmethod
     def remove(self, file_id: int) -> None:
@@ -82,7 +91,9 @@ class FileTable(ABC):
     @abstractmethod
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         """(names, directories ending in `/`) under a prefix (`` or ending in `/`),
-        each sorted by code point; not recursive, a subdirectory is one entry."""
+        each sorted by code point; not recursive, a subdirectory is one entry.
+        A directory record is a name like any other (its kind says what it is);
+        a directory holding names is also among the directories."""
 
     @abstractmethod
     def compact(self) -> None:

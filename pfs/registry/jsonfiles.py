@@ -28,9 +28,9 @@ from pathlib import Path
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.names import NameIndex
-from pfs.registry.records import (DELETING, FILE_FIELDS, MAX_INT, STORED, STORING, BadRecord, FileEntry, Manifest,
-                                  _ints, _one_of, _row_problem, _types, bulk)
+from pfs.registry.names import NameIndex, ancestors, conflict
+from pfs.registry.records import (DELETING, DIR, FILE_FIELDS, HOLDING, MAX_INT, STORED, STORING, BadRecord, FileEntry,
+                                  Manifest, _ints, _one_of, _row_problem, _types, bulk)
 from pfs.registry.snapshot import Columns, encode, is_sealed
 
 log = logging.getLogger("pfs")
@@ -260,7 +260,9 @@ class FileRegistry(FileTable):
         try:
             data = self._snapshot.read_bytes()
             if data.startswith(b'{"format":2,'):
-                self._load_columns(Columns(data))
+                columns = Columns(data)
+                self._outdated = self._outdated or columns.outdated
+                self._load_columns(columns)
                 return
             snap = json.loads(data)
             if type(snap) is not dict:
@@ -506,10 +508,42 @@ class FileRegistry(FileTable):
 
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
+        self._refuse_conflict(entry)
         self._append({"op": "put", "file": asdict(entry)})
         self._put(entry)
         self._next_id = max(self._next_id, entry.id + 1)
         self._maybe_compact()
+
+    def _refuse_conflict(self, entry: FileEntry) -> None:
+        """Raise NameConflictError if `entry` would make a name both a file and a
+        directory (holding the exclusive lock, caught up: decided and recorded
+        at once). A record that already held its name, as it was, is not
+        checked again: a store made before kinds may hold both, and stays as it is."""
+        if entry.status not in HOLDING:
+            return
+        old = self._files.get(entry.id)
+        if old is not None and self._field(old, "status") in HOLDING and self._field(old, "name") == entry.name \
+                and self._field(old, "kind") == entry.kind:
+            return
+        index = self._index()
+
+        def held_as(name: str) -> str | None:
+            """The kind of a record (other than entry's) holding `name`, or None."""
+            for file_id in index.ids(name):
+                found = self._files[file_id]
+                if file_id != entry.id and self._field(found, "status") in HOLDING:
+                    return self._field(found, "kind")
+            return None
+        for outer in ancestors(entry.name):
+            if held_as(outer) not in (None, DIR):
+                raise conflict(entry.name, entry.is_dir, outer, False)
+        kind = held_as(entry.name)
+        if kind is not None and (kind == DIR) != entry.is_dir:
+            raise conflict(entry.name, entry.is_dir, entry.name, kind == DIR)
+        if not entry.is_dir:
+            inner = next((n for n in index.names_under(entry.name + "/") if held_as(n)), None)
+            if inner is not None:
+                raise conflict(entry.name, False, inner, False)
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""

@@ -44,7 +44,8 @@ from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
+from pfs.registry.names import ancestors, conflict
+from pfs.registry.records import DIR, FILE_FIELDS, HOLDING, STORED, STORING, BadRecord, FileEntry, Manifest
 
 log = logging.getLogger("pfs")
 
@@ -59,7 +60,8 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text",
-                 "copies": "integer", "ec": "text", "replaces": "bigint"}
+                 "copies": "integer", "ec": "text", "replaces": "bigint",
+                 "kind": "text", "target": "text", "uid": "bigint", "gid": "bigint"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")
@@ -127,6 +129,18 @@ _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
                   "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
                   "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
+#: The first advisory lock key of the lock on a top-level name (its second key: hashtext of it), taken by
+#: each write that claims a name: a name and every name under it share their top-level segment.
+_NAME_LOCKS = 0x706E
+#: Whether the record %(id)s already holds its name as it is (then it is not checked again).
+_HOLDS_ALREADY = ("SELECT 1 FROM pfs_files WHERE id = %(id)s AND name = %(name)s AND kind = %(kind)s "
+                  "AND status IN ('storing', 'stored')")
+#: A record other than %(id)s that holds a name which, with %(name)s, would be both a file and a directory.
+_CONFLICTING_NAME = ("SELECT name, kind FROM pfs_files WHERE id <> %(id)s AND status IN ('storing', 'stored') "
+                     "AND ((name COLLATE \"C\" = ANY(%(outer)s::text[]) AND kind <> 'dir') "
+                     "OR (name COLLATE \"C\" = %(name)s AND (kind = 'dir') <> %(is_dir)s) "
+                     "OR (NOT %(is_dir)s AND name COLLATE \"C\" LIKE %(like)s ESCAPE '\\')) "
+                     "ORDER BY name COLLATE \"C\" LIMIT 1")
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -388,8 +402,26 @@ class DatabaseFiles(FileTable):
     @staticmethod
     def _write(cur, entry: FileEntry) -> None:
         FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
+        DatabaseFiles._refuse_conflict(cur, entry)
         if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
             raise _rolled_back(entry)
+
+    @staticmethod
+    def _refuse_conflict(cur, entry: FileEntry) -> None:
+        """Raise NameConflictError if `entry` would make a name both a file and a
+        directory: checked in the transaction that writes it, under a lock on its
+        top-level segment, so two clients cannot make both at once."""
+        if entry.status not in HOLDING:
+            return
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, entry.name.split("/")[0]))
+        args = {"id": entry.id, "name": entry.name, "kind": entry.kind, "is_dir": entry.is_dir,
+                "outer": ancestors(entry.name), "like": _like_prefix(entry.name + "/")}
+        if cur.execute(_HOLDS_ALREADY, args).fetchone():
+            return
+        found = cur.execute(_CONFLICTING_NAME, args).fetchone()
+        if found:
+            other, kind = found
+            raise conflict(entry.name, entry.is_dir, other, kind == DIR and other == entry.name)
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:

@@ -17,6 +17,14 @@ from pfs.volumes import part_id
 
 STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
+#: What a record is: a regular file (parts hold its bytes), a directory (explicit,
+#: so that an empty one exists) or a symbolic link (its target recorded, never followed).
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+KINDS = frozenset((FILE, DIR, SYMLINK))
+#: Statuses whose record holds its name: a name held so is a file or a directory, never both.
+HOLDING = frozenset((STORING, STORED))
+#: The highest uid or gid a record keeps (32 bits, as Linux has).
+MAX_OWNER = (1 << 32) - 1
 #: Bounds on what a record may claim, so that a damaged one cannot make open,
 #: recovery or repair loop for ever or overflow the OS: no file has more parts
 #: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
@@ -126,6 +134,10 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
     "replaces": (_ints(0, MAX_INT), "is not a file id"),
     "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
+    "kind": (_one_of(KINDS), "is not file, dir or symlink"),
+    "target": (_types(str), "is not text"),
+    "uid": (_optional(_ints(0, MAX_OWNER)), "is not a user id"),
+    "gid": (_optional(_ints(0, MAX_OWNER)), "is not a group id"),
 }
 
 
@@ -139,12 +151,26 @@ def _record_problem(columns: dict[str, Sequence]) -> str | None:
         return "parts does not match size and chunk_size"
     if any(c != 1 and e for c, e in zip(columns["copies"], columns["ec"])):
         return "copies and ec are both set"
+    if any(k != FILE and (size or parts) for k, size, parts in zip(columns["kind"], columns["size"], columns["parts"])):
+        return "a directory or symlink has a size"
+    if any((k == SYMLINK) != bool(t) for k, t in zip(columns["kind"], columns["target"])):
+        return "target is not set exactly for a symlink"
     return None
 
 
 @dataclass(slots=True)
 class FileEntry:
-    """One stored file as the FileRegistry knows it."""
+    """One entry of the store as the registry knows it: a regular file, a
+    directory or a symbolic link (`kind`), under its name (a path).
+
+    A file's bytes are in parts (see Manifest); a directory or symlink record
+    has no parts and no manifest (size 0), and a symlink's `target` is the
+    link's text, kept as it was read and never followed. `mode` (permission
+    bits), `mtime` (ns), `uid` and `gid` are the source's (None: not known, in
+    records older than them). A name held by a `storing` or `stored` record is
+    a file or a directory, never both: the registry refuses a record that would
+    make it both (NameConflictError), whoever writes it.
+    """
 
     id: int
     name: str
@@ -165,6 +191,14 @@ class FileEntry:
     copies: int = 1  # copies of each part on distinct volumes (1 where ec is set)
     ec: str = ""  # "K+M": each part split into K data and M parity shards on distinct volumes ("": copies)
     replaces: int = 0  # the file this one took the name of, to be deleted (0: none, or kept)
+    kind: str = FILE  # FILE, DIR or SYMLINK (records older than kinds are files)
+    target: str = ""  # a symlink's target, as readlink gave it ("" for the other kinds)
+    uid: int | None = None  # the source's owner (None: not known)
+    gid: int | None = None  # the source's group (None: not known)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIR
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:

@@ -37,6 +37,7 @@ from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_
                           PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
                           write_json_atomic)
 from pfs.registry.postgres import is_database
+from pfs.registry.records import FILE, KINDS
 from pfs.store.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
@@ -316,6 +317,8 @@ def open_source(path: Path, name: str) -> Source:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
             source = Source(fd, os.fstat(fd))
             mode = source.before.st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{name} is a directory", "put -r stores a whole directory")
         if not stat.S_ISREG(mode):
             raise UsageError(f"{name} is {file_kind(mode)}", "put stores one regular file at a time")
         if not source.size_is_true():
@@ -835,6 +838,8 @@ class Store:
         names.target); returns it with its id. finish_put reads every part from
         this one open file."""
         path = user_path(source)
+        if path.is_dir():
+            raise UsageError(f"{source} is a directory", "put -r stores a whole directory")
         name = names.target(name, path.name)
         if self.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.root}", "pfs does not store its own files")
@@ -1014,12 +1019,16 @@ class Store:
             raise damaged(self.root, f"the manifest of file {entry.id} does not match its record: {where}")
         return manifest
 
-    def stored_entry(self, file_id: int) -> FileEntry:
+    def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
+        """A stored record of one of `kinds` (a regular file, unless told)."""
         entry = self.entry(file_id)
         if entry.status != STORED:
             why = f": {entry.reason}" if entry.reason else ""
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}{why}",
                              "only stored files can be read; `delete` removes it")
+        if entry.kind not in kinds:
+            raise UsageError(f"{entry.name} is a {'directory' if entry.is_dir else 'symbolic link'}",
+                             "get -r restores a directory, its symbolic links included")
         return entry
 
     def _check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
@@ -1124,15 +1133,20 @@ class Store:
                cancel: threading.Event | None = None, heal: bool = False) -> Findings:
         """Check every piece of every part of a stored file; with `heal`, rewrite the
         damaged ones and move pieces off volumes that no longer keep them
-        (a scrub). Without, nothing is written. Stops when `cancel` is set."""
-        entry = self.stored_entry(file_id)
+        (a scrub). Without, nothing is written. Stops when `cancel` is set.
+        A directory or symlink has no parts: nothing to check."""
+        entry = self.stored_entry(file_id, KINDS)
+        if entry.kind != FILE:
+            return Findings()
         return self._check_parts(entry, None, progress, cancel, every=True, heal=heal, relocate=heal)
 
     def heal(self, file_id: int, progress: Progress = _no_progress,
              cancel: threading.Event | None = None) -> Findings:
         """Restore the file's redundancy: put a new copy or shard on another volume
         for each one on a volume that is missing or draining."""
-        entry = self.stored_entry(file_id)
+        entry = self.stored_entry(file_id, KINDS)
+        if entry.kind != FILE:
+            return Findings()
         return self._check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)
 
     def destination(self, file_id: int, dest: str | None, force: bool = False) -> Path:
