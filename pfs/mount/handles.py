@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from pfs.mount.reading import PartCache, StoredFile
 from pfs.mount.staging import Staged, WriteBack
@@ -26,6 +28,7 @@ class Node:
         self.staged: Staged | None = None
         self.opens = 0
         self.writers = 0  # of the opens, those that may write
+        self.owner: tuple[int, int] | None = None  # (uid, gid) given by create or chown, recorded when stored
         self.hidden_as: str | None = None  # the name its stored file was moved to when unlinked
         self._holding = contextlib.ExitStack()
 
@@ -75,8 +78,12 @@ class Node:
         with staged.lock:
             if not staged.dirty:
                 return
+            owner = self.owner or ((self.entry.uid, self.entry.gid) if self.entry is not None else None)
             entry = store.begin_put(str(staged.path), self.name)
             done = store.finish_put(entry, str(staged.path))
+            if owner is not None and None not in owner and owner != (os.getuid(), os.getgid()):
+                done = replace(done, uid=owner[0], gid=owner[1])  # the mount's own user needs no record
+                store.files.save(done)
             staged.dirty = False
         self.hold(store, done, cache, ahead)
 

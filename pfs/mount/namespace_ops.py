@@ -1,5 +1,5 @@
-"""Changes of names through the mount: unlink, mkdir, rmdir and rename. A
-rename moves no data: each file's record takes its new name, as `mv` does."""
+"""Changes of names through the mount: unlink, mkdir, symlink, rmdir and
+rename. A rename moves no data: each record takes its new name, as `mv` does."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pfs.errors import PfsError
 from pfs.mount.view import HIDDEN, parent_of
+from pfs.registry import DIR, SYMLINK
 from pfs.store.core import Store
 
 if TYPE_CHECKING:
@@ -35,13 +36,14 @@ def sweep_hidden(store: Store) -> None:
 
 
 def unlink(ops: Operations, name: str) -> None:
-    """Remove a file's name. A file still open keeps its data until its last
-    close: its record moves under HIDDEN meanwhile, out of every listing."""
+    """Remove a file's (or symlink's) name. A file still open keeps its data
+    until its last close: its record moves under HIDDEN meanwhile, out of every listing."""
     with ops.table.lock:
         entry = ops.ns.file(name)
         node = ops.table.by_name.get(name)
         if entry is None and node is None:
             raise OSError(errno.EISDIR if ops.ns.is_dir(name) else errno.ENOENT, name)
+        ops.ns.keep_dir(parent_of(name))
         if node is not None:
             ops.table.unlinked(name)
             if entry is not None and node.entry is not None and node.entry.id == entry.id:
@@ -50,23 +52,22 @@ def unlink(ops: Operations, name: str) -> None:
                 return
         if entry is not None:
             ops.store.delete(entry.id)
-        _keep_parent(ops, name)
 
 
-def _keep_parent(ops: Operations, name: str) -> None:
-    """The directory a name left stays, as it would on any file system, though
-    no stored name implies it any more."""
-    parent = parent_of(name)
-    if parent and not ops.ns.is_dir(parent):
-        ops.ns.made.add(parent)
-
-
-def mkdir(ops: Operations, name: str) -> None:
+def mkdir(ops: Operations, name: str, mode: int, owner: tuple[int, int]) -> None:
     with ops.table.lock:
-        if not name or ops.ns.file(name) is not None or name in ops.table.by_name or ops.ns.is_dir(name):
+        if not name or ops.ns.entry(name) is not None or name in ops.table.by_name or ops.ns.is_dir(name):
             raise OSError(errno.EEXIST, name)
         ops.ns.check_parent(name)
-        ops.ns.made.add(name)
+        ops.ns.record(name, DIR, mode, owner)
+
+
+def symlink(ops: Operations, name: str, target: str, owner: tuple[int, int]) -> None:
+    with ops.table.lock:
+        if not name or ops.ns.entry(name) is not None or name in ops.table.by_name or ops.ns.is_dir(name):
+            raise OSError(errno.EEXIST, name)
+        ops.ns.check_parent(name)
+        ops.ns.record(name, SYMLINK, 0o777, owner, target)
 
 
 def rmdir(ops: Operations, name: str) -> None:
@@ -79,8 +80,10 @@ def rmdir(ops: Operations, name: str) -> None:
             raise OSError(errno.ENOENT, name)
         if _has_children(ops, name):
             raise OSError(errno.ENOTEMPTY, name)
-        ops.ns.forget_made(name)
-        _keep_parent(ops, name)
+        ops.ns.keep_dir(parent_of(name))
+        entry = ops.ns.entry(name)
+        if entry is not None:
+            ops.store.delete(entry.id)
 
 
 def _has_children(ops: Operations, name: str) -> bool:
@@ -89,8 +92,8 @@ def _has_children(ops: Operations, name: str) -> bool:
 
 
 def rename(ops: Operations, old: str, new: str) -> None:
-    """rename(2): a file or a whole directory, replacing a file (or an empty
-    directory) under the new name, as POSIX says."""
+    """rename(2): a file, symlink or whole directory, replacing a file (or an
+    empty directory) under the new name, as POSIX says."""
     if not old or not new:
         raise OSError(errno.EBUSY, "the mount's root")
     if new.startswith(old + "/"):
@@ -103,6 +106,7 @@ def rename(ops: Operations, old: str, new: str) -> None:
             return
         ops.ns.check_parent(new)
         target_file = ops.ns.file(new) is not None or new in ops.table.by_name
+        ops.ns.keep_dir(parent_of(old))
         if is_file:
             if not target_file and ops.ns.is_dir(new):
                 raise OSError(errno.EISDIR, new)
@@ -110,10 +114,13 @@ def rename(ops: Operations, old: str, new: str) -> None:
         else:
             if target_file:
                 raise OSError(errno.ENOTDIR, new)
-            if ops.ns.is_dir(new) and _has_children(ops, new):
-                raise OSError(errno.ENOTEMPTY, new)
+            if ops.ns.is_dir(new):
+                if _has_children(ops, new):
+                    raise OSError(errno.ENOTEMPTY, new)
+                emptied = ops.ns.entry(new)
+                if emptied is not None:
+                    ops.store.delete(emptied.id)
             _rename_directory(ops, old, new)
-        _keep_parent(ops, old)
 
 
 def _rename_file(ops: Operations, old: str, new: str) -> None:
@@ -121,8 +128,9 @@ def _rename_file(ops: Operations, old: str, new: str) -> None:
     if node is not None:  # a file written here and not yet stored is stored first: the rename moves it whole
         node.store_staged(ops.store, ops.cache, ops.ahead)
     replaced = ops.table.unlinked(new)  # an open file under the new name keeps reading what it opened
-    if replaced is not None and replaced.entry is not None and ops.ns.file(new) is not None \
-            and ops.ns.file(new).id == replaced.entry.id:
+    current = ops.ns.file(new)
+    if replaced is not None and replaced.entry is not None and current is not None \
+            and current.id == replaced.entry.id:
         replaced.hidden_as = f"{HIDDEN}/{replaced.entry.id}"
         ops.store.rename(replaced.entry.id, replaced.hidden_as)
     entry = ops.ns.file(old)
@@ -132,13 +140,17 @@ def _rename_file(ops: Operations, old: str, new: str) -> None:
 
 
 def _rename_directory(ops: Operations, old: str, new: str) -> None:
+    """Each record under the directory takes its new name (no data moves),
+    the directory's own record last."""
     for node in [n for name, n in ops.table.by_name.items() if name.startswith(old + "/")]:
         node.store_staged(ops.store, ops.cache, ops.ahead)
     for name in ops.store.files.under(old + "/", recursive=True)[0]:
         entry = ops.store.files.current(name)
         if entry is not None:
             ops.store.rename(entry.id, new + name[len(old):])
-    made = [m for m in ops.ns.made if m == old or m.startswith(old + "/")]
-    ops.ns.forget_made(old)
-    ops.ns.made.update([new, *(new + m[len(old):] for m in made)])  # it stays a directory, even empty
+    own = ops.ns.entry(old)
+    if own is not None:
+        ops.store.rename(own.id, new)
+    else:
+        ops.ns.keep_dir(new)
     ops.table.rename(old, new)

@@ -19,6 +19,7 @@ from pfs.mount.handles import Node, Table
 from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
 from pfs.mount.view import Namespace, name_of
+from pfs.registry import DIR, SYMLINK, FileEntry
 from pfs.store.core import Store
 
 log = logging.getLogger("pfs")
@@ -46,9 +47,16 @@ def as_errno(op):
     return run
 
 
-def _mode(node: Node) -> int:
-    entry = node.entry
-    return entry.mode if entry is not None and entry.mode is not None else 0o644
+def _mode(entry: FileEntry | None, default: int = 0o644) -> int:
+    return entry.mode if entry is not None and entry.mode is not None else default
+
+
+def _caller() -> tuple[int, int]:
+    """The uid and gid of the process that made the request."""
+    from mfusepy import fuse_get_context
+
+    uid, gid, _ = fuse_get_context()
+    return uid, gid
 
 
 class Operations:
@@ -93,27 +101,44 @@ class Operations:
             node = self.table.by_name.get(name)
             if node is not None:
                 return self._file_attrs(node)
-        entry = self.ns.file(name)
+        entry = self.ns.entry(name)
         if entry is not None:
-            return self._attrs(stat.S_IFREG | (entry.mode if entry.mode is not None else 0o644), entry.size,
-                               entry.mtime if entry.mtime is not None else int(entry.created * 1e9))
+            return self._entry_attrs(entry)
         if self.ns.is_dir(name):
             return self._attrs(stat.S_IFDIR | 0o755, 0, self._started, links=2)
         raise OSError(errno.ENOENT, path)
 
+    def _entry_attrs(self, entry: FileEntry) -> dict:
+        mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
+        owner = (entry.uid, entry.gid)
+        if entry.kind == DIR:
+            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, mtime, owner, links=2)
+        if entry.kind == SYMLINK:
+            return self._attrs(stat.S_IFLNK | 0o777, len(os.fsencode(entry.target)), mtime, owner)
+        return self._attrs(stat.S_IFREG | _mode(entry), entry.size, mtime, owner)
+
     def _file_attrs(self, node: Node) -> dict:
+        owner = node.owner or ((node.entry.uid, node.entry.gid) if node.entry is not None else (None, None))
         if node.staged is not None:
             st = node.staged.stat()
-            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns)
+            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns, owner)
         entry = node.entry
-        mode = entry.mode if entry is not None and entry.mode is not None else 0o644
         mtime = entry.mtime if entry is not None and entry.mtime is not None else self._started
-        return self._attrs(stat.S_IFREG | mode, node.size(), mtime)
+        return self._attrs(stat.S_IFREG | _mode(entry), node.size(), mtime, owner)
 
-    def _attrs(self, mode: int, size: int, mtime_ns: int, links: int = 1) -> dict:
-        return {"st_mode": mode, "st_size": size, "st_nlink": links, "st_uid": os.getuid(), "st_gid": os.getgid(),
+    def _attrs(self, mode: int, size: int, mtime_ns: int, owner: tuple = (None, None), links: int = 1) -> dict:
+        uid, gid = owner
+        return {"st_mode": mode, "st_size": size, "st_nlink": links,
+                "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
                 "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns,
                 "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+
+    @as_errno
+    def readlink(self, path: str) -> str:
+        entry = self.ns.entry(name_of(path))
+        if entry is None or entry.kind != SYMLINK:
+            raise OSError(errno.EINVAL if entry is not None or self.ns.is_dir(name_of(path)) else errno.ENOENT, path)
+        return entry.target
 
     @as_errno
     def readdir(self, path: str, fh) -> list[str]:
@@ -158,7 +183,7 @@ class Operations:
                 fi.keep_cache = int(self._opened.get(name) == node.entry.id)  # unchanged: keep the page cache
                 self._opened[name] = node.entry.id
             if writing:
-                staged = node.staging(self.write_back, _mode(node))
+                staged = node.staging(self.write_back, _mode(node.entry))
                 if fi.flags & os.O_TRUNC:
                     staged.truncate(0)
             fi.fh = self.table.open(node, writing)
@@ -178,6 +203,7 @@ class Operations:
                 raise OSError(errno.EISDIR, path)
             self.ns.check_parent(name)
             node = Node(name)
+            node.owner = _caller()
             node.staging(self.write_back, stat.S_IMODE(mode)).dirty = True  # stored at close, even empty
             fi.fh = self.table.open(node, writing=True)
         return 0
@@ -193,53 +219,73 @@ class Operations:
             return node.fill().write(data, offset)
 
     @as_errno
-    def truncate(self, path: str | None, length: int, fh=None) -> None:
-        if fh is not None:
-            node = self.table.node(fh.fh)
-            with node.staged.lock:
-                node.fill().truncate(length)
-            return
-        self._change(path, lambda staged: staged.truncate(length))
-
-    @as_errno
     def chmod(self, path: str | None, mode: int) -> None:
-        self._change(path, lambda staged: staged.chmod(mode))
+        self._set(path, lambda staged: staged.chmod(mode), mode=stat.S_IMODE(mode))
 
     @as_errno
     def chown(self, path: str | None, uid: int, gid: int) -> None:
-        """Files are owned by the mounting user until the registry records owners."""
-        if uid not in (-1, os.getuid()) or gid not in (-1, os.getgid()):
-            raise OSError(errno.EPERM, "pfs does not record owners yet")
-        self.getattr(path)
+        attrs = self.getattr(path)
+        owner = (attrs["st_uid"] if uid == -1 else uid, attrs["st_gid"] if gid == -1 else gid)
+        self._set(path, None, owner=owner)
 
     @as_errno
     def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> None:
-        self._change(path, lambda staged: staged.utime(times))
+        mtime = times[1] if times is not None else time.time_ns()
+        self._set(path, lambda staged: staged.utime((mtime, mtime)), mtime=mtime)
 
-    def _change(self, path: str, change) -> None:
-        """Change a file by name: through its open node, or staged, changed and stored again."""
+    def _set(self, path: str, on_staged, mode: int | None = None, mtime: int | None = None,
+             owner: tuple[int, int] | None = None) -> None:
+        """chmod, chown, utimens: on a file being written, kept with its staged
+        bytes (recorded when it is stored); otherwise recorded at once, data untouched."""
         name = name_of(path)
         with self.table.lock:
             node = self.table.by_name.get(name)
-            fresh = node is None
-            if fresh:
-                entry = self.ns.file(name)
-                if entry is None:
-                    if self.ns.is_dir(name):
-                        return  # directories have no recorded attributes yet: accepted, not kept
+            if node is not None and node.staged is not None and node.writers:
+                if owner is not None:
+                    node.owner = owner
+                if on_staged is not None:
+                    on_staged(node.staged)
+                return
+            entry = self.ns.entry(name)
+            if entry is None:
+                if not self.ns.is_dir(name):
                     raise OSError(errno.ENOENT, path)
-                node = Node(name)
-                node.hold(self.store, entry, self.cache, self.ahead)
+                self.ns.keep_dir(name)
+                entry = self.ns.entry(name)
+            fields = {"mode": mode, "mtime": mtime, "uid": owner and owner[0], "gid": owner and owner[1]}
+            self.ns.change(entry, **{k: v for k, v in fields.items() if v is not None})
+
+    @as_errno
+    def truncate(self, path: str | None, length: int, fh=None) -> None:
+        if fh is not None:
+            node = self.table.node(fh.fh)
+        else:
+            name = name_of(path)
+            with self.table.lock:
+                node = self.table.by_name.get(name)
+            if node is None:
+                return self._truncate_closed(name, length)
+        staged = node.staging(self.write_back, _mode(node.entry))
+        with staged.lock:
+            (staged.truncate(0) if length == 0 else node.fill().truncate(length))
+        if not node.writers:  # else the writer's close stores it
+            node.store_staged(self.store, self.cache, self.ahead)
+
+    def _truncate_closed(self, name: str, length: int) -> None:
+        """truncate(2) of a file nobody has open: staged, cut and stored again."""
+        entry = self.ns.file(name)
+        if entry is None:
+            raise OSError(errno.EISDIR if self.ns.is_dir(name) else errno.ENOENT, name)
+        if entry.size == length:
+            return
+        node = Node(name)
         try:
-            staged = node.staging(self.write_back, _mode(node))
-            with staged.lock:
-                change(node.fill())
-                staged.dirty = True
-            if not node.writers:  # else the writer's close stores it
-                node.store_staged(self.store, self.cache, self.ahead)
+            node.hold(self.store, entry, self.cache, self.ahead)
+            staged = node.staging(self.write_back, _mode(entry))
+            (staged.truncate(0) if length == 0 else node.fill().truncate(length))
+            node.store_staged(self.store, self.cache, self.ahead)
         finally:
-            if fresh:
-                node.close()
+            node.close()
 
     @as_errno
     def flush(self, path: str | None, fh) -> None:
@@ -270,7 +316,11 @@ class Operations:
 
     @as_errno
     def mkdir(self, path: str, mode: int) -> None:
-        namespace_ops.mkdir(self, name_of(path))
+        namespace_ops.mkdir(self, name_of(path), stat.S_IMODE(mode), _caller())
+
+    @as_errno
+    def symlink(self, path: str, target: str) -> None:
+        namespace_ops.symlink(self, name_of(path), target, _caller())
 
     @as_errno
     def rmdir(self, path: str) -> None:
@@ -283,10 +333,6 @@ class Operations:
     @as_errno
     def link(self, target: str, source: str) -> None:
         raise OSError(errno.EPERM, "pfs has no hard links")
-
-    @as_errno
-    def symlink(self, target: str, source: str) -> None:
-        raise OSError(errno.EPERM, "pfs does not record symbolic links yet")
 
     @as_errno
     def mknod(self, path: str, mode: int, dev: int) -> None:
