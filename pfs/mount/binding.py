@@ -3,6 +3,7 @@ needs no compiler nor libfuse headers), loaded only when a mount starts."""
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import shutil
 from types import ModuleType
@@ -12,6 +13,9 @@ from pfs.errors import PfsError
 
 def load() -> ModuleType:
     """mfusepy, with libfuse and /dev/fuse present; else a PfsError saying what to install."""
+    if not os.environ.get("FUSE_LIBRARY_PATH") and not os.environ.get("FUSE_LIBRARY_NAME") \
+            and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"  # mfusepy takes libfuse 2 first where both are installed
     try:
         import mfusepy
     except ImportError:
@@ -26,6 +30,8 @@ def load() -> ModuleType:
     return mfusepy
 
 
-def unmount_command() -> list[str]:
-    """The command that unmounts a FUSE mount point (lazily, as libfuse itself does)."""
-    return [shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3", "-u", "-z"]
+def version_options(fuse: ModuleType) -> dict:
+    """Options only the loaded libfuse major version knows: libfuse 3's thread
+    bounds (unset, 3.14 warns on every mount)."""
+    return {"max_idle_threads": 10, "max_threads": 16} if fuse.fuse_version_major == 3 else {}
+

@@ -102,7 +102,7 @@ def run(store, options: argparse.Namespace, where: str) -> int:
         Fuse(Operations(store, write_back, mounted), where, raw_fi=True, foreground=True, fsname="pfs",
              subtype="pfs", default_permissions=True, allow_other=options.allow_other, ro=options.read_only,
              hard_remove=True, attr_timeout=1.0, entry_timeout=1.0, negative_timeout=1.0,
-             max_idle_threads=10, max_threads=16)
+             **binding.version_options(fuse))
     except RuntimeError as exc:
         # libfuse's loop ends with 8 when a signal stopped it: it has unmounted cleanly all the same
         if not (started and exc.args == (LOOP_STOPPED,)):
