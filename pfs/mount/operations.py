@@ -20,7 +20,7 @@ from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
 from pfs.mount.view import Namespace, name_of
 from pfs.registry import DIR, SYMLINK, FileEntry
-from pfs.store.core import Store
+from pfs.store.core import Store, part_memory
 
 log = logging.getLogger("pfs")
 
@@ -68,7 +68,11 @@ class Operations:
         self.store, self.write_back = store, write_back
         self.ns = Namespace(store)
         self.table = Table()
-        self.cache = PartCache(max(2 * store.settings.chunk_size, store.max_memory // 2))
+        # the shared part cache is a quarter of --max-memory, taken from the same budget as the pool's parts
+        need = part_memory(store.settings.chunk_size, store.layout)
+        self._cache_bytes = max(0, min(store.max_memory // 4, store.max_memory - need))
+        store.engine.governor.acquire(self._cache_bytes)
+        self.cache = PartCache(self._cache_bytes)
         self.ahead = ThreadPoolExecutor(2, thread_name_prefix="pfs-read-ahead")
         self._on_mounted = on_mounted
         self._opened: dict[str, int] = {}  # name -> id of the file last opened, for the kernel's page cache
@@ -89,6 +93,8 @@ class Operations:
                     log.warning("mount: %s was not stored at unmount: %s", node.name, exc)
                 node.close()
         self.ahead.shutdown(wait=True)
+        self.cache.clear()
+        self.store.engine.governor.release(self._cache_bytes)
 
     # -- attributes ---------------------------------------------------------------
 

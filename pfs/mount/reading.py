@@ -44,9 +44,14 @@ class PartCache:
                 return
             self._parts[key] = data
             self._bytes += len(data)
-            while self._bytes > self.limit and len(self._parts) > 1:
+            while self._bytes > self.limit and self._parts:
                 _, dropped = self._parts.popitem(last=False)
                 self._bytes -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parts.clear()
+            self._bytes = 0
 
 
 class StoredFile:
