@@ -4,6 +4,7 @@ moving; a kill -9 of the mount loses only what was not yet closed."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import threading
@@ -134,6 +135,21 @@ def test_rename_moves_names_not_data(tmp_path: Path, store: Path, mounted) -> No
         os.rename(root / "empty", root / "other")
     os.rename(root / "moved", root / "empty")  # onto an empty directory
     assert os.listdir(root / "empty") == ["sub"]
+
+
+def test_renameat2_noreplace_keeps_the_target_and_exchange_is_refused(mounted) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    root = mounted.point
+    (root / "a").write_bytes(b"a")
+    (root / "b").write_bytes(b"b")
+
+    def renameat2(old: str, new: str, flags: int) -> int:
+        done = libc.renameat2(-100, os.fsencode(root / old), -100, os.fsencode(root / new), flags)  # AT_FDCWD
+        return 0 if done == 0 else ctypes.get_errno()
+
+    assert renameat2("a", "b", 1) == errno.EEXIST and (root / "b").read_bytes() == b"b"  # RENAME_NOREPLACE
+    assert renameat2("a", "b", 2) == errno.EINVAL and (root / "a").read_bytes() == b"a"  # RENAME_EXCHANGE
+    assert renameat2("a", "c", 1) == 0 and (root / "c").read_bytes() == b"a" and not (root / "a").exists()
 
 
 def test_an_unlinked_open_file_keeps_reading(tmp_path: Path, store: Path, mounted) -> None:

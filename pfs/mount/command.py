@@ -21,6 +21,8 @@ log = logging.getLogger("pfs")
 
 #: Bytes of files being written that may wait, staged, for their close (default --write-back).
 WRITE_BACK = 4 << 30
+#: renameat2's flag asking not to replace a file already under the new name.
+RENAME_NOREPLACE = 1
 #: What fuse_main returns when its loop was stopped (by SIGINT, SIGTERM or SIGHUP).
 LOOP_STOPPED = 8
 USAGE = "pfs [--store S] mount MOUNTPOINT [--read-only] [--allow-other] [--write-back SIZE] [--cache-dir DIR]"
@@ -94,6 +96,10 @@ def run(store, options: argparse.Namespace, where: str) -> int:
     class Fuse(fuse.FUSE):
         def truncate_fuse_3(self, path, length, fip):  # mfusepy drops the handle of an ftruncate
             return self.ftruncate(path, length, fip)
+
+        def rename_fuse_3(self, old, new, flags):  # mfusepy drops the flags: an exchange must not replace
+            # RENAME_NOREPLACE reaches us only once the kernel found no target; RENAME_EXCHANGE is refused
+            return -errno.EINVAL if flags & ~RENAME_NOREPLACE else super().rename_fuse_3(old, new, flags)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)  # libfuse installs its own: they unmount cleanly
