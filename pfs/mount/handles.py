@@ -14,7 +14,7 @@ from dataclasses import replace
 from pfs.mount.reading import PartCache, StoredFile
 from pfs.mount.staging import Staged, WriteBack
 from pfs.registry import FileEntry
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 
 class Node:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pfs.errors import PfsError
 from pfs.mount.view import HIDDEN, parent_of
 from pfs.registry import DIR, SYMLINK
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 if TYPE_CHECKING:
     from pfs.mount.operations import Operations

@@ -20,7 +20,8 @@ from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
 from pfs.mount.view import Namespace, name_of
 from pfs.registry import DIR, SYMLINK, FileEntry
-from pfs.store.core import Store, part_memory
+from pfs.store.context import part_memory
+from pfs.store.facade import Store
 
 log = logging.getLogger("pfs")
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pfs.errors import IntegrityError
 from pfs.library.reader import Parts
 from pfs.registry import FileEntry
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 log = logging.getLogger("pfs")
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pfs import names
 from pfs.errors import UsageError
 from pfs.registry import DIR, STORED, FileEntry
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 #: Where files unlinked while open wait for their last close (never listed).
 HIDDEN = ".pfs-mount"
