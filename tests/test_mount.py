@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHUNK, assert_clean_stderr, env, error_lines, make_file, part_path, pfs_argv, run_pfs
+from conftest import CHUNK, assert_clean_stderr, env, error_lines, make_file, part_path, run_pfs
 from mount_helpers import Mount, fuse, wait_for  # noqa: F401 - fuse is a fixture
 
 pytestmark = pytest.mark.usefixtures("fuse")
