@@ -150,7 +150,7 @@ def test_the_mount_behaves_as_a_local_directory(tmp_path: Path) -> None:
         (tmp_path / "local").mkdir()
         SideBySide.mount_root, SideBySide.local_root = m.point, tmp_path / "local"
         run_state_machine_as_test(SideBySide, settings=settings(
-            max_examples=25, stateful_step_count=25, deadline=None, derandomize=True,
+            max_examples=15, stateful_step_count=25, deadline=None, derandomize=True,
             suppress_health_check=list(HealthCheck)))
     finally:
         rc, err = m.stop()
