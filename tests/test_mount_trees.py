@@ -36,7 +36,7 @@ def test_symlinks_empty_dirs_and_metadata_are_recorded(tmp_path: Path) -> None:
         os.chmod(root / "f", 0o600)
         os.chown(root / "f", 1234, 567)
         os.utime(root / "f", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
-        os.chmod(root / "empty", 0o750)
+        os.chmod(root / "empty", 0o1750)  # the sticky bit is not kept; the permissions are
         m = remount(m)
         assert os.readlink(root / "link") == "../elsewhere/ü"
         assert os.path.islink(root / "link") and not os.path.exists(root / "link")  # dangling, never followed

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pfs.mount.view import PERMISSIONS
 from pfs.registry.jsonfiles import pid_alive
 
 #: Bytes copied at a time when a stored file is brought into the cache.
@@ -59,7 +60,7 @@ class Staged:
         self._cache = cache
         self.path = cache.new_path()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.fchmod(self.fd, mode & 0o7777)
+        os.fchmod(self.fd, mode & PERMISSIONS)
         self.size = 0
         self.filled = False
         self.dirty = False  # changed since it was last stored
@@ -92,7 +93,7 @@ class Staged:
         self.size, self.filled, self.dirty = length, True, True
 
     def chmod(self, mode: int) -> None:
-        os.fchmod(self.fd, mode & 0o7777)
+        os.fchmod(self.fd, mode & PERMISSIONS)
 
     def utime(self, times_ns: tuple[int, int] | None) -> None:
         os.utime(self.fd, ns=times_ns)

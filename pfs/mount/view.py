@@ -15,6 +15,8 @@ from pfs.errors import UsageError
 from pfs.registry import DIR, STORED, FileEntry
 from pfs.store.facade import Store
 
+#: The mode bits the registry records: permissions (setuid, setgid and sticky are not kept).
+PERMISSIONS = 0o777
 #: Where files unlinked while open wait for their last close (never listed).
 HIDDEN = ".pfs-mount"
 
@@ -86,7 +88,7 @@ class Namespace:
         settings = self.store.settings
         return self.store.files.add(FileEntry(
             id=0, name=name, size=0, status=STORED, parts=0, chunk_size=settings.chunk_size, codec=settings.codec,
-            hash=settings.hash, uuid=uuid.uuid4().hex, created=time.time(), mode=mode & 0o7777,
+            hash=settings.hash, uuid=uuid.uuid4().hex, created=time.time(), mode=mode & PERMISSIONS,
             mtime=time.time_ns(), kind=kind, target=target, uid=owner[0], gid=owner[1]))
 
     def keep_dir(self, name: str) -> None:
@@ -96,6 +98,8 @@ class Namespace:
 
     def change(self, entry: FileEntry, **fields) -> FileEntry:
         """Record new metadata (mode, mtime, uid, gid) of an entry, its data untouched."""
+        if "mode" in fields:
+            fields["mode"] &= PERMISSIONS
         changed = replace(self.store.files.get(entry.id) or entry, **fields)
         self.store.files.save(changed)
         return changed
