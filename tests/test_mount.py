@@ -120,6 +120,9 @@ def test_reads_give_the_stored_bytes_anywhere(tmp_path: Path, store: Path) -> No
         finally:
             os.close(fd)
         assert os.path.isdir(root / "data/deep")
+        fs, disk = os.statvfs(root), os.statvfs(store)  # the store's one volume is on the disk of tmp_path
+        assert fs.f_namemax == 255 and abs(fs.f_bavail * fs.f_frsize - disk.f_bavail * disk.f_frsize) < 1 << 30
+        assert fs.f_blocks * fs.f_frsize >= fs.f_bavail * fs.f_frsize + 5 * CHUNK  # the stored bytes count as used
         with pytest.raises(FileNotFoundError):
             os.stat(root / "nothing")
         with pytest.raises(NotADirectoryError):
