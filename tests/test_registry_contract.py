@@ -300,3 +300,70 @@ def test_a_rename_moves_a_file_to_its_new_name(clients):
     assert a.files.current("new").id == old.id and [e.id for e in a.files.named("new")] == [kept.id, old.id]
     b.files.save(dataclasses.replace(b.files.get(kept.id), name="dir/kept"))
     assert clients().files.under("", recursive=True) == (["dir/kept", "new"], [])
+
+
+def test_swap_records_only_over_the_record_as_it_was_seen(clients):
+    """A compare-and-swap on a file's record: a second client's rename, delete
+    or status change in between makes it record nothing and say so."""
+    a, b = clients(), clients()
+    seen = a.files.add(record(0))
+    renamed = dataclasses.replace(seen, name="elsewhere.bin")
+    assert b.files.swap(seen, renamed)
+    deleting = dataclasses.replace(seen, status="deleting")
+    assert not a.files.swap(seen, deleting), "a rename in between went unnoticed"
+    assert a.files.get(seen.id) == renamed
+    assert a.files.swap(renamed, dataclasses.replace(renamed, status="deleting"))
+    assert not b.files.swap(renamed, dataclasses.replace(renamed, name="again.bin"))
+    a.files.remove(seen.id)
+    assert not b.files.swap(renamed, renamed), "a removed file was written back"
+    assert b.files.get(seen.id) is None
+
+
+def test_take_name_replaces_what_the_name_gives_at_that_moment(clients):
+    a, b = clients(), clients()
+    old = a.files.add(dataclasses.replace(record(0), name="n.bin"))
+    new = a.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+    moved = b.files.take_name(old, dataclasses.replace(old, name="m.bin"))  # b renames old away first
+    assert moved is not None and moved.replaces == 0
+    done = a.files.take_name(new, dataclasses.replace(new, status="stored"))
+    assert done is not None and done.replaces == 0, "the file renamed away was to be deleted"
+    assert a.files.current("n.bin") == done and b.files.get(done.id) == done
+    later = b.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+    kept = b.files.take_name(later, dataclasses.replace(later, status="stored"), keep=True)
+    assert kept.replaces == 0 and a.files.current("n.bin") == kept
+    back = a.files.take_name(moved, dataclasses.replace(moved, name="n.bin"))
+    assert back.replaces == kept.id and a.files.current("n.bin") == back
+    assert b.files.take_name(moved, dataclasses.replace(moved, name="x.bin")) is None, "moved was renamed since"
+    assert a.files.take_name(back, dataclasses.replace(back, mtime=5)).replaces == 0  # itself: nothing to replace
+
+
+def test_take_name_from_many_clients_at_once_replaces_each_file_once(clients):
+    """Clients storing onto one name at once, each from its own thread and
+    registry (its own lock file handle, or its own connection): every file but
+    the last replaces exactly the one before it, none is left unreplaced."""
+    import threading
+
+    per, count = 4, 12
+    workers = [clients() for _ in range(per)]
+    first = workers[0].files.add(dataclasses.replace(record(0), name="n.bin"))
+    done: list[FileEntry] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(per)
+
+    def store(c: Client) -> None:
+        barrier.wait()
+        for _ in range(count):
+            entry = c.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+            taken = c.files.take_name(entry, dataclasses.replace(entry, status="stored"))
+            with lock:
+                done.append(taken)
+    threads = [threading.Thread(target=store, args=(c,)) for c in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == per * count and None not in done
+    replaced = [e.replaces for e in done]
+    assert len(set(replaced)) == len(replaced), "two files replaced the same one: one is left behind"
+    ids = {first.id} | {e.id for e in done}
+    assert set(replaced) == ids - {workers[0].files.current("n.bin").id}

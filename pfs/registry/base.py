@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 from pfs.registry.records import DELETING, STORED, STORING, FileEntry, Manifest
 
@@ -44,6 +45,21 @@ class FileTable(ABC):
     @abstractmethod
     def save(self, entry: FileEntry) -> None:
         """Record (insert or replace) a file durably."""
+
+    @abstractmethod
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Record `new` in place of the file's record only if that record is still
+        the one `seen` was (same name, status and uuid), in one step: a
+        compare-and-swap. False, recording nothing, when another client renamed,
+        stored, deleted or rolled back the file since `seen` was read."""
+
+    @abstractmethod
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        """swap(seen, new), where `new` (stored) becomes what its name resolves to:
+        in the same step its `replaces` is set to the file the name resolved to
+        until then (0 if none, itself, or `keep`), so two clients storing or
+        renaming onto one name at once each replace the one before. Returns the
+        record written, or None when the swap failed."""
 
     @abstractmethod
     def remove(self, file_id: int) -> None:
@@ -74,6 +90,16 @@ class FileTable(ABC):
         """`named` of each of `names`, from one view of the table where the engine can
         (a listing asks for every name under a prefix at once)."""
         return {name: self.named(name) for name in names}
+
+    @staticmethod
+    def unchanged(now: FileEntry | None, seen: FileEntry) -> bool:
+        """Whether a record read now is still the file as `seen` (what swap compares)."""
+        return now is not None and (now.name, now.status, now.uuid) == (seen.name, seen.status, seen.uuid)
+
+    @staticmethod
+    def replacing(new: FileEntry, current: FileEntry | None, keep: bool) -> FileEntry:
+        """`new` with `replaces` naming the file it takes the name from (0: none, itself, or kept)."""
+        return replace(new, replaces=0 if current is None or current.id == new.id or keep else current.id)
 
     def current(self, name: str) -> FileEntry | None:
         """The file `name` resolves to: the last of that name to be stored."""

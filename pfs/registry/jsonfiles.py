@@ -504,6 +504,25 @@ class FileRegistry(FileTable):
         with self._locked(fcntl.LOCK_EX):
             self._record(entry)
 
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Compared and recorded under the one exclusive lock of every update."""
+        _check(new)
+        with self._locked(fcntl.LOCK_EX):
+            if not self.unchanged(self._entry(seen.id), seen):
+                return False
+            self._record(new)
+            return True
+
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        with self._locked(fcntl.LOCK_EX):
+            if not self.unchanged(self._entry(seen.id), seen):
+                return None
+            named = (self._entry(i) for i in reversed(self._index().ids(new.name)))
+            new = self.replacing(new, next((e for e in named if e.status == STORED), None), keep)
+            _check(new)
+            self._record(new)
+            return new
+
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
         self._append({"op": "put", "file": asdict(entry)})

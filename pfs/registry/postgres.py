@@ -127,6 +127,8 @@ _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
                   "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
                   "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
+#: The first key of the advisory locks that order the changes of one name (the second: the name's hash).
+_NAME_LOCKS = 0x70667331
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -384,6 +386,34 @@ class DatabaseFiles(FileTable):
     def save(self, entry: FileEntry) -> None:
         with self._db.transaction() as cur:
             self._write(cur, entry)
+
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """The row locked (FOR UPDATE), compared and written in one transaction."""
+        with self._db.transaction() as cur:
+            if not self._unchanged(cur, seen):
+                return False
+            self._write(cur, new)
+            return True
+
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        """The names left and taken are locked for the transaction (advisory
+        locks, in one order), so what the name resolves to cannot change
+        between its look-up and the write."""
+        with self._db.transaction() as cur:
+            for name in sorted({seen.name, new.name}):
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, name))
+            if not self._unchanged(cur, seen):
+                return None
+            rows = cur.execute(f"SELECT {_FILE_COLUMNS} FROM pfs_files WHERE {_NAME} = %s AND status = 'stored' "
+                               "ORDER BY current_seq DESC NULLS LAST, id DESC LIMIT 1", (new.name,)).fetchall()
+            current = FileEntry.from_rows(FILE_FIELDS, [list(r) for r in rows])[0]
+            new = self.replacing(new, current[0] if current else None, keep)
+            self._write(cur, new)
+            return new
+
+    def _unchanged(self, cur, seen: FileEntry) -> bool:
+        row = cur.execute("SELECT name, status, uuid FROM pfs_files WHERE id = %s FOR UPDATE", (seen.id,)).fetchone()
+        return row is not None and tuple(row) == (seen.name, seen.status, seen.uuid)
 
     @staticmethod
     def _write(cur, entry: FileEntry) -> None:
