@@ -147,10 +147,11 @@ def start_held_put(shared, live_sessions, tmp_path: Path):
 def test_a_drain_waits_for_a_put_begun_before_it(shared, live_sessions, tmp_path):
     seed = int.from_bytes(os.urandom(4), "big")
     a, vol1, big = start_held_put(shared, live_sessions, tmp_path)
-    drain = subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=shared.cwd, env=env(), start_new_session=True)
-    drain.stdin.write("volume drain 1\nwait\n")
-    drain.stdin.close()
+    script = shared.cwd / "drain.txt"
+    script.write_text("volume drain 1\nwait\n")
+    with script.open() as stdin:
+        drain = subprocess.Popen(shared.argv(), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, cwd=shared.cwd, env=env(), start_new_session=True)
     time.sleep(random.Random(seed).uniform(0.5, 2.5))  # the drain has begun, the put is still held
     os.killpg(a.pid, signal.SIGCONT)
     out, err = drain.communicate(timeout=240)
