@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -239,3 +240,44 @@ def test_a_reader_shared_by_threads_returns_each_byte_once(tmp_path):
             t.join()
         f.close()
     assert sum(map(len, seen)) == src.stat().st_size, "a byte was returned twice, or not at all"
+
+
+# -- a streaming writer killed while a part waits in its spool ------------------------------------
+
+SPOOLING_WRITER = """
+import os, sys, pfs
+if __name__ == "__main__":
+    with pfs.open(sys.argv[1], workers=2, chunk_size=65536) as store:
+        with store.open("stream/big.bin", "wb") as f:
+            for i in range(10_000):
+                f.write(os.urandom(65536))
+                if i == 2:
+                    print("writing", flush=True)
+"""
+
+
+def test_kill_9_while_a_part_waits_in_the_spool_leaves_nothing_in_tmp(tmp_path):
+    """The pool held still (SIGSTOP of its workers), the writer spools parts
+    into STORE/tmp/ and waits; kill -9 then, and the next open rolls the write
+    back and leaves tmp/ empty (a spool file names the process that wrote it)."""
+    from conftest import frozen_workers, kill_group, part_files, run_pfs
+
+    script = tmp_path / "writer.py"
+    script.write_text(SPOOLING_WRITER)
+    root = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE, env=env(),
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"writing\n"
+        with frozen_workers(proc.pid):
+            deadline = time.monotonic() + 30
+            while not list((root / "tmp").iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert list((root / "tmp").iterdir()), "no part waited in the spool"
+            kill_group(proc)
+    finally:
+        kill_group(proc)
+    r = run_pfs(root, "list -r\n")
+    assert r.returncode == 0 and "was storing when pfs stopped: rolled back" in r.stderr, r.stderr
+    assert part_files(root) == {}
+    assert list((root / "tmp").iterdir()) == []

@@ -34,8 +34,10 @@ _POLL = 0.1
 
 
 def spool_path(store: Store, entry: FileEntry, index: int) -> str:
-    """Where part `index` of a file being written waits for the pool."""
-    return str(store.tmp / f"{entry.uuid}.{index}")
+    """Where part `index` of a file being written waits for the pool: named as
+    the temporaries of atomic writes are (`.NAME.PID.THREAD.tmp`), so that an
+    open after a kill -9 of this process removes what it left there."""
+    return str(store.tmp / f".{entry.uuid}-{index}.{os.getpid()}.spool.tmp")
 
 
 class _Feeder:
