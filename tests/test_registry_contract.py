@@ -367,3 +367,25 @@ def test_take_name_from_many_clients_at_once_replaces_each_file_once(clients):
     assert len(set(replaced)) == len(replaced), "two files replaced the same one: one is left behind"
     ids = {first.id} | {e.id for e in done}
     assert set(replaced) == ids - {workers[0].files.current("n.bin").id}
+
+
+def test_volume_usage_and_the_files_on_a_volume_come_from_the_records(clients):
+    """Each stored record says what its pieces take on each volume: summed
+    for every client without reading a manifest, also after compaction; stored
+    records that do not say (older ones) are named for their manifests to tell."""
+    a, b = clients(), clients()
+    a.files.save(dataclasses.replace(record(1), placed="0:3:300 2:3:310"))
+    a.files.save(dataclasses.replace(record(2), placed="2:1:7 10:1:7"))
+    a.files.save(dataclasses.replace(record(3, "storing"), placed=""))
+    a.files.save(record(4))  # an older record: where its pieces are is in its manifest
+    a.files.save(dataclasses.replace(record(5, size=0), placed="-"))
+    a.files.save(dataclasses.replace(record(6, "deleting"), placed="1:5:5"))
+    for client in (a, b):
+        assert client.files.volume_usage() == ({0: (3, 300), 2: (4, 317), 10: (1, 7)}, [4])
+        assert client.files.on_volume(2) == ([1, 2], [4])
+        assert client.files.on_volume(1) == ([], [4]) and client.files.on_volume(0) == ([1], [4])
+    a.files.compact()
+    assert clients().files.volume_usage() == ({0: (3, 300), 2: (4, 317), 10: (1, 7)}, [4])
+    assert clients().files.on_volume(10) == ([2], [4])
+    with pytest.raises(Exception):
+        a.files.save(dataclasses.replace(record(7), placed="0:1"))

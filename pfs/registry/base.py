@@ -24,6 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
+from pfs.registry import usage
 from pfs.registry.records import DELETING, STORED, STORING, FileEntry, Manifest
 
 
@@ -104,6 +105,19 @@ class FileTable(ABC):
     def current(self, name: str) -> FileEntry | None:
         """The file `name` resolves to: the last of that name to be stored."""
         return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
+
+    def volume_usage(self) -> tuple[usage.Usage, list[int]]:
+        """What the stored files' records place on each volume, summed (volume id
+        -> (pieces, bytes)), and the stored files whose records do not say
+        (recorded before records kept it: their manifests do)."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return usage.total(e.placed for e in stored if e.placed), [e.id for e in stored if not e.placed]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        """The stored files whose records place pieces on volume `vid`, and the
+        stored files whose records do not say, each in id order."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return [e.id for e in stored if usage.on(e.placed, vid)], [e.id for e in stored if not e.placed]
 
     @abstractmethod
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:

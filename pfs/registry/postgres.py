@@ -59,7 +59,8 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text",
-                 "copies": "integer", "ec": "text", "replaces": "bigint"}
+                 "copies": "integer", "ec": "text", "replaces": "bigint",
+                 "placed": "text"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")
@@ -114,6 +115,13 @@ SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
     UNION ALL
     SELECT (s->>'volume')::integer, (s->>'size')::bigint FROM pfs_parts, jsonb_array_elements(shards) AS s
 ) AS pieces GROUP BY volume"""
+
+#: Each volume's pieces and bytes as the stored files' records place them (see pfs.registry.usage).
+_USAGE = ("SELECT split_part(p, ':', 1)::integer AS v, sum(split_part(p, ':', 2)::bigint)::bigint, "
+          "sum(split_part(p, ':', 3)::bigint)::bigint FROM pfs_files, unnest(string_to_array(placed, ' ')) AS p "
+          "WHERE status = 'stored' AND placed NOT IN ('', '-') GROUP BY v")
+#: The stored files whose records do not say where their pieces are (recorded before records kept it).
+_PLACED_UNKNOWN = "SELECT id FROM pfs_files WHERE status = 'stored' AND placed = '' ORDER BY id"
 
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
@@ -447,6 +455,20 @@ class DatabaseFiles(FileTable):
         for entry in self._select(f"WHERE {_NAME} = ANY(%s) ORDER BY current_seq NULLS FIRST, id", (list(names),)):
             found[entry.name].append(entry)
         return found
+
+    def volume_usage(self) -> tuple[dict[int, tuple[int, int]], list[int]]:
+        """Summed by the server: no record is fetched."""
+        def read(cur) -> tuple[list, list]:
+            return cur.execute(_USAGE).fetchall(), cur.execute(_PLACED_UNKNOWN).fetchall()
+        rows, unknown = self._db.idempotent(read)
+        return {v: (n, b) for v, n, b in rows}, [row[0] for row in unknown]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        def read(cur) -> tuple[list, list]:
+            return (cur.execute("SELECT id FROM pfs_files WHERE status = 'stored' AND ' ' || placed LIKE %s "
+                                "ORDER BY id", (f"% {vid}:%",)).fetchall(), cur.execute(_PLACED_UNKNOWN).fetchall())
+        on, unknown = self._db.idempotent(read)
+        return [row[0] for row in on], [row[0] for row in unknown]
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         found = [row[0] for row in self._db.idempotent(lambda cur: cur.execute(

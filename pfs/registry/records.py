@@ -126,7 +126,14 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
     "replaces": (_ints(0, MAX_INT), "is not a file id"),
     "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
+    "placed": (lambda col: all(map(_placed_ok, col)), "is not VOLUME:PIECES:BYTES ..."),
 }
+
+
+def _placed_ok(text: object) -> bool:
+    from pfs.registry import usage  # usage builds on PartEntry, below
+
+    return usage.valid(text)
 
 
 def _record_problem(columns: dict[str, Sequence]) -> str | None:
@@ -165,6 +172,7 @@ class FileEntry:
     copies: int = 1  # copies of each part on distinct volumes (1 where ec is set)
     ec: str = ""  # "K+M": each part split into K data and M parity shards on distinct volumes ("": copies)
     replaces: int = 0  # the file this one took the name of, to be deleted (0: none, or kept)
+    placed: str = ""  # what its pieces take on each volume (see pfs.registry.usage; "": not known)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:
