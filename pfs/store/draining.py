@@ -1,0 +1,67 @@
+"""What a drain must know before and while it runs: whether it can finish at
+all (volumes and room enough left for the copies or shards of the files it
+would move), and the puts begun before it, which chose their volumes before
+the volume was marked draining and may still place pieces there: the drain
+waits for each, then moves what it placed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pfs.errors import Cancelled, UsageError
+from pfs.registry import STORING
+from pfs.units import format_size
+from pfs.volumes.redundancy import Layout
+
+if TYPE_CHECKING:
+    from pfs.store.core import Store
+
+#: Seconds between two looks at a put another pfs is running.
+POLL = 0.05
+#: Looks between two claims of dead sessions (a put whose pfs died is rolled back, not waited for).
+CLAIM_EVERY = 20
+
+
+def check_drainable(store: Store, vid: int) -> None:
+    """Refuse a drain that cannot finish: the only volume, or too few other
+    volumes with free space for the widest layout of the files on it (or of
+    new puts), or less free space on them than it holds (where they can tell)."""
+    store.refresh_volumes()
+    if len(store.volset.configs) == 1:
+        raise UsageError(f"volume {vid} is the store's only volume: a drain would have nowhere to move its pieces",
+                         "add another one first with `volume add DIR`")
+    others = {v: w for v, w in store.volset.writable().items() if v != vid}
+    on_it = store.files_on(vid)
+    widths = {Layout.of(e).width for e in map(store.files.get, on_it) if e is not None}
+    width = max(widths | {store.layout.width})
+    if len(others) < width:
+        raise UsageError(f"volume {vid} cannot be drained: its files' copies or shards need {width} other "
+                         f"volume{'s' * (width > 1)} with free space, and {len(others)} "
+                         f"{'has' if len(others) == 1 else 'have'} some",
+                         "add a volume with `volume add DIR` first")
+    held = store.volume_usage_of(vid)
+    free = [store.volset.volume(v).free() for v in others]
+    if held and None not in free and sum(free) < held:
+        raise UsageError(f"volume {vid} cannot be drained: it holds {format_size(held)}, and the other volumes "
+                         f"have {format_size(sum(free))} free", "free some space or add a volume first")
+
+
+def puts_in_flight(store: Store) -> list[int]:
+    """The files being stored now, by any pfs (read once the volume is marked
+    draining: a put recorded after this chooses its volumes after the mark)."""
+    return [e.id for e in store.files.unsettled() if e.status == STORING]
+
+
+def wait_stored(store: Store, file_id: int, cancel: threading.Event | None = None) -> None:
+    """Wait until the file's put (in any pfs) has ended, stored or not; a put
+    whose pfs died is rolled back meanwhile, as an open would."""
+    looks = 0
+    while (entry := store.files.get(file_id)) is not None and entry.status == STORING:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"stopped waiting for the put of {entry.name} (file {file_id})")
+        looks += 1
+        if looks % CLAIM_EVERY == 0:
+            store.finish_dead()
+        time.sleep(POLL)
