@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from pfs.names import is_id
 from pfs.cli import interrupts
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
 from pfs.registry import STORED, FileEntry, Manifest, bulk
+from pfs.registry.usage import on_disk
 from pfs.store.core import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -231,7 +233,7 @@ class Session:
         if job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
-                          f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
+                          f"part{'s' * (entry.parts != 1)}, {format_size(on_disk(entry))} on disk, {took}")
         elif job.kind == "get":
             path, found = job.result
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
@@ -345,8 +347,9 @@ def cmd_get(s: Session, a: Args) -> None:
 
 
 def cmd_delete(s: Session, a: Args) -> None:
-    file_id = a.file(s.store).id
-    _file_job(s, "delete", file_id, lambda job: s.store.delete(file_id, job.advance))
+    entry = a.file(s.store)
+    seen = None if is_id(a.positional[0]) else entry  # a name: only what it gave now is deleted
+    _file_job(s, "delete", entry.id, lambda job: s.store.delete(entry.id, job.advance, seen))
 
 
 def cmd_verify(s: Session, a: Args) -> None:
@@ -364,14 +367,20 @@ def cmd_verify(s: Session, a: Args) -> None:
 
 
 def cmd_heal(s: Session, a: Args) -> None:
-    _check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled))
+    """Only the files with pieces where they are not kept (a volume missing or
+    draining), and those being stored now; old pieces left on a volume that is
+    back are removed first."""
+    s.store.finish_removals()
+    concerned = set(s.store.files_to_heal()) | {e.id for e in s.store.files.unsettled() if e.status == "storing"}
+    _check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled), concerned)
 
 
 def _check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], object],
-               only: set[int] | None = None, after: Callable[[], str] | None = None) -> None:
+               only: set[int] | None = None, after: Callable[[], str] | None = None,
+               waiting: frozenset[int] = frozenset()) -> None:
     """Verify (or heal) every stored file (those in `only`, if given; and those
-    being stored now, once they are); say which are skipped and why, and end
-    with a summary."""
+    being stored now, once they are: by another pfs too for those in `waiting`);
+    say which are skipped and why, and end with a summary."""
     entries = [e for e in s.store.list() if only is None or e.id in only]
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:
@@ -383,7 +392,7 @@ def _check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], obj
         return
     tally = VerifyTally(len(checked), len(entries) - len(checked), label, after)
     for e in checked:
-        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
+        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work, i in waiting), kind)
 
 
 @dataclass(frozen=True)
@@ -397,8 +406,11 @@ def _not_stored(entry) -> str:
     return f"it is {entry.status}" + (f" ({entry.reason})" if entry.reason else "") + ", not stored"
 
 
-def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], object]) -> object:
-    """Verify (or heal) a file unless an earlier job (a failed put, a delete) left it not stored."""
+def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], object], wait: bool = False) -> object:
+    """Verify (or heal) a file unless an earlier job (a failed put, a delete) left
+    it not stored; with `wait`, once its put (in any pfs) has ended."""
+    if wait:
+        s.store.wait_stored(file_id, job.cancelled)
     try:
         entry = s.store.entry(file_id)
     except NotFoundError:
@@ -409,9 +421,9 @@ def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], ob
 
 
 def cmd_volume(s: Session, a: Args) -> None:
-    """volume add PATH [--weight W] | list | drain ID | remove ID."""
+    """volume add PATH [--weight W] | list | drain ID | undrain ID | remove ID."""
     action, rest = a.positional[0].lower(), a.positional[1:]
-    wanted = {"add": 1, "list": 0, "drain": 1, "remove": 1}
+    wanted = {"add": 1, "list": 0, "drain": 1, "undrain": 1, "remove": 1}
     if action not in wanted:
         raise UsageError(f"volume: unknown action {action!r}", f"usage: {COMMANDS['volume'].usage}")
     if len(rest) != wanted[action] or (a.values and action != "add"):
@@ -422,19 +434,29 @@ def cmd_volume(s: Session, a: Args) -> None:
     elif action == "list":
         _volume_list(s)
     elif action == "drain":
+        _drain(s, s.store.volume_id(rest[0]))
+    elif action == "undrain":
         vid = s.store.volume_id(rest[0])
-        s.store.start_drain(vid)
-
-        def after() -> str:
-            left = s.store.files_on(vid)
-            return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
-                else f"volume {vid} is drained: `volume remove {vid}` removes it"
-        _check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
-                   set(s.store.files_on(vid)), after)
+        s.store.stop_drain(vid)
+        s.out.line(f"volume {vid} takes pieces again")
     else:
         vid = s.store.volume_id(rest[0])
         s.store.remove_volume(vid)
         s.out.line(f"removed volume {vid}")
+
+
+def _drain(s: Session, vid: int) -> None:
+    """Move every piece off the volume: those of the stored files on it, and
+    those that puts begun before the drain (in any pfs) place there, once
+    each has ended. Refused at once if it cannot finish."""
+    earlier = frozenset(s.store.start_drain(vid))
+
+    def after() -> str:
+        left = s.store.files_on(vid)
+        return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
+            else f"volume {vid} is drained: `volume remove {vid}` removes it"
+    _check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
+               set(s.store.files_on(vid)) | earlier, after, earlier)
 
 
 def _weight(text: str) -> float:
@@ -664,9 +686,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             frozenset({"--all", "--heal"})),
     Command("heal", "heal", "restore every file's copies and shards onto the volumes that keep them "
             "(after a volume was lost or drained)", cmd_heal),
-    Command("volume", "volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] | list | drain ID | remove ID",
+    Command("volume", "volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] | list | drain ID | "
+            "undrain ID | remove ID",
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
-            "move everything off one, forget an empty one", cmd_volume, 1, 2,
+            "move everything off one (undrain: take that back), forget an empty one", cmd_volume, 1, 2,
             options=frozenset({"--weight", "--endpoint"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from pfs.registry.records import PartEntry
+from pfs.registry.records import FileEntry, PartEntry
 
 #: Volume id -> (pieces, bytes).
 Usage = dict[int, tuple[int, int]]
@@ -69,3 +69,9 @@ def total(texts: Iterable[str]) -> Usage:
             pieces[v] += int(n)
             size[v] += int(b)
     return {int(v): (pieces[v], size[v]) for v in pieces}
+
+
+def on_disk(entry: FileEntry) -> int:
+    """The bytes a stored file's pieces take on the volumes, every copy or shard
+    counted (an older record that does not say: its parts' stored bytes)."""
+    return sum(b for _, b in usage(entry.placed).values()) if entry.placed else entry.stored
