@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pfs.names import is_id
 from pfs.registry import STORED, FileEntry
 from pfs.store.core import Damage, Store as _Core, default_root
 
@@ -113,8 +114,10 @@ class Store:
         return path
 
     def delete(self, ref: Ref) -> None:
-        """Remove a stored file and its parts."""
-        self.core.delete(self.core.resolve(ref).id)
+        """Remove a stored file and its parts (by name: only if the name still gives
+        that file when the delete begins; a rename or replace meanwhile wins)."""
+        entry = self.core.resolve(ref)
+        self.core.delete(entry.id, seen=None if isinstance(ref, int) or is_id(ref) else entry)
 
     def mv(self, ref: Ref, new: str, *, keep: bool = False) -> FileInfo:
         """Rename a stored file without moving its data; a file already under the

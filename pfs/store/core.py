@@ -37,6 +37,7 @@ from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_
                           PartRegistry, SessionFiles, damaged, fsync_dir, live_sessions, pid_alive, read_json,
                           write_json_atomic)
 from pfs.registry.postgres import is_database
+from pfs.registry import usage
 from pfs.store.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
@@ -236,10 +237,18 @@ def default_root() -> Path:
     return Path(user_data_dir("pfs")) / "store"
 
 
-def _doomed_id(replaced: FileEntry | None, by: FileEntry, keep: bool) -> int:
-    """The id of the file `by` takes the name of and must delete (0: none, or kept):
-    recorded in `by`'s own record, so the replace is one atomic record write."""
-    return 0 if replaced is None or replaced.id == by.id or keep else replaced.id
+#: Times a rename or delete looks again at a file that another command changed meanwhile.
+CHANGED_RETRIES = 5
+
+
+def changed_meanwhile(entry: FileEntry) -> UsageError:
+    return UsageError(f"file {entry.id} ({entry.name}) was renamed, replaced or deleted by another command meanwhile",
+                      "nothing was changed; `list` shows it now")
+
+
+def rolled_back(entry: FileEntry) -> StoreError:
+    return StoreError(f"file {entry.id} ({entry.name}) was rolled back by another pfs meanwhile",
+                      "this pfs had lost its session on the store; store it again")
 
 
 def batched(items: list, n: int) -> list[list]:
@@ -357,7 +366,7 @@ class Store:
         self._config_stamp: tuple | None = None  # store.json as the volumes were last taken from it
         self._sources: dict[int, Source] = {}  # puts begun and not yet finished, by file id
         self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
-        self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
+        self._doomed: dict[int, FileEntry] = {}  # replaced file -> what replaced it, once its last reader is done
         self._readers_lock = threading.Lock()
         self.max_memory = max_memory
         if is_database(self.location):
@@ -665,7 +674,7 @@ class Store:
         if old is None or old.status != STORED or old.name != by.name or current is None or current.id == old.id:
             return
         log.info("file %d (%s), replaced by file %d, is deleted now", old.id, old.name, by.id)
-        self._delete_replaced(old.id)
+        self._delete_replaced(by)
 
     def _sweep_leftovers(self) -> None:
         """Remove the temporary files of atomic writes that crashed processes cut
@@ -752,15 +761,16 @@ class Store:
     def rename(self, ref: str | int, new: str, keep: bool = False) -> FileEntry:
         """Give a stored file a new name, moving no data (one journal record). A
         file already under the new name is replaced: deleted, unless `keep`."""
-        entry = self.resolve(ref)
-        if entry.status != STORED:
-            raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
         name = names.check(new)
-        replaced = self.files.current(name)
-        moved = replace(entry, name=name, session=self.sessions.id, replaces=_doomed_id(replaced, entry, keep))
-        self.files.save(moved)
-        self._drop_replaced(moved)
-        return moved
+        for _ in range(CHANGED_RETRIES):
+            entry = self.resolve(ref)
+            if entry.status != STORED:
+                raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
+            moved = self.files.take_name(entry, replace(entry, name=name, session=self.sessions.id), keep)
+            if moved is not None:  # else another command changed it since resolve: look again
+                self._drop_replaced(moved)
+                return moved
+        raise changed_meanwhile(entry)
 
     def _drop_replaced(self, by: FileEntry) -> None:
         """Delete the file `by` took the name of (`by.replaces`; none if it was
@@ -770,17 +780,23 @@ class Store:
             return
         with self._readers_lock:
             if self._readers[by.replaces]:
-                self._doomed.add(by.replaces)
+                self._doomed[by.replaces] = by
                 return
-        self._delete_replaced(by.replaces)
+        self._delete_replaced(by)
 
-    def _delete_replaced(self, file_id: int) -> None:
-        """It is no longer what its name resolves to, so a failure here loses
-        nothing: it is logged, and a delete left halfway is finished at the next open."""
+    def _delete_replaced(self, by: FileEntry) -> None:
+        """Delete what `by` replaced, if it is still what `by` replaced: stored,
+        under by's name (a rename since took it out of the name's reach, and it
+        stays). It is no longer what its name resolves to, so a failure here
+        loses nothing: it is logged, and a delete left halfway is finished at
+        the next open."""
+        old = self.files.get(by.replaces)
+        if old is None or old.status != STORED or old.name != by.name:
+            return
         try:
-            self.delete(file_id)
+            self.delete(old.id, seen=old)
         except PfsError as exc:
-            log.warning("file %d, replaced under its name, was not deleted: %s", file_id, exc)
+            log.warning("file %d, replaced under its name, was not deleted: %s", old.id, exc)
 
     def hold(self, file_id: int) -> None:
         """Note a reader of a file: a replacement does not delete it meanwhile."""
@@ -794,10 +810,9 @@ class Store:
             if self._readers[file_id] > 0:
                 return
             del self._readers[file_id]
-            if file_id not in self._doomed:
-                return
-            self._doomed.discard(file_id)
-        self._delete_replaced(file_id)
+            by = self._doomed.pop(file_id, None)
+        if by is not None:
+            self._delete_replaced(by)
 
     @contextlib.contextmanager
     def reading(self, file_id: int) -> Iterator[None]:
@@ -979,15 +994,16 @@ class Store:
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
                            volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
                  for i, (h, used, stored, placed, shards) in enumerate(results)]
-        replaced = self.files.current(entry.name)
         done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                       digest=codec.file_digest([p.hash for p in parts]),
-                       replaces=_doomed_id(replaced, entry, keep))
+                       digest=codec.file_digest([p.hash for p in parts]), replaces=0)
         self.parts.save(Manifest(done, parts))
         lost = [*lost, *self.volset.gone(vid for part in results for vid in part[3])]
         if lost:
             self._keep_off_lost_volumes(done, lost[0], cancel)
-        self.files.save(done)
+            parts = self.checked_manifest(done).parts
+        done = self.files.take_name(entry, replace(done, placed=usage.placed(parts)), keep)
+        if done is None:
+            raise rolled_back(entry)
         self._drop_replaced(done)
         return done
 
@@ -1409,17 +1425,25 @@ class Store:
 
     # -- delete ---------------------------------------------------------------
 
-    def delete(self, file_id: int, progress: Progress = _no_progress) -> FileEntry:
+    def delete(self, file_id: int, progress: Progress = _no_progress, seen: FileEntry | None = None) -> FileEntry:
         """Remove a file and its parts; a crash midway is finished at the next open.
-        Refused while another command (of any pfs) reads the file."""
+        Refused while another command (of any pfs) reads the file. With `seen`
+        (the file a name gave), only if it is still that file under that name:
+        a rename or replace since wins."""
         with self.sessions.hold(file_id, exclusive=True):
-            return self._delete(file_id, progress)
+            return self._delete(file_id, progress, seen)
 
-    def _delete(self, file_id: int, progress: Progress) -> FileEntry:
-        entry = self.entry(file_id)
-        if entry.status in (STORING, DELETING):
-            raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
-        self.files.save(replace(entry, status=DELETING, session=self.sessions.id))
+    def _delete(self, file_id: int, progress: Progress, seen: FileEntry | None) -> FileEntry:
+        for _ in range(CHANGED_RETRIES):
+            entry = self.entry(file_id)
+            if entry.status in (STORING, DELETING):
+                raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
+            if seen is not None and not self.files.unchanged(entry, seen):
+                raise changed_meanwhile(seen)
+            if self.files.swap(entry, replace(entry, status=DELETING, session=self.sessions.id)):
+                break
+        else:
+            raise changed_meanwhile(entry)
         self.refresh_volumes()
         self._sweep_or_note(entry, progress)
         self.parts.remove(file_id)
