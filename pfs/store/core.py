@@ -38,10 +38,11 @@ from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_
                           write_json_atomic)
 from pfs.registry.postgres import is_database
 from pfs.registry import usage
+from pfs.store.draining import check_drainable, puts_in_flight, wait_stored
 from pfs.store.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
-from pfs.volumes.volset import DRAINING, FIRST_VOLUME, VolumeConfig, VolumeSet, parse_volumes
+from pfs.volumes.volset import ACTIVE, DRAINING, FIRST_VOLUME, VolumeConfig, VolumeSet, parse_volumes
 
 FORMAT = 2
 CONFIG = "store.json"
@@ -703,6 +704,8 @@ class Store:
             return
         current = self.files.get(entry.id)
         manifest = self.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
+        if manifest is not None and current.status == STORED:  # moved, maybe not yet recorded: see _record_moves
+            self._note_placed(entry.id, manifest.parts)
         if self._sweep(entry, manifest):
             intent.unlink()
             fsync_dir(intent.parent)
@@ -1119,15 +1122,27 @@ class Store:
             p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
             shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
         self.parts.save(Manifest(manifest.file, parts))
+        self._note_placed(manifest.file.id, parts)
         removed = True
         for p, volumes in moved:
             for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
-                if old != now and self.volset.readable(old):
-                    try:
-                        worker.remove_pieces(self.volset.describe(old), [key])
-                    except VolumeUnavailableError:
-                        removed = False
+                if old == now:
+                    continue
+                try:
+                    if not self.volset.readable(old):
+                        raise VolumeUnavailableError(f"volume {old} cannot be reached")
+                    worker.remove_pieces(self.volset.describe(old), [key])
+                except VolumeUnavailableError:
+                    removed = False  # the intent stays: an open or heal that reaches it removes the piece
         return removed
+
+    def _note_placed(self, file_id: int, parts: list[PartEntry]) -> None:
+        """Bring the file's record to where its pieces are now (see usage)."""
+        placed = usage.placed(parts)
+        for _ in range(CHANGED_RETRIES):
+            now = self.files.get(file_id)
+            if now is None or now.placed == placed or self.files.swap(now, replace(now, placed=placed)):
+                return
 
     def _note_intent(self, entry: FileEntry) -> Path:
         """Before pieces are written where no manifest says: the next open removes
@@ -1288,7 +1303,7 @@ class Store:
         """Every volume with its status, what it holds (as the manifests say: walking
         a volume is for verify) and its free space."""
         self.refresh_volumes()
-        held = self.parts.pieces_by_volume()
+        held = self.volume_usage()
         rows = []
         for vid, config in sorted(self.volset.configs.items()):
             status, used, free, parts = self.volset.status(vid), None, None, None
@@ -1313,13 +1328,64 @@ class Store:
             raise NotFoundError(f"no volume {vid}", "`volume list` shows the volumes")
 
     def files_on(self, vid: int) -> list[int]:
-        """The stored files with a copy or shard on volume `vid` (manifests say)."""
-        return [e.id for e in self.files.all() if e.status == STORED and
-                any(vid in p.volumes() for p in (self.parts.load(e.id) or Manifest(e)).parts)]
+        """The stored files with a copy or shard on volume `vid`, as their records
+        say (the manifests of older records that do not)."""
+        on, unknown = self.files.on_volume(vid)
+        return sorted({*on, *(i for i in unknown if vid in self.volumes_of(self.parts.load(i) or Manifest(self.entry(i))))})
 
-    def start_drain(self, vid: int) -> None:
-        """Mark a volume draining: nothing new goes there, and heal moves what it holds."""
+    def files_to_heal(self) -> list[int]:
+        """The stored files with pieces on a volume that does not keep them (missing, draining)."""
+        self.refresh_volumes()
+        return sorted({i for v in self.volset.configs if not self.volset.keeps(v) for i in self.files_on(v)})
+
+    def volume_usage(self) -> dict[int, tuple[int, int]]:
+        """Volume id -> (pieces, bytes) the stored files place there, from their
+        records (and the manifests of older records that do not say)."""
+        held, unknown = self.files.volume_usage()
+        for i in unknown:
+            manifest = self.parts.load(i)
+            usage.add(held, usage.usage(usage.placed(manifest.parts)) if manifest else {})
+        return held
+
+    def volume_usage_of(self, vid: int) -> int:
+        """The bytes the stored files place on volume `vid`."""
+        return self.volume_usage().get(vid, (0, 0))[1]
+
+    def start_drain(self, vid: int) -> list[int]:
+        """Mark a volume draining: nothing new goes there, and heal moves what it
+        holds. Refused if it cannot finish. Returns the files being stored when
+        it began: their puts chose their volumes before, and the drain waits for them."""
+        check_drainable(self, vid)
         self._set_state(vid, DRAINING)
+        return puts_in_flight(self)
+
+    def stop_drain(self, vid: int) -> None:
+        """Take a drain back: the volume takes pieces again."""
+        self._check_known(vid)
+        if self.volset.configs[vid].state != DRAINING:
+            raise UsageError(f"volume {vid} is not draining", f"`volume drain {vid}` drains it")
+        self._set_state(vid, ACTIVE)
+
+    def wait_stored(self, file_id: int, cancel: threading.Event | None = None) -> None:
+        """Wait until the file's put, in any pfs, has ended (see draining)."""
+        wait_stored(self, file_id, cancel)
+
+    def finish_dead(self) -> None:
+        """Finish what dead sessions left (puts, deletes, moves), as an open does."""
+        for entry in self._finish_dead():
+            log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
+
+    def finish_removals(self) -> None:
+        """Remove the old pieces that moves left where a volume could not be
+        reached then, once it can (heal asks first); and what dead sessions left."""
+        self.refresh_volumes()
+        self.finish_dead()
+        with self._readers_lock:
+            busy = set(self._readers)
+        for intent in sorted((self.root / INTENTS).iterdir()):
+            if intent.name.startswith(".") or not intent.stem.isdigit() or int(intent.stem) in busy:
+                continue
+            self._finish_intent(intent, lambda session: session == self.sessions.id)
 
     def _set_state(self, vid: int, state: str) -> str:
         """Set a volume's state (active, draining); returns the one it had."""
@@ -1339,25 +1405,34 @@ class Store:
         self._check_known(vid)
         if len(self.volset.configs) == 1:
             raise UsageError(f"volume {vid} is the store's only volume", "add another one first")
-        self._check_empty(vid)
+        self._check_unused(vid)
         was = self._set_state(vid, DRAINING)
         try:
             self._check_nothing_going_to(vid)
-            self._check_empty(vid)
+            self._check_unused(vid)
+            self._check_no_pieces(vid)
         except BaseException:
             if was != DRAINING:
                 self._set_state(vid, was)
             raise
+        volume = self.volset.volume(vid) if self.volset.readable(vid) else None
         with self._changing_volumes():
             self._check_known(vid)
             self.volset.forget(vid)
+        if volume is not None:  # its place can be added again
+            with contextlib.suppress(VolumeError):
+                volume.release()
 
-    def _check_empty(self, vid: int) -> None:
-        """Refuse unless no manifest and no key of the volume names a piece."""
+    def _check_unused(self, vid: int) -> None:
+        """Refuse while a stored file has pieces on the volume."""
         users = self.files_on(vid)
         if users:
             raise UsageError(f"volume {vid} still holds pieces of {len(users)} file(s) (first: file {users[0]})",
                              f"`volume drain {vid}` moves them first (or `heal` if the volume is lost)")
+
+    def _check_no_pieces(self, vid: int) -> None:
+        """Refuse while a key of the volume names a piece (no put or move is
+        running any more: see _check_nothing_going_to)."""
         self.refresh_volumes()
         if self.volset.readable(vid):
             volume = self.volset.volume(vid)
@@ -1369,9 +1444,8 @@ class Store:
         """Refuse while a put or a move of pieces (heal, drain, scrub) that may have
         chosen the volume before it was marked draining is still running, in any
         pfs; what dead ones left is finished first, as at open."""
-        for entry in self._finish_dead():
-            log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
-        storing = next((e for e in self.files.all() if e.status == STORING), None)
+        self.finish_dead()
+        storing = next((e for e in self.files.unsettled() if e.status == STORING), None)
         if storing:
             raise UsageError(f"file {storing.id} ({storing.name}) is being stored, and its parts may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it is stored")
