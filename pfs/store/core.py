@@ -38,7 +38,7 @@ from pfs.registry import (DELETING, FAILED, FILES_LOCK, JOURNAL, MANIFESTS, MAX_
                           write_json_atomic)
 from pfs.registry.postgres import is_database
 from pfs.registry import usage
-from pfs.store.draining import check_drainable, puts_in_flight, wait_stored
+from pfs.store.draining import check_drainable, moves_running, puts_in_flight, wait_stored
 from pfs.store.repair import rebuild, set_aside
 from pfs.units import format_option, format_size
 from pfs.volumes import MARKER, part_id
@@ -817,6 +817,11 @@ class Store:
         if by is not None:
             self._delete_replaced(by)
 
+    def busy_files(self) -> set[int]:
+        """The files this pfs reads, verifies or heals now."""
+        with self._readers_lock:
+            return set(self._readers)
+
     @contextlib.contextmanager
     def reading(self, file_id: int) -> Iterator[None]:
         """Read a file: a file stored under its name meanwhile (by this pfs) does not
@@ -1380,8 +1385,7 @@ class Store:
         reached then, once it can (heal asks first); and what dead sessions left."""
         self.refresh_volumes()
         self.finish_dead()
-        with self._readers_lock:
-            busy = set(self._readers)
+        busy = self.busy_files()
         for intent in sorted((self.root / INTENTS).iterdir()):
             if intent.name.startswith(".") or not intent.stem.isdigit() or int(intent.stem) in busy:
                 continue
@@ -1449,7 +1453,7 @@ class Store:
         if storing:
             raise UsageError(f"file {storing.id} ({storing.name}) is being stored, and its parts may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it is stored")
-        if any(not n.name.startswith(".") for n in (self.root / INTENTS).iterdir()):
+        if moves_running(self, self.root / INTENTS):
             raise UsageError(f"pieces are being moved (a heal, drain or scrub is running), and may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it has finished")
 

@@ -1,17 +1,19 @@
-"""What a drain must know before and while it runs: whether it can finish at
-all (volumes and room enough left for the copies or shards of the files it
-would move), and the puts begun before it, which chose their volumes before
-the volume was marked draining and may still place pieces there: the drain
-waits for each, then moves what it placed."""
+"""What a drain or a remove of a volume must know of the work around it:
+whether a drain can finish at all (volumes and room enough left for the copies
+or shards of the files it would move); the puts begun before it, which chose
+their volumes before the volume was marked draining and may still place pieces
+there (the drain waits for each, then moves what it placed); and whether
+pieces are being moved right now (a remove waits for that)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pfs.errors import Cancelled, UsageError
-from pfs.registry import STORING
+from pfs.errors import Cancelled, PfsError, UsageError
+from pfs.registry import STORING, FileEntry, read_json
 from pfs.units import format_size
 from pfs.volumes.redundancy import Layout
 
@@ -65,3 +67,22 @@ def wait_stored(store: Store, file_id: int, cancel: threading.Event | None = Non
         if looks % CLAIM_EVERY == 0:
             store.finish_dead()
         time.sleep(POLL)
+
+
+def moves_running(store: Store, intents: Path) -> bool:
+    """Whether a heal, drain or scrub of a live session is moving pieces now.
+    A note of a move (an intent) that is left only because a volume could not
+    be reached to remove old pieces moves nothing: one of a dead session, or
+    one of this pfs for a file it is not working on."""
+    busy = store.busy_files()
+    with store.sessions.claim_dead() as dead:
+        for intent in sorted(intents.iterdir()):
+            if intent.name.startswith("."):
+                continue
+            try:
+                entry = FileEntry.from_dict(read_json(intent, store.root))
+            except (PfsError, ValueError):
+                return True  # damaged: an open says so
+            if entry.id in busy if entry.session == store.sessions.id else not dead(entry.session):
+                return True
+    return False
