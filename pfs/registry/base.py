@@ -162,18 +162,6 @@ class PartTable(ABC):
     def where(self, file_id: int) -> str:
         """Where a file's manifest is kept, for messages."""
 
-    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
-        """Volume id -> (pieces, bytes) that the manifests place there: what each
-        volume holds, known without walking any volume (slow on big ones, and on S3)."""
-        tally: dict[int, tuple[int, int]] = {}
-        for file_id in self.ids():
-            manifest = self.load(file_id)
-            for p in manifest.parts if manifest else []:
-                for volume, size in zip(p.volumes(), p.piece_sizes()):
-                    count, total = tally.get(volume, (0, 0))
-                    tally[volume] = (count + 1, total + size)
-        return tally
-
 
 class SessionTable(ABC):
     """The clients that have the store open, and what orders them."""

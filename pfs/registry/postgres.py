@@ -106,16 +106,6 @@ CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 #: Which schema a database holds: opening one that is current runs no DDL.
 SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
 
-#: Each volume's pieces and their bytes, from every part's copies (each the part's stored size) or shards
-#: (a part recorded before copies has one copy, on `volume`).
-_PIECES_BY_VOLUME = """
-SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
-    SELECT c::integer AS volume, stored AS size FROM pfs_parts, jsonb_array_elements_text(
-        CASE WHEN copies = '[]' AND shards = '[]' THEN jsonb_build_array(volume) ELSE copies END) AS c
-    UNION ALL
-    SELECT (s->>'volume')::integer, (s->>'size')::bigint FROM pfs_parts, jsonb_array_elements(shards) AS s
-) AS pieces GROUP BY volume"""
-
 #: Each volume's pieces and bytes as the stored files' records place them (see pfs.registry.usage).
 _USAGE = ("SELECT split_part(p, ':', 1)::integer AS v, sum(split_part(p, ':', 2)::bigint)::bigint, "
           "sum(split_part(p, ':', 3)::bigint)::bigint FROM pfs_files, unnest(string_to_array(placed, ' ')) AS p "
@@ -544,11 +534,6 @@ class DatabaseParts(PartTable):
     def highest_id(self) -> int:
         return self._db.idempotent(
             lambda cur: cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests").fetchone()[0])
-
-    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
-        with self._db.transaction() as cur:
-            cur.execute(_PIECES_BY_VOLUME)
-            return {v: (n, total) for v, n, total in cur.fetchall()}
 
     def where(self, file_id: int) -> str:
         return f"pfs_parts of file {file_id} in {self._db.name}"
