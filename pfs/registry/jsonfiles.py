@@ -566,7 +566,8 @@ class FileRegistry(FileTable):
         """(id, placed) of every stored file, from the snapshot's columns where
         they are (no record is built: a volume list of 100,000 files)."""
         status, placed = (self._column("status"), self._column("placed")) if self._columns else ([], [])
-        pairs = ((i, (status[f], placed[f]) if type(f) is int else (f.status, f.placed)) for i, f in self._files.items())
+        pairs = ((i, (status[f], placed[f]) if type(f) is int else (f.status, f.placed))
+                 for i, f in self._files.items())
         return sorted((i, p) for i, (s, p) in pairs if s == STORED)
 
     def volume_usage(self) -> tuple[usage.Usage, list[int]]:

@@ -71,7 +71,8 @@ class Catalog:
         for _ in range(CHANGED_RETRIES):
             entry = self.resolve(ref)
             if entry.status != STORED:
-                raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
+                raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}",
+                                 "only stored files can be renamed")
             moved = self.ctx.files.take_name(entry, replace(entry, name=name, session=self.ctx.sessions.id), keep)
             if moved is not None:
                 self.drop_replaced(moved)
