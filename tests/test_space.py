@@ -115,3 +115,18 @@ def test_volume_undrain_takes_a_drain_back(tmp_path):
     assert volume_rows(r.stdout)[1][-1] == "online"
     assert error_lines(r.stderr) == ["error: volume 1 is not draining (`volume drain 1` drains it)"], r.stderr
     assert parse_list(run_pfs(store, "list\n").stdout) == {1: ("f.bin", "stored"), 2: ("g.bin", "stored")}
+
+
+def test_heal_with_every_volume_online_reads_no_file(tmp_path):
+    """Nothing can need healing: heal says so at once, without a job per file
+    (the records say no piece is on a volume that does not keep it)."""
+    store, work = tmp_path / "store", tmp_path
+    add_volumes(store, tmp_path, 1)
+    script = ""
+    for i in range(5):
+        make_file(work / f"f{i}.bin", CHUNK + i)
+        script += f"put f{i}.bin\n"
+    assert run_pfs(store, script, "--copies", "2", cwd=work).returncode == 0
+    r = run_pfs(store, "heal\nwait\n", cwd=work)
+    assert r.returncode == 0 and r.stdout == "heal: nothing to heal (every copy and shard is on a volume that keeps " \
+                                             "it)\n", r.stdout

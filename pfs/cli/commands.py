@@ -372,6 +372,9 @@ def cmd_heal(s: Session, a: Args) -> None:
     back are removed first."""
     s.store.finish_removals()
     concerned = set(s.store.files_to_heal()) | {e.id for e in s.store.files.unsettled() if e.status == "storing"}
+    if not concerned:
+        s.out.line("heal: nothing to heal (every copy and shard is on a volume that keeps it)")
+        return
     _check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled), concerned)
 
 
