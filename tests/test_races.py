@@ -92,7 +92,7 @@ def test_puts_renames_and_deletes_of_one_name_from_three_processes(shared, tmp_p
     rng = random.Random(seed)
     first = tagged_source(shared.cwd / "src-first", "src-first", rng)
     assert shared.run(f"put {first.name} {NAME}\n").returncode == 0
-    scripts = [one_name_script(rng, p, 24, shared.cwd) for p in range(3)]
+    scripts = [one_name_script(rng, p, 20, shared.cwd) for p in range(3)]
     outputs = run_all(shared, scripts)
     renamed: dict[int, list[str]] = {}
     deleted: set[int] = set()
@@ -132,7 +132,7 @@ def start_held_put(shared, live_sessions, tmp_path: Path):
     vol1 = tmp_path / "vol1"
     vol1.mkdir()
     assert shared.run(f"volume add {vol1}\n").returncode == 0
-    big = make_file(shared.cwd / "big.bin", 24 * MIB)
+    big = make_file(shared.cwd / "big.bin", 12 * MIB)
     a = live_sessions(shared.store, shared.cwd, *shared.options)
     a.send("put big.bin")
     a.wait_for(r"^\[\d+\] storing big\.bin")
