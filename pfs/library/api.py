@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from pfs.crypto.opening import StoreKeys
 from pfs.crypto.passwords import Passwords
+from pfs.names import is_id
 from pfs.registry import STORED, FileEntry
 from pfs.store.checking import Damage
 from pfs.store.facade import Store as _Core
@@ -144,8 +145,10 @@ class Store:
         return path
 
     def delete(self, ref: Ref) -> None:
-        """Remove a stored file and its parts."""
-        self.core.delete(self.core.resolve(ref).id)
+        """Remove a stored file and its parts (by name: only if the name still gives
+        that file when the delete begins; a rename or replace meanwhile wins)."""
+        entry = self.core.resolve(ref)
+        self.core.delete(entry.id, seen=None if isinstance(ref, int) or is_id(ref) else entry)
 
     def mv(self, ref: Ref, new: str, *, keep: bool = False) -> FileInfo:
         """Rename a stored file without moving its data; a file already under the

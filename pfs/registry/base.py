@@ -28,7 +28,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
+from pfs.registry import usage
 from pfs.registry.records import DELETING, STORED, STORING, FileEntry, Manifest
 
 
@@ -68,6 +70,28 @@ class FileTable(ABC):
         itself must be one consistent tree (a renamed directory, a walked one)."""
 
     @abstractmethod
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Record `new` in place of the file's record only if that record is still
+        the one `seen` was (same name, status and uuid), in one step: a
+        compare-and-swap. False, recording nothing, when another client renamed,
+        stored, deleted or rolled back the file since `seen` was read."""
+
+    @abstractmethod
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        """swap(seen, new), where `new` (stored) becomes what its name resolves to:
+        in the same step its `replaces` is set to the file the name resolved to
+        until then (0 if none, itself, or `keep`), so two clients storing or
+        renaming onto one name at once each replace the one before. Returns the
+        record written, or None when the swap failed."""
+
+    @abstractmethod
+    def take_names(self, pairs: list[tuple[FileEntry, FileEntry]], keep: bool = False) -> list[FileEntry | None]:
+        """take_name of each (seen, new) pair, in one durable update (a group
+        commit: one journal line, one transaction): each pair swapped only if
+        its record is still as seen, with its `replaces` set as take_name sets
+        it. Returns what was written for each pair, None where its swap failed."""
+
+    @abstractmethod
     def remove(self, file_id: int) -> None:
         """Forget a file durably (a no-op for an unknown id)."""
 
@@ -97,9 +121,32 @@ class FileTable(ABC):
         (a listing asks for every name under a prefix at once)."""
         return {name: self.named(name) for name in names}
 
+    @staticmethod
+    def unchanged(now: FileEntry | None, seen: FileEntry) -> bool:
+        """Whether a record read now is still the file as `seen` (what swap compares)."""
+        return now is not None and (now.name, now.status, now.uuid) == (seen.name, seen.status, seen.uuid)
+
+    @staticmethod
+    def replacing(new: FileEntry, current: FileEntry | None, keep: bool) -> FileEntry:
+        """`new` with `replaces` naming the file it takes the name from (0: none, itself, or kept)."""
+        return replace(new, replaces=0 if current is None or current.id == new.id or keep else current.id)
+
     def current(self, name: str) -> FileEntry | None:
         """The file `name` resolves to: the last of that name to be stored."""
         return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
+
+    def volume_usage(self) -> tuple[usage.Usage, list[int]]:
+        """What the stored files' records place on each volume, summed (volume id
+        -> (pieces, bytes)), and the stored files whose records do not say
+        (recorded before records kept it: their manifests do)."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return usage.total(e.placed for e in stored if e.placed), [e.id for e in stored if not e.placed]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        """The stored files whose records place pieces on volume `vid`, and the
+        stored files whose records do not say, each in id order."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return [e.id for e in stored if usage.on(e.placed, vid)], [e.id for e in stored if not e.placed]
 
     @abstractmethod
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
@@ -151,18 +198,6 @@ class PartTable(ABC):
     @abstractmethod
     def where(self, file_id: int) -> str:
         """Where a file's manifest is kept, for messages."""
-
-    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
-        """Volume id -> (pieces, bytes) that the manifests place there: what each
-        volume holds, known without walking any volume (slow on big ones, and on S3)."""
-        tally: dict[int, tuple[int, int]] = {}
-        for file_id in self.ids():
-            manifest = self.load(file_id)
-            for p in manifest.parts if manifest else []:
-                for volume, size in zip(p.volumes(), p.piece_sizes()):
-                    count, total = tally.get(volume, (0, 0))
-                    tally[volume] = (count + 1, total + size)
-        return tally
 
 
 class SessionTable(ABC):

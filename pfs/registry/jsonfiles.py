@@ -28,6 +28,7 @@ from itertools import compress
 from pathlib import Path
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
+from pfs.registry import usage
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.names import NameIndex, ancestors, conflict
 from pfs.registry.records import (DELETING, DIR, FILE_FIELDS, HOLDING, MAX_INT, STORED, STORING, BadRecord, FileEntry,
@@ -548,6 +549,40 @@ class FileRegistry(FileTable):
         with self._locked(fcntl.LOCK_EX):
             self._record(entry)
 
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Compared and recorded under the one exclusive lock of every update."""
+        _check(new)
+        with self._locked(fcntl.LOCK_EX):
+            if not self.unchanged(self._entry(seen.id), seen):
+                return False
+            self._record(new)
+            return True
+
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        with self._locked(fcntl.LOCK_EX):
+            taken = self._taking(seen, new, keep)
+            if taken is not None:
+                _check(taken)
+                self._record(taken)
+            return taken
+
+    def take_names(self, pairs: list[tuple[FileEntry, FileEntry]], keep: bool = False) -> list[FileEntry | None]:
+        """Compared, and the swapped ones recorded as one batch, under one lock."""
+        with self._locked(fcntl.LOCK_EX):
+            taken = [self._taking(seen, new, keep) for seen, new in pairs]
+            written = [e for e in taken if e is not None]
+            if written:
+                self._save_all(written)
+            return taken
+
+    def _taking(self, seen: FileEntry, new: FileEntry, keep: bool) -> FileEntry | None:
+        """`new` replacing what its name resolves to now, or None if `seen` changed
+        (holding the exclusive lock, caught up)."""
+        if not self.unchanged(self._entry(seen.id), seen):
+            return None
+        named = (self._entry(i) for i in reversed(self._index().ids(new.name)))
+        return self.replacing(new, next((e for e in named if e.status == STORED), None), keep)
+
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
         self._refuse_conflict(entry)
@@ -647,6 +682,24 @@ class FileRegistry(FileTable):
                 s, r = (status[found], replaces[found]) if type(found) is int else (found.status, found.replaces)
                 return s in (STORING, DELETING) or (s == STORED and r in files)
             return [self._entry(i) for i in sorted(i for i, found in files.items() if unsettled(found))]
+
+    def _stored_placed(self) -> list[tuple[int, str]]:
+        """(id, placed) of every stored file, from the snapshot's columns where
+        they are (no record is built: a volume list of 100,000 files)."""
+        status, placed = (self._column("status"), self._column("placed")) if self._columns else ([], [])
+        pairs = ((i, (status[f], placed[f]) if type(f) is int else (f.status, f.placed))
+                 for i, f in self._files.items())
+        return sorted((i, p) for i, (s, p) in pairs if s == STORED)
+
+    def volume_usage(self) -> tuple[usage.Usage, list[int]]:
+        with self._locked(fcntl.LOCK_SH):
+            stored = self._stored_placed()
+        return usage.total(p for _, p in stored if p), [i for i, p in stored if not p]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        with self._locked(fcntl.LOCK_SH):
+            stored = self._stored_placed()
+        return [i for i, p in stored if usage.on(p, vid)], [i for i, p in stored if not p]
 
     def _index(self) -> NameIndex:
         if self._names is None:

@@ -144,7 +144,14 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "target": (_types(str), "is not text"),
     "uid": (_optional(_ints(0, MAX_OWNER)), "is not a user id"),
     "gid": (_optional(_ints(0, MAX_OWNER)), "is not a group id"),
+    "placed": (lambda col: all(map(_placed_ok, col)), "is not VOLUME:PIECES:BYTES ..."),
 }
+
+
+def _placed_ok(text: object) -> bool:
+    from pfs.registry import usage  # usage builds on PartEntry, below
+
+    return usage.valid(text)
 
 
 def _record_problem(columns: dict[str, Sequence]) -> str | None:
@@ -214,6 +221,7 @@ class FileEntry:
     def values(self) -> list:
         """The record's fields in order (a database row)."""
         return [getattr(self, name) for name in FILE_FIELDS]
+    placed: str = ""  # what its pieces take on each volume (see pfs.registry.usage; "": not known)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:

@@ -18,13 +18,15 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, wait
+from dataclasses import replace
 from pathlib import Path
 
 from pfs.engine import worker
 from pfs.errors import Cancelled, NameConflictError, PfsError
+from pfs.registry import usage
 from pfs.registry.records import FileEntry
 from pfs.store.paths import proc_path
-from pfs.store.putting import open_source, source_changed, volume_failures
+from pfs.store.putting import open_source, rolled_back, source_changed, volume_failures
 from pfs.volumes import part_id
 from pfs.volumes.redundancy import Layout
 
@@ -148,13 +150,19 @@ def _publish(store, entries, manifests, outcomes, progress) -> None:
         return
     try:
         store.parts.save_all([m for _, m in manifests])
-        store.files.save_all([m.file for _, m in manifests])
+        # the names, and what each replaces, taken by compare-and-swap against every other pfs
+        taken = store.files.take_names([(entries[i], replace(m.file, placed=usage.placed(m.parts)))
+                                        for i, m in manifests])
     except PfsError as exc:
         for i, _ in manifests:
             store.roll_back(entries[i], exc)
             outcomes[i] = exc
         return
-    for i, manifest in manifests:
-        outcomes[i] = manifest.file
-        progress(manifest.file.size)
-        store.drop_replaced(manifest.file)
+    for (i, manifest), done in zip(manifests, taken):
+        if done is None:
+            outcomes[i] = rolled_back(entries[i])
+            store.roll_back(entries[i], outcomes[i])
+            continue
+        outcomes[i] = done
+        progress(done.size)
+        store.drop_replaced(done)

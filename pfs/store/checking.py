@@ -13,6 +13,7 @@ from pfs.errors import UsageError, VolumeUnavailableError
 from pfs.registry import FILE, KINDS, STORED, FileEntry, Manifest, PartEntry, damaged
 from pfs.store.catalog import Catalog
 from pfs.store.context import Context, Progress, no_progress, part_memory
+from pfs.store.holdings import note_placed
 from pfs.store.sweeping import Sweeper
 from pfs.store.volume_config import refresh_volumes
 from pfs.units import format_size
@@ -163,14 +164,18 @@ class Checking:
             p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
             shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
         self.ctx.parts.save(Manifest(manifest.file, parts))
+        note_placed(self.ctx, manifest.file.id, parts)
         removed = True
         for p, volumes in moved:
             for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
-                if old != now and self.ctx.volset.readable(old):
-                    try:
-                        worker.remove_pieces(self.ctx.volset.describe(old), [key])
-                    except VolumeUnavailableError:
-                        removed = False
+                if old == now:
+                    continue
+                try:
+                    if not self.ctx.volset.readable(old):
+                        raise VolumeUnavailableError(f"volume {old} cannot be reached")
+                    worker.remove_pieces(self.ctx.volset.describe(old), [key])
+                except VolumeUnavailableError:
+                    removed = False  # the intent stays: an open or heal that reaches it removes the piece
         return removed
 
     def verify(self, file_id: int, progress: Progress = no_progress,

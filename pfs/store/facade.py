@@ -133,8 +133,8 @@ class Store:
     def manifest(self, file_id: int) -> Manifest | None:
         return self.catalog.manifest(file_id)
 
-    def delete(self, file_id: int, progress: Progress = no_progress) -> FileEntry:
-        return self.catalog.delete(file_id, progress)
+    def delete(self, file_id: int, progress: Progress = no_progress, seen: FileEntry | None = None) -> FileEntry:
+        return self.catalog.delete(file_id, progress, seen)
 
     # -- put (Putting) ------------------------------------------------------------------
     def begin_put(self, source: str, name: str | None = None) -> FileEntry:
@@ -167,8 +167,8 @@ class Store:
     def storing_entry(self, name: str, st: os.stat_result) -> FileEntry:
         return self.putting.storing_entry(name, st)
 
-    def stored_manifest(self, entry: FileEntry, results: list[tuple], keep: bool = False) -> Manifest:
-        return self.putting.stored_manifest(entry, results, keep)
+    def stored_manifest(self, entry: FileEntry, results: list[tuple]) -> Manifest:
+        return self.putting.stored_manifest(entry, results)
 
     def roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         self.putting.roll_back(entry, exc)
@@ -223,8 +223,20 @@ class Store:
     def files_on(self, vid: int) -> list[int]:
         return self.volumes.files_on(vid)
 
-    def start_drain(self, vid: int) -> None:
-        self.volumes.start_drain(vid)
+    def files_to_heal(self) -> list[int]:
+        return self.volumes.files_to_heal()
+
+    def start_drain(self, vid: int) -> list[int]:
+        return self.volumes.start_drain(vid)
+
+    def stop_drain(self, vid: int) -> None:
+        self.volumes.stop_drain(vid)
+
+    def wait_stored(self, file_id: int, cancel: threading.Event | None = None) -> None:
+        self.volumes.wait_stored(file_id, cancel)
+
+    def finish_removals(self) -> None:
+        self.recovery.finish_removals()
 
     def remove_volume(self, vid: int) -> None:
         self.volumes.remove(vid)

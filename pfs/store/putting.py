@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pfs import codec, names
 from pfs.engine import worker
-from pfs.errors import NotFoundError, PfsError, UsageError, VolumeError, advice_for, describe
+from pfs.errors import NotFoundError, PfsError, StoreError, UsageError, VolumeError, advice_for, describe
 from pfs.registry import FAILED, MAX_PARTS, STORED, STORING, FileEntry, Manifest, PartEntry
-from pfs.store.catalog import Catalog, doomed_id
+from pfs.registry import usage
+from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking
 from pfs.store.context import Context, Progress, no_progress, part_memory
 from pfs.store.paths import file_kind, proc_path, user_path
@@ -26,6 +27,11 @@ from pfs.store.volume_config import refresh_volumes
 from pfs.units import format_option, format_size
 from pfs.volumes import part_id, placement
 from pfs.volumes.redundancy import Layout
+
+
+def rolled_back(entry: FileEntry) -> StoreError:
+    return StoreError(f"file {entry.id} ({entry.name}) was rolled back by another pfs meanwhile",
+                      "this pfs had lost its session on the store; store it again")
 
 
 @dataclass(frozen=True)
@@ -267,17 +273,21 @@ class Putting:
         record. Pieces whose flush failed as their volume did (`lost`), or
         whose local volume is gone since, are rebuilt elsewhere first. The
         file it replaces under that name is deleted then, unless `keep`."""
-        manifest = self.stored_manifest(entry, results, keep)
-        done = manifest.file
+        manifest = self.stored_manifest(entry, results)
+        done, parts = manifest.file, manifest.parts
         self.ctx.parts.save(manifest)
         lost = [*lost, *self.ctx.volset.gone(vid for part in results for vid in part[3])]
         if lost:
             self._keep_off_lost_volumes(done, lost[0], cancel)
-        self.ctx.files.save(done)
+            parts = self.ctx.parts.load(entry.id).parts
+        # the name, and what it replaces, taken by compare-and-swap against every other pfs
+        done = self.ctx.files.take_name(entry, replace(done, placed=usage.placed(parts)), keep)
+        if done is None:
+            raise rolled_back(entry)
         self.catalog.drop_replaced(done)
         return done
 
-    def stored_manifest(self, entry: FileEntry, results: list[tuple], keep: bool = False) -> Manifest:
+    def stored_manifest(self, entry: FileEntry, results: list[tuple]) -> Manifest:
         """The manifest of a file whose parts are written (`results`: each part's
         store_part result), with its record as it is once stored (see publish)."""
         chunk, layout = entry.chunk_size, Layout.of(entry)
@@ -285,10 +295,8 @@ class Putting:
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
                            volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
                  for i, (h, used, stored, placed, shards) in enumerate(results)]
-        replaced = self.ctx.files.current(entry.name)
         done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                       digest=codec.file_digest([p.hash for p in parts]),
-                       replaces=doomed_id(replaced, entry, keep))
+                       digest=codec.file_digest([p.hash for p in parts]), replaces=0)
         return Manifest(done, parts)
 
     def roll_back(self, entry: FileEntry, exc: BaseException) -> None:

@@ -483,7 +483,7 @@ def test_a_store_made_before_kinds_opens_with_its_records_as_files(clients, loca
         from pfs.registry import snapshot
 
         old.files.compact()
-        monkeypatch.setattr(snapshot, "FILE_FIELDS", snapshot.FILE_FIELDS[:-4])
+        monkeypatch.setattr(snapshot, "FILE_FIELDS", snapshot.FILE_FIELDS[:snapshot.FILE_FIELDS.index("kind")])
         data = snapshot.encode(entries[-1].id + 1, entries)
         monkeypatch.undo()
         assert b'"kind"' not in data
@@ -523,3 +523,109 @@ def test_a_group_commit_adds_a_batch_with_fresh_ids_or_nothing(clients):
     assert b.files.current("batch/5") is None and clients().files.under("batch/")[0] == [f"batch/{i}" for i in range(5)]
     later = a.files.add(entry_of("later"))
     assert later.id > max(e.id for e in added)
+
+
+def test_swap_records_only_over_the_record_as_it_was_seen(clients):
+    """A compare-and-swap on a file's record: a second client's rename, delete
+    or status change in between makes it record nothing and say so."""
+    a, b = clients(), clients()
+    seen = a.files.add(record(0))
+    renamed = dataclasses.replace(seen, name="elsewhere.bin")
+    assert b.files.swap(seen, renamed)
+    deleting = dataclasses.replace(seen, status="deleting")
+    assert not a.files.swap(seen, deleting), "a rename in between went unnoticed"
+    assert a.files.get(seen.id) == renamed
+    assert a.files.swap(renamed, dataclasses.replace(renamed, status="deleting"))
+    assert not b.files.swap(renamed, dataclasses.replace(renamed, name="again.bin"))
+    a.files.remove(seen.id)
+    assert not b.files.swap(renamed, renamed), "a removed file was written back"
+    assert b.files.get(seen.id) is None
+
+
+def test_take_name_replaces_what_the_name_gives_at_that_moment(clients):
+    a, b = clients(), clients()
+    old = a.files.add(dataclasses.replace(record(0), name="n.bin"))
+    new = a.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+    moved = b.files.take_name(old, dataclasses.replace(old, name="m.bin"))  # b renames old away first
+    assert moved is not None and moved.replaces == 0
+    done = a.files.take_name(new, dataclasses.replace(new, status="stored"))
+    assert done is not None and done.replaces == 0, "the file renamed away was to be deleted"
+    assert a.files.current("n.bin") == done and b.files.get(done.id) == done
+    later = b.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+    kept = b.files.take_name(later, dataclasses.replace(later, status="stored"), keep=True)
+    assert kept.replaces == 0 and a.files.current("n.bin") == kept
+    back = a.files.take_name(moved, dataclasses.replace(moved, name="n.bin"))
+    assert back.replaces == kept.id and a.files.current("n.bin") == back
+    assert b.files.take_name(moved, dataclasses.replace(moved, name="x.bin")) is None, "moved was renamed since"
+    assert a.files.take_name(back, dataclasses.replace(back, mtime=5)).replaces == 0  # itself: nothing to replace
+
+
+def test_take_names_swaps_a_batch_in_one_update_and_skips_what_changed(clients):
+    """A batch of stored records taking their names at once (a tree's group
+    commit): each replaces what its name gives at that moment; one whose record
+    another client changed since it was read is skipped, and the rest recorded."""
+    a, b = clients(), clients()
+    old = a.files.add(dataclasses.replace(record(0), name="d/one.bin"))
+    one, two, three = (a.files.add(dataclasses.replace(record(0, "storing"), name=f"d/{n}.bin"))
+                       for n in ("one", "two", "three"))
+    b.files.save(dataclasses.replace(b.files.get(two.id), status="failed", reason="rolled back"))
+    taken = a.files.take_names([(e, dataclasses.replace(e, status="stored")) for e in (one, two, three)])
+    assert [t is None for t in taken] == [False, True, False]
+    assert taken[0].replaces == old.id and taken[2].replaces == 0
+    c = clients()
+    assert c.files.current("d/one.bin") == taken[0] and c.files.current("d/three.bin") == taken[2]
+    assert c.files.get(two.id).status == "failed", "a record changed by another client was written over"
+
+
+def test_take_name_from_many_clients_at_once_replaces_each_file_once(clients):
+    """Clients storing onto one name at once, each from its own thread and
+    registry (its own lock file handle, or its own connection): every file but
+    the last replaces exactly the one before it, none is left unreplaced."""
+    import threading
+
+    per, count = 4, 12
+    workers = [clients() for _ in range(per)]
+    first = workers[0].files.add(dataclasses.replace(record(0), name="n.bin"))
+    done: list[FileEntry] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(per)
+
+    def store(c: Client) -> None:
+        barrier.wait()
+        for _ in range(count):
+            entry = c.files.add(dataclasses.replace(record(0, "storing"), name="n.bin"))
+            taken = c.files.take_name(entry, dataclasses.replace(entry, status="stored"))
+            with lock:
+                done.append(taken)
+    threads = [threading.Thread(target=store, args=(c,)) for c in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == per * count and None not in done
+    replaced = [e.replaces for e in done]
+    assert len(set(replaced)) == len(replaced), "two files replaced the same one: one is left behind"
+    ids = {first.id} | {e.id for e in done}
+    assert set(replaced) == ids - {workers[0].files.current("n.bin").id}
+
+
+def test_volume_usage_and_the_files_on_a_volume_come_from_the_records(clients):
+    """Each stored record says what its pieces take on each volume: summed
+    for every client without reading a manifest, also after compaction; stored
+    records that do not say (older ones) are named for their manifests to tell."""
+    a, b = clients(), clients()
+    a.files.save(dataclasses.replace(record(1), placed="0:3:300 2:3:310"))
+    a.files.save(dataclasses.replace(record(2), placed="2:1:7 10:1:7"))
+    a.files.save(dataclasses.replace(record(3, "storing"), placed=""))
+    a.files.save(record(4))  # an older record: where its pieces are is in its manifest
+    a.files.save(dataclasses.replace(record(5, size=0), placed="-"))
+    a.files.save(dataclasses.replace(record(6, "deleting"), placed="1:5:5"))
+    for client in (a, b):
+        assert client.files.volume_usage() == ({0: (3, 300), 2: (4, 317), 10: (1, 7)}, [4])
+        assert client.files.on_volume(2) == ([1, 2], [4])
+        assert client.files.on_volume(1) == ([], [4]) and client.files.on_volume(0) == ([1], [4])
+    a.files.compact()
+    assert clients().files.volume_usage() == ({0: (3, 300), 2: (4, 317), 10: (1, 7)}, [4])
+    assert clients().files.on_volume(10) == ([2], [4])
+    with pytest.raises(Exception):
+        a.files.save(dataclasses.replace(record(7), placed="0:1"))

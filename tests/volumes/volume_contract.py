@@ -169,6 +169,16 @@ class VolumeContract:
         assert open_volume({**desc, "store_id": "another-store"}).status() == "missing"
         assert list(v.keys()) == []  # the marker is not a part
 
+    def test_a_released_volume_can_be_claimed_again(self, volume):
+        volume.write(key(5), b"x")
+        volume.remove(key(5))
+        volume.release()
+        assert volume.read_marker() is None
+        again = open_volume({k: v for k, v in volume.describe().items() if k not in ("store_id", "volume_id")})
+        assert again.read_marker() is None and list(again.keys()) == []
+        again.write_marker(STORE_ID, "v9")
+        assert again.status() == "online"
+
     def test_foreign_marker_makes_the_volume_missing(self, volume):
         place = {k: v for k, v in volume.describe().items() if k not in ("store_id", "volume_id")}
         intruder = open_volume(place)  # the same place (and server), claimed by another store

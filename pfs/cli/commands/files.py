@@ -8,6 +8,7 @@ from pfs.cli import interrupts
 from pfs.cli.commands import tables, trees
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import NotFoundError, printable
+from pfs.names import is_id
 from pfs.registry import FILE, bulk
 from pfs.units import format_size
 
@@ -46,8 +47,9 @@ def cmd_delete(s: Session, a: Args) -> None:
     if "--recursive" in a.flags:
         trees.cmd_delete_tree(s, a)
         return
-    file_id = a.file(s.store).id
-    s.start_on_file("delete", file_id, lambda job: s.store.delete(file_id, job.advance))
+    entry = a.file(s.store)
+    seen = None if is_id(a.positional[0]) else entry  # a name: only what it gave now is deleted
+    s.start_on_file("delete", entry.id, lambda job: s.store.delete(entry.id, job.advance, seen))
 
 
 def cmd_list(s: Session, a: Args) -> None:

@@ -20,6 +20,7 @@ from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
 from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, describe, printable
+from pfs.registry.usage import on_disk
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
@@ -151,7 +152,7 @@ class Session:
         elif job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
-                          f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
+                          f"part{'s' * (entry.parts != 1)}, {format_size(on_disk(entry))} on disk, {took}")
         elif job.kind == "get":
             path, found = job.result
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
