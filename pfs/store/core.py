@@ -333,6 +333,30 @@ def open_source(path: Path, name: str) -> Source:
         raise
 
 
+def _check_link_destination(link: Path) -> None:
+    """A get may replace a symbolic link (with --force, the link itself, never what
+    it points to) only where it points to a regular file, and not through a
+    process's descriptor (/dev/stdout is a link to /proc/self/fd/1, whatever that
+    is): replacing it would silently change what the name is."""
+    path = str(link)
+    for _ in range(40):  # the kernel's own bound on a chain of links
+        try:
+            path = os.path.join(os.path.dirname(path), os.readlink(path))
+        except OSError:  # the end of the chain
+            break
+        if os.path.abspath(path).startswith("/proc/"):
+            raise DestinationError(f"{link} is a symbolic link to an open file descriptor ({path})",
+                                   "`get NAME -` writes to standard output")
+    try:
+        mode = os.stat(link).st_mode
+    except OSError:
+        raise DestinationError(f"{link} is a symbolic link to nothing that exists",
+                               "remove the link, or give another destination") from None
+    if not stat.S_ISREG(mode):
+        raise DestinationError(f"{link} is a symbolic link to {file_kind(mode)}",
+                               "get replaces only regular files (`get NAME -` writes to standard output)")
+
+
 def safe_name(entry: FileEntry) -> str:
     """The stored name reduced to a plain file name: no directories, no control
     characters, never '.' or '..' -- so get cannot write outside its destination."""
@@ -1158,6 +1182,8 @@ class Store:
             raise DestinationError(f"cannot use {target}: {exc.strerror}", advice_for(exc)) from None
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             raise DestinationError(f"{target} is {file_kind(mode)}", "get writes only regular files")
+        if stat.S_ISLNK(mode):
+            _check_link_destination(target)
         if not force:
             raise DestinationError(f"{target} already exists", "use --force to overwrite it")
         return target

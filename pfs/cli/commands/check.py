@@ -64,7 +64,7 @@ def cmd_verify(s: Session, a: Args) -> None:
         label = "verify --all --heal" if heal else "verify --all"
         check_all(s, "verify", label, lambda i, job: s.store.verify(i, job.advance, job.cancelled, heal))
     elif a.positional:
-        file_id = a.file(s.store).id
+        file_id = s.resolve(a.positional[0]).id
         s.start_on_file("verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled, heal))
     else:
         raise UsageError("verify: missing arguments", "usage: verify ID | verify --all [--heal]")

@@ -26,7 +26,7 @@ def cmd_put(s: Session, a: Args) -> None:
 
 
 def cmd_get(s: Session, a: Args) -> None:
-    entry, dest = a.file(s.store), a.get(1)
+    entry, dest = s.resolve(a.positional[0]), a.get(1)
     file_id = entry.id
     s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
@@ -35,7 +35,7 @@ def cmd_get(s: Session, a: Args) -> None:
 
 
 def cmd_delete(s: Session, a: Args) -> None:
-    file_id = a.file(s.store).id
+    file_id = s.resolve(a.positional[0]).id
     s.start_on_file("delete", file_id, lambda job: s.store.delete(file_id, job.advance))
 
 
@@ -61,7 +61,7 @@ def cmd_mv(s: Session, a: Args) -> None:
 
 
 def cmd_info(s: Session, a: Args) -> None:
-    file_id = a.file(s.store).id
+    file_id = s.resolve(a.positional[0]).id
     with interrupts.breakable():
         s.jobs.wait_file(file_id)
     entry = s.store.entry(file_id)

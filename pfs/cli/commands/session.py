@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from pfs import names
 from pfs.cli import interrupts
 from pfs.cli.commands.check import Skipped, VerifyTally
 from pfs.cli.commands.jobs import CANCEL_OUTCOME
@@ -19,7 +20,8 @@ from pfs.cli.commands.syntax import ExitShell, split
 from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
-from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, printable
+from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
+from pfs.registry import FileEntry
 from pfs.store.core import Store, describe
 from pfs.units import format_rate, format_size
 
@@ -81,6 +83,25 @@ class Session:
         if self.out.lost == errno.EPIPE:
             return 141
         return 1 if self.failures or self.out.lost else 0
+
+    def resolve(self, ref: str) -> FileEntry:
+        """The file a command's argument names: an id, or a name. A name whose put
+        runs in this session names that put's file, so that the command waits for
+        it as it would for an id; a name with no stored file names its last record
+        (a failed put), so that `info` shows why and `delete` removes it."""
+        if names.is_id(ref):
+            return self.store.entry(int(ref))
+        name = names.check(ref)
+        putting = [j for j in self.jobs.running() if j.kind == "put" and j.name == name]
+        if putting:
+            return self.store.entry(putting[-1].file_id)
+        try:
+            return self.store.resolve(name)
+        except NotFoundError:
+            records = self.store.files.named(name)
+            if not records:
+                raise
+            return records[-1]
 
     def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
         """Start a background job; signals stay with the main thread (see interrupts)."""

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pfs.errors import UsageError
-from pfs.registry import FileEntry
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
-    from pfs.store.core import Store
 
 
 class ExitShell(Exception):
@@ -26,10 +24,6 @@ class Args:
     positional: list[str]
     flags: frozenset[str]
     values: dict[str, str] = field(default_factory=dict)  # options that take a value
-
-    def file(self, store: Store, index: int = 0) -> FileEntry:
-        """The file an argument names: an id (all digits) or a stored name."""
-        return store.resolve(self.positional[index])
 
     def get(self, index: int) -> str | None:
         return self.positional[index] if index < len(self.positional) else None
