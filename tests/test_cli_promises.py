@@ -5,10 +5,16 @@ status, help and banners say what is true."""
 from __future__ import annotations
 
 import os
+import shlex
 import stat
+import subprocess
+import sys
 
+import pexpect
 import pytest
-from conftest import CHUNK, make_file
+from conftest import CHUNK, Pfs, env, make_file
+
+from pfs.cli.commands import COMMANDS
 
 
 def test_a_name_waits_for_its_running_put_as_an_id_does(pfs):
@@ -103,3 +109,69 @@ def test_get_force_replaces_a_link_to_a_regular_file_and_not_the_file(pfs, store
     assert not os.path.islink(pfs.cwd / "dest"), "--force replaces the link itself"
     assert (pfs.cwd / "dest").read_bytes() == stored
     assert other.read_bytes() == b"keep me", "the file the link pointed to is left as it was"
+
+
+# -- exit status, help, banner --------------------------------------------------------------------
+
+def test_list_into_a_reader_that_leaves_exits_141(pfs):
+    """README: `pfs list | head -1` exits 141 (as for SIGPIPE) when the output is
+    more than the pipe holds; Python's buffered writer dropped the rest of a short
+    write in silence, so pfs exited 0."""
+    (pfs.cwd / "one").write_bytes(b"1")
+    long = "d" * 200
+    assert pfs.run("".join(f"put one {long}-{i}\n" for i in range(400))).returncode == 0
+    whole = subprocess.run(pfs.argv("list"), capture_output=True, cwd=pfs.cwd, env=env(), timeout=60)
+    assert whole.returncode == 0 and len(whole.stdout) > 65536, len(whole.stdout)
+    for _ in range(3):
+        pipeline = subprocess.run(["bash", "-c", f"{shlex.join(pfs.argv('list'))} | head -1 >/dev/null; "
+                                   "echo ${PIPESTATUS[0]}"], capture_output=True, text=True, cwd=pfs.cwd,
+                                  env=env(), timeout=60)
+        assert pipeline.stdout.strip() == "141", pipeline.stdout + pipeline.stderr
+        assert "Traceback" not in pipeline.stderr and "error" not in pipeline.stderr, pipeline.stderr
+
+
+def test_help_lists_every_command_of_the_table(pfs):
+    r = pfs.run("", "--help")
+    assert r.returncode == 0
+    summary = r.stdout[r.stdout.index("commands ("):]
+    for command in COMMANDS.values():
+        assert f"\n  {command.usage}" in summary, command.name
+    assert "pfs --store DIR repair" in summary
+
+
+def test_interactive_shell_exits_0_after_an_earlier_failed_command(pfs):
+    e = env()
+    e.update(TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, pfs.argv()[1:], cwd=str(pfs.cwd), env=e, dimensions=(40, 120),
+                          encoding="utf-8", timeout=30)
+    try:
+        child.expect_exact("pfs>")
+        child.sendline("gte 1")
+        child.expect("unknown command")
+        child.sendline("get nothing.bin")
+        child.expect("no file named nothing.bin")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        child.terminate(force=True)
+
+
+def test_database_store_banner_names_the_database(postgres_uri, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    store = Pfs(postgres_uri, work, ("--data", str(tmp_path / "data")))
+    assert store.run("list\n").returncode == 0
+    e = env()
+    e.update(TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, store.argv()[1:], cwd=str(work), env=e, dimensions=(40, 200),
+                          encoding="utf-8", timeout=30)
+    try:
+        child.expect_exact("pfs>")
+        banner = child.before
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.terminate(force=True)
+    assert f"store {postgres_uri} (part data in {tmp_path / 'data'})" in banner, banner

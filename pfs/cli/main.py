@@ -41,6 +41,22 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"error: {message} (see pfs --help)\n")
         raise SystemExit(2)
 
+    def format_help(self) -> str:
+        """The help, ending with the commands as the command table has them (so
+        it cannot go stale); the table is imported only when help is asked for."""
+        self.epilog = command_summary()
+        return super().format_help()
+
+
+def command_summary() -> str:
+    """One line per command of the session, then repair (see commands.help)."""
+    from pfs.cli.commands.help import REPAIR, aliases_of
+    from pfs.cli.commands.table import ALIASES, COMMANDS
+
+    usages = [c.usage + aliases_of(c.name, ALIASES) for c in COMMANDS.values()]
+    return "\n".join(["commands (typed in the shell, piped as a script, or given as COMMAND; "
+                      "`pfs help COMMAND` says more):", *(f"  {u}" for u in usages), f"  {REPAIR[0]}   {REPAIR[1]}"])
+
 
 def _size(text: str) -> int:
     try:
@@ -96,11 +112,9 @@ def default_store() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
-                "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
-                epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
-                       "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
-                       "and `pfs --store DIR repair` rebuilds damaged metadata")
+    p = _Parser(prog="pfs", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="A parallel chunked file store with an interactive shell.\nWith no COMMAND, reads "
+                "commands from the terminal (a shell) or from piped stdin (a script).")
     p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
                    "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
     p.add_argument("--data", metavar="DIR", help="where a PostgreSQL store keeps its part data "

@@ -50,8 +50,7 @@ class PlainOutput:
                 self._lose(stream, errno.EBADF)
                 return
             try:
-                stream.write(text + "\n")
-                stream.flush()
+                _write_all(stream, text + "\n")
             except OSError as exc:
                 self._lose(stream, exc.errno or errno.EIO)
             except ValueError:  # closed
@@ -87,6 +86,24 @@ class PlainOutput:
 
     def table(self, table: Table) -> None:
         self._write(self._stdout(), "\n".join(aligned(table)))
+
+
+def _write_all(stream, text: str) -> None:
+    """Write every byte of `text`. To a stream with a descriptor, through the
+    descriptor until all is out: Python's buffered writer takes the short write
+    of a pipe whose reader left (`pfs list | head -1`) as done, drops the rest
+    and never sees EPIPE, so the exit status could not say the output was cut."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO (io.UnsupportedOperation is an OSError)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8",
+                                  getattr(stream, "errors", None) or "strict"))
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def aligned(table: Table) -> list[str]:

@@ -168,7 +168,7 @@ def run_shell(store: Store) -> int:
         interrupts.abandoning(session.abandoned)
         warn = lambda text: session.out.line(f"warning: {text}")  # noqa: E731
         count = len(store.list())
-        session.out.line(f"pfs {__version__}: store {store.root.absolute()}, {count} file{'s' * (count != 1)}; "
+        session.out.line(f"pfs {__version__}: store {store.description}, {count} file{'s' * (count != 1)}; "
                          "type help for commands, Ctrl-D to leave")
         prompt = PromptSession("pfs> ", history=_history(store, warn), completer=ShellCompleter(store),
                                auto_suggest=AutoSuggestFromHistory(), bottom_toolbar=toolbar(session),
@@ -189,6 +189,7 @@ def run_shell(store: Store) -> int:
                                  "(jobs shows them)")
             except ExitShell:
                 break
+    session.forget_failures()  # each was said as it happened; the status is that of what is waited for now
     if session.jobs.running():
         session.out.line("waiting for running jobs to finish (Ctrl-C abandons them)...")
     return session.finish(live=True)

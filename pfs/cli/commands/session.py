@@ -103,6 +103,13 @@ class Session:
                 raise
             return records[-1]
 
+    def forget_failures(self) -> None:
+        """Count failures afresh from now on: an interactive shell reported each
+        as it happened, and its exit status is that of the jobs it waits for as
+        it leaves, not of a typo an hour earlier."""
+        with self._lock:
+            self.failures = 0
+
     def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
         """Start a background job; signals stay with the main thread (see interrupts)."""
         interrupts.start_resource_tracker()
