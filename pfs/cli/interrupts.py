@@ -47,6 +47,7 @@ def install() -> None:
     quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     threading.Thread(target=_watch, name="pfs-signals", daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the entry point's first line (see main)
 
 
 def main_thread_only() -> None:

@@ -3,7 +3,14 @@ terminal), script mode (stdin is piped) or one command given on the command line
 
 from __future__ import annotations
 
-from pfs.cli import interrupts
+import _signal  # the built-in module behind signal: imported in microseconds, where signal takes a millisecond
+
+# The first thing pfs does: hold the signals it handles (a Ctrl-C while the
+# handling is still being imported would be a KeyboardInterrupt traceback)
+# until interrupts.install takes them, a held one included, as one line.
+_signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP})
+
+from pfs.cli import interrupts  # noqa: E402
 
 interrupts.install()  # before the slower imports: a Ctrl-C from here on is one line, not a traceback
 
