@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -84,26 +84,43 @@ class PlainOutput:
     def error(self, text: str) -> None:
         self._write(self._err or sys.stderr, f"error: {text}")
 
+    def write_bytes(self, chunks: Iterable[bytes | memoryview]) -> None:
+        """Write bytes to stdout as they come, with no line of another job in
+        between; stops taking chunks once stdout is lost (a reader that left)."""
+        with self._lock:
+            stream = self._stdout()
+            for chunk in chunks:
+                if self.lost is not None:
+                    return
+                try:
+                    _write_all(stream, chunk)
+                except OSError as exc:
+                    self._lose(stream, exc.errno or errno.EIO)
+                except ValueError:  # closed
+                    self._lose(stream, errno.EBADF)
+
     def table(self, table: Table) -> None:
         self._write(self._stdout(), "\n".join(aligned(table)))
 
 
-def _write_all(stream, text: str) -> None:
-    """Write every byte of `text`. To a stream with a descriptor, through the
-    descriptor until all is out: Python's buffered writer takes the short write
-    of a pipe whose reader left (`pfs list | head -1`) as done, drops the rest
-    and never sees EPIPE, so the exit status could not say the output was cut."""
+def _write_all(stream, data: str | bytes | memoryview) -> None:
+    """Write every byte of `data` (text encoded as the stream would). To a
+    stream with a descriptor, through the descriptor until all is out: Python's
+    buffered writer takes the short write of a pipe whose reader left
+    (`pfs list | head -1`) as done, drops the rest and never sees EPIPE, so the
+    exit status could not say the output was cut."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a StringIO (io.UnsupportedOperation is an OSError)
-        stream.write(text)
+        stream.write(data)
         stream.flush()
         return
     stream.flush()
-    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8",
-                                  getattr(stream, "errors", None) or "strict"))
-    while data:
-        data = data[os.write(fd, data):]
+    if isinstance(data, str):
+        data = data.encode(getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict")
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def aligned(table: Table) -> list[str]:

@@ -18,8 +18,8 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from pfs import __version__
 from pfs.cli import interrupts
 from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
-from pfs.errors import printable
 from pfs.cli.output import RichOutput
+from pfs.errors import printable
 from pfs.store.core import Store
 from pfs.units import format_rate
 

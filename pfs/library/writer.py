@@ -107,7 +107,7 @@ class Writer(io.RawIOBase):
         self._store, self._keep, self.autocommit = store, keep, autocommit
         self._handled = sys.exc_info()[1]  # an exception handled around the writing is no failure of it
         self._entry = store.begin_write(name)
-        self.name = self._entry.name
+        self.id, self.name = self._entry.id, self._entry.name
         self._chunk = self._entry.chunk_size
         self._buffer = bytearray()
         self._parts = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pfs.cli import interrupts
-from pfs.cli.commands import tables
+from pfs.cli.commands import streams, tables
 from pfs.cli.commands.syntax import Args, Command
-from pfs.errors import NotFoundError, printable
+from pfs.errors import NotFoundError, UsageError, printable
 from pfs.registry import bulk
 from pfs.units import format_size
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 def cmd_put(s: Session, a: Args) -> None:
     source = a.positional[0]
+    if source == streams.STDIO:
+        streams.put_stdin(s, a)
+        return
     entry = s.store.begin_put(source, a.get(1))
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
@@ -27,6 +30,12 @@ def cmd_put(s: Session, a: Args) -> None:
 
 def cmd_get(s: Session, a: Args) -> None:
     entry, dest = s.resolve(a.positional[0]), a.get(1)
+    if dest == streams.STDIO:
+        if a.flags:
+            raise UsageError(f"get: {' '.join(sorted(a.flags))} writes a file; standard output takes no option",
+                             "damage stops `get NAME -` with an error")
+        streams.cat(s, entry)
+        return
     file_id = entry.id
     s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
@@ -76,12 +85,13 @@ def cmd_info(s: Session, a: Args) -> None:
 
 
 COMMANDS = [
-    Command("put", "put PATH [NAME] [--keep]",
+    Command("put", "put PATH|- [NAME] [--keep]",
             "store a file as NAME (a path like logs/app.log; default: its file name; NAME/ puts it inside); "
             "a file already named so is replaced once the new one is stored, --keep keeps it by id "
-            "(runs in the background; prints the id at once)", cmd_put, 1, 2, frozenset({"--keep"})),
-    Command("get", "get NAME|ID [DEST] [--force] [--salvage]",
-            "restore a file to DEST (a file or directory; default: its name here); "
+            "(runs in the background; prints the id at once); `pfs put - NAME` stores standard input",
+            cmd_put, 1, 2, frozenset({"--keep"})),
+    Command("get", "get NAME|ID [DEST|-] [--force] [--salvage]",
+            "restore a file to DEST (a file or directory; default: its name here; - is standard output); "
             "--force overwrites, --salvage zero-fills damaged parts", cmd_get, 1, 2,
             frozenset({"--force", "--salvage"})),
     Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),

@@ -35,9 +35,10 @@ HEALED_SHOWN = 3
 class Session:
     """Runs command lines against one open store; counts what failed."""
 
-    def __init__(self, store: Store, out: PlainOutput) -> None:
+    def __init__(self, store: Store, out: PlainOutput, stdin_free: bool = False) -> None:
         self.store = store
         self.out = out
+        self.stdin_free = stdin_free  # standard input is not where the commands come from: `put -` may read it
         self.commands, self.aliases = COMMANDS, ALIASES
         self.failures = 0
         self._lock = threading.Lock()
@@ -169,7 +170,7 @@ class Session:
                 self._report_damage(context, job.error.damage[1:], count=False)
             self._tally(job)
             return
-        took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
+        took = f"{job.elapsed:.1f} s, {format_rate(job.total or job.done, job.elapsed)}"
         if job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
