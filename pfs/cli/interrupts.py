@@ -79,7 +79,14 @@ def start_resource_tracker() -> None:
     before that thread starts the forkserver."""
     from multiprocessing import resource_tracker
 
-    resource_tracker.ensure_running()
+    from pfs import threads
+    from pfs.errors import ResourceError
+
+    try:
+        resource_tracker.ensure_running()
+    except OSError as exc:  # its process could not be started
+        raise ResourceError(f"cannot start multiprocessing's resource tracker: {exc.strerror or exc}",
+                            threads.ADVICE) from exc
 
 
 def abandoning(describe: Callable[[], str]) -> None:

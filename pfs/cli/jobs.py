@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pfs.errors import Cancelled, NotFoundError
+from pfs import threads
+from pfs.errors import Cancelled, NotFoundError, ResourceError
 
 
 @dataclass
@@ -88,8 +89,23 @@ class JobManager:
                             del self._last_on_file[file_id]
                     job.finished.set()
 
-        threading.Thread(target=run, name=f"pfs-{kind}-{file_id}").start()
+        try:
+            threads.start(threading.Thread(target=run, name=f"pfs-{kind}-{file_id}"), f"the {kind} of {name}")
+        except ResourceError:
+            self._unregister(job, before)
+            raise
         return job
+
+    def _unregister(self, job: Job, before: Job | None) -> None:
+        """Forget a job whose thread could not start: nothing waits for it for ever."""
+        with self._lock:
+            del self._jobs[job.id]
+            if self._last_on_file.get(job.file_id) is job:
+                if before is not None and not before.finished.is_set():
+                    self._last_on_file[job.file_id] = before
+                else:
+                    del self._last_on_file[job.file_id]
+        job.finished.set()
 
     def find(self, job_id: int) -> Job:
         """The running job with this number."""

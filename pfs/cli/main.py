@@ -22,6 +22,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pfs import __version__  # noqa: E402
@@ -243,6 +244,16 @@ def _log_to(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    threading.excepthook = _log_thread_failure
+
+
+def _log_thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies of an exception (one of the pool's own, refused a
+    thread it needed) leaves its traceback in the log, not on the screen; what
+    it was for fails as one `error:` line of its own."""
+    if args.exc_type is not SystemExit:
+        log.error("thread %s died", args.thread.name if args.thread else "?",
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _report_repair(report) -> int:

@@ -42,6 +42,7 @@ from dataclasses import MISSING, asdict, astuple, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from pfs import threads
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.install import install_hint
 from pfs.registry.base import FileTable, PartTable, SessionTable
@@ -544,7 +545,7 @@ class DatabaseSessions(SessionTable):
         db.on_session_lost = self._register
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
-        self._beat.start()
+        threads.start(self._beat, "the session's heartbeat")
 
     def _register(self) -> None:
         """Start a new session: its lock first (the row never shows without it),

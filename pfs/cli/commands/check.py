@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pfs.cli.commands.syntax import Args, Command
 from pfs.cli.jobs import Job
-from pfs.errors import NotFoundError, UsageError, printable
+from pfs.errors import NotFoundError, ResourceError, UsageError, printable
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
@@ -41,11 +41,20 @@ class VerifyTally:
             self.left -= 1
             return self.left == 0
 
+    def give_up(self, count: int) -> bool:
+        """`count` jobs will never run (none could be started); True if the rest have all finished."""
+        with self.lock:
+            self.counts["not started"] += count
+            self.left -= count
+            return self.left == 0
+
     def summary(self) -> str:
         c = self.counts
         healed = f"{c['healed']} healed, " if c["healed"] else ""
         line = (f"{self.label}: {c['verified']} {'intact' if 'heal' in self.label else 'verified'}, {healed}"
                 f"{c['damaged']} damaged, {self.skipped + c['skipped']} skipped")
+        if c["not started"]:
+            line += f", {c['not started']} not checked (no job could start)"
         return line + (f"; {self.after()}" if self.after else "")
 
 
@@ -89,8 +98,13 @@ def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], obje
                    if entries or after else "no files stored yet (put PATH stores one)")
         return
     tally = VerifyTally(len(checked), len(entries) - len(checked), label, after)
-    for e in checked:
-        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
+    for n, e in enumerate(checked):
+        try:
+            s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
+        except ResourceError:  # one error for the command; the jobs started end with the summary
+            if tally.give_up(len(checked) - n):
+                s.out.line(tally.summary())
+            raise
 
 
 def _not_stored(entry) -> str:
