@@ -36,6 +36,7 @@ class Job:
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    as_json: bool = False  # its end is told as a JSON object (the command had --json)
 
     def advance(self, nbytes: int) -> None:
         self.done += nbytes
@@ -59,10 +60,11 @@ class JobManager:
         self._last_on_file: dict[int, Job] = {}
         self._next_id = 1
 
-    def start(self, kind: str, file_id: int, name: str, total: int, work: Callable[[Job], object]) -> Job:
+    def start(self, kind: str, file_id: int, name: str, total: int, work: Callable[[Job], object],
+              as_json: bool = False) -> Job:
         """Run work(job) in a new thread once earlier jobs on the same file are done."""
         with self._lock:
-            job = Job(self._next_id, kind, file_id, name, total)
+            job = Job(self._next_id, kind, file_id, name, total, as_json=as_json)
             self._next_id += 1
             before = self._last_on_file.get(file_id)
             self._last_on_file[file_id] = job

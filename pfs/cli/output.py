@@ -7,6 +7,7 @@ knows about colour and layout.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import threading
@@ -101,6 +102,10 @@ class PlainOutput:
 
     def table(self, table: Table) -> None:
         self._write(self._stdout(), "\n".join(aligned(table)))
+
+    def json(self, record: object) -> None:
+        """One JSON document on one line (ASCII: any name, whatever its bytes, survives)."""
+        self.line(json.dumps(record, separators=(",", ":")))
 
 
 def _write_all(stream, data: str | bytes | memoryview) -> None:

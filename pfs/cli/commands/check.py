@@ -24,6 +24,7 @@ class VerifyTally:
     skipped: int
     label: str = "verify --all"
     after: Callable[[], str] | None = None  # a last word, once every job has finished
+    as_json: bool = False
     counts: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +58,16 @@ class VerifyTally:
             line += f", {c['not started']} not checked (no job could start)"
         return line + (f"; {self.after()}" if self.after else "")
 
+    def report(self, out) -> None:
+        """The summary, as its line or (--json) as a JSON object."""
+        if not self.as_json:
+            out.line(self.summary())
+            return
+        c = self.counts
+        out.json({"event": "summary", "command": self.label, "verified": c["verified"], "healed": c["healed"],
+                  "damaged": c["damaged"], "skipped": self.skipped + c["skipped"], "not_checked": c["not started"],
+                  "after": self.after() if self.after else None})
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -66,25 +77,27 @@ class Skipped:
 
 
 def cmd_verify(s: Session, a: Args) -> None:
-    heal = "--heal" in a.flags
+    heal, as_json = "--heal" in a.flags, "--json" in a.flags
     if "--all" in a.flags:
         if a.positional:
             raise UsageError("verify: give an ID or --all, not both")
         label = "verify --all --heal" if heal else "verify --all"
-        check_all(s, "verify", label, lambda i, job: s.store.verify(i, job.advance, job.cancelled, heal))
+        check_all(s, "verify", label, lambda i, job: s.store.verify(i, job.advance, job.cancelled, heal),
+                  as_json=as_json)
     elif a.positional:
         file_id = s.resolve(a.positional[0]).id
-        s.start_on_file("verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled, heal))
+        s.start_on_file("verify", file_id, lambda job: s.store.verify(file_id, job.advance, job.cancelled, heal),
+                        as_json)
     else:
         raise UsageError("verify: missing arguments", "usage: verify ID | verify --all [--heal]")
 
 
 def cmd_heal(s: Session, a: Args) -> None:
-    check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled))
+    check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled), as_json="--json" in a.flags)
 
 
 def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], object],
-              only: set[int] | None = None, after: Callable[[], str] | None = None) -> None:
+              only: set[int] | None = None, after: Callable[[], str] | None = None, as_json: bool = False) -> None:
     """Verify (or heal) every stored file (those in `only`, if given; and those
     being stored now, once they are); say which are skipped and why, and end
     with a summary."""
@@ -92,18 +105,22 @@ def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], obje
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:
         if e.status not in ("stored", "storing"):
-            s.out.line(f"[{e.id}] skipped {printable(e.name)}: {_not_stored(e)}")
+            s.event(as_json, f"[{e.id}] skipped {printable(e.name)}: {_not_stored(e)}",
+                    event="skipped", id=e.id, name=e.name, reason=_not_stored(e))
+    tally = VerifyTally(len(checked), len(entries) - len(checked), label, after, as_json=as_json)
     if not checked:
-        s.out.line(f"{label}: nothing to {kind}, {len(entries)} skipped" + (f"; {after()}" if after else "")
-                   if entries or after else "no files stored yet (put PATH stores one)")
+        if as_json:
+            tally.report(s.out)
+        else:
+            s.out.line(f"{label}: nothing to {kind}, {len(entries)} skipped" + (f"; {after()}" if after else "")
+                       if entries or after else "no files stored yet (put PATH stores one)")
         return
-    tally = VerifyTally(len(checked), len(entries) - len(checked), label, after)
     for n, e in enumerate(checked):
         try:
             s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
         except ResourceError:  # one error for the command; the jobs started end with the summary
             if tally.give_up(len(checked) - n):
-                s.out.line(tally.summary())
+                tally.report(s.out)
             raise
 
 
@@ -123,9 +140,10 @@ def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], ob
 
 
 COMMANDS = [
-    Command("verify", "verify NAME|ID | --all [--heal]", "check every copy and shard of a file's parts, writing nothing; "
+    Command("verify", "verify NAME|ID | --all [--heal] [--json]", "check every copy and shard of a file's parts, writing nothing; "
             "--heal rewrites damaged ones and restores missing ones (a scrub)", cmd_verify, 0, 1,
-            frozenset({"--all", "--heal"})),
-    Command("heal", "heal", "restore every file's copies and shards onto the volumes that keep them "
-            "(after a volume was lost or drained)", cmd_heal),
+            frozenset({"--all", "--heal", "--json"})),
+    Command("heal", "heal [--json]", "restore every file's copies and shards onto the volumes that keep them "
+            "(after a volume was lost or drained); --json: each outcome and the summary as JSON",
+            cmd_heal, flags=frozenset({"--json"})),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pfs.cli import interrupts
-from pfs.cli.commands import streams, tables
+from pfs.cli.commands import records, streams, tables
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import NotFoundError, UsageError, printable
 from pfs.registry import bulk
@@ -20,16 +20,18 @@ def cmd_put(s: Session, a: Args) -> None:
     if source == streams.STDIO:
         streams.put_stdin(s, a)
         return
-    entry = s.store.begin_put(source, a.get(1))
-    s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
-               f"{entry.parts} part{'s' * (entry.parts != 1)})")
+    entry, as_json = s.store.begin_put(source, a.get(1)), "--json" in a.flags
+    s.event(as_json, f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
+            f"{entry.parts} part{'s' * (entry.parts != 1)})",
+            event="storing", id=entry.id, name=entry.name, size=entry.size, parts=entry.parts)
     keep = "--keep" in a.flags
     s.start("put", entry.id, entry.name, entry.size,
-            lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled, keep))
+            lambda job: s.store.finish_put(entry, source, job.advance, job.cancelled, keep), as_json)
 
 
 def cmd_get(s: Session, a: Args) -> None:
     entry, dest = s.resolve(a.positional[0]), a.get(1)
+    as_json = "--json" in a.flags
     if dest == streams.STDIO:
         if a.flags:
             raise UsageError(f"get: {' '.join(sorted(a.flags))} writes a file; standard output takes no option",
@@ -37,10 +39,12 @@ def cmd_get(s: Session, a: Args) -> None:
         streams.cat(s, entry)
         return
     file_id = entry.id
-    s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
-               f"{entry.parts} part{'s' * (entry.parts != 1)})")
+    s.event(as_json, f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
+            f"{entry.parts} part{'s' * (entry.parts != 1)})",
+            event="restoring", id=file_id, name=entry.name, size=entry.size, parts=entry.parts)
     s.start_on_file("get", file_id, lambda job: s.store.get(file_id, dest, "--force" in a.flags,
-                                                            "--salvage" in a.flags, job.advance, job.cancelled))
+                                                            "--salvage" in a.flags, job.advance, job.cancelled),
+                    as_json)
 
 
 def cmd_delete(s: Session, a: Args) -> None:
@@ -59,9 +63,15 @@ def cmd_list(s: Session, a: Args) -> None:
         if not names and not dirs:
             if prefix.strip("/."):
                 raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
-            s.out.line("no files stored yet (put PATH stores one)")
+            if "--json" in a.flags:
+                s.out.json([])
+            else:
+                s.out.line("no files stored yet (put PATH stores one)")
             return
-        s.out.table(tables.listing(s.store, names, dirs))
+        if "--json" in a.flags:
+            s.out.json(tables.listing_records(s.store, names, dirs))
+        else:
+            s.out.table(tables.listing(s.store, names, dirs))
 
 
 def cmd_mv(s: Session, a: Args) -> None:
@@ -75,6 +85,9 @@ def cmd_info(s: Session, a: Args) -> None:
         s.jobs.wait_file(file_id)
     entry = s.store.entry(file_id)
     manifest = s.store.manifest(file_id)
+    if "--json" in a.flags:
+        s.out.json(records.info_record(s.store, entry, manifest, "--parts" in a.flags))
+        return
     fields = tables.info_fields(s.store, entry, manifest)
     s.out.line("\n".join(printable(f"{label + ':':<12}{value}") for label, value in fields))
     if "--parts" not in a.flags:
@@ -85,22 +98,22 @@ def cmd_info(s: Session, a: Args) -> None:
 
 
 COMMANDS = [
-    Command("put", "put PATH|- [NAME] [--keep]",
+    Command("put", "put PATH|- [NAME] [--keep] [--json]",
             "store a file as NAME (a path like logs/app.log; default: its file name; NAME/ puts it inside); "
             "a file already named so is replaced once the new one is stored, --keep keeps it by id "
             "(runs in the background; prints the id at once); `pfs put - NAME` stores standard input",
-            cmd_put, 1, 2, frozenset({"--keep"})),
-    Command("get", "get NAME|ID [DEST|-] [--force] [--salvage]",
+            cmd_put, 1, 2, frozenset({"--keep", "--json"})),
+    Command("get", "get NAME|ID [DEST|-] [--force] [--salvage] [--json]",
             "restore a file to DEST (a file or directory; default: its name here; - is standard output); "
             "--force overwrites, --salvage zero-fills damaged parts", cmd_get, 1, 2,
-            frozenset({"--force", "--salvage"})),
+            frozenset({"--force", "--salvage", "--json"})),
     Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),
-    Command("list", "list [PREFIX] [-r|--recursive]",
+    Command("list", "list [PREFIX] [-r|--recursive] [--json]",
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
-            "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),
+            "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive", "--json"}),
             short={"-r": "--recursive"}),
     Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
             "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
-    Command("info", "info NAME|ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
-            "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
+    Command("info", "info NAME|ID [--parts] [--json]", "show a file's size, parts, stored size, codec, hash and digest; "
+            "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts", "--json"})),
 ]

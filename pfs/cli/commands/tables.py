@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from operator import itemgetter
 
+from pfs.cli.commands.records import directory_record, file_record
 from pfs.cli.output import Table
 from pfs.registry import STORED, FileEntry, Manifest
 from pfs.store.core import Store
@@ -20,6 +21,17 @@ def listing(store: Store, names: list[str], dirs: list[str]) -> Table:
     rows.sort(key=itemgetter(1))
     return Table(["id", "name", "size", "parts", "status", "stored", "present", "redundancy"], rows,
                  frozenset({"id", "size", "parts", "stored", "present"}))
+
+
+def listing_records(store: Store, names: list[str], dirs: list[str]) -> list[dict]:
+    """`list --json`: each subdirectory, then every record of each name, sorted by name."""
+    entries = store.files.named_each(names)
+    redundancy = store.redundancy_of([e for records in entries.values() for e in records])
+    rows = [directory_record(d) for d in dirs]
+    for records in entries.values():
+        current = resolved(records)
+        rows += [file_record(e, redundancy[e.id], e is current) for e in records]
+    return sorted(rows, key=itemgetter("name"))
 
 
 def _file_rows(store: Store, records: dict[str, list[FileEntry]]) -> list[list[str]]:
