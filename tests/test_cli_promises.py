@@ -175,3 +175,12 @@ def test_database_store_banner_names_the_database(postgres_uri, tmp_path):
     finally:
         child.terminate(force=True)
     assert f"store {postgres_uri} (part data in {tmp_path / 'data'})" in banner, banner
+
+
+def test_a_name_made_of_digits_is_still_a_name_not_an_id(pfs):
+    make_file(pfs.cwd / "a.bin", 10)
+    make_file(pfs.cwd / "b.bin", 20)
+    r = pfs.run("put a.bin\nput b.bin 1\nwait\ninfo ./1\nget ./1 out.bin\n")
+    assert r.returncode == 0, r.stderr
+    assert "name:       1\nid:         2" in r.stdout
+    assert (pfs.cwd / "out.bin").read_bytes() == (pfs.cwd / "b.bin").read_bytes()

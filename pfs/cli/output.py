@@ -115,6 +115,8 @@ def _write_all(stream, data: str | bytes | memoryview) -> None:
     (`pfs list | head -1`) as done, drops the rest and never sees EPIPE, so the
     exit status could not say the output was cut."""
     try:
+        if hasattr(stream, "rich_proxied_file"):  # a live progress bar's: it prints above the bar
+            raise ValueError("not through the descriptor")
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a StringIO (io.UnsupportedOperation is an OSError)
         stream.write(data)
@@ -145,6 +147,28 @@ def aligned(table: Table) -> list[str]:
 RICH_ROWS = 1000
 
 
+class _CurrentStdout:
+    """sys.stdout as it is at each write: the shell's patch_stdout, or a live
+    progress bar's proxy. (A rich Console given no file writes past a proxy of
+    rich's own, and its lines ran into the progress line.)"""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
 class RichOutput(PlainOutput):
     """Colour and boxed tables for the interactive shell."""
 
@@ -152,7 +176,7 @@ class RichOutput(PlainOutput):
         super().__init__()
         from rich.console import Console
 
-        self._console = Console(highlight=False, soft_wrap=True)
+        self._console = Console(file=_CurrentStdout(), highlight=False, soft_wrap=True)
 
     def line(self, text: str) -> None:
         self._console.print(text, markup=False)

@@ -19,12 +19,12 @@ from pfs import __version__
 from pfs.cli import interrupts
 from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
 from pfs.cli.output import RichOutput
-from pfs.errors import printable
+from pfs.errors import PfsError, printable
 from pfs.store.core import Store
 from pfs.units import format_rate
 
-#: Commands whose first argument is a file id.
-_ID_COMMANDS = {"get", "delete", "info", "verify"}
+#: Commands whose first argument is a stored file (a name or an id).
+_FILE_COMMANDS = {"get", "delete", "info", "verify", "cat", "mv"}
 _PLAIN = re.compile(r"^[\w@%+=:,./~-]*$")
 
 
@@ -71,12 +71,17 @@ def split_partial(text: str) -> tuple[list[str], int]:
 
 
 class ShellCompleter(Completer):
-    """Completes command names, options, help topics, file ids (with their
-    names) and local paths, quoting what needs quotes."""
+    """Completes command names, options, help topics, stored names (a level of
+    directories at a time, as a path), file ids (with their names) and local
+    paths, quoting what needs quotes."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.paths = PathCompleter(expanduser=True)
+
+    def _stored(self, typed: str, replace: int, files: bool) -> Iterable[Completion]:
+        for name, what in _stored_names(self.store, typed, files):
+            yield Completion(quote(name), replace, display=printable(name), display_meta=what)
 
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -94,16 +99,32 @@ class ShellCompleter(Completer):
         if current.startswith("-"):
             yield from (Completion(f, replace) for f in sorted(command.flags) if f.startswith(current))
             return
-        position = len([w for w in words[1:-1] if not w.startswith("--")])  # which positional argument
+        position = len([w for w in words[1:-1] if w == "-" or not w.startswith("-")])  # which positional argument
         if name == "help" and position == 0:
             topics = sorted({*COMMANDS, *ALIASES, *TOPICS})
             yield from (Completion(t, replace) for t in topics if t.startswith(current.lower()))
-        elif name in _ID_COMMANDS and position == 0:
-            yield from (Completion(str(e.id), replace, display_meta=printable(f"{e.name} ({e.status})"))
-                        for e in self.store.list() if str(e.id).startswith(current))
+        elif name in _FILE_COMMANDS and position == 0:
+            yield from self._stored(current, replace, files=True)
+            if current.isdigit() or not current:
+                yield from (Completion(str(e.id), replace, display_meta=printable(f"{e.name} ({e.status})"))
+                            for e in self.store.list() if str(e.id).startswith(current))
+        elif name == "list" and position == 0:
+            yield from self._stored(current, replace, files=False)
         elif (name == "put" and position == 0) or (name == "get" and position == 1):
             for c in self.paths.get_completions(Document(current), event):
                 yield Completion(quote(current + c.text), replace, display=c.display)
+
+
+def _stored_names(store: Store, typed: str, files: bool) -> list[tuple[str, str]]:
+    """The stored names (and, ending in /, directories) one level below what is
+    typed that begin with it, with what each is: like a path completer's."""
+    directory = typed[:typed.rfind("/") + 1]
+    try:
+        found, dirs = store.under(directory)
+    except PfsError:  # not a name (yet): nothing to offer
+        return []
+    shown = [(d, "directory") for d in dirs] + ([(n, "file") for n in found] if files else [])
+    return [(n, what) for n, what in shown if n.startswith(typed)]
 
 
 def toolbar_text(jobs: list, width: int) -> str:

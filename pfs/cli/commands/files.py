@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pfs import names
 from pfs.cli import interrupts
 from pfs.cli.commands import records, streams, tables
 from pfs.cli.commands.syntax import Args, Command
@@ -75,7 +76,10 @@ def cmd_list(s: Session, a: Args) -> None:
 
 
 def cmd_mv(s: Session, a: Args) -> None:
-    entry = s.store.rename(a.positional[0], a.positional[1], "--keep" in a.flags)
+    old, new = a.positional
+    if new.endswith("/"):  # into a directory, keeping its file name, as put NAME/ does
+        new = names.target(new, s.store.resolve(old).name.rpartition("/")[2])
+    entry = s.store.rename(old, new, "--keep" in a.flags)
     s.out.line(f"[{entry.id}] renamed to {printable(entry.name)}")
 
 
@@ -112,8 +116,9 @@ COMMANDS = [
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
             "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive", "--json"}),
             short={"-r": "--recursive"}),
-    Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
-            "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
+    Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data (NEW/ moves it into NEW, keeping "
+            "its file name); a file already named NEW is replaced (--keep keeps it by id)", cmd_mv, 2, 2,
+            frozenset({"--keep"})),
     Command("info", "info NAME|ID [--parts] [--json]", "show a file's size, parts, stored size, codec, hash and digest; "
             "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts", "--json"})),
 ]

@@ -99,7 +99,7 @@ class Session:
         if putting:
             return self.store.entry(putting[-1].file_id)
         try:
-            return self.store.resolve(name)
+            return self.store.resolve(ref)  # as typed: ./1 is the name 1, where 1 alone would be an id
         except NotFoundError:
             records = self.store.files.named(name)
             if not records:

@@ -75,7 +75,7 @@ def parse_args(command: Command, rest: list[str]) -> Args:
     for token in tokens:
         if not literal and token in command.short:
             flags.add(command.short[token])
-        elif literal or not token.startswith("--"):
+        elif literal or token == "-" or not token.startswith("-"):  # `-` is standard input or output
             positional.append(token)
         elif token == "--":
             literal = True
@@ -85,6 +85,9 @@ def parse_args(command: Command, rest: list[str]) -> Args:
             values[token] = next(tokens, None)
             if values[token] is None:
                 raise UsageError(f"{command.name}: {token} needs a value", f"usage: {command.usage}")
+        elif not token.startswith("--"):
+            raise UsageError(f"{command.name}: unknown option {token!r}",
+                             f"usage: {command.usage}; a name that starts with - is typed ./{token} or after --")
         else:
             raise UsageError(f"{command.name}: unknown option {token!r}", f"usage: {command.usage}")
     if not command.min_args <= len(positional) <= command.max_args:
