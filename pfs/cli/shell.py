@@ -20,7 +20,7 @@ from pfs.cli import interrupts
 from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
 from pfs.cli.output import RichOutput
 from pfs.errors import PfsError, printable
-from pfs.store.core import Store
+from pfs.store.facade import Store
 from pfs.units import format_rate
 
 #: Commands whose first argument is a stored file (a name or an id).

@@ -7,7 +7,8 @@ from dataclasses import asdict
 
 from pfs.cli.jobs import Job
 from pfs.registry import STORED, FileEntry, Manifest
-from pfs.store.core import Redundancy, Store
+from pfs.store.facade import Store
+from pfs.store.health import Redundancy
 
 
 def redundancy(r: Redundancy) -> dict:

@@ -21,9 +21,9 @@ from pfs.cli.commands.syntax import ExitShell, split
 from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
-from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
+from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, describe, printable
 from pfs.registry import FileEntry
-from pfs.store.core import Store, describe
+from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
 log = logging.getLogger("pfs")

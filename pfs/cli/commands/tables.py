@@ -9,7 +9,7 @@ from operator import itemgetter
 from pfs.cli.commands.records import directory_record, file_record
 from pfs.cli.output import Table
 from pfs.registry import STORED, FileEntry, Manifest
-from pfs.store.core import Store
+from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 from pfs.volumes.redundancy import Layout
 
