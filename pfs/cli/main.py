@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copies of each part of new files, each on its own volume (default: the store's, 1)")
     p.add_argument("--ec", metavar="K+M", type=_ec,
                    help="instead of copies: split each part into K data + M parity shards on K+M volumes")
+    p.add_argument("--encrypt", action="store_true",
+                   help="create the new store encrypted (AES-256-GCM; asks for a password twice; "
+                   "see docs/encryption.md)")
+    p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
+                   "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
     return p
@@ -193,6 +198,8 @@ def _store_root(args: argparse.Namespace) -> Path | str:
 
 
 def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False):
+    from pfs.crypto.opening import StoreKeys
+    from pfs.crypto.passwords import Passwords
     from pfs.store.facade import Store
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
@@ -201,7 +208,8 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    return Store(root, overrides, args.workers, args.max_memory, repair, args.data)
+    keys = StoreKeys(Passwords(args.password_file), args.encrypt)
+    return Store(root, overrides, args.workers, args.max_memory, repair, args.data, keys)
 
 
 def _guard_standard_streams() -> None:

@@ -110,7 +110,7 @@ class Checking:
             refresh_volumes(self.ctx)
             todo = plan()
         try:
-            tasks = ((part_memory(p.size, layout), (job,)) for p, job in todo)
+            tasks = ((part_memory(p.size, layout, self.ctx.sealed), (job,)) for p, job in todo)
             verdicts = self.ctx.engine.run(worker.check_part, tasks, lambda i, _: progress(todo[i][0].size), cancel)
             found = Findings()
             moved: list[tuple[PartEntry, list[int]]] = []
@@ -145,7 +145,7 @@ class Checking:
                     moves[j] = [(t, self.ctx.volset.describe(t)) for t in placement.rank(keys[j], weights)
                                 if t not in volumes]
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves)
+                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pfs.cli.commands import check, files, help, jobs, streams, volumes
+from pfs.cli.commands import check, files, help, jobs, keys, streams, volumes
 from pfs.cli.commands.syntax import Args, Command, parse_args
 from pfs.errors import UsageError
 
-COMMANDS: dict[str, Command] = {c.name: c for group in (files, streams, check, volumes, jobs, help) for c in group.COMMANDS}
+COMMANDS: dict[str, Command] = {c.name: c for group in (files, streams, check, volumes, keys, jobs, help)
+                                for c in group.COMMANDS}
 ALIASES = {"quit": "exit", "ls": "list", "rm": "delete"}
 
 
