@@ -42,7 +42,9 @@ from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from pfs import threads
 from pfs.errors import DamagedError, StoreError, StoreLockedError
+from pfs.install import install_hint
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.names import ancestors, conflict
 from pfs.registry.records import DIR, FILE_FIELDS, HOLDING, STORED, STORING, BadRecord, FileEntry, Manifest
@@ -225,7 +227,7 @@ class Database:
             import psycopg
         except ImportError:
             raise StoreError("a PostgreSQL store needs the psycopg package",
-                             "install it with `pip install 'pfs[postgres]'`") from None
+                             f"install it with `{install_hint('postgres')}`") from None
         try:
             return psycopg.connect(self.uri, autocommit=True, connect_timeout=10, application_name="pfs")
         except psycopg.Error as exc:
@@ -655,7 +657,7 @@ class DatabaseSessions(SessionTable):
         db.on_session_lost = self._register
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
-        self._beat.start()
+        threads.start(self._beat, "the session's heartbeat")
 
     def _register(self) -> None:
         """Start a new session: its lock first (the row never shows without it),

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from pfs.errors import PartDamagedError, UsageError, VolumeUnavailableError
+from pfs.install import install_hint
 
 #: The name of the identity marker at a volume's root.
 MARKER = "pfs-volume.json"
@@ -209,5 +210,5 @@ def backend(scheme: str) -> type[Volume]:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in packages:
             raise VolumeUnavailableError(f"{scheme}:// volumes need the Python package {packages[0]}",
-                                         f"install it: pip install 'pfs[{scheme}]'") from None
+                                         f"install it: {install_hint(scheme)}") from None
         raise
