@@ -140,7 +140,12 @@ class Store:
         each subdirectory is one entry whose name ends in `/`."""
         names, dirs = self.core.under(prefix, recursive)
         files = [FileInfo.of(e) for e in map(self.core.files.current, names) if e is not None]
+        dirs = [d for d in dirs if self._holds_a_stored_file(d)]  # not only files still being written
         return sorted(files + [FileInfo(d) for d in dirs], key=lambda i: i.name)
+
+    def _holds_a_stored_file(self, directory: str) -> bool:
+        names, _ = self.core.under(directory, recursive=True)
+        return any(self.core.files.current(name) is not None for name in names)
 
     def verify(self, ref: Ref) -> list[Damage]:
         """Check every part of a stored file; returns the damage found (none: [])."""
