@@ -3,6 +3,8 @@ a short message and, where there is one, advice on what to do."""
 
 import errno
 
+from pfs.redact import scrub
+
 
 def printable(text: str) -> str:
     """Text safe to show on one terminal line: control characters (newlines,
@@ -14,6 +16,7 @@ class PfsError(Exception):
     """A failure the user can understand and act on; shown as one line."""
 
     def __init__(self, message: str, advice: str = "") -> None:
+        message, advice = scrub(message), scrub(advice)  # whatever a library's error quoted
         super().__init__(message)
         self.message = message
         self.advice = advice

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from pfs import redact
 from pfs.errors import (OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
                         VolumeUnavailableError)
 from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
@@ -79,12 +80,28 @@ def s3_client(timeout: float, endpoint: str | None = None):
         if (env, timeout, endpoint) not in _clients:
             if env not in _sessions:
                 _sessions[env] = boto3.session.Session()
+                _remember_secrets(_sessions[env])
             config = Config(connect_timeout=timeout, read_timeout=timeout,
                             retries={"total_max_attempts": 1},  # retried by S3Volume, within a deadline
                             # pfs checks every part against its own hash: no CRC of every body besides
                             response_checksum_validation="when_required")
             _clients[env, timeout, endpoint] = _sessions[env].client("s3", config=config, endpoint_url=endpoint)
         return _clients[env, timeout, endpoint]
+
+
+def _remember_secrets(session) -> None:
+    """Mask the session's secret key and token in every message and log line
+    (pfs.redact), wherever boto3 found them (environment, files, a profile)."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        redact.remember(os.environ.get(name))
+    try:
+        found = session.get_credentials()
+    except Exception:  # noqa: BLE001 - a profile that cannot be read fails the request, which says why
+        return
+    if found is not None:
+        frozen = found.get_frozen_credentials()
+        redact.remember(frozen.secret_key)
+        redact.remember(frozen.token)
 
 
 def _forget_if_forked() -> None:
