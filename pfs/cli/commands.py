@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from pfs import failures
 from pfs.cli import interrupts
 from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
 from pfs.cli.jobs import Job, JobManager
@@ -223,8 +224,9 @@ class Session:
             return
         if job.error is not None:
             self._fail(job.error, context)
-            if isinstance(job.error, IntegrityError):
-                self._report_damage(context, job.error.damage[1:], count=False)
+            if isinstance(job.error, IntegrityError):  # its line was the first cause; the others follow
+                for line in failures.shown(failures.grouped(job.error.damage), job.error.damage, context)[1:]:
+                    self.out.error(printable(f"{context}: {line}"))
             self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
@@ -237,7 +239,8 @@ class Session:
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
             self._report_healed(job, found)
             if found.damage:
-                self.out.error(f"{context}: {len(found.damage)} damaged part(s) were zero-filled:")
+                word = "damaged" if failures.any_damage(found.damage, []) else "unreachable"
+                self.out.error(f"{context}: {len(found.damage)} {word} part(s) were zero-filled:")
                 self._report_damage(context, found.damage)
         elif job.kind == "delete":
             self.out.line(f"[{job.file_id}] deleted {name}")
@@ -254,8 +257,9 @@ class Session:
         found = job.result
         self._report_healed(job, found)
         self._report_damage(context, found.damage)
-        for bad in found.bad:
-            self.out.error(printable(f"{context}: {'not healed' if job.kind == 'heal' else 'damaged'} {bad}"))
+        word = "not healed: " if job.kind == "heal" else ""
+        for line in failures.shown(failures.grouped_pieces(found.bad), found.bad, context):
+            self.out.error(printable(f"{context}: {word}{line}"))
         if found.bad and not found.damage:
             self._count_failure()
         if not (found.damage or found.bad or found.healed):
@@ -273,8 +277,8 @@ class Session:
     def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
         if count and damage:
             self._count_failure()
-        for d in damage:
-            self.out.error(printable(f"{context}: damaged {d}"))
+        for line in failures.shown(failures.grouped(damage), damage, context):
+            self.out.error(printable(f"{context}: {line}"))
 
     def _tally(self, job: Job) -> None:
         """Count a finished verify towards its `verify --all` summary, if it has one."""
@@ -301,9 +305,10 @@ class VerifyTally:
             outcome = "skipped"
         elif job.error is None:
             found = job.result
-            outcome = "damaged" if found.damage or found.bad else "healed" if found.healed else "verified"
+            outcome = "damaged" if failures.any_damage(found.damage, found.bad) else \
+                "unreachable" if found.damage or found.bad else "healed" if found.healed else "verified"
         else:
-            outcome = "damaged"
+            outcome = "damaged" if failures.any_damage(getattr(job.error, "damage", [None]), []) else "unreachable"
         with self.lock:
             self.counts[outcome] += 1
             self.left -= 1
@@ -313,7 +318,8 @@ class VerifyTally:
         c = self.counts
         healed = f"{c['healed']} healed, " if c["healed"] else ""
         line = (f"{self.label}: {c['verified']} {'intact' if 'heal' in self.label else 'verified'}, {healed}"
-                f"{c['damaged']} damaged, {self.skipped + c['skipped']} skipped")
+                f"{c['damaged']} damaged, " + (f"{c['unreachable']} unreachable, " if c["unreachable"] else "")
+                + f"{self.skipped + c['skipped']} skipped")
         return line + (f"; {self.after()}" if self.after else "")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from pfs import codec, names
 from pfs.volumes import placement
 from pfs.engine import worker
+from pfs.failures import unreadable
 from pfs.engine.engine import Engine, worker_count
 from pfs.errors import (DamagedError, DestinationError, advice_for, IntegrityError, NotFoundError, PfsError,
                         StoreError, StoreLockedError, UsageError, VolumeError,
@@ -129,6 +130,11 @@ class Damage:
     offset: int
     size: int
     problem: str
+
+    @property
+    def unreachable(self) -> bool:
+        """No damage: the part's pieces could not be reached (see worker.Unreachable)."""
+        return isinstance(self.problem, worker.Unreachable)
 
     def __str__(self) -> str:
         end = self.offset + self.size - 1 if self.size else self.offset
@@ -1062,7 +1068,7 @@ class Store:
                 where = f"part {p.index} bytes {p.offset}-{p.offset + p.size - 1}"
                 if v.problem:
                     found.damage.append(Damage(entry.id, entry.name, p.index, p.offset, p.size, v.problem))
-                found.bad += [f"{where}: {b}" for b in v.bad]
+                found.bad += [type(b)(f"{where}: {b}") for b in v.bad]  # an Unreachable one stays so
                 found.healed += [f"{where}: {h}" for h in v.healed]
                 if v.volumes != p.volumes():
                     moved.append((p, v.volumes))
@@ -1088,8 +1094,9 @@ class Store:
                 if not self.volset.keeps(v):
                     moves[j] = [(t, self.volset.describe(t)) for t in placement.rank(keys[j], weights)
                                 if t not in volumes]
+        absent = {v: self.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves)
+                                out_path, p.offset, every, heal, moves, absent)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""
@@ -1188,9 +1195,7 @@ class Store:
                     wait(flushes)
                 damage = found.damage
                 if damage and not salvage:
-                    raise IntegrityError(f"damaged {damage[0]}"
-                                         + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""),
-                                         damage, "nothing was written; `get --salvage` writes what is readable")
+                    raise unreadable(damage, "nothing was written")
                 if entry.mode is not None:
                     os.fchmod(out.fd, entry.mode)
                 if entry.mtime is not None:

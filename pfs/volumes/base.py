@@ -153,14 +153,21 @@ class Volume(ABC):
     def status(self) -> Status:
         """"missing" if the volume cannot be reached or its marker is absent or names
         another store or volume; "full" if free space is below the reserve."""
+        return self.diagnose()[0]
+
+    def diagnose(self) -> tuple[Status, str]:
+        """The status, and why a missing volume is missing (what reaching it
+        answered: no connection, credentials refused, no marker...)."""
         try:
             marker = self.read_marker()
-            if marker is None or not self._is_own(marker):
-                return "missing"
+            if marker is None:
+                return "missing", f"volume {self.url} has no marker (not mounted, or not this store's)"
+            if not self._is_own(marker):
+                return "missing", f"volume {self.url} belongs to another store or volume"
             free = self.free()
-        except VolumeUnavailableError:
-            return "missing"
-        return "full" if free is not None and free <= self.reserve else "online"
+        except VolumeUnavailableError as exc:
+            return "missing", str(exc)
+        return ("full" if free is not None and free <= self.reserve else "online"), ""
 
     def _is_own(self, marker: dict) -> bool:
         return (marker.get("format") == MARKER_FORMAT

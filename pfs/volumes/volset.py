@@ -78,10 +78,11 @@ class VolumeSet:
         self.configs = {c.id: c for c in configs}
         self._open: dict[int, Volume] = {}
         self._status: dict[int, tuple[str, float]] = {}  # vid -> (status, when looked at)
+        self._why: dict[int, str] = {}  # vid -> why it is missing, when it is
         #: Where a remote volume's status is looked at, when not here: the worker
         #: pool, whose processes have the backend's client at hand (making boto3's
         #: here took 0.7 s of CPU before a get could start); status() otherwise.
-        self.prober: Callable[[Volume], str] | None = None
+        self.prober: Callable[[Volume], tuple[str, str]] | None = None
 
     # -- opening ------------------------------------------------------------------
 
@@ -128,12 +129,17 @@ class VolumeSet:
     def _look(self, vid: int) -> str:
         try:
             volume = self.volume(vid)
-            found = self.prober(volume) if self.prober and self._remote(vid) else volume.status()
-        except PfsError:
-            return MISSING
+            found, why = self.prober(volume) if self.prober and self._remote(vid) else volume.diagnose()
+        except PfsError as exc:
+            found, why = MISSING, str(exc)
+        self._why[vid] = why
         if found == MISSING:
             return MISSING
         return DRAINING if self.configs[vid].state == DRAINING else found
+
+    def why(self, vid: int) -> str:
+        """Why a missing volume is missing, as last looked at."""
+        return self._why.get(vid) or f"volume {vid} is not configured"
 
     def status(self, vid: int, ask: bool = True) -> str:
         """The volume's status, looked at if not known; without `ask`, a remote
