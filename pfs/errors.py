@@ -29,6 +29,15 @@ class UsageError(PfsError):
     """A command or option was given wrongly."""
 
 
+class MissingDependencyError(UsageError, ImportError):
+    """An optional package pfs needs for what was asked is not installed (an
+    ImportError too, for code that catches those)."""
+
+    def __init__(self, message: str, advice: str = "", name: str | None = None) -> None:
+        super().__init__(message, advice)
+        self.name = name
+
+
 class NotFoundError(PfsError):
     """No such file id, or no such source path."""
 
@@ -92,6 +101,10 @@ class PartDamagedError(VolumeError):
 
 class VolumeUnavailableError(VolumeError):
     """The volume cannot be used at all: not mounted, unreachable, credentials refused, no bucket."""
+
+
+class BucketMissingError(VolumeUnavailableError):
+    """The S3 bucket a volume names does not exist."""
 
 
 class OutOfSpaceError(VolumeError):

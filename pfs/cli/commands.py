@@ -423,7 +423,8 @@ def cmd_volume(s: Session, a: Args) -> None:
     if len(rest) != wanted[action] or (a.values and action != "add"):
         raise UsageError(f"volume {action}: wrong arguments", f"usage: {COMMANDS['volume'].usage}")
     if action == "add":
-        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""))
+        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""),
+                                    "--create-bucket" in a.flags)
         s.out.line(printable(f"added volume {config.id}: {s.store.volset.location(config)}"))
     elif action == "list":
         _volume_list(s)
@@ -670,10 +671,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             frozenset({"--all", "--heal"})),
     Command("heal", "heal", "restore every file's copies and shards onto the volumes that keep them "
             "(after a volume was lost or drained)", cmd_heal),
-    Command("volume", "volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] | list | drain ID | remove ID",
+    Command("volume", "volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] [--create-bucket] | list | "
+            "drain ID | remove ID",
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
             "move everything off one, forget an empty one", cmd_volume, 1, 2,
-            options=frozenset({"--weight", "--endpoint"})),
+            frozenset({"--create-bucket"}), frozenset({"--weight", "--endpoint"})),
     Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "

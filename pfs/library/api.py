@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pfs.registry import STORED, FileEntry
+from pfs.registry.postgres import is_database
 from pfs.store.core import Damage, Store as _Core, default_root
 
 Ref = str | int
@@ -84,7 +85,10 @@ class Store:
                  copies: int | None = None, ec: str | None = None) -> None:
         overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec), ("copies", copies), ("ec", ec))
                      if v is not None}
-        root = Path(path).expanduser() if path is not None else default_root()
+        if path is not None and is_database(os.fspath(path)):
+            root: Path | str = os.fspath(path)  # a PostgreSQL URI, not a directory named like one
+        else:
+            root = Path(path).expanduser() if path is not None else default_root()
         self.core = _Core(root, overrides, workers, max_memory)
         self.root = self.core.root
 

@@ -16,7 +16,14 @@ import shutil
 from datetime import datetime, timezone
 from glob import has_magic
 
-from fsspec import AbstractFileSystem
+from pfs import extras
+
+try:
+    from fsspec import AbstractFileSystem
+except ModuleNotFoundError as exc:
+    if not (exc.name or "").startswith("fsspec"):
+        raise
+    raise extras.missing("fsspec", "pfs:// URLs (fsspec)") from None
 
 from pfs.library import api
 from pfs.errors import NotFoundError, UsageError

@@ -42,7 +42,7 @@ from dataclasses import MISSING, asdict, astuple, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pfs import redact
+from pfs import extras, redact
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.database_errors import database_failure
 from pfs.registry.base import FileTable, PartTable, SessionTable
@@ -197,6 +197,8 @@ class Database:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.name = describe(uri)  # first: it masks the password in every message from here on
+        if not extras.installed("psycopg"):
+            raise extras.missing("psycopg", "PostgreSQL stores")
         self._lock = threading.RLock()
         self._conn = None
         self.session = ""  # set once registered: every transaction then proves it still is
@@ -223,11 +225,8 @@ class Database:
 
     def connect(self):
         """A new connection (for what must not share ours: heartbeats, holds)."""
-        try:
-            import psycopg
-        except ImportError:
-            raise StoreError("a PostgreSQL store needs the psycopg package",
-                             "install it with `pip install 'pfs[postgres]'`") from None
+        import psycopg
+
         try:
             return psycopg.connect(self.uri, autocommit=True, connect_timeout=10, application_name="pfs")
         except psycopg.Error as exc:

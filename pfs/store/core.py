@@ -1260,16 +1260,17 @@ class Store:
         finally:
             self._config_stamp = None  # what is in memory may not be what was saved: read it again
 
-    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
+    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "",
+                   create: bool = False) -> VolumeConfig:
         """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
-        standard server) as a new volume of the store."""
+        standard server, its bucket first created with `create`) as a new volume of the store."""
         if "://" not in location:
             path = user_path(location).absolute()
             if self.inside_store(path):
                 raise UsageError(f"{location} is inside the store {self.root}", "choose a directory outside the store")
             location = str(path)
         with self._changing_volumes():
-            config = self.volset.add(location, weight, endpoint, self.next_volume)
+            config = self.volset.add(location, weight, endpoint, self.next_volume, create)
             self.next_volume = config.id + 1
         return config
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
+from pfs import extras
 from pfs.errors import PartDamagedError, UsageError, VolumeUnavailableError
 
 #: The name of the identity marker at a volume's root.
@@ -134,6 +135,11 @@ class Volume(ABC):
         # workers, and what a worker rebuilds is exactly what describe() promises.
         return open_volume, (self.describe(),)
 
+    def create(self) -> None:
+        """Make the place the volume lives in, where the backend can (a bucket);
+        a directory is the user's to make."""
+        raise UsageError(f"{self.url} cannot be created by pfs", "create it yourself, then add it")
+
     def write_marker(self, store_id: str, volume_id: str) -> None:
         """Claim the volume for a store: the marker names the store and the volume."""
         self._save_marker({"format": MARKER_FORMAT, "store": store_id, "volume": volume_id})
@@ -204,6 +210,5 @@ def backend(scheme: str) -> type[Volume]:
         return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in packages:
-            raise VolumeUnavailableError(f"{scheme}:// volumes need the Python package {packages[0]}",
-                                         f"install it: pip install 'pfs[{scheme}]'") from None
+            raise extras.missing(packages[0], f"{scheme}:// volumes") from None
         raise

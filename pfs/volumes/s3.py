@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import itertools
 import json
 import os
@@ -24,8 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from pfs import redact
-from pfs.errors import (OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
+from pfs import extras, redact
+from pfs.errors import (BucketMissingError, OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
                         VolumeUnavailableError)
 from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
 
@@ -53,7 +52,7 @@ _CREDENTIALS = {"InvalidAccessKeyId": "the server does not know the access key",
 _CREDENTIALS_ADVICE = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
 
 
-if importlib.util.find_spec("boto3") is None:  # boto3 itself is imported where a client is made
+if not extras.installed("boto3"):  # boto3 itself is imported where a client is made
     raise ModuleNotFoundError("No module named 'boto3'", name="boto3")
 
 _sessions: dict[tuple, object] = {}
@@ -239,6 +238,17 @@ class S3Volume(Volume):
         except PartMissingError:
             return None
 
+    def create(self) -> None:
+        """Create the bucket (in the client's region); one that is already ours will do."""
+        region = self.client.meta.region_name
+        where = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+            if region and region != "us-east-1" else {}
+        try:
+            self._call(lambda: self.client.create_bucket(Bucket=self.bucket, **where))
+        except VolumeUnavailableError as exc:
+            if "BucketAlreadyOwnedByYou" not in exc.message:
+                raise
+
     # -- helpers ---------------------------------------------------------------------
 
     def _marker_key(self) -> str:
@@ -337,8 +347,8 @@ class S3Volume(Volume):
         if code == "InvalidRange":
             return _RangeBeyondEnd()
         if code == "NoSuchBucket":
-            return VolumeUnavailableError(f"the S3 bucket {self.bucket} does not exist",
-                                          "create it or check the volume URL")
+            return BucketMissingError(f"the S3 bucket {self.bucket} does not exist",
+                                      "check the volume URL and the endpoint, or create the bucket")
         if code == "NoSuchKey" or status == 404:
             return PartMissingError(f"part {key} is missing from volume {self.url}")
         if code in _CREDENTIALS or status == 403:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pfs.errors import PfsError, UsageError, VolumeError
+from pfs.errors import BucketMissingError, PfsError, UsageError, VolumeError
 from pfs.volumes.base import Volume, open_volume
 from pfs.volumes.local import LocalVolume
 
@@ -193,9 +193,10 @@ class VolumeSet:
 
     # -- changes (the caller saves the configuration) ------------------------------------
 
-    def add(self, url: str, weight: float, endpoint: str, next_id: int) -> VolumeConfig:
-        """Claim a new volume: refused if it is in use (listed already, another
-        store's, or not empty). Its marker is written before store.json lists it."""
+    def add(self, url: str, weight: float, endpoint: str, next_id: int, create: bool = False) -> VolumeConfig:
+        """Claim a new volume (its bucket first created, with `create`): refused if it
+        is in use (listed already, another store's, or not empty). Its marker is
+        written before store.json lists it."""
         if endpoint and "://" not in url:
             raise UsageError("--endpoint is for s3:// volumes only")
         config = VolumeConfig(next_id, url, weight, ACTIVE, endpoint)
@@ -205,6 +206,8 @@ class VolumeSet:
         self.configs[config.id] = config
         try:
             volume = self.volume(config.id)
+            if create:
+                volume.create()
             marker = volume.read_marker()
             if marker is not None:
                 raise UsageError(f"{url} is already a volume (of {'this' if marker.get('store') == self.store_id else 'another'} store)",
@@ -214,7 +217,9 @@ class VolumeSet:
             volume.write_marker(self.store_id, str(config.id))
         except VolumeError as exc:
             self.forget(config.id)
-            raise UsageError(f"cannot use {url} as a volume: {exc.message}", exc.advice) from None
+            advice = f"`volume add {url} --create-bucket` creates it; or check the URL and the endpoint" \
+                if isinstance(exc, BucketMissingError) else exc.advice
+            raise UsageError(f"cannot use {url} as a volume: {exc.message}", advice) from None
         except BaseException:
             self.forget(config.id)
             raise
