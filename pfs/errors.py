@@ -107,5 +107,9 @@ class BucketMissingError(VolumeUnavailableError):
     """The S3 bucket a volume names does not exist."""
 
 
+class MissingBackendError(VolumeUnavailableError, MissingDependencyError):
+    """A kind of volume whose package is not installed: unusable as any unreachable volume is."""
+
+
 class OutOfSpaceError(VolumeError):
     """The volume has no room left for the part."""

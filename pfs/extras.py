@@ -33,10 +33,11 @@ def install_hint(extra: str) -> str:
     return f"pip install '{_distribution()}[{extra}]'"
 
 
-def missing(package: str, needed_for: str) -> MissingDependencyError:
-    """The error for an optional package that is not installed."""
+def missing(package: str, needed_for: str, kind: type[MissingDependencyError] = MissingDependencyError
+            ) -> MissingDependencyError:
+    """The error (of `kind`) for an optional package that is not installed."""
     extra = EXTRAS.get(package.split(".")[0], package)
-    return MissingDependencyError(f"{needed_for} need the Python package {package.split('.')[0]}, which is not installed",
+    return kind(f"{needed_for} need the Python package {package.split('.')[0]}, which is not installed",
                                   f"install it with `{install_hint(extra)}`", name=package)
 
 

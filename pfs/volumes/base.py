@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from pfs import extras
-from pfs.errors import PartDamagedError, UsageError, VolumeUnavailableError
+from pfs.errors import MissingBackendError, PartDamagedError, UsageError, VolumeUnavailableError
 
 #: The name of the identity marker at a volume's root.
 MARKER = "pfs-volume.json"
@@ -210,5 +210,5 @@ def backend(scheme: str) -> type[Volume]:
         return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in packages:
-            raise extras.missing(packages[0], f"{scheme}:// volumes") from None
+            raise extras.missing(packages[0], f"{scheme}:// volumes", MissingBackendError) from None
         raise
