@@ -155,22 +155,25 @@ class SameAsLocal(RuleBasedStateMachine):
 
         self.both(write, path)
 
-    def destination(self, source: str, dest: str) -> str:
+    def destination(self, source: str, dest: str, into_new: bool) -> str:
         """A file goes to a file's name or into a directory, a directory to a
-        directory's: no file is made where a directory's name is expected."""
+        directory's: no file is made where a directory's name is expected. A
+        copy goes into a new directory given with a trailing slash; a move
+        (shutil.move renames to the name itself) only into one that exists."""
         assume(not (source in DIRS and dest in FILES))
         if source in FILES and dest in DIRS and not self.local.isdir(self.on(self.local_top, dest)):
+            assume(into_new)
             return dest + "/"
         return dest
 
     @rule(path1=paths, path2=paths, recursive=st.booleans())
     def mv(self, path1, path2, recursive):
-        path2 = self.destination(path1, path2)
+        path2 = self.destination(path1, path2, into_new=False)
         self.both(lambda fs, a, b: fs.mv(a, b, recursive=recursive), path1, path2)
 
     @rule(path1=paths, path2=paths, recursive=st.booleans())
     def cp(self, path1, path2, recursive):
-        path2 = self.destination(path1, path2)
+        path2 = self.destination(path1, path2, into_new=True)
         self.both(lambda fs, a, b: fs.cp(a, b, recursive=recursive), path1, path2)
 
     @rule(path=paths, recursive=st.booleans())
