@@ -65,15 +65,15 @@ def grouped(damage: Sequence[PartFailure]) -> list[str]:
 
 def grouped_pieces(bad: Sequence[str]) -> list[str]:
     """Lines `part 3 bytes 0-99: copy 1 on volume 2: why` grouped by their why:
-    `damaged part 3 ...: copy 1 on volume 2: why` alone, or `37 copies or shards
-    unreachable: why` (an Unreachable line is no damage: see pfs.engine.worker)."""
+    `part 3 ...: copy 1 on volume 2: why` alone, or `37 copies or shards: why`;
+    only damage is called damaged (an Unreachable line is none: see pfs.engine.worker)."""
     causes: dict[tuple[bool, str], list[str]] = {}
     for line in bad:
         _, _, piece = line.partition(": ")
         _, _, why = piece.partition(": ")
         causes.setdefault((is_unreachable(line), why or piece), []).append(line)
-    return [f"{'unreachable' if unreachable else 'damaged'} {lines[0]}" if len(lines) == 1 else
-            f"{len(lines)} copies or shards {'unreachable' if unreachable else 'damaged'}: {why}"
+    return [f"{'' if unreachable else 'damaged '}{lines[0]}" if len(lines) == 1 else
+            f"{len(lines)} copies or shards{'' if unreachable else ' damaged'}: {why}"
             for (unreachable, why), lines in sorted(causes.items(), key=lambda c: (c[0][0], -len(c[1])))]
 
 

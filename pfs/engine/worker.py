@@ -236,8 +236,9 @@ def check_part(job: PartCheck) -> PartVerdict:
         try:
             volumes[j] = place([pieces[j]], [keys[j]], [t for t in targets if t[0] not in taken])[0]
         except PfsError as exc:
-            verdict.bad.append(f"{names[j]}: {problems.get(j, 'its volume does not keep it')}; "
-                               f"cannot be moved ({exc.message})")
+            why = problems.get(j) or (_absent(job, volumes[j]) if job.pieces[j][1] is None else
+                                      Unreachable("its volume does not keep it"))
+            verdict.bad.append(type(why)(f"{names[j]}: {why}; cannot be moved ({exc.message})"))
             continue
         taken.add(volumes[j])
         _volume(dict(targets)[volumes[j]]).flush([keys[j]])
