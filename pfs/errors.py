@@ -2,6 +2,7 @@
 a short message and, where there is one, advice on what to do."""
 
 import errno
+from concurrent.futures import BrokenExecutor
 
 from pfs.redact import scrub
 
@@ -113,3 +114,19 @@ class MissingBackendError(VolumeUnavailableError, MissingDependencyError):
 
 class OutOfSpaceError(VolumeError):
     """The volume has no room left for the part."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a failure, in the user's words, for the file record
+    and the screen: never an exception class name."""
+    if isinstance(exc, PfsError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, BrokenExecutor):  # the worker pool's BrokenProcessPool
+        return "a worker process died"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return str(exc) or "an unexpected failure"

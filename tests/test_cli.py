@@ -807,5 +807,5 @@ def test_one_shot_metadata_commands_import_no_worker_pool(pfs, command):
         return imported_modules(r)
 
     pool, imported = {"multiprocessing", "concurrent.futures.process"}, run(*command)
-    assert "pfs.store.core" in imported and not pool & imported
+    assert "pfs.store.facade" in imported and not pool & imported
     assert pool <= run("get", "1", "out.bin"), "the test cannot see the pool's imports: it proves nothing"

@@ -12,7 +12,7 @@ from pfs.cli.commands import ALIASES, COMMANDS, Session, parse, split
 from pfs.errors import UsageError
 from pfs.cli.jobs import JobManager
 from pfs.cli.output import RICH_ROWS, PlainOutput, RichOutput, Table
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 from conftest import CHUNK
 

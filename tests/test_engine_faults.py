@@ -34,7 +34,7 @@ def _wait(predicate, what: str, timeout: float = 30, interval: float = 0.005):
 # -- 1. durability order (in-process: the race is between threads of one process) --
 
 def _store(tmp_path: Path):
-    from pfs.store.core import Store
+    from pfs.store.facade import Store
     return Store(tmp_path / "store", {"chunk_size": CHUNK}, workers=2, max_memory=16 * MIB)
 
 
@@ -93,7 +93,7 @@ def test_a_failure_to_schedule_an_fsync_fails_the_put(tmp_path, monkeypatch):
 
 CLOSE_SCRIPT = """
 import sys, threading, time
-from pfs.store.core import Store
+from pfs.store.facade import Store
 store = Store(sys.argv[1], {"chunk_size": 64 << 10}, workers=2, max_memory=1 << 20)
 entry = store.begin_put(sys.argv[2])
 errors = []

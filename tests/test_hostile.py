@@ -31,7 +31,7 @@ from conftest import (CHUNK, assert_clean_stderr, edit_records, env, error_lines
                       pfs_argv, read_manifest, run_pfs, tree_state, write_manifest)
 from pfs.cli.commands import COMMANDS, ExitShell, Session
 from pfs.cli.output import PlainOutput
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 EXAMPLES = int(os.environ.get("PFS_HOSTILE_EXAMPLES", "200"))
 

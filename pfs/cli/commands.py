@@ -19,12 +19,12 @@ from operator import itemgetter
 
 from pfs import failures
 from pfs.cli import interrupts
-from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, printable
+from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, describe, printable
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, Table, show_progress
 from pfs.volumes.redundancy import Layout
 from pfs.registry import STORED, FileEntry, Manifest, bulk
-from pfs.store.core import Store, describe
+from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
 log = logging.getLogger("pfs")

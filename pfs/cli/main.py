@@ -90,7 +90,7 @@ def _ec(text: str) -> str:
 
 def default_store() -> str:
     """$PFS_STORE, else the user data directory."""
-    from pfs.store.core import default_root
+    from pfs.store.opening import default_root
 
     return str(default_root())
 
@@ -171,7 +171,7 @@ def _store_root(args: argparse.Namespace) -> Path | str:
 
 
 def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False):
-    from pfs.store.core import Store
+    from pfs.store.facade import Store
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
                  if v is not None}

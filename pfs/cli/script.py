@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pfs.cli import interrupts
 from pfs.cli.commands import ExitShell, Session
 from pfs.cli.output import PlainOutput
-from pfs.store.core import Store
+from pfs.store.facade import Store
 
 
 def script_lines(stream) -> Iterable[str]:

@@ -20,7 +20,7 @@ from pfs.cli import interrupts
 from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
 from pfs.errors import printable
 from pfs.cli.output import RichOutput
-from pfs.store.core import Store
+from pfs.store.facade import Store
 from pfs.units import format_rate
 
 #: Commands whose first argument is a file id.

@@ -27,7 +27,9 @@ from typing import BinaryIO
 
 from pfs.registry import STORED, FileEntry
 from pfs.registry.postgres import is_database
-from pfs.store.core import Damage, Store as _Core, default_root
+from pfs.store.checking import Damage
+from pfs.store.facade import Store as _Core
+from pfs.store.opening import default_root
 
 Ref = str | int
 

@@ -13,7 +13,8 @@ from pfs.engine import worker
 from pfs.errors import IntegrityError
 from pfs.failures import unreadable
 from pfs.registry import FileEntry
-from pfs.store.core import Damage, Store
+from pfs.store.checking import Damage
+from pfs.store.facade import Store
 
 #: Parts a reader keeps decoded (an LRU): enough for reads that straddle a boundary
 #: or go back a little, at most a few chunks of memory.

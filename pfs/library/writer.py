@@ -27,7 +27,9 @@ from dataclasses import replace
 from pfs.engine import worker
 from pfs.errors import PfsError
 from pfs.registry import FileEntry
-from pfs.store.core import Store, describe, volume_failures
+from pfs.errors import describe
+from pfs.store.facade import Store
+from pfs.store.putting import volume_failures
 
 #: How long a blocked writer waits between looks at whether the pool gave up.
 _POLL = 0.1

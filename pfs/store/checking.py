@@ -1,0 +1,191 @@
+"""Reading a stored file's parts through the pool: verify, heal, scrub, and the
+reads of get, checking every piece read and moving pieces off volumes that no
+longer keep them."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from pfs import codec
+from pfs.engine import worker
+from pfs.errors import UsageError, VolumeUnavailableError
+from pfs.registry import STORED, FileEntry, Manifest, PartEntry, damaged
+from pfs.store.catalog import Catalog
+from pfs.store.context import Context, Progress, no_progress, part_memory
+from pfs.store.sweeping import Sweeper
+from pfs.store.volume_config import refresh_volumes
+from pfs.units import format_size
+from pfs.volumes import placement
+from pfs.volumes.redundancy import Layout
+
+
+@dataclass
+class Findings:
+    """What reading a file found: parts that cannot be read (`damage`), damaged
+    or unreachable pieces left as they are (`bad`; the parts still read), and
+    pieces rewritten or moved (`healed`)."""
+
+    damage: list[Damage] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One part that failed verification."""
+
+    file_id: int
+    name: str
+    index: int
+    offset: int
+    size: int
+    problem: str
+
+    @property
+    def unreachable(self) -> bool:
+        """No damage: the part's pieces could not be reached (see worker.Unreachable)."""
+        return isinstance(self.problem, worker.Unreachable)
+
+    def __str__(self) -> str:
+        end = self.offset + self.size - 1 if self.size else self.offset
+        return f"part {self.index} bytes {self.offset}-{end}: {self.problem}"
+
+
+class Checking:
+    """Reads every part of a stored file, checking, healing and moving pieces."""
+
+    def __init__(self, ctx: Context, sweeper: Sweeper, catalog: Catalog) -> None:
+        self.ctx, self.sweeper, self.catalog = ctx, sweeper, catalog
+
+    def checked_manifest(self, entry: FileEntry) -> Manifest:
+        """The file's manifest, refused if it disagrees with the file record."""
+        manifest = self.ctx.parts.load(entry.id)
+        where = self.ctx.parts.where(entry.id)
+        if manifest is None:
+            raise damaged(self.ctx.root, f"the manifest of file {entry.id} ({entry.name}) is missing: {where}")
+        offset = 0
+        for i, p in enumerate(manifest.parts):
+            if p.index != i or p.offset != offset or not 0 < p.size <= entry.chunk_size or not 0 <= p.stored <= p.size:
+                raise damaged(self.ctx.root, f"the manifest of file {entry.id} is damaged at part {i}: {where}")
+            offset += p.size
+        if offset != entry.size or len(manifest.parts) != entry.parts or manifest.file.uuid != entry.uuid or \
+                codec.file_digest([p.hash for p in manifest.parts]) != entry.digest:
+            raise damaged(self.ctx.root, f"the manifest of file {entry.id} does not match its record: {where}")
+        return manifest
+
+    def stored_entry(self, file_id: int) -> FileEntry:
+        entry = self.catalog.entry(file_id)
+        if entry.status != STORED:
+            why = f": {entry.reason}" if entry.reason else ""
+            raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}{why}",
+                             "only stored files can be read; `delete` removes it")
+        return entry
+
+    def check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
+                     cancel: threading.Event | None, **how: bool) -> Findings:
+        """_scan_parts while holding the file (see reading); its record is read
+        again under the hold, so a delete that ran before it is seen here."""
+        with self.catalog.reading(entry.id):
+            return self.scan_parts(self.stored_entry(entry.id), out_path, progress, cancel, **how)
+
+    def scan_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
+                    cancel: threading.Event | None, every: bool = False, heal: bool = True,
+                    relocate: bool = False, only_moving: bool = False) -> Findings:
+        """Read every part through the pool (into `out_path` when given), checking
+        the pieces it reads (all of them with `every`), rewriting damaged pieces
+        in place (`heal`) and, with `relocate`, moving pieces off volumes that no
+        longer keep them (missing, draining); `only_moving` reads only the parts
+        that have such pieces."""
+        layout = Layout.of(entry)
+        self.ctx.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,",
+                              layout)
+        manifest = self.checked_manifest(entry)
+
+        def plan() -> list[tuple[PartEntry, worker.PartCheck]]:
+            weights = self.ctx.volset.writable() if relocate else {}
+            jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate)
+                    for p in manifest.parts]
+            return [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
+
+        refresh_volumes(self.ctx)
+        todo = plan()
+        intent = self.sweeper.note_intent(entry) if any(job.moves for _, job in todo) else None
+        if intent:  # planned again once the intent shows, which remove_volume waits for
+            refresh_volumes(self.ctx)
+            todo = plan()
+        try:
+            tasks = ((part_memory(p.size, layout), (job,)) for p, job in todo)
+            verdicts = self.ctx.engine.run(worker.check_part, tasks, lambda i, _: progress(todo[i][0].size), cancel)
+            found = Findings()
+            moved: list[tuple[PartEntry, list[int]]] = []
+            for (p, job), v in zip(todo, verdicts):
+                where = f"part {p.index} bytes {p.offset}-{p.offset + p.size - 1}"
+                if v.problem:
+                    found.damage.append(Damage(entry.id, entry.name, p.index, p.offset, p.size, v.problem))
+                found.bad += [type(b)(f"{where}: {b}") for b in v.bad]  # an Unreachable one stays so
+                found.healed += [f"{where}: {h}" for h in v.healed]
+                if v.volumes != p.volumes():
+                    moved.append((p, v.volumes))
+            swept = self._record_moves(manifest, layout, moved) if moved else True
+        except BaseException:
+            if intent:
+                self.sweeper.finish_intent(intent, lambda _: True)
+            raise
+        if intent and swept:  # else the next open removes what is left where they were
+            intent.unlink()
+        return found
+
+    def _part_check(self, entry: FileEntry, layout: Layout, p: PartEntry, weights: dict[int, float],
+                    out_path: str | None, every: bool, heal: bool, relocate: bool) -> worker.PartCheck:
+        """The worker's task for one part; a piece on a volume that does not keep
+        it gets, with `relocate`, the volumes it may move to, best first."""
+        volumes = p.volumes()
+        pieces = [(v, self.ctx.volset.describe(v) if self.ctx.volset.readable(v) else None) for v in volumes]
+        moves = {}
+        if relocate:
+            keys = layout.keys(p.id)
+            for j, v in enumerate(volumes):
+                if not self.ctx.volset.keeps(v):
+                    moves[j] = [(t, self.ctx.volset.describe(t)) for t in placement.rank(keys[j], weights)
+                                if t not in volumes]
+        absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
+        return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
+                                out_path, p.offset, every, heal, moves, absent)
+
+    def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
+        """What reads one part of a stored file in this process (a reader), writing nothing."""
+        return self._part_check(entry, Layout.of(entry), part, {}, None, False, False, False)
+
+    def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> bool:
+        """Record where moved pieces are now, then remove them from where they
+        were; returns whether every one was removed."""
+        new = {p.index: volumes for p, volumes in moved}
+        parts = [p if p.index not in new else replace(
+            p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
+            shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
+        self.ctx.parts.save(Manifest(manifest.file, parts))
+        removed = True
+        for p, volumes in moved:
+            for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
+                if old != now and self.ctx.volset.readable(old):
+                    try:
+                        worker.remove_pieces(self.ctx.volset.describe(old), [key])
+                    except VolumeUnavailableError:
+                        removed = False
+        return removed
+
+    def verify(self, file_id: int, progress: Progress = no_progress,
+               cancel: threading.Event | None = None, heal: bool = False) -> Findings:
+        """Check every piece of every part of a stored file; with `heal`, rewrite the
+        damaged ones and move pieces off volumes that no longer keep them
+        (a scrub). Without, nothing is written. Stops when `cancel` is set."""
+        entry = self.stored_entry(file_id)
+        return self.check_parts(entry, None, progress, cancel, every=True, heal=heal, relocate=heal)
+
+    def heal(self, file_id: int, progress: Progress = no_progress,
+             cancel: threading.Event | None = None) -> Findings:
+        """Restore the file's redundancy: put a new copy or shard on another volume
+        for each one on a volume that is missing or draining."""
+        entry = self.stored_entry(file_id)
+        return self.check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)
