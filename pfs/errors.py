@@ -122,11 +122,11 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, PfsError):
         return exc.message
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        return scrub(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     if isinstance(exc, BrokenExecutor):  # the worker pool's BrokenProcessPool
         return "a worker process died"
     if isinstance(exc, MemoryError):
         return "out of memory"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "interrupted"
-    return str(exc) or "an unexpected failure"
+    return scrub(str(exc)) or "an unexpected failure"  # a library's words may quote a secret

@@ -133,3 +133,29 @@ def test_s3_credentials_refused_never_show_the_secret(seaweedfs, tmp_path, case)
         if "stopped" in case:
             seaweedfs.start()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_secret_a_library_quotes_is_masked_in_log_lines_tracebacks_and_messages(tmp_path):
+    """Whatever carries it: a log record's message, the traceback it logs, a
+    PfsError's words, the one-line reason of any other exception."""
+    import logging
+
+    from pfs import redact
+    from pfs.errors import PfsError, describe
+
+    redact.remember_uri_password(f"postgresql://u:{MARKER}%21@h/db")  # as a store's URI tells it
+    handler = logging.FileHandler(tmp_path / "pfs.log")
+    logging.getLogger("pfs").addHandler(handler)
+    try:
+        try:
+            raise ValueError(f'invalid token "{MARKER}!" in postgresql://u:{MARKER}%21@h/db')
+        except ValueError as exc:
+            logging.getLogger("pfs").error("failed with %s", exc, exc_info=True)
+            words = [str(PfsError(f"cannot: {exc}", f"not {MARKER}")), describe(exc)]
+    finally:
+        logging.getLogger("pfs").removeHandler(handler)
+        handler.close()
+    logged = (tmp_path / "pfs.log").read_text()
+    assert "Traceback" in logged and "ValueError" in logged
+    assert MARKER not in logged and all(MARKER not in w and "***" in w for w in words), (logged, words)
+    assert "user:PASSWORD@" in redact.scrub("write postgresql://user:PASSWORD@host/db")  # a placeholder stays
