@@ -151,7 +151,7 @@ def test_a_secret_a_library_quotes_is_masked_in_log_lines_tracebacks_and_message
             raise ValueError(f'invalid token "{MARKER}!" in postgresql://u:{MARKER}%21@h/db')
         except ValueError as exc:
             logging.getLogger("pfs").error("failed with %s", exc, exc_info=True)
-            words = [str(PfsError(f"cannot: {exc}", f"not {MARKER}")), describe(exc)]
+            words = [str(PfsError(f"cannot: {exc}", f"not {MARKER}!")), describe(exc)]
     finally:
         logging.getLogger("pfs").removeHandler(handler)
         handler.close()
