@@ -47,20 +47,17 @@ def remote_store(seaweedfs, tmp_path):
     return store, tmp_path
 
 
-@pytest.mark.parametrize("case, words", [
-    ("wrong secret key", "the secret key does not match the access key"),
-    ("no credentials", "no S3 credentials found"),
-])
-def test_credentials_refused_are_said_once_and_not_called_damage(remote_store, case, words):
+def test_credentials_refused_are_said_once_and_not_called_damage(remote_store):
     store, tmp = remote_store
-    extra = {"AWS_SECRET_ACCESS_KEY": "not-the-secret"} if case == "wrong secret key" else \
-        {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": ""}
-    for command in (["get", "f", str(tmp / "out")], ["verify", "f"]):
-        proc = pfs(store, *command, extra=extra)
-        lines = error_lines(proc.stderr)
-        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-        assert "unreachable" in lines[0] and words in lines[0], proc.stderr
-        never_damaged(proc.stderr)
+    cases = {"the secret key does not match the access key": {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+             "no S3 credentials found": {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": ""}}
+    for words, extra in cases.items():
+        for command in (["get", "f", str(tmp / "out")], ["verify", "f"]):
+            proc = pfs(store, *command, extra=extra)
+            lines = error_lines(proc.stderr)
+            assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+            assert "unreachable" in lines[0] and words in lines[0], proc.stderr
+            never_damaged(proc.stderr)
     assert not (tmp / "out").exists()
     log = (store / "pfs.log").read_text()  # each part is in the log
     assert all(f"part {i} bytes" in log for i in range(PARTS)), log
