@@ -47,10 +47,12 @@ def remote_store(seaweedfs, tmp_path):
     return store, tmp_path
 
 
-def test_credentials_refused_are_said_once_and_not_called_damage(remote_store):
+def test_credentials_refused_and_tls_are_said_once_and_not_called_damage(remote_store):
     store, tmp = remote_store
     cases = {"the secret key does not match the access key": {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
-             "no S3 credentials found": {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": ""}}
+             "no S3 credentials found": {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": ""},
+             "a TLS problem with the S3 server":  # https:// to a server that speaks plain http
+                 {"AWS_ENDPOINT_URL_S3": env()["AWS_ENDPOINT_URL_S3"].replace("http://", "https://")}}
     for words, extra in cases.items():
         for command in (["get", "f", str(tmp / "out")], ["verify", "f"]):
             proc = pfs(store, *command, extra=extra)

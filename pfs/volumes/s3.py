@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -312,6 +313,11 @@ class S3Volume(Volume):
                     _given_up.pop(endpoint, None)  # it answered
                     raise self._translate(exc, status, key) from None
                 failure = f"the server answered {status} {exc.response.get('Error', {}).get('Code', '')}".strip()
+            except aws.SSLError as exc:  # no retry mends a certificate or a protocol mismatch
+                raise VolumeUnavailableError(f"a TLS problem with the S3 server at {endpoint} for volume "
+                                             f"{self.url}: {_tls_reason(exc)}",
+                                             "check the endpoint's scheme (https:// or http://) and its "
+                                             "certificate (AWS_CA_BUNDLE)") from None
             except (aws.ConnectionError, aws.HTTPClientError, aws.IncompleteReadError) as exc:
                 failure = "no connection" if isinstance(exc, aws.ConnectionError) else "no answer in time"
             except aws.NoCredentialsError:
@@ -391,6 +397,14 @@ def _fill(body, buffer: memoryview) -> int:
         raise aws.IncompleteReadError(actual_bytes=done, expected_bytes=length)
     response.release_conn()
     return done
+
+
+def _tls_reason(exc: Exception) -> str:
+    """The SSL library's own reason (`wrong version number`, `certificate verify
+    failed`), without botocore's wrapping of the URL and the request."""
+    text = str(exc)
+    found = re.search(r"\[SSL[^\]]*\] ([^(]*?)(?: \(_ssl|\)|$)", text)
+    return found[1].strip() if found else text
 
 
 def _seconds(variable: str, default: float) -> float:
