@@ -129,7 +129,8 @@ class PfsFileSystem(AbstractFileSystem):
     def mv(self, path1, path2, recursive: bool = False, maxdepth=None, **kwargs) -> None:
         """A file is renamed without moving its data; anything else is copied, then
         removed. As LocalFileSystem: nothing there is FileNotFoundError, a directory
-        moved into itself is refused (its copy would be removed with it)."""
+        moves whole (recursive or not), and one moved into itself is refused (its
+        copy would be removed with it)."""
         if isinstance(path1, str) and isinstance(path2, str):
             source, dest = self._strip_protocol(path1), self._strip_protocol(path2)
             if self.isfile(source):
@@ -142,6 +143,7 @@ class PfsFileSystem(AbstractFileSystem):
                 raise shutil.Error(f"Cannot move a directory {source!r} into itself {dest!r}.")
             if not has_magic(source) and not self.exists(source):
                 raise FileNotFoundError(source)
+            recursive = recursive or not has_magic(source)  # a directory moves whole, as shutil.move moves it
         super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
     def rm(self, path, recursive: bool = False, maxdepth=None) -> None:
