@@ -136,6 +136,8 @@ class PfsFileSystem(AbstractFileSystem):
             if self.isfile(source):
                 if self.isdir(dest) or kwargs.get("trailing_slash"):
                     dest = f"{dest}/{source.rsplit('/', 1)[-1]}"
+                    if dest != source and self.isfile(dest):  # into a directory: never over a file, as shutil.move
+                        raise shutil.Error(f"Destination path {dest!r} already exists")
                 if source != dest:
                     self.store.mv(self._name(source), dest)
                 return
