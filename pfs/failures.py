@@ -9,6 +9,7 @@ parts are grouped by cause and counted; each part is in the log."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -51,7 +52,7 @@ def grouped(damage: Sequence[PartFailure]) -> list[str]:
     causes: dict[tuple[bool, str], list[PartFailure]] = {}
     one_by_one = sum(not d.unreachable for d in damage) <= SHOWN
     for d in damage:
-        causes.setdefault((d.unreachable, str(d.problem) if d.unreachable or not one_by_one else str(d.index)),
+        causes.setdefault((d.unreachable, cause(d.problem) if d.unreachable or not one_by_one else str(d.index)),
                           []).append(d)
     lines = []
     for (unreachable, _), parts in sorted(causes.items(), key=lambda c: (c[0][0], -len(c[1]), c[1][0].index)):
@@ -71,10 +72,19 @@ def grouped_pieces(bad: Sequence[str]) -> list[str]:
     for line in bad:
         _, _, piece = line.partition(": ")
         _, _, why = piece.partition(": ")
-        causes.setdefault((is_unreachable(line), why or piece), []).append(line)
+        causes.setdefault((is_unreachable(line), cause(why or piece)), []).append(line)
     return [f"{'' if unreachable else 'damaged '}{lines[0]}" if len(lines) == 1 else
             f"{len(lines)} copies or shards{'' if unreachable else ' damaged'}: {why}"
             for (unreachable, why), lines in sorted(causes.items(), key=lambda c: (c[0][0], -len(c[1])))]
+
+
+def cause(problem: str) -> str:
+    """A problem without what differs between parts failing for one cause: how
+    long each tried, how long ago the last failure was."""
+    return _TIMES.sub("", str(problem))
+
+
+_TIMES = re.compile(r"(?: after trying for| for)? \d+(?:\.\d+)? s(?: ago)?|, \d+(?:\.\d+)? s ago")
 
 
 def any_damage(damage: Sequence[PartFailure | None], bad: Sequence[str]) -> bool:
