@@ -2,7 +2,7 @@
 manifests.
 
 * Random command lines (tokens, quotes, control characters, huge numbers,
-  unicode) go to pfs.commands.Session.execute against a real Store: nothing but
+  unicode) go to pfs.cli.commands.Session.execute against a real Store: nothing but
   ExitShell escapes, every line on the error stream is one `error:` line, and
   nothing is a traceback.
 * A stored name with `../`, an absolute path or control characters (made by

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
                 "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
                 epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
-                       "verify ID|--all | jobs | wait | help [COMMAND] | exit; "
+                       "verify ID|--all | key add|list|remove ID | jobs | wait | help [COMMAND] | exit; "
                        "and `pfs --store DIR repair` rebuilds damaged metadata")
     p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
                    "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copies of each part of new files, each on its own volume (default: the store's, 1)")
     p.add_argument("--ec", metavar="K+M", type=_ec,
                    help="instead of copies: split each part into K data + M parity shards on K+M volumes")
+    p.add_argument("--encrypt", action="store_true",
+                   help="create the new store encrypted (AES-256-GCM; asks for a password twice; "
+                   "see docs/encryption.md)")
+    p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
+                   "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
     return p
@@ -171,6 +176,8 @@ def _store_root(args: argparse.Namespace) -> Path | str:
 
 
 def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False):
+    from pfs.crypto.opening import StoreKeys
+    from pfs.crypto.passwords import Passwords
     from pfs.store.facade import Store
 
     overrides = {k: v for k, v in (("chunk_size", args.chunk_size), ("codec", args.codec), ("hash", args.hash))
@@ -179,7 +186,8 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    return Store(root, overrides, args.workers, args.max_memory, repair, args.data)
+    keys = StoreKeys(Passwords(args.password_file), args.encrypt)
+    return Store(root, overrides, args.workers, args.max_memory, repair, args.data, keys)
 
 
 def _guard_standard_streams() -> None:

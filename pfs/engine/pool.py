@@ -116,12 +116,13 @@ class Pool:
     """A ProcessPoolExecutor whose workers all run, and whose semaphore names are gone."""
 
     def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
+        from pfs.crypto import keyring
         from pfs.engine import worker
 
         self.context = _Context()
         self.context.set_forkserver_preload([*PRELOAD, *preload])
         self.executor = ProcessPoolExecutor(workers, mp_context=self.context, initializer=worker.init_worker,
-                                            initargs=(os.getpid(),))
+                                            initargs=(os.getpid(), keyring.handover()))
         try:
             self._start_all(workers)
         except BaseException:

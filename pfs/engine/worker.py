@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from pfs import codec
+from pfs.crypto import keyring
+from pfs.engine.sealing import Sealing
 from pfs.volumes import redundancy
 from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
                         VolumeError, VolumeUnavailableError)
@@ -24,12 +26,14 @@ from pfs.volumes.local import DIRECT_ALIGN, LocalVolume, write_past_cache
 
 #: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
 _buffers: dict[str, mmap.mmap] = {}
-PART, STORED = "part", "stored"
+PART, STORED, OPENED = "part", "stored", "opened"
 
 
-def init_worker(pfs_pid: int) -> None:
-    """Run once in each worker: leave Ctrl-C to the shell, and exit as soon as
-    pfs itself is gone, so no worker outlives a pfs killed with -9."""
+def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
+    """Run once in each worker: take the data keys of the encrypted stores pfs
+    has open (see pfs.crypto.keyring), leave Ctrl-C to the shell, and exit as
+    soon as pfs itself is gone, so no worker outlives a pfs killed with -9."""
+    keyring.receive(keys or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
 
@@ -112,12 +116,16 @@ class SourceShrank(Exception):
 
 
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
-               part_id: str, targets: list[Target]) -> tuple[str, str, int, list[int], list[dict]]:
-    """Read a slice of `source`, hash it, compress it and write its pieces (its
-    copies, or its shards) to the first volumes of `targets` that take them (the
-    store flushes them next). Returns (hash, codec used, stored size, the volume
-    of each piece, the shards' records)."""
-    _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory
+               part_id: str, targets: list[Target],
+               sealed_for: str = "") -> tuple[str, str, int, list[int], list[dict]]:
+    """Read a slice of `source`, hash it, compress it, seal it for the store
+    `sealed_for` if that is set (see pfs.engine.sealing) and write its pieces
+    (its copies, or its shards) to the first volumes of `targets` that take them
+    (the store flushes them next). Returns (hash, codec used, stored size, the
+    volume of each piece, the shards' records)."""
+    _buffers.pop(OPENED, None)  # a get's: a put has no use for it
+    if not sealed_for:
+        _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -128,11 +136,15 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
         raise SourceShrank(f"{source} shrank while it was being stored")
     part_hash = codec.digest(hash_name, view)
     used, payload = codec.compress(codec_name, view)
-    pieces = redundancy.encode(layout, payload) if layout.ec else [payload] * layout.copies
-    placed = place(pieces, layout.keys(part_id), targets)
-    shards = [{"volume": v, "hash": codec.digest(hash_name, p), "size": len(p)}
-              for v, p in zip(placed, pieces)] if layout.ec else []
-    return part_hash, used, len(payload), placed, shards
+    sealing = Sealing(sealed_for, part_id)
+    if layout.ec:
+        fragments = redundancy.encode(layout, payload)
+        pieces = [sealing.seal(f, j) for j, f in enumerate(fragments)]
+        placed = place(pieces, layout.keys(part_id), targets)
+        shards = [{"volume": v, "hash": codec.digest(hash_name, f), "size": len(f)} for v, f in zip(placed, fragments)]
+        return part_hash, used, len(payload), placed, shards
+    piece = sealing.seal(payload, 0, _view(sealing.size(len(payload)), STORED) if sealing.on else None)
+    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets), []
 
 
 def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
@@ -189,6 +201,7 @@ class PartCheck:
     every: bool = False  # check every piece, not only enough to read the part
     heal: bool = False  # rewrite a damaged piece in place
     moves: dict[int, list[Target]] = field(default_factory=dict)  # piece -> where it must go instead
+    sealed_for: str = ""  # the store whose key seals its pieces (none: they are plain)
     absent: dict[int, str] = field(default_factory=dict)  # volume of a piece not read -> why it is missing
 
 
@@ -217,7 +230,7 @@ def check_part(job: PartCheck) -> PartVerdict:
         _write_output(job.out_path, data, job.offset)
     names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
     verdict = PartVerdict(None, volumes)
-    pieces = _Pieces(layout, payload)
+    pieces = _Pieces(layout, payload, Sealing(job.sealed_for, job.part_id))
     for j, problem in problems.items():
         desc = job.pieces[j][1]
         if j in job.moves:
@@ -282,17 +295,18 @@ def _write_output(path: str, data, offset: int) -> None:
 
 
 class _Pieces:
-    """The pieces of a good part, made when first asked for (shards are encoded once)."""
+    """The pieces of a good part, made when first asked for (shards are encoded
+    once, and each sealed afresh). A copy is the good copy as it was read."""
 
-    def __init__(self, layout: Layout, payload: bytes) -> None:
-        self.layout, self.payload, self._shards = layout, payload, None
+    def __init__(self, layout: Layout, payload: bytes, sealing: Sealing) -> None:
+        self.layout, self.payload, self.sealing, self._shards = layout, payload, sealing, None
 
     def __getitem__(self, j: int):
         if not self.layout.ec:
             return self.payload
         if self._shards is None:
             self._shards = redundancy.encode(self.layout, self.payload)
-        return self._shards[j]
+        return self.sealing.seal(self._shards[j], j)
 
 
 def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reuse: bool
@@ -301,17 +315,18 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
     once: it is the part's bytes); with `every`, each other copy must hold the
     same bytes. With `reuse`, the good copy and its decoding are read into the
     worker's buffers."""
-    good, decoded = None, (None, None)
+    good, decoded, sealing = None, (None, None), Sealing(job.sealed_for, job.part_id)
+    at_rest = sealing.size(job.stored)
     for j, (vid, desc) in _reading_order(job.pieces):
         if good is not None and not job.every:
             break
         if desc is None:
             problems[j] = _absent(job, vid)
             continue
-        into = _view(_whole_blocks(job.stored + 1), STORED) if reuse and good is None else None
-        data, problem = _read_piece(desc, keys[j], job.stored, into)
+        into = _view(_whole_blocks(at_rest + 1), STORED) if reuse and good is None else None
+        data, problem = _read_piece(desc, keys[j], at_rest, into)
         if problem is None and good is None:
-            decoded = _decoded(job, data, _view(job.size) if reuse else None)
+            decoded = _decoded(job, data, _view(job.size) if reuse else None, sealing)
             problem = decoded[1]
             good = data if problem is None else None
         elif problem is None and data != good:
@@ -323,8 +338,8 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
 
 def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
     """The part's bytes from the first K shards whose hashes check out (every
-    shard is checked with `every`)."""
-    good = []
+    shard is checked with `every`), each opened first if it is sealed."""
+    good, sealing = [], Sealing(job.sealed_for, job.part_id)
     for j, (vid, desc) in _reading_order(job.pieces):
         if len(good) >= job.layout.needed and not job.every:
             break
@@ -332,7 +347,9 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
             problems[j] = _absent(job, vid)
             continue
         recorded = job.shards[j]
-        data, problem = _read_piece(desc, keys[j], recorded["size"])
+        data, problem = _read_piece(desc, keys[j], sealing.size(recorded["size"]))
+        if problem is None:
+            data, problem = sealing.open(data, j)
         if problem is None and codec.digest(job.hash_name, data) != recorded["hash"]:
             problem = "hash mismatch"
         if problem:
@@ -378,9 +395,17 @@ def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None)
     return data, None
 
 
-def _decoded(job: PartCheck, payload, into: memoryview | None = None) -> tuple[bytes | None, str | None]:
-    """The part's bytes from its stored bytes (decoded into `into` where the
-    codec can), or why they are not the part."""
+def _decoded(job: PartCheck, payload, into: memoryview | None = None,
+             sealing: Sealing = Sealing()) -> tuple[bytes | None, str | None]:
+    """The part's bytes from its stored bytes (opened if sealed, then decoded
+    into `into` where the codec can), or why they are not the part. Given
+    `into` (in a pool worker), a compressed part is opened into the worker's
+    buffer for that, not a new one."""
+    if sealing.on:
+        payload, problem = sealing.open(payload, 0, into if job.codec == "none" or into is None else
+                                        _view(job.stored, OPENED))
+        if problem:
+            return None, problem
     try:
         data = codec.decompress(job.codec, payload, job.size, into)
     except codec.DecodeError as exc:

@@ -115,7 +115,7 @@ class Checking:
             refresh_volumes(self.ctx)
             todo = plan()
         try:
-            tasks = ((part_memory(p.size, layout), (job,)) for p, job in todo)
+            tasks = ((part_memory(p.size, layout, self.ctx.sealed), (job,)) for p, job in todo)
             verdicts = self.ctx.engine.run(worker.check_part, tasks, lambda i, _: progress(todo[i][0].size), cancel)
             found = Findings()
             moved: list[tuple[PartEntry, list[int]]] = []
@@ -151,7 +151,7 @@ class Checking:
                                 if t not in volumes]
         absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves, absent)
+                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""

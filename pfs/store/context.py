@@ -14,6 +14,7 @@ from pfs.units import format_option, format_size
 from pfs.volumes.redundancy import Layout
 
 if TYPE_CHECKING:
+    from pfs.crypto.opening import StoreKeys
     from pfs.engine.engine import Engine
     from pfs.registry import FileTable, PartTable, SessionTable
     from pfs.store.repair import RepairReport
@@ -26,9 +27,9 @@ def no_progress(_: int) -> None:
     pass
 
 
-def part_memory(size: int, layout: Layout = Layout()) -> int:
+def part_memory(size: int, layout: Layout = Layout(), sealed: bool = False) -> int:
     """Worst-case bytes a part needs in a worker (see Layout.memory)."""
-    return layout.memory(size)
+    return layout.memory(size, sealed)
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,11 @@ class Context:
     the rooms: each room reads what it needs here rather than reaching into the
     Store facade. `config` and `next_volume` change as volumes are changed."""
 
-    def __init__(self, location: str, max_memory: int) -> None:
+    def __init__(self, location: str, max_memory: int, keys: StoreKeys) -> None:
         self.location = location
+        self.keys = keys  # unlocks an encrypted store (see pfs.crypto.opening)
+        self.slots = None  # where its key slots are (see pfs.crypto.slots)
+        self.sealed_for = ""  # the store id its pieces are sealed for, once unlocked ('' for a plain store)
         self.max_memory = max_memory
         self.root: Path = Path()
         self.description = ""
@@ -72,11 +76,15 @@ class Context:
 
     def check_memory(self, chunk_size: int, subject: str, layout: Layout | None = None) -> None:
         """Refuse a chunk size whose parts could never fit the memory limit."""
-        need = part_memory(chunk_size, layout or self.layout)
+        need = part_memory(chunk_size, layout or self.layout, self.sealed)
         if need > self.max_memory:
             raise UsageError(f"{subject} needs {format_size(need)} per part in flight, more than "
                              f"--max-memory {format_size(self.max_memory)}",
                              f"use --max-memory {format_option(need)} or more")
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.sealed_for)
 
     def inside_store(self, path: Path | str) -> bool:
         """Whether `path`, with every symbolic link and `..` resolved, is the store's

@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+from pfs.crypto.opening import StoreKeys
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
 from pfs.engine.governor import MemoryGovernor
@@ -55,15 +56,20 @@ class Store:
     engine = _shared("engine")
     max_memory = _shared("max_memory")
     repair_report = _shared("repair_report")
+    keys = _shared("keys")
+    slots = _shared("slots")
+    sealed = _shared("sealed")
 
     def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
-                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None) -> None:
+                 max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None,
+                 keys: StoreKeys | None = None) -> None:
         """Open (creating if new) the store at `root`: a directory, or a PostgreSQL
         URI whose part data lives in the directory `data` (default: the one its
         settings name). `overrides` may set chunk_size, codec and hash for new
         files; otherwise the store's defaults apply. With `repair`, damaged
-        metadata is rebuilt (see pfs.store.repair) instead of refused."""
-        self.ctx = ctx = Context(str(root), max_memory)
+        metadata is rebuilt (see pfs.store.repair) instead of refused. `keys`
+        unlocks an encrypted store, or encrypts a new one (see pfs.crypto.opening)."""
+        self.ctx = ctx = Context(str(root), max_memory, keys or StoreKeys())
         self.sweeper = Sweeper(ctx)
         self.catalog = Catalog(ctx, self.sweeper)
         self.recovery = Recovery(ctx, self.sweeper, self.catalog)
@@ -74,7 +80,7 @@ class Store:
         self.health = Health(ctx)
         opening.open_store(ctx, overrides or {}, repair, data, lambda _: self.recovery.recover())
         self.recovered: list[FileEntry] = ctx.recovered
-        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size))
+        self.workers = worker_count(workers, max_memory, part_memory(self.settings.chunk_size, sealed=ctx.sealed))
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pfs import codec
+from pfs.crypto.slots import KEYS, DatabaseSlots, SlotFiles
 from pfs.errors import DamagedError, StoreError, StoreLockedError, UsageError, VolumeError
 from pfs.registry import (FILES_LOCK, JOURNAL, MANIFESTS, MAX_COPIES, MAX_INT, RESERVE, SCRATCH, SESSIONS, SNAPSHOT,
                           FileRegistry, PartRegistry, SessionFiles, damaged, live_sessions, read_json,
@@ -79,7 +80,7 @@ def _creation_leftover(root: Path, name: str) -> bool:
         first = root / FIRST_VOLUME
         return os.listdir(root / VOLUMES) in ([], ["0"]) and (not first.is_dir() or all(
             n.startswith((MARKER, f".{MARKER}.")) for n in os.listdir(first)))
-    return name == LOCK or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
+    return name in (LOCK, KEYS) or (name.startswith(f".{CONFIG}.") and name.endswith(".tmp"))
 
 
 def _settings_ok(config: dict) -> bool:
@@ -149,6 +150,8 @@ def open_directory(ctx: Context, root: Path, overrides: dict, repair: bool, reco
         if not repair:
             raise
         config, notes = None, [f"{exc.message}; rebuilt from the defaults and the volumes on disk"]
+    ctx.slots = SlotFiles(root)
+    ctx.sealed_for = open_keys(ctx, config, repair)  # before anything changes: a wrong password opens nothing
     settle(ctx, config, overrides)
     ctx.root.mkdir(parents=True, exist_ok=True)
     lock(ctx, alone=repair)
@@ -160,6 +163,7 @@ def open_directory(ctx: Context, root: Path, overrides: dict, repair: bool, reco
         if config is None or config["format"] == 1:
             config = claim_alone(ctx, config, reread=not repair)
         ctx.config = config
+        ctx.sealed_for = open_keys(ctx, config, repair)
         inside = [v.url for v in parse_volumes(config["volumes"]) if "://" not in v.url and not os.path.isabs(v.url)]
         notes += check_own_files(ctx, dict.fromkeys(inside, True), repair)
         open_volumes(ctx, config)
@@ -173,6 +177,13 @@ def open_directory(ctx: Context, root: Path, overrides: dict, repair: bool, reco
         close_registries(ctx)
         unlock(ctx)
         raise
+
+
+def open_keys(ctx: Context, config: dict | None, repair: bool) -> str:
+    """The store id its pieces are sealed for, its key unlocked ('' if plain)."""
+    if repair and (config and "encryption" in config or (ctx.root / KEYS).exists()):
+        raise UsageError("repair cannot rebuild an encrypted store yet", "its files are read as they are")
+    return ctx.keys.unlock(config, ctx.slots, ctx.description)
 
 
 def open_volumes(ctx: Context, config: dict) -> None:
@@ -206,11 +217,15 @@ def open_database(ctx: Context, overrides: dict, data: Path | str | None, recove
             if data is None:
                 raise UsageError(f"there is no pfs store in {db.name} yet",
                                  "create one with --data DIR: the directory where its part data go")
+            encryption, slot = ctx.keys.create(db.name)
             config = db.create({**asdict(Settings(**overrides)), "data": str(Path(data).expanduser().absolute()),
                                 "session_ttl": SESSION_TTL, "volumes": [VolumeConfig(0, FIRST_VOLUME).to_dict()],
-                                "next_volume": 1, "id": uuid.uuid4().hex})
+                                "next_volume": 1, "id": uuid.uuid4().hex, **encryption,
+                                **(DatabaseSlots.row(slot) if slot else {})})
         if not (_settings_ok(config) and _redundancy_ok(config) and type(config.get("data")) is str):
             raise damaged_settings(ctx)
+        ctx.slots = DatabaseSlots(db)
+        ctx.sealed_for = ctx.keys.unlock(config, ctx.slots, db.name)
         settle(ctx, config, overrides)
         ctx.root = Path(data).expanduser() if data is not None else Path(config["data"])
         ctx.root.mkdir(parents=True, exist_ok=True)
@@ -287,7 +302,11 @@ def create(ctx: Context, settings: Settings) -> dict:
     found = sorted(int(d.name) for d in (ctx.root / VOLUMES).glob("*")
                    if d.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", d.name))
     names = [f"{VOLUMES}/{i}" for i in found] or [FIRST_VOLUME]  # a rebuilt store keeps its volumes
-    return claim(ctx, names, {"format": FORMAT, **asdict(settings)})
+    ctx.slots.clear()  # what an earlier creation, killed before store.json, left
+    encryption, slot = ctx.keys.create(ctx.description)
+    if slot:
+        ctx.slots.add(slot)  # before store.json: a store that says it is encrypted has a slot
+    return claim(ctx, names, {"format": FORMAT, **asdict(settings), **encryption})
 
 
 def upgrade(ctx: Context, old: dict) -> dict:

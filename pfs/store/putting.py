@@ -206,7 +206,8 @@ class Putting:
         def task(index: int, source: str, offset: int, size: int) -> tuple[int, tuple]:
             pid = part_id(entry.uuid, index)
             targets = [(vid, descs[vid]) for vid in placement.rank(pid, weights)]
-            return part_memory(size, layout), (source, offset, size, entry.codec, entry.hash, layout, pid, targets)
+            return part_memory(size, layout, self.ctx.sealed), (source, offset, size, entry.codec, entry.hash, layout,
+                                                                pid, targets, self.ctx.sealed_for)
         return task
 
     def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list[Future]:

@@ -45,10 +45,12 @@ class Layout:
         """The key of each piece: copies share the part id, shard j is PART.j."""
         return [f"{part_id}.{j}" for j in range(self.width)] if self.ec else [part_id] * self.copies
 
-    def memory(self, size: int) -> int:
+    def memory(self, size: int, sealed: bool = False) -> int:
         """Worst-case bytes a part of `size` needs in a worker: input and codec output,
-        plus the shards (K+M of them, each about size/K) when erasure coded."""
-        return 2 * size + (-(-size // self.k) * self.width + 4096 * self.width if self.ec else 0)
+        plus the shards (K+M of them, each about size/K) when erasure coded; and,
+        when its pieces are sealed, each piece once more (a sealed copy of them)."""
+        shards = -(-size // self.k) * self.width + 4096 * self.width if self.ec else 0
+        return 2 * size + shards + ((shards or size) + 64 * self.width if sealed else 0)
 
     def describe(self) -> str:
         return f"ec {self.k}+{self.m}" if self.ec else f"{self.copies} cop{'y' if self.copies == 1 else 'ies'}"

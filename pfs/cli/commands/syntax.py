@@ -1,0 +1,100 @@
+"""What a command is and how a command line is split into one and its arguments."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pfs.errors import UsageError
+from pfs.registry import FileEntry
+
+if TYPE_CHECKING:
+    from pfs.cli.commands.session import Session
+    from pfs.store.facade import Store
+
+
+class ExitShell(Exception):
+    """Raised by `exit`: the loop stops reading commands."""
+
+
+@dataclass(frozen=True)
+class Args:
+    """A command line split into positional arguments and --flags."""
+
+    positional: list[str]
+    flags: frozenset[str]
+    values: dict[str, str] = field(default_factory=dict)  # options that take a value
+
+    def file(self, store: Store, index: int = 0) -> FileEntry:
+        """The file an argument names: an id (all digits) or a stored name."""
+        return store.resolve(self.positional[index])
+
+    def get(self, index: int) -> str | None:
+        return self.positional[index] if index < len(self.positional) else None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    handler: Callable[[Session, Args], None]
+    min_args: int = 0
+    max_args: int = 0
+    flags: frozenset[str] = frozenset()
+    options: frozenset[str] = frozenset()  # options followed by a value
+    short: dict[str, str] = field(default_factory=dict)  # short flag -> its long form
+
+
+def split(line: str) -> list[str]:
+    """Split a command line with shell quoting rules, comments included."""
+    try:
+        return shlex.split(_without_comment(line))
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the line: {exc}", 'close the quote, e.g. put "my file.log"') from None
+
+
+def _without_comment(line: str) -> str:
+    """Cut the line at a `#` that starts a word outside quotes, as a shell does
+    (shlex would also cut `report#1.txt`)."""
+    quote, escaped = "", False
+    for i, c in enumerate(line):
+        if escaped:
+            escaped = False
+        elif c == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+def parse_args(command: Command, rest: list[str]) -> Args:
+    """Check the arguments that follow a command's name against what it takes."""
+    positional, flags, values, literal = [], set(), {}, False
+    tokens = iter(rest)
+    for token in tokens:
+        if not literal and token in command.short:
+            flags.add(command.short[token])
+        elif literal or not token.startswith("--"):
+            positional.append(token)
+        elif token == "--":
+            literal = True
+        elif token in command.flags:
+            flags.add(token)
+        elif token in command.options:
+            values[token] = next(tokens, None)
+            if values[token] is None:
+                raise UsageError(f"{command.name}: {token} needs a value", f"usage: {command.usage}")
+        else:
+            raise UsageError(f"{command.name}: unknown option {token!r}", f"usage: {command.usage}")
+    if not command.min_args <= len(positional) <= command.max_args:
+        few = len(positional) < command.min_args
+        raise UsageError(f"{command.name}: {'missing' if few else 'too many'} arguments",
+                         f"usage: {command.usage}")
+    return Args(positional, frozenset(flags), values)

@@ -1,0 +1,64 @@
+"""The `volume` command: add, list, drain and remove the volumes parts are kept on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pfs.cli.commands import tables
+from pfs.cli.commands.check import check_all
+from pfs.cli.commands.syntax import Args, Command
+from pfs.errors import UsageError, printable
+
+if TYPE_CHECKING:
+    from pfs.cli.commands.session import Session
+
+USAGE = ("volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] [--create-bucket] | list | drain ID | "
+         "remove ID")
+
+
+def cmd_volume(s: Session, a: Args) -> None:
+    """volume add PATH [--weight W] | list | drain ID | remove ID."""
+    action, rest = a.positional[0].lower(), a.positional[1:]
+    wanted = {"add": 1, "list": 0, "drain": 1, "remove": 1}
+    if action not in wanted:
+        raise UsageError(f"volume: unknown action {action!r}", f"usage: {USAGE}")
+    if len(rest) != wanted[action] or (a.values and action != "add"):
+        raise UsageError(f"volume {action}: wrong arguments", f"usage: {USAGE}")
+    if action == "add":
+        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""),
+                                    "--create-bucket" in a.flags)
+        s.out.line(printable(f"added volume {config.id}: {s.store.volset.location(config)}"))
+    elif action == "list":
+        s.out.table(tables.volume_table(s.store.volume_report()))
+    elif action == "drain":
+        vid = s.store.volume_id(rest[0])
+        s.store.start_drain(vid)
+
+        def after() -> str:
+            left = s.store.files_on(vid)
+            return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
+                else f"volume {vid} is drained: `volume remove {vid}` removes it"
+        check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
+                  set(s.store.files_on(vid)), after)
+    else:
+        vid = s.store.volume_id(rest[0])
+        s.store.remove_volume(vid)
+        s.out.line(f"removed volume {vid}")
+
+
+def _weight(text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = 0.0
+    if not 0 < weight < 1e9:
+        raise UsageError(f"--weight {text}: not a positive number", "e.g. --weight 2 for a disk twice the size")
+    return weight
+
+
+COMMANDS = [
+    Command("volume", USAGE,
+            "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
+            "move everything off one, forget an empty one", cmd_volume, 1, 2,
+            frozenset({"--create-bucket"}), frozenset({"--weight", "--endpoint"})),
+]
