@@ -170,7 +170,8 @@ class SameAsLocal(RuleBasedStateMachine):
     def mv(self, path1, path2, recursive):
         path2 = self.destination(path1, path2, into_new=False)
         # shutil.move looks at an existing directory's entry before at the source: not a contract
-        assume(self.local.exists(self.on(self.local_top, path1)) or not self.local.isdir(self.on(self.local_top, path2)))
+        local = self.local
+        assume(local.exists(self.on(self.local_top, path1)) or not local.isdir(self.on(self.local_top, path2)))
         self.both(lambda fs, a, b: fs.mv(a, b, recursive=recursive), path1, path2)
 
     @rule(path1=paths, path2=paths, recursive=st.booleans())

@@ -99,7 +99,8 @@ def test_a_store_opened_with_a_password_keeps_it_nowhere(password_server, tmp_pa
     uri = f"postgresql://{ROLE}:{MARKER}@127.0.0.1:{password_server.port}/secrets_db"
     source = make_file(tmp_path / "f.bin", 200_000)
     data = tmp_path / "data"
-    for script in (f"put {source} f\nwait\nlist\nverify --all\nget f {tmp_path / 'back.bin'}\n", "volume list\nbogus\n"):
+    scripts = (f"put {source} f\nwait\nlist\nverify --all\nget f {tmp_path / 'back.bin'}\n", "volume list\nbogus\n")
+    for script in scripts:
         proc = subprocess.run([sys.executable, "-m", "pfs", "--store", uri, "--data", str(data), "--workers", "1"],
                               input=script, capture_output=True, text=True, timeout=60, env=env())
         assert_nowhere(proc, data)
