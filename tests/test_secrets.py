@@ -112,27 +112,19 @@ def test_a_store_opened_with_a_password_keeps_it_nowhere(password_server, tmp_pa
                 assert MARKER not in repr(row), f"{MARKER} is stored in {table}"
 
 
-@pytest.mark.parametrize("case", ["wrong secret key"])
-def test_s3_credentials_refused_never_show_the_secret(seaweedfs, tmp_path, case):
+def test_s3_credentials_refused_never_show_the_secret(seaweedfs, tmp_path):
     store = tmp_path / "store"
-    bucket_url = f"s3://{seaweedfs.bucket}/secrets-{os.getpid()}-{case.replace(' ', '-').replace(',', '')}"
     source = make_file(tmp_path / "f.bin", 300_000)
     argv = [sys.executable, "-m", "pfs", "--store", str(store), "--workers", "1", "--chunk-size", "65536"]
-    subprocess.run([*argv, "volume", "add", bucket_url], check=True, capture_output=True, env=env(), timeout=60)
-    subprocess.run([*argv, "volume", "drain", "0"], check=True, capture_output=True, env=env(), timeout=60)
-    subprocess.run([*argv, "put", str(source), "f"], check=True, capture_output=True, env=env(), timeout=60)
+    for command in (["volume", "add", f"s3://{seaweedfs.bucket}/secrets-{os.getpid()}"], ["volume", "drain", "0"],
+                    ["put", str(source), "f"]):
+        subprocess.run([*argv, *command], check=True, capture_output=True, env=env(), timeout=60)
     wrong = {**env(), "AWS_SECRET_ACCESS_KEY": MARKER, "PFS_S3_TIMEOUT": "1", "PFS_S3_RETRY_SECONDS": "2"}
-    if "stopped" in case:
-        seaweedfs.stop()
-    try:
-        for command in (["get", "f", str(tmp_path / "out")], ["verify", "--all"], ["verify", "f", "--heal"],
-                        ["volume", "list"], ["put", str(source), "g"]):
-            proc = subprocess.run([*argv, *command], capture_output=True, text=True, env=wrong, timeout=90)
-            assert_clean_stderr(proc.stderr)
-            assert_nowhere(proc, store, tmp_path, secret=MARKER)
-    finally:
-        if "stopped" in case:
-            seaweedfs.start()
+    for command in (["get", "f", str(tmp_path / "out")], ["verify", "--all"], ["verify", "f", "--heal"],
+                    ["volume", "list"], ["put", str(source), "g"]):
+        proc = subprocess.run([*argv, *command], capture_output=True, text=True, env=wrong, timeout=90)
+        assert_clean_stderr(proc.stderr)
+        assert_nowhere(proc, store, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
