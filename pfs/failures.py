@@ -65,14 +65,18 @@ def grouped(damage: Sequence[PartFailure]) -> list[str]:
 
 
 def grouped_pieces(bad: Sequence[str]) -> list[str]:
-    """Lines `part 3 bytes 0-99: copy 1 on volume 2: why` grouped by their why:
-    `part 3 ...: copy 1 on volume 2: why` alone, or `37 copies or shards: why`;
-    only damage is called damaged (an Unreachable line is none: see pfs.engine.worker)."""
+    """Lines `part 3 bytes 0-99: copy 1 on volume 2: why`: damaged ones each on a
+    line of its own where there are at most SHOWN, the others grouped by their
+    why (`37 copies or shards: why`); only damage is called damaged (an
+    Unreachable line is none: see pfs.engine.worker)."""
     causes: dict[tuple[bool, str], list[str]] = {}
+    one_by_one = sum(not is_unreachable(line) for line in bad) <= SHOWN  # damage is named exactly, where it can be
     for line in bad:
         _, _, piece = line.partition(": ")
         _, _, why = piece.partition(": ")
-        causes.setdefault((is_unreachable(line), cause(why or piece)), []).append(line)
+        unreachable = is_unreachable(line)
+        causes.setdefault((unreachable, cause(why or piece) if unreachable or not one_by_one else line),
+                          []).append(line)
     return [f"{'' if unreachable else 'damaged '}{lines[0]}" if len(lines) == 1 else
             f"{len(lines)} copies or shards{'' if unreachable else ' damaged'}: {why}"
             for (unreachable, why), lines in sorted(causes.items(), key=lambda c: (c[0][0], -len(c[1])))]
