@@ -116,6 +116,10 @@ class OutOfSpaceError(VolumeError):
     """The volume has no room left for the part."""
 
 
+class NameConflictError(UsageError):
+    """A record would make a name both a file and a directory (as mkdir over a file)."""
+
+
 def describe(exc: BaseException) -> str:
     """A one-line reason for a failure, in the user's words, for the file record
     and the screen: never an exception class name."""

@@ -3,7 +3,8 @@
 A name is UTF-8 text: a sequence of segments joined by `/`, without control
 characters (NUL, newline, ...) or bytes of another encoding, whatever the
 registry (JSON files or PostgreSQL) that keeps it. Directories are implied by the
-names (as S3 prefixes are): there is no directory record. A command argument
+names (as S3 prefixes are), or recorded (put -r records every directory, so an
+empty one exists); a name is a file or a directory, never both. A command argument
 made only of digits is a file id; `./123` or `/123` reaches a file named `123`.
 """
 
@@ -57,6 +58,12 @@ def check(text: str) -> str:
         shown = name if len(name) <= 80 else name[:77] + "..."
         raise UsageError(f"bad name {shown!r}: {problem}", "names are paths like logs/2026/app.log")
     return name
+
+
+def problem(name: str) -> str:
+    """Why `name` cannot be a stored name ("" if it can), in a few words: for a
+    tree, whose entries are reported and skipped rather than renamed."""
+    return _problem(name).split(";")[0]
 
 
 def _problem(name: str) -> str:

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
                 epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
                        "verify ID|--all | key add|list|remove ID | jobs | wait | help [COMMAND] | exit; "
-                       "and `pfs --store DIR repair` rebuilds damaged metadata")
+                       "and `pfs --store DIR repair` rebuilds damaged metadata, "
+                       "`pfs --store DIR mount MOUNTPOINT` mounts the store (see docs/mount.md)")
     p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
                    "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
     p.add_argument("--data", metavar="DIR", help="where a PostgreSQL store keeps its part data "
@@ -244,6 +245,29 @@ def _report_repair(report) -> int:
     return 1 if report.lost or out.lost else 0
 
 
+def _mount_options(words: list[str]):
+    """`mount`'s options and mount point, checked before the store opens; a
+    PfsError naming the fix (what to install, which directory to use)."""
+    from pfs.cli import mount as command
+    from pfs.mount import binding
+
+    options = command.parse(words)
+    where = command.check_mountpoint(options.mountpoint)
+    binding.load()
+    return options, where
+
+
+def _run_mount(store, options, where: str) -> int:
+    """The one-shot mode `mount`: serve the store at `where` in the foreground until unmounted."""
+    from pfs.cli import mount as command
+
+    try:
+        return command.run(store, options, where)
+    except PfsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run pfs; return its exit status. The garbage collector is frozen at the
     end: the interpreter's teardown that follows then does not scan every object
@@ -261,10 +285,16 @@ def _run(argv: list[str] | None) -> int:
     if repair and len(args.command) > 1:
         sys.stderr.write("error: repair takes no arguments (usage: pfs --store DIR repair)\n")
         return 2
+    mount = None
     try:
+        if args.command[:1] == ["mount"]:
+            mount = _mount_options(args.command[1:])
         _enough_descriptors(args.workers)
         _start_forkserver_early(args)
         root = _store_root(args)
+        if mount is not None:  # libfuse changes to / once mounted: every path the store keeps must be absolute
+            root = root.absolute() if isinstance(root, Path) else root
+            args.data = args.data and os.path.abspath(args.data)
         store = _open_store(root, args, repair)
     except PfsError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -284,6 +314,8 @@ def _run(argv: list[str] | None) -> int:
             sys.stderr.write(f"pfs: file {entry.id} ({printable(entry.name)}) was {entry.status} when pfs stopped: {done}\n")
         if repair:
             return _report_repair(store.repair_report)
+        if mount is not None:
+            return _run_mount(store, *mount)
         if args.command:
             from pfs.cli.script import run_one
             return run_one(store, args.command)

@@ -147,6 +147,21 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets), []
 
 
+def store_parts(jobs: list[tuple]) -> list[tuple | BaseException]:
+    """store_part of the parts of many small files in one task: one trip to a
+    worker for all of them, not one each. A part that fails is handed back as its
+    error (SourceShrank, or a PfsError), so the others are stored."""
+    done: list[tuple | BaseException] = []
+    for args in jobs:
+        try:
+            done.append(store_part(*args))
+        except (SourceShrank, PfsError) as exc:
+            done.append(exc)
+        except OSError as exc:
+            done.append(PfsError(f"cannot store it: {exc.strerror or exc}"))
+    return done
+
+
 def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
     """Write each piece to the next target in order that takes it (a full or
     vanished volume is skipped, and tried no more); returns their volumes."""

@@ -11,6 +11,8 @@
             f.write(b"...")
         for item in store.list("logs", recursive=True):
             print(item.name, item.size)
+        done = store.put_tree("photos", "backup/photos")  # a whole directory (put -r)
+        store.get_tree("backup/photos", "restored")       # and back (get -r)
 
 A file is named by its path in the store or by its id (an int, or a string of
 digits). Failures raise the typed errors of pfs.errors (NotFoundError,
@@ -27,6 +29,7 @@ from typing import BinaryIO
 
 from pfs.crypto.opening import StoreKeys
 from pfs.crypto.passwords import Passwords
+from pfs.names import is_id
 from pfs.registry import STORED, FileEntry
 from pfs.registry.postgres import is_database
 from pfs.store.checking import Damage
@@ -37,9 +40,27 @@ Ref = str | int
 
 
 @dataclass(frozen=True)
+class TreeResult:
+    """What put_tree or get_tree did: counts, and one line per path that failed
+    (empty when everything under the tree was stored or restored)."""
+
+    done: int
+    unchanged: int
+    skipped: dict[str, int]
+    failed: int
+    bytes: int
+    problems: list[str]
+
+    @classmethod
+    def of(cls, tally, problems: list[str]) -> TreeResult:
+        return cls(tally.stored, tally.unchanged, dict(tally.skipped), tally.failed, tally.bytes, problems)
+
+
+@dataclass(frozen=True)
 class FileInfo:
-    """A stored file: `name` is its path in the store; `directory` entries (implied
-    by the names under them) have only a name ending in `/`."""
+    """A stored entry: `name` is its path in the store. Directories' names end
+    in `/`: a recorded one (put -r) has an id, one implied by the names under it
+    only a name. `kind` is "file", "dir" or "symlink" (then `target` is its target)."""
 
     name: str
     id: int | None = None
@@ -50,16 +71,18 @@ class FileInfo:
     created: float = 0.0
     mtime: float | None = None
     digest: str = ""
+    kind: str = "dir"
+    target: str = ""
 
     @property
     def is_dir(self) -> bool:
-        return self.id is None
+        return self.kind == "dir"
 
     @classmethod
     def of(cls, entry: FileEntry) -> FileInfo:
         mtime = entry.mtime / 1e9 if entry.mtime is not None else None
-        return cls(entry.name, entry.id, entry.size, entry.stored, entry.parts, entry.status, entry.created,
-                   mtime, entry.digest)
+        return cls(entry.name + "/" if entry.is_dir else entry.name, entry.id, entry.size, entry.stored, entry.parts,
+                   entry.status, entry.created, mtime, entry.digest, entry.kind, entry.target)
 
 
 class _BufferedReader(io.BufferedReader):
@@ -126,8 +149,10 @@ class Store:
         return path
 
     def delete(self, ref: Ref) -> None:
-        """Remove a stored file and its parts."""
-        self.core.delete(self.core.resolve(ref).id)
+        """Remove a stored file and its parts (by name: only if the name still gives
+        that file when the delete begins; a rename or replace meanwhile wins)."""
+        entry = self.core.resolve(ref)
+        self.core.delete(entry.id, seen=None if isinstance(ref, int) or is_id(ref) else entry)
 
     def mv(self, ref: Ref, new: str, *, keep: bool = False) -> FileInfo:
         """Rename a stored file without moving its data; a file already under the
@@ -153,8 +178,42 @@ class Store:
         each subdirectory is one entry whose name ends in `/`."""
         names, dirs = self.core.under(prefix, recursive)
         files = [FileInfo.of(e) for e in map(self.core.files.current, names) if e is not None]
-        dirs = [d for d in dirs if self._holds_a_stored_file(d)]  # not only files still being written
+        recorded = {f.name for f in files}
+        dirs = [d for d in dirs if d not in recorded and self._holds_a_stored_file(d)]  # not only files in writing
         return sorted(files + [FileInfo(d) for d in dirs], key=lambda i: i.name)
+
+    def put_tree(self, source: str | os.PathLike, prefix: str | None = None) -> TreeResult:
+        """Store the directory `source` and everything under it as PREFIX/...
+        (default: its own name), as put -r does: files, directories, symlinks
+        (never followed), with modes, mtimes and owners. A path that cannot be
+        stored is one line of the result's `problems`; the rest is stored."""
+        from pfs.store import trees
+
+        problems: list[str] = []
+        return TreeResult.of(trees.put_tree(self.core, os.fspath(source), prefix, report=problems.append), problems)
+
+    def sync(self, source: str | os.PathLike, prefix: str, *, delete: bool = False, dry_run: bool = False,
+             checksum: bool = False) -> TreeResult:
+        """Store what is new or changed under the directory `source` as PREFIX/...,
+        as the sync command does (size and mtime differ; with `checksum`, the
+        contents); with `delete`, delete the stored names it no longer has."""
+        from pfs.store import sync
+
+        problems: list[str] = []
+        tally = sync.sync_tree(self.core, os.fspath(source), prefix, delete, dry_run, checksum,
+                               report=problems.append)
+        return TreeResult.of(tally, problems)
+
+    def get_tree(self, prefix: str, dest: str | os.PathLike | None = None, *, force: bool = False) -> TreeResult:
+        """Rebuild the tree stored under `prefix` at `dest` (default: its last
+        segment in the current directory), as get -r does; existing files are
+        overwritten only with `force`. A damaged file is one line of `problems`."""
+        from pfs.store import trees
+
+        problems: list[str] = []
+        tally = trees.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
+                               report=problems.append)
+        return TreeResult.of(tally, problems)
 
     def _holds_a_stored_file(self, directory: str) -> bool:
         names, _ = self.core.under(directory, recursive=True)

@@ -69,10 +69,12 @@ class Parts:
 class Reader(io.RawIOBase):
     """A stored file opened for reading: seek, tell, read and readinto anywhere.
     It reads the file it opened to the end, even if another is stored under its
-    name meanwhile: the replaced file is deleted once its last reader closes."""
+    name meanwhile: the replaced file is deleted once its last reader closes.
+    Threads may share it: each read or seek is one step on its one position."""
 
     def __init__(self, store: Store, entry: FileEntry) -> None:
         super().__init__()
+        self._lock = threading.RLock()
         self._parts = Parts(store, entry)
         self.name = entry.name
         self.size = entry.size
@@ -96,30 +98,32 @@ class Reader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._checkClosed()
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"cannot seek to {base + offset}, before the start")
-        self._pos = base + offset
-        return self._pos
+        with self._lock:
+            self._checkClosed()
+            base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+            if base + offset < 0:
+                raise ValueError(f"cannot seek to {base + offset}, before the start")
+            self._pos = base + offset
+            return self._pos
 
     def readinto(self, buffer) -> int:
         """Read up to the end of the part the position is in, at most: the buffer
         above fills itself ahead, and must not read (nor fail on a damaged) part
         that no read asked for. A read that wants more reads again."""
-        self._checkClosed()
-        room = self._parts.entry.chunk_size - self._pos % self._parts.entry.chunk_size
-        with memoryview(buffer) as view:
+        with self._lock, memoryview(buffer) as view:
+            self._checkClosed()
+            room = self._parts.entry.chunk_size - self._pos % self._parts.entry.chunk_size
             n = self._parts.read_into(view.cast("B")[:room], self._pos)
-        self._pos += n
+            self._pos += n
         return n
 
     def readall(self) -> bytes:
         """The rest of the file at once (RawIOBase would read it in small pieces)."""
-        out = bytearray(max(0, self.size - self._pos))
-        done = 0
-        with memoryview(out) as view:
-            while done < len(out) and (n := self.readinto(view[done:])):
-                done += n
+        with self._lock:
+            out = bytearray(max(0, self.size - self._pos))
+            done = 0
+            with memoryview(out) as view:
+                while done < len(out) and (n := self.readinto(view[done:])):
+                    done += n
         del out[done:]
         return bytes(out)

@@ -36,8 +36,10 @@ _POLL = 0.1
 
 
 def spool_path(store: Store, entry: FileEntry, index: int) -> str:
-    """Where part `index` of a file being written waits for the pool."""
-    return str(store.tmp / f"{entry.uuid}.{index}")
+    """Where part `index` of a file being written waits for the pool: named as
+    the temporaries of atomic writes are (`.NAME.PID.THREAD.tmp`), so that an
+    open after a kill -9 of this process removes what it left there."""
+    return str(store.tmp / f".{entry.uuid}-{index}.{os.getpid()}.spool.tmp")
 
 
 class _Feeder:
@@ -103,10 +105,13 @@ class Writer(io.RawIOBase):
     as is a writer dropped unclosed. With `autocommit` off (fsspec transactions)
     close() only finishes storing the parts, whatever exception is on its way:
     as with fsspec's own files, the transaction decides, by commit() (the file
-    is stored with what was written) or discard()."""
+    is stored with what was written) or discard(). Its calls may come from
+    several threads: each write() lands whole, one after another, as on a file
+    opened for appending."""
 
     def __init__(self, store: Store, name: str, keep: bool = False, autocommit: bool = True) -> None:
         super().__init__()
+        self._lock = threading.RLock()  # the buffer, the part counter and the size change together
         self._store, self._keep, self.autocommit = store, keep, autocommit
         self._handled = sys.exc_info()[1]  # an exception handled around the writing is no failure of it
         self._entry = store.begin_write(name)
@@ -126,8 +131,8 @@ class Writer(io.RawIOBase):
         return self._size
 
     def write(self, data) -> int:
-        self._checkClosed()
-        with memoryview(data) as view:
+        with self._lock, memoryview(data) as view:
+            self._checkClosed()
             view = view.cast("B")
             n = len(view)
             while view:
@@ -136,7 +141,7 @@ class Writer(io.RawIOBase):
                 view = view[take:]
                 if len(self._buffer) == self._chunk:
                     self._spool_part()
-        self._size += n
+            self._size += n
         return n
 
     def _spool_part(self) -> None:
@@ -152,13 +157,14 @@ class Writer(io.RawIOBase):
 
     def close(self) -> None:
         """Store the file (see the class), or abandon it if the writing failed."""
-        if self.closed:
-            return
-        failing = sys.exc_info()[1]
-        if failing is not None and failing is not self._handled and self.autocommit:
-            self.discard()
-        else:
-            self._finish()
+        with self._lock:
+            if self.closed:
+                return
+            failing = sys.exc_info()[1]
+            if failing is not None and failing is not self._handled and self.autocommit:
+                self.discard()
+            else:
+                self._finish()
 
     def _finish(self) -> None:
         """Store the last part, wait for the pool, and commit unless told not to."""
@@ -178,24 +184,26 @@ class Writer(io.RawIOBase):
 
     def commit(self) -> None:
         """Make the closed file stored: its name now resolves to it."""
-        if self._written is None:
-            raise ValueError("only a closed writer that was not discarded can be committed")
-        entry, results, lost = self._written
-        try:
-            with self._abandoned_if_failing():
-                self.stored = self._store.publish(entry, results, self._keep, lost)
-        finally:
-            self._written = None
+        with self._lock:
+            if self._written is None:
+                raise ValueError("only a closed writer that was not discarded can be committed")
+            entry, results, lost = self._written
+            try:
+                with self._abandoned_if_failing():
+                    self.stored = self._store.publish(entry, results, self._keep, lost)
+            finally:
+                self._written = None
 
     def discard(self) -> None:
         """Abandon the file: nothing of it stays in the store."""
-        if self.closed and self._written is None:
-            return
-        try:
-            self._abandon()
-        finally:
-            self._written = None
-            super().close()
+        with self._lock:
+            if self.closed and self._written is None:
+                return
+            try:
+                self._abandon()
+            finally:
+                self._written = None
+                super().close()
 
     @contextlib.contextmanager
     def _abandoned_if_failing(self) -> Iterator[None]:
@@ -221,8 +229,10 @@ class Writer(io.RawIOBase):
     def __exit__(self, kind, *rest) -> None:
         if kind is not None and self.autocommit:
             self.discard()
-        elif not self.closed:
-            self._finish()  # the block ended well, or its transaction decides (as fsspec's files do)
+        else:
+            with self._lock:
+                if not self.closed:
+                    self._finish()  # the block ended well, or its transaction decides (as fsspec's files do)
 
     def __del__(self) -> None:
         if not getattr(self, "closed", True) or getattr(self, "_written", None) is not None:

@@ -13,12 +13,14 @@ from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_
                                     SNAPSHOT, FileRegistry, PartRegistry, SessionFiles, damaged, fsync_dir, fsync_file,
                                     live_sessions, pid_alive, read_json, write_json_atomic)
 from pfs.registry.names import NameIndex
-from pfs.registry.records import (DELETING, FAILED, MAX_COPIES, MAX_INT, MAX_PARTS, STATUSES, STORED, STORING,
-                                  BadRecord, FileEntry, Manifest, PartEntry, bulk, parse_ec)
+from pfs.registry.records import (DELETING, DIR, FAILED, FILE, HOLDING, KINDS, MAX_COPIES, MAX_INT, MAX_PARTS,
+                                  STATUSES, STORED, STORING, SYMLINK, BadRecord, FileEntry, Manifest, PartEntry, bulk,
+                                  parse_ec, part_id)
 from pfs.registry.snapshot import is_sealed
 
-__all__ = ["DELETING", "FAILED", "FILES_LOCK", "JOURNAL", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
-           "RESERVE", "SCRATCH", "SESSIONS", "SNAPSHOT", "STATUSES", "STORED", "STORING", "BadRecord", "FileEntry",
-           "FileRegistry", "FileTable", "Manifest", "NameIndex", "PartEntry", "PartRegistry", "PartTable",
-           "SessionFiles", "SessionTable", "bulk", "damaged", "fsync_dir", "fsync_file", "is_sealed", "live_sessions",
-           "parse_ec", "pid_alive", "read_json", "write_json_atomic"]
+__all__ = ["BadRecord", "DELETING", "DIR", "FAILED", "FILE", "FILES_LOCK", "FileEntry", "FileRegistry", "FileTable",
+           "HOLDING", "JOURNAL", "KINDS", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
+           "Manifest", "NameIndex", "PartEntry", "PartRegistry", "PartTable", "RESERVE", "SCRATCH", "SESSIONS",
+           "SNAPSHOT", "STATUSES", "STORED", "STORING", "SYMLINK", "SessionFiles", "SessionTable", "bulk", "damaged",
+           "fsync_dir", "fsync_file", "is_sealed", "live_sessions", "parse_ec", "part_id", "pid_alive", "read_json",
+           "write_json_atomic"]

@@ -5,7 +5,13 @@ Three tables, each shared by every client (process, machine) of one store:
 * FileTable: file id -> FileEntry. Every update is durable and visible to the
   other clients at their next read; ids are unique among all clients and never
   reused, even after a delete. Names are paths: a name resolves to the last
-  file stored under it, and a prefix lists like a directory.
+  file stored under it, and a prefix lists like a directory. A record is a
+  regular file, a directory or a symlink (FileEntry.kind, with mode, mtime,
+  uid, gid; a symlink's target); a directory is implied by the names under it
+  or recorded (so an empty one exists), and a name held by a `storing` or
+  `stored` record is a file or a directory, never both: `add` and `save`
+  refuse a record that would make it both (NameConflictError), decided and
+  written under one lock or transaction.
 * PartTable: file id -> Manifest (the parts of a stored file).
 * SessionTable: the clients that have the store open. A session is live while
   its client is (provably: a lock it holds, or a heartbeat that has not
@@ -22,7 +28,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
+from pfs.registry import usage
 from pfs.registry.records import DELETING, STORED, STORING, FileEntry, Manifest
 
 
@@ -39,11 +47,49 @@ class FileTable(ABC):
     @abstractmethod
     def add(self, entry: FileEntry) -> FileEntry:
         """Record a new file durably under a fresh id (whatever `entry.id` says),
-        chosen and recorded at once; returns the entry with its id."""
+        chosen and recorded at once; returns the entry with its id. Raises
+        NameConflictError if it would make a name both a file and a directory."""
 
     @abstractmethod
     def save(self, entry: FileEntry) -> None:
-        """Record (insert or replace) a file durably."""
+        """Record (insert or replace) a file durably. Raises NameConflictError if
+        it would make a name both a file and a directory (a record that held its
+        name already, under the same name and kind, is not checked again)."""
+
+    @abstractmethod
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """`add` of many new files in one durable update, all or nothing (a group
+        commit: one journal line and one fsync, one transaction); returns them
+        with their ids, in order. Checked as save_all checks."""
+
+    @abstractmethod
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """Record (insert or replace) many entries in one durable update, all or
+        nothing: one journal line (JSON), one transaction (PostgreSQL). Each is
+        checked as by `save` against the records outside the batch; the batch
+        itself must be one consistent tree (a renamed directory, a walked one)."""
+
+    @abstractmethod
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Record `new` in place of the file's record only if that record is still
+        the one `seen` was (same name, status and uuid), in one step: a
+        compare-and-swap. False, recording nothing, when another client renamed,
+        stored, deleted or rolled back the file since `seen` was read."""
+
+    @abstractmethod
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        """swap(seen, new), where `new` (stored) becomes what its name resolves to:
+        in the same step its `replaces` is set to the file the name resolved to
+        until then (0 if none, itself, or `keep`), so two clients storing or
+        renaming onto one name at once each replace the one before. Returns the
+        record written, or None when the swap failed."""
+
+    @abstractmethod
+    def take_names(self, pairs: list[tuple[FileEntry, FileEntry]], keep: bool = False) -> list[FileEntry | None]:
+        """take_name of each (seen, new) pair, in one durable update (a group
+        commit: one journal line, one transaction): each pair swapped only if
+        its record is still as seen, with its `replaces` set as take_name sets
+        it. Returns what was written for each pair, None where its swap failed."""
 
     @abstractmethod
     def remove(self, file_id: int) -> None:
@@ -75,14 +121,39 @@ class FileTable(ABC):
         (a listing asks for every name under a prefix at once)."""
         return {name: self.named(name) for name in names}
 
+    @staticmethod
+    def unchanged(now: FileEntry | None, seen: FileEntry) -> bool:
+        """Whether a record read now is still the file as `seen` (what swap compares)."""
+        return now is not None and (now.name, now.status, now.uuid) == (seen.name, seen.status, seen.uuid)
+
+    @staticmethod
+    def replacing(new: FileEntry, current: FileEntry | None, keep: bool) -> FileEntry:
+        """`new` with `replaces` naming the file it takes the name from (0: none, itself, or kept)."""
+        return replace(new, replaces=0 if current is None or current.id == new.id or keep else current.id)
+
     def current(self, name: str) -> FileEntry | None:
         """The file `name` resolves to: the last of that name to be stored."""
         return next((e for e in reversed(self.named(name)) if e.status == STORED), None)
 
+    def volume_usage(self) -> tuple[usage.Usage, list[int]]:
+        """What the stored files' records place on each volume, summed (volume id
+        -> (pieces, bytes)), and the stored files whose records do not say
+        (recorded before records kept it: their manifests do)."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return usage.total(e.placed for e in stored if e.placed), [e.id for e in stored if not e.placed]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        """The stored files whose records place pieces on volume `vid`, and the
+        stored files whose records do not say, each in id order."""
+        stored = [e for e in self.all() if e.status == STORED]
+        return [e.id for e in stored if usage.on(e.placed, vid)], [e.id for e in stored if not e.placed]
+
     @abstractmethod
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         """(names, directories ending in `/`) under a prefix (`` or ending in `/`),
-        each sorted by code point; not recursive, a subdirectory is one entry."""
+        each sorted by code point; not recursive, a subdirectory is one entry.
+        A directory record is a name like any other (its kind says what it is);
+        a directory holding names is also among the directories."""
 
     @abstractmethod
     def compact(self) -> None:
@@ -101,6 +172,12 @@ class PartTable(ABC):
         """Record a file's parts durably (while its record says `storing`, or
         `stored`). The database registry refuses any other file's: the work of
         a session declared dead, going on after its put was rolled back."""
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """`save` of many manifests, made durable together (an engine may do it
+        at the cost of one: one sync, one transaction)."""
+        for manifest in manifests:
+            self.save(manifest)
 
     @abstractmethod
     def load(self, file_id: int) -> Manifest | None:
@@ -121,18 +198,6 @@ class PartTable(ABC):
     @abstractmethod
     def where(self, file_id: int) -> str:
         """Where a file's manifest is kept, for messages."""
-
-    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
-        """Volume id -> (pieces, bytes) that the manifests place there: what each
-        volume holds, known without walking any volume (slow on big ones, and on S3)."""
-        tally: dict[int, tuple[int, int]] = {}
-        for file_id in self.ids():
-            manifest = self.load(file_id)
-            for p in manifest.parts if manifest else []:
-                for volume, size in zip(p.volumes(), p.piece_sizes()):
-                    count, total = tally.get(volume, (0, 0))
-                    tally[volume] = (count + 1, total + size)
-        return tally
 
 
 class SessionTable(ABC):

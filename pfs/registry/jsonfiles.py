@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -22,15 +23,16 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from itertools import compress
 from pathlib import Path
 
 from pfs.errors import DamagedError, StoreError, StoreLockedError, advice_for
+from pfs.registry import usage
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.names import NameIndex
-from pfs.registry.records import (DELETING, FILE_FIELDS, MAX_INT, STORED, STORING, BadRecord, FileEntry, Manifest,
-                                  _ints, _one_of, _row_problem, _types, bulk)
+from pfs.registry.names import NameIndex, ancestors, conflict
+from pfs.registry.records import (DELETING, DIR, FILE_FIELDS, HOLDING, MAX_INT, STORED, STORING, BadRecord, FileEntry,
+                                  Manifest, _ints, _one_of, _row_problem, _types, bulk)
 from pfs.registry.snapshot import Columns, encode, is_sealed
 
 log = logging.getLogger("pfs")
@@ -63,6 +65,35 @@ def fsync_file(path: Path | str, flags: int = 0) -> None:
 def fsync_dir(path: Path | str) -> None:
     """Make a directory's entries (new, renamed or removed files) durable."""
     fsync_file(path, os.O_DIRECTORY)
+
+
+def sync_filesystem(directory: Path, files: list[Path]) -> None:
+    """Make `files` (all on the file system of `directory`) durable: one syncfs
+    for the whole file system where the C library has it, else an fsync each."""
+    libc = _libc()
+    if libc is not None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        fsync_file(path)
+
+
+@functools.cache
+def _libc():
+    """The C library, for syncfs (Linux); None where it has none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.syncfs  # noqa: B018 -- raises AttributeError where there is none
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def write_json_atomic(path: Path, obj: object, scratch: Path | None = None) -> None:
@@ -118,11 +149,17 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _journal_op(op: object) -> tuple[str, FileEntry | int]:
-    """A parsed journal line as (kind, record or id); raises BadRecord if it is not one.
-    Kinds: put (a record), del (a file id forgotten), id (a file id reserved)."""
+def _journal_op(op: object) -> tuple[str, FileEntry | int | list[FileEntry]]:
+    """A parsed journal line as (kind, record, records or id); raises BadRecord if it is not one.
+    Kinds: put (a record), batch (records written at once, all or nothing: the line is
+    whole or torn), del (a file id forgotten), id (a file id reserved)."""
     if type(op) is dict and op.get("op") == "put":
         return "put", FileEntry.from_dict(op.get("file"))
+    if type(op) is dict and op.get("op") == "batch" and type(op.get("files")) is list:
+        entries, bad = FileEntry.from_dicts(op["files"])
+        if bad:
+            raise BadRecord(f"record {bad[0][0] + 1} of the batch: {bad[0][1]}")
+        return "batch", entries
     if type(op) is dict and op.get("op") in ID_OPS:
         if _ints(0, MAX_INT)([op.get("id")]):  # deleting id 0, which never exists, is a no-op
             return op["op"], op["id"]
@@ -260,7 +297,9 @@ class FileRegistry(FileTable):
         try:
             data = self._snapshot.read_bytes()
             if data.startswith(b'{"format":2,'):
-                self._load_columns(Columns(data))
+                columns = Columns(data)
+                self._outdated = self._outdated or columns.outdated
+                self._load_columns(columns)
                 return
             snap = json.loads(data)
             if type(snap) is not dict:
@@ -356,6 +395,8 @@ class FileRegistry(FileTable):
         if len(ops) != len(lines) or not _types(dict)(ops):
             return False
         kinds = [op.get("op") for op in ops]
+        if "batch" in kinds:  # rare enough (a renamed directory) to take line by line
+            return False
         puts, bad = FileEntry.from_dicts([op.get("file") for op, kind in zip(ops, kinds) if kind == "put"])
         if bad or not _one_of(("put", *ID_OPS))(kinds) or \
                 not _ints(0, MAX_INT)([op.get("id") for op, kind in zip(ops, kinds) if kind != "put"]):
@@ -367,6 +408,10 @@ class FileRegistry(FileTable):
 
     def _apply(self, kind: str, what: FileEntry | int) -> None:
         """Replay one journal operation: put a record, delete or reserve a file id."""
+        if kind == "batch":
+            for entry in what:
+                self._apply("put", entry)
+            return
         if kind == "put":
             self._put(what)
             file_id = what.id
@@ -504,12 +549,108 @@ class FileRegistry(FileTable):
         with self._locked(fcntl.LOCK_EX):
             self._record(entry)
 
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """Compared and recorded under the one exclusive lock of every update."""
+        _check(new)
+        with self._locked(fcntl.LOCK_EX):
+            if not self.unchanged(self._entry(seen.id), seen):
+                return False
+            self._record(new)
+            return True
+
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        with self._locked(fcntl.LOCK_EX):
+            taken = self._taking(seen, new, keep)
+            if taken is not None:
+                _check(taken)
+                self._record(taken)
+            return taken
+
+    def take_names(self, pairs: list[tuple[FileEntry, FileEntry]], keep: bool = False) -> list[FileEntry | None]:
+        """Compared, and the swapped ones recorded as one batch, under one lock."""
+        with self._locked(fcntl.LOCK_EX):
+            taken = [self._taking(seen, new, keep) for seen, new in pairs]
+            written = [e for e in taken if e is not None]
+            if written:
+                self._save_all(written)
+            return taken
+
+    def _taking(self, seen: FileEntry, new: FileEntry, keep: bool) -> FileEntry | None:
+        """`new` replacing what its name resolves to now, or None if `seen` changed
+        (holding the exclusive lock, caught up)."""
+        if not self.unchanged(self._entry(seen.id), seen):
+            return None
+        named = (self._entry(i) for i in reversed(self._index().ids(new.name)))
+        return self.replacing(new, next((e for e in named if e.status == STORED), None), keep)
+
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
-        self._append({"op": "put", "file": asdict(entry)})
+        self._refuse_conflict(entry)
+        self._append({"op": "put", "file": entry.to_dict()})
         self._put(entry)
         self._next_id = max(self._next_id, entry.id + 1)
         self._maybe_compact()
+
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """Ids chosen and the batch recorded under one lock: one journal line, one fsync."""
+        with self._locked(fcntl.LOCK_EX):
+            first = self._next_id
+            added = [replace(e, id=self._take_next_id()) for e in entries]
+            try:
+                self._save_all(added)
+            except BaseException:
+                self._next_id = first  # nothing recorded: the ids were never handed out
+                raise
+        return added
+
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One journal line for the whole batch, one fsync."""
+        with self._locked(fcntl.LOCK_EX):
+            self._save_all(entries)
+
+    def _save_all(self, entries: list[FileEntry]) -> None:
+        """Holding the exclusive lock, caught up."""
+        for entry in entries:
+            _check(entry)
+        batch = {e.id for e in entries}
+        for entry in entries:
+            self._refuse_conflict(entry, batch)
+        self._append({"op": "batch", "files": [e.to_dict() for e in entries]})
+        for entry in entries:
+            self._put(entry)
+            self._next_id = max(self._next_id, entry.id + 1)
+        self._maybe_compact()
+
+    def _refuse_conflict(self, entry: FileEntry, batch: frozenset[int] | set[int] = frozenset()) -> None:
+        """Raise NameConflictError if `entry` would make a name both a file and a
+        directory (holding the exclusive lock, caught up: decided and recorded
+        at once). A record that already held its name, as it was, is not
+        checked again: a store made before kinds may hold both, and stays as it is."""
+        if entry.status not in HOLDING:
+            return
+        old = self._files.get(entry.id)
+        if old is not None and self._field(old, "status") in HOLDING and self._field(old, "name") == entry.name \
+                and self._field(old, "kind") == entry.kind:
+            return
+        index = self._index()
+
+        def held_as(name: str) -> str | None:
+            """The kind of a record (other than entry's, outside the batch) holding `name`, or None."""
+            for file_id in index.ids(name):
+                found = self._files[file_id]
+                if file_id != entry.id and file_id not in batch and self._field(found, "status") in HOLDING:
+                    return self._field(found, "kind")
+            return None
+        for outer in ancestors(entry.name):
+            if held_as(outer) not in (None, DIR):
+                raise conflict(entry.name, entry.is_dir, outer, False)
+        kind = held_as(entry.name)
+        if kind is not None and (kind == DIR) != entry.is_dir:
+            raise conflict(entry.name, entry.is_dir, entry.name, kind == DIR)
+        if not entry.is_dir:
+            inner = next((n for n in index.names_under(entry.name + "/") if held_as(n)), None)
+            if inner is not None:
+                raise conflict(entry.name, False, inner, False)
 
     def remove(self, file_id: int) -> None:
         """Forget a file durably."""
@@ -541,6 +682,24 @@ class FileRegistry(FileTable):
                 s, r = (status[found], replaces[found]) if type(found) is int else (found.status, found.replaces)
                 return s in (STORING, DELETING) or (s == STORED and r in files)
             return [self._entry(i) for i in sorted(i for i, found in files.items() if unsettled(found))]
+
+    def _stored_placed(self) -> list[tuple[int, str]]:
+        """(id, placed) of every stored file, from the snapshot's columns where
+        they are (no record is built: a volume list of 100,000 files)."""
+        status, placed = (self._column("status"), self._column("placed")) if self._columns else ([], [])
+        pairs = ((i, (status[f], placed[f]) if type(f) is int else (f.status, f.placed))
+                 for i, f in self._files.items())
+        return sorted((i, p) for i, (s, p) in pairs if s == STORED)
+
+    def volume_usage(self) -> tuple[usage.Usage, list[int]]:
+        with self._locked(fcntl.LOCK_SH):
+            stored = self._stored_placed()
+        return usage.total(p for _, p in stored if p), [i for i, p in stored if not p]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        with self._locked(fcntl.LOCK_SH):
+            stored = self._stored_placed()
+        return [i for i, p in stored if usage.on(p, vid)], [i for i, p in stored if not p]
 
     def _index(self) -> NameIndex:
         if self._names is None:
@@ -588,6 +747,29 @@ class PartRegistry(PartTable):
             write_json_atomic(self.path(manifest.file.id), manifest.to_dict(), self._scratch)
         except OSError as exc:
             raise StoreError(f"cannot write {self.path(manifest.file.id)}: {exc.strerror}", advice_for(exc)) from exc
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """Every manifest written to tmp/ first, then one syncfs of the store's file
+        system (instead of an fsync each), then each renamed into place and one
+        fsync of manifests/: a crash leaves each old or new, whole."""
+        written: list[tuple[Path, Path]] = []
+        try:
+            try:
+                for manifest in manifests:
+                    path = self.path(manifest.file.id)
+                    tmp = self._scratch / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+                    written.append((tmp, path))
+                    tmp.write_bytes(json.dumps(manifest.to_dict(), separators=(",", ":")).encode())
+                sync_filesystem(self._scratch, [tmp for tmp, _ in written])
+                for tmp, path in written:
+                    os.replace(tmp, path)
+                fsync_dir(self._dir)
+            except OSError as exc:
+                raise StoreError(f"cannot write the manifests in {self._dir}: {exc.strerror}",
+                                 advice_for(exc)) from exc
+        finally:
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
 
     def load(self, file_id: int) -> Manifest | None:
         path = self.path(file_id)

@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+from pfs.errors import NameConflictError
+
+
+def ancestors(name: str) -> list[str]:
+    """The directories a name lies in, outermost first: `a/b/c` -> [`a`, `a/b`]."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def conflict(name: str, is_dir: bool, other: str, other_is_dir: bool) -> NameConflictError:
+    """The refusal of a record named `name` that another (`other`) makes both a file and a directory."""
+    if other != name and name.startswith(other + "/"):
+        why = f"{other} is a file, not a directory"
+    elif other == name:
+        why = f"{name} is a {'directory' if other_is_dir else 'file'} already"
+    else:
+        why = f"{name} is a directory (it holds {other})"
+    what = "directory" if is_dir else "file"
+    return NameConflictError(f"cannot record the {what} {name}: {why}",
+                             "a name is a file or a directory, never both: choose another name, or delete "
+                             "what holds it first")
 
 
 class NameIndex:
@@ -34,6 +56,14 @@ class NameIndex:
             if not ids:
                 del self._ids[name]
                 del self._sorted[bisect.bisect_left(self._sorted, name)]
+
+    def names_under(self, prefix: str) -> Iterator[str]:
+        """Every name that starts with `prefix`, in order, one at a time (a
+        conflict check needs only the first that holds its name)."""
+        i = bisect.bisect_left(self._sorted, prefix)
+        while i < len(self._sorted) and self._sorted[i].startswith(prefix):
+            yield self._sorted[i]
+            i += 1
 
     def ids(self, name: str) -> list[int]:
         """The ids recorded under `name`, oldest first."""

@@ -38,7 +38,7 @@ import time
 import uuid
 import xxhash
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, astuple, fields, replace
+from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -46,7 +46,8 @@ from pfs import extras, redact
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.database_errors import database_failure
 from pfs.registry.base import FileTable, PartTable, SessionTable
-from pfs.registry.records import FILE_FIELDS, STORED, STORING, BadRecord, FileEntry, Manifest
+from pfs.registry.names import ancestors, conflict
+from pfs.registry.records import DIR, FILE_FIELDS, HOLDING, STORED, STORING, BadRecord, FileEntry, Manifest
 
 log = logging.getLogger("pfs")
 
@@ -61,7 +62,9 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "chunk_size": "bigint", "codec": "text", "hash": "text", "uuid": "text",
                  "created": "double precision", "stored": "bigint", "digest": "text", "reason": "text",
                  "mode": "integer", "mtime": "bigint", "session": "text",
-                 "copies": "integer", "ec": "text", "replaces": "bigint"}
+                 "copies": "integer", "ec": "text", "replaces": "bigint",
+                 "kind": "text", "target": "text", "uid": "bigint", "gid": "bigint",
+                 "placed": "text"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")
@@ -107,15 +110,12 @@ CREATE TABLE IF NOT EXISTS pfs_schema (version text NOT NULL);
 #: Which schema a database holds: opening one that is current runs no DDL.
 SCHEMA_VERSION = xxhash.xxh3_64_hexdigest(SCHEMA.encode())
 
-#: Each volume's pieces and their bytes, from every part's copies (each the part's stored size) or shards
-#: (a part recorded before copies has one copy, on `volume`).
-_PIECES_BY_VOLUME = """
-SELECT volume, count(*), coalesce(sum(size), 0)::bigint FROM (
-    SELECT c::integer AS volume, stored AS size FROM pfs_parts, jsonb_array_elements_text(
-        CASE WHEN copies = '[]' AND shards = '[]' THEN jsonb_build_array(volume) ELSE copies END) AS c
-    UNION ALL
-    SELECT (s->>'volume')::integer, (s->>'size')::bigint FROM pfs_parts, jsonb_array_elements(shards) AS s
-) AS pieces GROUP BY volume"""
+#: Each volume's pieces and bytes as the stored files' records place them (see pfs.registry.usage).
+_USAGE = ("SELECT split_part(p, ':', 1)::integer AS v, sum(split_part(p, ':', 2)::bigint)::bigint, "
+          "sum(split_part(p, ':', 3)::bigint)::bigint FROM pfs_files, unnest(string_to_array(placed, ' ')) AS p "
+          "WHERE status = 'stored' AND placed NOT IN ('', '-') GROUP BY v")
+#: The stored files whose records do not say where their pieces are (recorded before records kept it).
+_PLACED_UNKNOWN = "SELECT id FROM pfs_files WHERE status = 'stored' AND placed = '' ORDER BY id"
 
 _FILE_COLUMNS = ", ".join(f'"{c}"' for c in FILE_FIELDS)
 #: A record written: one that becomes current under its name (new, renamed, or
@@ -129,6 +129,21 @@ _UPSERT_FILE = (f"INSERT INTO pfs_files ({_FILE_COLUMNS}, current_seq) "
                 + ", current_seq = CASE WHEN pfs_files.name = EXCLUDED.name AND (pfs_files.status = 'stored' "
                   "OR EXCLUDED.status <> 'stored') THEN pfs_files.current_seq ELSE EXCLUDED.current_seq END "
                   "WHERE NOT (pfs_files.status = 'failed' AND EXCLUDED.status IN ('storing', 'stored'))")
+#: The first advisory lock key of the lock on a top-level name (its second key: hashtext of it), taken by
+#: each write that claims a name: a name and every name under it share their top-level segment.
+_TOP_LOCKS = 0x706E
+#: Whether the record %(id)s already holds its name as it is (then it is not checked again).
+_HOLDS_ALREADY = ("SELECT 1 FROM pfs_files WHERE id = %(id)s AND name = %(name)s AND kind = %(kind)s "
+                  "AND status IN ('storing', 'stored')")
+#: A record other than %(id)s that holds a name which, with %(name)s, would be both a file and a directory.
+_CONFLICTING_NAME = ("SELECT name, kind FROM pfs_files WHERE id <> %(id)s AND id <> ALL(%(batch)s::bigint[]) "
+                     "AND status IN ('storing', 'stored') "
+                     "AND ((name COLLATE \"C\" = ANY(%(outer)s::text[]) AND kind <> 'dir') "
+                     "OR (name COLLATE \"C\" = %(name)s AND (kind = 'dir') <> %(is_dir)s) "
+                     "OR (NOT %(is_dir)s AND name COLLATE \"C\" LIKE %(like)s ESCAPE '\\')) "
+                     "ORDER BY name COLLATE \"C\" LIMIT 1")
+#: The first key of the advisory locks that order the changes of one name (the second: the name's hash).
+_NAME_LOCKS = 0x70667331
 #: Names in code point order (as Python sorts them), whatever the database's collation.
 _NAME = 'name COLLATE "C"'
 #: The entry a name under a prefix of %(n)s characters lists as, not recursive: itself, or its subdirectory.
@@ -398,11 +413,89 @@ class DatabaseFiles(FileTable):
         with self._db.transaction() as cur:
             self._write(cur, entry)
 
+    def add_all(self, entries: list[FileEntry]) -> list[FileEntry]:
+        """The ids and the records in one transaction."""
+        with self._db.transaction() as cur:
+            cur.execute("SELECT nextval('pfs_file_ids') FROM generate_series(1, %s)", (len(entries),))
+            added = [replace(e, id=row[0]) for e, row in zip(entries, cur.fetchall())]
+            self._write_all(cur, added)
+        return added
+
+    def save_all(self, entries: list[FileEntry]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            self._write_all(cur, entries)
+
+    def _write_all(self, cur, entries: list[FileEntry]) -> None:
+        """The top-level names' locks taken first, in order (no deadlock), then every record."""
+        batch = [e.id for e in entries]
+        for top in sorted({e.name.split("/")[0] for e in entries if e.status in HOLDING}):
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TOP_LOCKS, top))
+        for entry in entries:
+            self._write(cur, entry, batch)
+
+    def swap(self, seen: FileEntry, new: FileEntry) -> bool:
+        """The row locked (FOR UPDATE), compared and written in one transaction."""
+        with self._db.transaction() as cur:
+            if not self._unchanged(cur, seen):
+                return False
+            self._write(cur, new)
+            return True
+
+    def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
+        """The names left and taken are locked for the transaction (advisory
+        locks, in one order), so what the name resolves to cannot change
+        between its look-up and the write."""
+        return self.take_names([(seen, new)], keep)[0]
+
+    def take_names(self, pairs: list[tuple[FileEntry, FileEntry]], keep: bool = False) -> list[FileEntry | None]:
+        """One transaction: every name left or taken locked first, in one order."""
+        with self._db.transaction() as cur:
+            for name in sorted({n for seen, new in pairs for n in (seen.name, new.name)}):
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAME_LOCKS, name))
+            taken = [self._taking(cur, seen, new, keep) for seen, new in pairs]
+            batch = [e.id for e in taken if e is not None]
+            for entry in taken:
+                if entry is not None:
+                    self._write(cur, entry, batch)
+            return taken
+
+    def _taking(self, cur, seen: FileEntry, new: FileEntry, keep: bool) -> FileEntry | None:
+        """`new` replacing what its name resolves to now, or None if `seen` changed."""
+        if not self._unchanged(cur, seen):
+            return None
+        rows = cur.execute(f"SELECT {_FILE_COLUMNS} FROM pfs_files WHERE {_NAME} = %s AND status = 'stored' "
+                           "ORDER BY current_seq DESC NULLS LAST, id DESC LIMIT 1", (new.name,)).fetchall()
+        current = FileEntry.from_rows(FILE_FIELDS, [list(r) for r in rows])[0]
+        return self.replacing(new, current[0] if current else None, keep)
+
+    def _unchanged(self, cur, seen: FileEntry) -> bool:
+        row = cur.execute("SELECT name, status, uuid FROM pfs_files WHERE id = %s FOR UPDATE", (seen.id,)).fetchone()
+        return row is not None and tuple(row) == (seen.name, seen.status, seen.uuid)
+
     @staticmethod
-    def _write(cur, entry: FileEntry) -> None:
-        FileEntry.from_dict(asdict(entry))  # only a valid record is written (BadRecord otherwise)
-        if cur.execute(_UPSERT_FILE, astuple(entry)).rowcount == 0:
+    def _write(cur, entry: FileEntry, batch: list[int] = ()) -> None:
+        FileEntry.from_dict(entry.to_dict())  # only a valid record is written (BadRecord otherwise)
+        DatabaseFiles._refuse_conflict(cur, entry, list(batch))
+        if cur.execute(_UPSERT_FILE, entry.values()).rowcount == 0:
             raise _rolled_back(entry)
+
+    @staticmethod
+    def _refuse_conflict(cur, entry: FileEntry, batch: list[int]) -> None:
+        """Raise NameConflictError if `entry` would make a name both a file and a
+        directory: checked in the transaction that writes it, under a lock on its
+        top-level segment, so two clients cannot make both at once."""
+        if entry.status not in HOLDING:
+            return
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TOP_LOCKS, entry.name.split("/")[0]))
+        args = {"id": entry.id, "batch": batch, "name": entry.name, "kind": entry.kind, "is_dir": entry.is_dir,
+                "outer": ancestors(entry.name), "like": _like_prefix(entry.name + "/")}
+        if cur.execute(_HOLDS_ALREADY, args).fetchone():
+            return
+        found = cur.execute(_CONFLICTING_NAME, args).fetchone()
+        if found:
+            other, kind = found
+            raise conflict(entry.name, entry.is_dir, other, kind == DIR and other == entry.name)
 
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
@@ -430,6 +523,20 @@ class DatabaseFiles(FileTable):
         for entry in self._select(f"WHERE {_NAME} = ANY(%s) ORDER BY current_seq NULLS FIRST, id", (list(names),)):
             found[entry.name].append(entry)
         return found
+
+    def volume_usage(self) -> tuple[dict[int, tuple[int, int]], list[int]]:
+        """Summed by the server: no record is fetched."""
+        def read(cur) -> tuple[list, list]:
+            return cur.execute(_USAGE).fetchall(), cur.execute(_PLACED_UNKNOWN).fetchall()
+        rows, unknown = self._db.idempotent(read)
+        return {v: (n, b) for v, n, b in rows}, [row[0] for row in unknown]
+
+    def on_volume(self, vid: int) -> tuple[list[int], list[int]]:
+        def read(cur) -> tuple[list, list]:
+            return (cur.execute("SELECT id FROM pfs_files WHERE status = 'stored' AND ' ' || placed LIKE %s "
+                                "ORDER BY id", (f"% {vid}:%",)).fetchall(), cur.execute(_PLACED_UNKNOWN).fetchall())
+        on, unknown = self._db.idempotent(read)
+        return [row[0] for row in on], [row[0] for row in unknown]
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         found = [row[0] for row in self._db.idempotent(lambda cur: cur.execute(
@@ -460,21 +567,31 @@ class DatabaseParts(PartTable):
         self._db = db
 
     def save(self, manifest: Manifest) -> None:
+        with self._db.transaction() as cur:
+            self._save(cur, manifest)
+
+    def save_all(self, manifests: list[Manifest]) -> None:
+        """One transaction."""
+        with self._db.transaction() as cur:
+            for manifest in manifests:
+                self._save(cur, manifest)
+
+    @staticmethod
+    def _save(cur, manifest: Manifest) -> None:
         from psycopg.types.json import Jsonb
 
         file_id = manifest.file.id
-        with self._db.transaction() as cur:
-            row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
-            if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
-                raise _rolled_back(manifest.file)
-            cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
-            cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(asdict(manifest.file))))
-            columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
-            with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
-                for part in manifest.parts:
-                    row = asdict(part)
-                    copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
-                                               for c in _PART_COLUMNS)))
+        row = cur.execute("SELECT status FROM pfs_files WHERE id = %s FOR SHARE", (file_id,)).fetchone()
+        if row is None or row[0] not in (STORING, STORED):  # the file's put was rolled back, or it was deleted
+            raise _rolled_back(manifest.file)
+        cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
+        cur.execute("INSERT INTO pfs_manifests VALUES (%s, %s)", (file_id, Jsonb(manifest.file.to_dict())))
+        columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
+        with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
+            for part in manifest.parts:
+                row = part.to_dict()
+                copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
+                                           for c in _PART_COLUMNS)))
 
     def load(self, file_id: int) -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
@@ -505,11 +622,6 @@ class DatabaseParts(PartTable):
     def highest_id(self) -> int:
         return self._db.idempotent(
             lambda cur: cur.execute("SELECT coalesce(max(file_id), 0) FROM pfs_manifests").fetchone()[0])
-
-    def pieces_by_volume(self) -> dict[int, tuple[int, int]]:
-        with self._db.transaction() as cur:
-            cur.execute(_PIECES_BY_VOLUME)
-            return {v: (n, total) for v, n, total in cur.fetchall()}
 
     def where(self, file_id: int) -> str:
         return f"pfs_parts of file {file_id} in {self._db.name}"

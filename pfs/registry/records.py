@@ -7,16 +7,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from itertools import starmap
 from operator import eq, floordiv, itemgetter, neg
 
 from pfs import codec
-from pfs.volumes import part_id
 
 STORING, STORED, FAILED, DELETING = "storing", "stored", "failed", "deleting"
 STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
+#: What a record is: a regular file (parts hold its bytes), a directory (explicit,
+#: so that an empty one exists) or a symbolic link (its target recorded, never followed).
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+KINDS = frozenset((FILE, DIR, SYMLINK))
+#: Statuses whose record holds its name: a name held so is a file or a directory, never both.
+HOLDING = frozenset((STORING, STORED))
+#: The highest uid or gid a record keeps (32 bits, as Linux has).
+MAX_OWNER = (1 << 32) - 1
 #: Bounds on what a record may claim, so that a damaged one cannot make open,
 #: recovery or repair loop for ever or overflow the OS: no file has more parts
 #: (4 TiB at the default 4 MiB chunk) or a bigger size or offset than this.
@@ -25,6 +33,12 @@ MAX_INT = (1 << 63) - 1
 #: At most this many copies of a part, or data plus parity shards.
 MAX_COPIES = 32
 _EC = re.compile(r"([1-9][0-9]?)\+([1-9][0-9]?)")
+
+
+def part_id(file_uuid: str, index: int) -> str:
+    """The uuid of a file's index-th part. Derived from the file's uuid, so a
+    put interrupted by a crash can be rolled back from its journal record alone."""
+    return uuid.uuid5(uuid.UUID(file_uuid), str(index)).hex
 
 
 def parse_ec(text: str) -> tuple[int, int] | None:
@@ -126,7 +140,18 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
     "replaces": (_ints(0, MAX_INT), "is not a file id"),
     "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
+    "kind": (_one_of(KINDS), "is not file, dir or symlink"),
+    "target": (_types(str), "is not text"),
+    "uid": (_optional(_ints(0, MAX_OWNER)), "is not a user id"),
+    "gid": (_optional(_ints(0, MAX_OWNER)), "is not a group id"),
+    "placed": (lambda col: all(map(_placed_ok, col)), "is not VOLUME:PIECES:BYTES ..."),
 }
+
+
+def _placed_ok(text: object) -> bool:
+    from pfs.registry import usage  # usage builds on PartEntry, below
+
+    return usage.valid(text)
 
 
 def _record_problem(columns: dict[str, Sequence]) -> str | None:
@@ -139,12 +164,26 @@ def _record_problem(columns: dict[str, Sequence]) -> str | None:
         return "parts does not match size and chunk_size"
     if any(c != 1 and e for c, e in zip(columns["copies"], columns["ec"])):
         return "copies and ec are both set"
+    if any(k != FILE and (size or parts) for k, size, parts in zip(columns["kind"], columns["size"], columns["parts"])):
+        return "a directory or symlink has a size"
+    if any((k == SYMLINK) != bool(t) for k, t in zip(columns["kind"], columns["target"])):
+        return "target is not set exactly for a symlink"
     return None
 
 
 @dataclass(slots=True)
 class FileEntry:
-    """One stored file as the FileRegistry knows it."""
+    """One entry of the store as the registry knows it: a regular file, a
+    directory or a symbolic link (`kind`), under its name (a path).
+
+    A file's bytes are in parts (see Manifest); a directory or symlink record
+    has no parts and no manifest (size 0), and a symlink's `target` is the
+    link's text, kept as it was read and never followed. `mode` (permission
+    bits), `mtime` (ns), `uid` and `gid` are the source's (None: not known, in
+    records older than them). A name held by a `storing` or `stored` record is
+    a file or a directory, never both: the registry refuses a record that would
+    make it both (NameConflictError), whoever writes it.
+    """
 
     id: int
     name: str
@@ -165,6 +204,24 @@ class FileEntry:
     copies: int = 1  # copies of each part on distinct volumes (1 where ec is set)
     ec: str = ""  # "K+M": each part split into K data and M parity shards on distinct volumes ("": copies)
     replaces: int = 0  # the file this one took the name of, to be deleted (0: none, or kept)
+    kind: str = FILE  # FILE, DIR or SYMLINK (records older than kinds are files)
+    target: str = ""  # a symlink's target, as readlink gave it ("" for the other kinds)
+    uid: int | None = None  # the source's owner (None: not known)
+    gid: int | None = None  # the source's group (None: not known)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIR
+
+    def to_dict(self) -> dict:
+        """The record as a JSON object: its fields are plain values, so no deep
+        copy is needed (dataclasses.asdict makes one, a third of a small put's CPU)."""
+        return {name: getattr(self, name) for name in FILE_FIELDS}
+
+    def values(self) -> list:
+        """The record's fields in order (a database row)."""
+        return [getattr(self, name) for name in FILE_FIELDS]
+    placed: str = ""  # what its pieces take on each volume (see pfs.registry.usage; "": not known)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:
@@ -250,6 +307,10 @@ class PartEntry:
         if not self.copies and not self.shards:  # one copy, on `volume` (all a record made before copies has)
             self.copies = [self.volume]
 
+    def to_dict(self) -> dict:
+        """The part as a JSON object (its lists shared, not copied)."""
+        return {name: getattr(self, name) for name in _PART_NAMES}
+
     def volumes(self) -> list[int]:
         """The volume of each piece (copy or shard), in piece order."""
         return [s["volume"] for s in self.shards] if self.shards else self.copies
@@ -268,7 +329,7 @@ class Manifest:
     parts: list[PartEntry] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"format": 1, "file": asdict(self.file), "parts": [asdict(p) for p in self.parts]}
+        return {"format": 1, "file": self.file.to_dict(), "parts": [p.to_dict() for p in self.parts]}
 
     @classmethod
     def from_dict(cls, d: object, file_id: int) -> Manifest:
@@ -289,6 +350,7 @@ class Manifest:
 
 
 _PART_FIELDS = {f.name: f.default for f in fields(PartEntry)}
+_PART_NAMES = list(_PART_FIELDS)
 
 
 def _part(d: object, file: FileEntry, index: int) -> PartEntry:

@@ -18,7 +18,9 @@ sorted by name (stably: the records of one name keep their order, the order
 they became current), so the name index sorts names already in order.
 
 Format 1, one JSON object with rows under "fields" and "files", is still read;
-its rows are checked one by one unless it is sealed.
+its rows are checked one by one unless it is sealed. A format 2 snapshot written
+before fields were added to FileEntry (its "fields" are the first of ours) is
+read with those fields at their defaults.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from collections.abc import Sequence
 from operator import attrgetter
 
 from pfs import codec
+from dataclasses import fields
+
 from pfs.registry.records import FILE_FIELDS, MAX_INT, BadRecord, FileEntry
+
+#: Each field's value in a record older than the field (only fields with a default were ever added).
+_DEFAULTS = {f.name: f.default for f in fields(FileEntry)}
 
 FORMAT = 2
 
@@ -66,7 +73,7 @@ def encode(next_id: int, entries: Sequence[FileEntry]) -> bytes:
 
 def _places_ok(places: object) -> bool:
     """Whether a header's "columns" is one [start, stop, hash] per field."""
-    return type(places) is list and len(places) == len(FILE_FIELDS) and all(
+    return type(places) is list and all(
         type(p) is list and len(p) == 3 and type(p[0]) is int and type(p[1]) is int and type(p[2]) is str
         for p in places)
 
@@ -80,24 +87,30 @@ class Columns:
         without decoding any column."""
         end = data.find(b"\n")
         header = json.loads(data[:end]) if end > 0 and is_sealed(data[:end]) else None
-        if type(header) is not dict or header.get("fields") != FILE_FIELDS or not _places_ok(header.get("columns")) \
+        names = header.get("fields") if type(header) is dict else None
+        if type(names) is not list or not 0 < len(names) <= len(FILE_FIELDS) or names != FILE_FIELDS[:len(names)] \
+                or not _places_ok(header.get("columns")) or len(header["columns"]) != len(names) \
                 or type(header.get("next_id")) is not int or not 1 <= header["next_id"] <= MAX_INT or \
                 type(header.get("count")) is not int:
             raise BadRecord("its header is not one pfs wrote")
         body = memoryview(data)[end + 1:]
-        for field, (start, stop, check) in zip(FILE_FIELDS, header["columns"]):
+        for field, (start, stop, check) in zip(names, header["columns"]):
             if not 0 <= start <= stop < len(body) or body[stop] != ord("\n") or \
                     codec.digest("xxh3-128", body[start:stop]) != check:
                 raise BadRecord(f"its column of {field} does not match its check")
         self.next_id: int = header["next_id"]
         self.count: int = header["count"]
         self._body = body
-        self._places = dict(zip(FILE_FIELDS, header["columns"]))
+        self._places = dict(zip(names, header["columns"]))
         self._decoded: dict[str, list] = {}
+        #: Whether it lacks fields (written before they were added): rewritten at the next close.
+        self.outdated = len(names) < len(FILE_FIELDS)
 
     def __getitem__(self, field: str) -> list:
         """One field of every record, in snapshot order."""
         column = self._decoded.get(field)
+        if column is None and field not in self._places:
+            column = self._decoded[field] = [_DEFAULTS[field]] * self.count
         if column is None:
             start, stop, _ = self._places[field]
             column = self._decoded[field] = json.loads(bytes(self._body[start:stop]))

@@ -20,10 +20,13 @@ from pfs.store.volume_config import refresh_volumes
 log = logging.getLogger("pfs")
 
 
-def doomed_id(replaced: FileEntry | None, by: FileEntry, keep: bool) -> int:
-    """The id of the file `by` takes the name of and must delete (0: none, or kept):
-    recorded in `by`'s own record, so the replace is one atomic record write."""
-    return 0 if replaced is None or replaced.id == by.id or keep else replaced.id
+#: Times a rename or delete looks again at a file that another command changed meanwhile.
+CHANGED_RETRIES = 5
+
+
+def changed_meanwhile(entry: FileEntry) -> UsageError:
+    return UsageError(f"file {entry.id} ({entry.name}) was renamed, replaced or deleted by another command meanwhile",
+                      "nothing was changed; `list` shows it now")
 
 
 class Catalog:
@@ -32,7 +35,7 @@ class Catalog:
     def __init__(self, ctx: Context, sweeper: Sweeper) -> None:
         self.ctx, self.sweeper = ctx, sweeper
         self._readers: Counter[int] = Counter()  # file id -> gets, verifies and open readers on it
-        self._doomed: set[int] = set()  # replaced files to delete once their last reader is done
+        self._doomed: dict[int, FileEntry] = {}  # replaced file -> what replaced it, once its last reader is done
         self._readers_lock = threading.Lock()
 
     def list(self) -> list[FileEntry]:
@@ -61,16 +64,20 @@ class Catalog:
 
     def rename(self, ref: str | int, new: str, keep: bool = False) -> FileEntry:
         """Give a stored file a new name, moving no data (one journal record). A
-        file already under the new name is replaced: deleted, unless `keep`."""
-        entry = self.resolve(ref)
-        if entry.status != STORED:
-            raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}", "only stored files can be renamed")
+        file already under the new name is replaced: deleted, unless `keep`.
+        The name is taken by compare-and-swap: a file renamed, replaced or
+        deleted by another command since it was resolved is resolved again."""
         name = names.check(new)
-        replaced = self.ctx.files.current(name)
-        moved = replace(entry, name=name, session=self.ctx.sessions.id, replaces=doomed_id(replaced, entry, keep))
-        self.ctx.files.save(moved)
-        self.drop_replaced(moved)
-        return moved
+        for _ in range(CHANGED_RETRIES):
+            entry = self.resolve(ref)
+            if entry.status != STORED:
+                raise UsageError(f"file {entry.id} ({entry.name}) is {entry.status}",
+                                 "only stored files can be renamed")
+            moved = self.ctx.files.take_name(entry, replace(entry, name=name, session=self.ctx.sessions.id), keep)
+            if moved is not None:
+                self.drop_replaced(moved)
+                return moved
+        raise changed_meanwhile(entry)
 
     def drop_replaced(self, by: FileEntry) -> None:
         """Delete the file `by` took the name of (`by.replaces`; none if it was
@@ -80,17 +87,22 @@ class Catalog:
             return
         with self._readers_lock:
             if self._readers[by.replaces]:
-                self._doomed.add(by.replaces)
+                self._doomed[by.replaces] = by
                 return
-        self.delete_replaced(by.replaces)
+        self.delete_replaced(by)
 
-    def delete_replaced(self, file_id: int) -> None:
-        """It is no longer what its name resolves to, so a failure here loses
-        nothing: it is logged, and a delete left halfway is finished at the next open."""
+    def delete_replaced(self, by: FileEntry) -> None:
+        """Delete what `by` replaced, if it is still that: stored, under by's name
+        (a rename since took it out of the name's reach, and it stays). It is
+        no longer what its name resolves to, so a failure here loses nothing:
+        it is logged, and a delete left halfway is finished at the next open."""
+        old = self.ctx.files.get(by.replaces)
+        if old is None or old.status != STORED or old.name != by.name:
+            return
         try:
-            self.delete(file_id)
+            self.delete(old.id, seen=old)
         except PfsError as exc:
-            log.warning("file %d, replaced under its name, was not deleted: %s", file_id, exc)
+            log.warning("file %d, replaced under its name, was not deleted: %s", old.id, exc)
 
     def hold(self, file_id: int) -> None:
         """Note a reader of a file: a replacement does not delete it meanwhile."""
@@ -104,10 +116,14 @@ class Catalog:
             if self._readers[file_id] > 0:
                 return
             del self._readers[file_id]
-            if file_id not in self._doomed:
-                return
-            self._doomed.discard(file_id)
-        self.delete_replaced(file_id)
+            by = self._doomed.pop(file_id, None)
+        if by is not None:
+            self.delete_replaced(by)
+
+    def busy(self) -> set[int]:
+        """The files this pfs reads, verifies or heals now."""
+        with self._readers_lock:
+            return set(self._readers)
 
     @contextlib.contextmanager
     def reading(self, file_id: int) -> Iterator[None]:
@@ -125,17 +141,25 @@ class Catalog:
         self.entry(file_id)
         return self.ctx.parts.load(file_id)
 
-    def delete(self, file_id: int, progress: Progress = no_progress) -> FileEntry:
+    def delete(self, file_id: int, progress: Progress = no_progress, seen: FileEntry | None = None) -> FileEntry:
         """Remove a file and its parts; a crash midway is finished at the next open.
-        Refused while another command (of any pfs) reads the file."""
+        Refused while another command (of any pfs) reads the file. With `seen`
+        (the file a name gave), only if it is still that file under that name:
+        a rename or replace since wins. The file is marked deleting by compare-and-swap."""
         with self.ctx.sessions.hold(file_id, exclusive=True):
-            return self._delete(file_id, progress)
+            return self._delete(file_id, progress, seen)
 
-    def _delete(self, file_id: int, progress: Progress) -> FileEntry:
-        entry = self.entry(file_id)
-        if entry.status in (STORING, DELETING):
-            raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
-        self.ctx.files.save(replace(entry, status=DELETING, session=self.ctx.sessions.id))
+    def _delete(self, file_id: int, progress: Progress, seen: FileEntry | None) -> FileEntry:
+        for _ in range(CHANGED_RETRIES):
+            entry = self.entry(file_id)
+            if entry.status in (STORING, DELETING):
+                raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}", "wait for it to finish")
+            if seen is not None and not self.ctx.files.unchanged(entry, seen):
+                raise changed_meanwhile(seen)
+            if self.ctx.files.swap(entry, replace(entry, status=DELETING, session=self.ctx.sessions.id)):
+                break
+        else:
+            raise changed_meanwhile(entry)
         refresh_volumes(self.ctx)
         self.sweeper.sweep_or_note(entry, progress)
         self.ctx.parts.remove(file_id)

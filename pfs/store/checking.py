@@ -10,9 +10,10 @@ from dataclasses import dataclass, field, replace
 from pfs import codec
 from pfs.engine import worker
 from pfs.errors import UsageError, VolumeUnavailableError
-from pfs.registry import STORED, FileEntry, Manifest, PartEntry, damaged
+from pfs.registry import FILE, KINDS, STORED, FileEntry, Manifest, PartEntry, damaged
 from pfs.store.catalog import Catalog
 from pfs.store.context import Context, Progress, no_progress, part_memory
+from pfs.store.holdings import note_placed
 from pfs.store.sweeping import Sweeper
 from pfs.store.volume_config import refresh_volumes
 from pfs.units import format_size
@@ -74,12 +75,16 @@ class Checking:
             raise damaged(self.ctx.root, f"the manifest of file {entry.id} does not match its record: {where}")
         return manifest
 
-    def stored_entry(self, file_id: int) -> FileEntry:
+    def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
+        """A stored record of one of `kinds` (a regular file, unless told)."""
         entry = self.catalog.entry(file_id)
         if entry.status != STORED:
             why = f": {entry.reason}" if entry.reason else ""
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}{why}",
                              "only stored files can be read; `delete` removes it")
+        if entry.kind not in kinds:
+            raise UsageError(f"{entry.name} is a {'directory' if entry.is_dir else 'symbolic link'}",
+                             "get -r restores a directory, its symbolic links included")
         return entry
 
     def check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,
@@ -165,27 +170,36 @@ class Checking:
             p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
             shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
         self.ctx.parts.save(Manifest(manifest.file, parts))
+        note_placed(self.ctx, manifest.file.id, parts)
         removed = True
         for p, volumes in moved:
             for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
-                if old != now and self.ctx.volset.readable(old):
-                    try:
-                        worker.remove_pieces(self.ctx.volset.describe(old), [key])
-                    except VolumeUnavailableError:
-                        removed = False
+                if old == now:
+                    continue
+                try:
+                    if not self.ctx.volset.readable(old):
+                        raise VolumeUnavailableError(f"volume {old} cannot be reached")
+                    worker.remove_pieces(self.ctx.volset.describe(old), [key])
+                except VolumeUnavailableError:
+                    removed = False  # the intent stays: an open or heal that reaches it removes the piece
         return removed
 
     def verify(self, file_id: int, progress: Progress = no_progress,
                cancel: threading.Event | None = None, heal: bool = False) -> Findings:
         """Check every piece of every part of a stored file; with `heal`, rewrite the
         damaged ones and move pieces off volumes that no longer keep them
-        (a scrub). Without, nothing is written. Stops when `cancel` is set."""
-        entry = self.stored_entry(file_id)
+        (a scrub). Without, nothing is written. Stops when `cancel` is set.
+        A directory or symlink has no parts: nothing to check."""
+        entry = self.stored_entry(file_id, KINDS)
+        if entry.kind != FILE:
+            return Findings()
         return self.check_parts(entry, None, progress, cancel, every=True, heal=heal, relocate=heal)
 
     def heal(self, file_id: int, progress: Progress = no_progress,
              cancel: threading.Event | None = None) -> Findings:
         """Restore the file's redundancy: put a new copy or shard on another volume
         for each one on a volume that is missing or draining."""
-        entry = self.stored_entry(file_id)
+        entry = self.stored_entry(file_id, KINDS)
+        if entry.kind != FILE:
+            return Findings()
         return self.check_parts(entry, None, progress, cancel, relocate=True, only_moving=True)

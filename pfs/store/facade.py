@@ -16,7 +16,7 @@ from pfs.crypto.opening import StoreKeys
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
 from pfs.engine.governor import MemoryGovernor
-from pfs.registry import FileEntry, Manifest, PartEntry
+from pfs.registry import FILE, FileEntry, Manifest, PartEntry
 from pfs.store import opening
 from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking, Findings
@@ -133,8 +133,8 @@ class Store:
     def manifest(self, file_id: int) -> Manifest | None:
         return self.catalog.manifest(file_id)
 
-    def delete(self, file_id: int, progress: Progress = no_progress) -> FileEntry:
-        return self.catalog.delete(file_id, progress)
+    def delete(self, file_id: int, progress: Progress = no_progress, seen: FileEntry | None = None) -> FileEntry:
+        return self.catalog.delete(file_id, progress, seen)
 
     # -- put (Putting) ------------------------------------------------------------------
     def begin_put(self, source: str, name: str | None = None) -> FileEntry:
@@ -163,12 +163,32 @@ class Store:
                 cancel: threading.Event | None = None) -> FileEntry:
         return self.putting.publish(entry, results, keep, lost, cancel)
 
+    # -- what trees and batches of small files use (pfs.store.trees, pfs.store.batch) ---
+    def storing_entry(self, name: str, st: os.stat_result) -> FileEntry:
+        return self.putting.storing_entry(name, st)
+
+    def stored_manifest(self, entry: FileEntry, results: list[tuple]) -> Manifest:
+        return self.putting.stored_manifest(entry, results)
+
+    def roll_back(self, entry: FileEntry, exc: BaseException) -> None:
+        self.putting.roll_back(entry, exc)
+
+    def check_room(self) -> None:
+        self.putting.check_room()
+
+    def drop_replaced(self, by: FileEntry) -> None:
+        self.catalog.drop_replaced(by)
+
+    def root_identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the store's directory: a tree walk does not enter it."""
+        return self.ctx.root_id
+
     # -- get, verify, heal (Getting, Checking) ------------------------------------------
     def checked_manifest(self, entry: FileEntry) -> Manifest:
         return self.checking.checked_manifest(entry)
 
-    def stored_entry(self, file_id: int) -> FileEntry:
-        return self.checking.stored_entry(file_id)
+    def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
+        return self.checking.stored_entry(file_id, kinds)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         return self.checking.read_job(entry, part)
@@ -203,8 +223,20 @@ class Store:
     def files_on(self, vid: int) -> list[int]:
         return self.volumes.files_on(vid)
 
-    def start_drain(self, vid: int) -> None:
-        self.volumes.start_drain(vid)
+    def files_to_heal(self) -> list[int]:
+        return self.volumes.files_to_heal()
+
+    def start_drain(self, vid: int) -> list[int]:
+        return self.volumes.start_drain(vid)
+
+    def stop_drain(self, vid: int) -> None:
+        self.volumes.stop_drain(vid)
+
+    def wait_stored(self, file_id: int, cancel: threading.Event | None = None) -> None:
+        self.volumes.wait_stored(file_id, cancel)
+
+    def finish_removals(self) -> None:
+        self.recovery.finish_removals()
 
     def remove_volume(self, vid: int) -> None:
         self.volumes.remove(vid)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pfs import codec, names
 from pfs.engine import worker
-from pfs.errors import NotFoundError, PfsError, UsageError, VolumeError, advice_for, describe
+from pfs.errors import NotFoundError, PfsError, StoreError, UsageError, VolumeError, advice_for, describe
 from pfs.registry import FAILED, MAX_PARTS, STORED, STORING, FileEntry, Manifest, PartEntry
-from pfs.store.catalog import Catalog, doomed_id
+from pfs.registry import usage
+from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking
 from pfs.store.context import Context, Progress, no_progress, part_memory
 from pfs.store.paths import file_kind, proc_path, user_path
@@ -26,6 +27,11 @@ from pfs.store.volume_config import refresh_volumes
 from pfs.units import format_option, format_size
 from pfs.volumes import part_id, placement
 from pfs.volumes.redundancy import Layout
+
+
+def rolled_back(entry: FileEntry) -> StoreError:
+    return StoreError(f"file {entry.id} ({entry.name}) was rolled back by another pfs meanwhile",
+                      "this pfs had lost its session on the store; store it again")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ def open_source(path: Path, name: str) -> Source:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
             source = Source(fd, os.fstat(fd))
             mode = source.before.st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{name} is a directory", "put -r stores a whole directory")
         if not stat.S_ISREG(mode):
             raise UsageError(f"{name} is {file_kind(mode)}", "put stores one regular file at a time")
         if not source.size_is_true():
@@ -115,6 +123,8 @@ class Putting:
         names.target); returns it with its id. finish_put reads every part from
         this one open file."""
         path = user_path(source)
+        if path.is_dir():
+            raise UsageError(f"{source} is a directory", "put -r stores a whole directory")
         name = names.target(name, path.name)
         if self.ctx.inside_store(path):
             raise UsageError(f"{source} is inside the store {self.ctx.root}", "pfs does not store its own files")
@@ -127,17 +137,21 @@ class Putting:
             if chunk_parts > MAX_PARTS:
                 raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
                                  f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
-            entry = FileEntry(id=0, name=name, size=st.st_size, status=STORING,
-                              parts=chunk_parts, chunk_size=chunk, codec=self.ctx.settings.codec,
-                              hash=self.ctx.settings.hash, uuid=uuid.uuid4().hex, created=time.time(),
-                              mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns,
-                              copies=self.ctx.layout.copies, ec=self.ctx.settings.ec, session=self.ctx.sessions.id)
-            entry = self.ctx.files.add(entry)  # gets its id
+            entry = self.ctx.files.add(self.storing_entry(name, st))  # gets its id
         except BaseException:
             os.close(src.fd)
             raise
         self._sources[entry.id] = src
         return entry
+
+    def storing_entry(self, name: str, st: os.stat_result) -> FileEntry:
+        """The `storing` record of a new file named `name` of a source that looks like `st`."""
+        settings, chunk = self.ctx.settings, self.ctx.settings.chunk_size
+        return FileEntry(id=0, name=name, size=st.st_size, status=STORING, parts=-(-st.st_size // chunk),
+                         chunk_size=chunk, codec=settings.codec, hash=settings.hash, uuid=uuid.uuid4().hex,
+                         created=time.time(), mode=stat.S_IMODE(st.st_mode) & 0o777, mtime=st.st_mtime_ns,
+                         uid=st.st_uid, gid=st.st_gid, copies=self.ctx.layout.copies, ec=settings.ec,
+                         session=self.ctx.sessions.id)
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = no_progress,
                    cancel: threading.Event | None = None, keep: bool = False) -> FileEntry:
@@ -182,6 +196,10 @@ class Putting:
         if found.damage or found.bad:
             raise PfsError(f"{why.message}, and too few copies or shards of some parts were written elsewhere",
                            why.advice)
+
+    def check_room(self) -> None:
+        """Refuse to store new files where too few volumes can take their pieces now."""
+        self._check_room(self.ctx.layout)
 
     def _check_room(self, layout: Layout) -> None:
         """Refuse a layout that needs more volumes than can take parts now."""
@@ -255,22 +273,35 @@ class Putting:
         record. Pieces whose flush failed as their volume did (`lost`), or
         whose local volume is gone since, are rebuilt elsewhere first. The
         file it replaces under that name is deleted then, unless `keep`."""
+        manifest = self.stored_manifest(entry, results)
+        done, parts = manifest.file, manifest.parts
+        self.ctx.parts.save(manifest)
+        lost = [*lost, *self.ctx.volset.gone(vid for part in results for vid in part[3])]
+        if lost:
+            self._keep_off_lost_volumes(done, lost[0], cancel)
+            parts = self.ctx.parts.load(entry.id).parts
+        # the name, and what it replaces, taken by compare-and-swap against every other pfs
+        done = self.ctx.files.take_name(entry, replace(done, placed=usage.placed(parts)), keep)
+        if done is None:
+            raise rolled_back(entry)
+        self.catalog.drop_replaced(done)
+        return done
+
+    def stored_manifest(self, entry: FileEntry, results: list[tuple]) -> Manifest:
+        """The manifest of a file whose parts are written (`results`: each part's
+        store_part result), with its record as it is once stored (see publish)."""
         chunk, layout = entry.chunk_size, Layout.of(entry)
         parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
                            volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
                  for i, (h, used, stored, placed, shards) in enumerate(results)]
-        replaced = self.ctx.files.current(entry.name)
         done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
-                       digest=codec.file_digest([p.hash for p in parts]),
-                       replaces=doomed_id(replaced, entry, keep))
-        self.ctx.parts.save(Manifest(done, parts))
-        lost = [*lost, *self.ctx.volset.gone(vid for part in results for vid in part[3])]
-        if lost:
-            self._keep_off_lost_volumes(done, lost[0], cancel)
-        self.ctx.files.save(done)
-        self.catalog.drop_replaced(done)
-        return done
+                       digest=codec.file_digest([p.hash for p in parts]), replaces=0)
+        return Manifest(done, parts)
+
+    def roll_back(self, entry: FileEntry, exc: BaseException) -> None:
+        """Undo a put that failed: its pieces swept, its manifest removed, its record failed."""
+        self._roll_back(entry, exc)
 
     def _roll_back(self, entry: FileEntry, exc: BaseException) -> None:
         self.sweeper.sweep_or_note(entry)

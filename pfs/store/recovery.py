@@ -14,6 +14,7 @@ from pfs.store.catalog import Catalog
 from pfs.store.context import Context
 from pfs.store.opening import INTENTS
 from pfs.store.sweeping import Sweeper
+from pfs.store.volume_config import refresh_volumes
 from pfs.volumes import MARKER
 
 log = logging.getLogger("pfs")
@@ -77,6 +78,17 @@ class Recovery:
                 self.sweeper.finish_intent(intent, dead)
         return touched
 
+    def finish_removals(self) -> None:
+        """Remove the old pieces that moves left where a volume could not be
+        reached then, once it can (a heal asks first): those of dead sessions,
+        and this pfs's own for files it is not working on now."""
+        refresh_volumes(self.ctx)
+        self.finish_dead()
+        busy = self.catalog.busy()
+        for intent in sorted((self.ctx.root / INTENTS).iterdir()):
+            if intent.stem.isdigit() and int(intent.stem) not in busy:
+                self.sweeper.finish_intent(intent, lambda session: session == self.ctx.sessions.id)
+
     def finish_replace(self, by: FileEntry) -> None:
         """Delete the file `by` replaced under its name, if its pfs stopped before
         it could (a crash, or a reader that held it): the name resolves to `by`
@@ -87,7 +99,7 @@ class Recovery:
         if old is None or old.status != STORED or old.name != by.name or current is None or current.id == old.id:
             return
         log.info("file %d (%s), replaced by file %d, is deleted now", old.id, old.name, by.id)
-        self.catalog.delete_replaced(old.id)
+        self.catalog.delete_replaced(by)
 
     def sweep_leftovers(self) -> None:
         """Remove the temporary files of atomic writes that crashed processes cut

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pfs.engine import worker
 from pfs.errors import PfsError, VolumeUnavailableError
-from pfs.registry import FileEntry, Manifest, damaged, fsync_dir, read_json, write_json_atomic
+from pfs.registry import STORED, FileEntry, Manifest, damaged, fsync_dir, read_json, write_json_atomic
 from pfs.store.context import Context, Progress, no_progress
+from pfs.store.holdings import note_placed
 from pfs.store.opening import INTENTS
 from pfs.store.repair import set_aside
 from pfs.volumes import part_id
@@ -79,6 +80,8 @@ class Sweeper:
             return
         current = self.ctx.files.get(entry.id)
         manifest = self.ctx.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
+        if manifest is not None and current.status == STORED:  # moved, maybe not yet recorded: see record_moves
+            note_placed(self.ctx, entry.id, manifest.parts)
         if self.sweep(entry, manifest):
             intent.unlink()
             fsync_dir(intent.parent)

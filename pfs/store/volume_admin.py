@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 
 from pfs.errors import NotFoundError, UsageError, VolumeError
-from pfs.registry import STORED, STORING, Manifest
+from pfs.registry import STORING
 from pfs.store.context import Context
+from pfs.store.draining import check_drainable, moves_running, puts_in_flight, wait_stored
+from pfs.store.holdings import files_on, files_to_heal, volume_usage
 from pfs.store.paths import user_path
 from pfs.store.opening import INTENTS
 from pfs.store.recovery import Recovery
 from pfs.store.volume_config import changing_volumes, refresh_volumes
-from pfs.volumes.volset import DRAINING, VolumeConfig
+from pfs.volumes.volset import ACTIVE, DRAINING, VolumeConfig
 
 log = logging.getLogger("pfs")
 
@@ -52,10 +55,10 @@ class VolumeAdmin:
         return config
 
     def report(self) -> list[VolumeRow]:
-        """Every volume with its status, what it holds (as the manifests say: walking
+        """Every volume with its status, what it holds (as the records say: walking
         a volume is for verify) and its free space."""
         refresh_volumes(self.ctx)
-        held = self.ctx.parts.pieces_by_volume()
+        held = volume_usage(self.ctx)
         rows = []
         for vid, config in sorted(self.ctx.volset.configs.items()):
             status, used, free, parts = self.ctx.volset.status(vid), None, None, None
@@ -80,13 +83,37 @@ class VolumeAdmin:
             raise NotFoundError(f"no volume {vid}", "`volume list` shows the volumes")
 
     def files_on(self, vid: int) -> list[int]:
-        """The stored files with a copy or shard on volume `vid` (manifests say)."""
-        return [e.id for e in self.ctx.files.all() if e.status == STORED and
-                any(vid in p.volumes() for p in (self.ctx.parts.load(e.id) or Manifest(e)).parts)]
+        """The stored files with a copy or shard on volume `vid` (their records say)."""
+        return files_on(self.ctx, vid)
 
-    def start_drain(self, vid: int) -> None:
-        """Mark a volume draining: nothing new goes there, and heal moves what it holds."""
+    def files_to_heal(self) -> list[int]:
+        """The stored files with pieces on a volume that does not keep them (missing, draining)."""
+        refresh_volumes(self.ctx)
+        return files_to_heal(self.ctx)
+
+    def start_drain(self, vid: int) -> list[int]:
+        """Mark a volume draining: nothing new goes there, and heal moves what it
+        holds. Refused if it cannot finish. Returns the files being stored when
+        it began: their puts chose their volumes before, and the drain waits for them."""
+        self._check_known(vid)
+        check_drainable(self.ctx, vid)
         self._set_state(vid, DRAINING)
+        return puts_in_flight(self.ctx)
+
+    def stop_drain(self, vid: int) -> None:
+        """Take a drain back: the volume takes pieces again."""
+        self._check_known(vid)
+        if self.ctx.volset.configs[vid].state != DRAINING:
+            raise UsageError(f"volume {vid} is not draining", f"`volume drain {vid}` drains it")
+        self._set_state(vid, ACTIVE)
+
+    def wait_stored(self, file_id: int, cancel: threading.Event | None = None) -> None:
+        """Wait until the file's put, in any pfs, has ended (see draining)."""
+        wait_stored(self.ctx, self._finish_dead, file_id, cancel)
+
+    def _finish_dead(self) -> None:
+        for entry in self.recovery.finish_dead():
+            log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
 
     def _set_state(self, vid: int, state: str) -> str:
         """Set a volume's state (active, draining); returns the one it had."""
@@ -106,25 +133,34 @@ class VolumeAdmin:
         self._check_known(vid)
         if len(self.ctx.volset.configs) == 1:
             raise UsageError(f"volume {vid} is the store's only volume", "add another one first")
-        self._check_empty(vid)
+        self._check_unused(vid)
         was = self._set_state(vid, DRAINING)
         try:
             self._check_nothing_going_to(vid)
-            self._check_empty(vid)
+            self._check_unused(vid)
+            self._check_no_pieces(vid)
         except BaseException:
             if was != DRAINING:
                 self._set_state(vid, was)
             raise
+        volume = self.ctx.volset.volume(vid) if self.ctx.volset.readable(vid) else None
         with changing_volumes(self.ctx):
             self._check_known(vid)
             self.ctx.volset.forget(vid)
+        if volume is not None:  # its place can be added again
+            with contextlib.suppress(VolumeError):
+                volume.release()
 
-    def _check_empty(self, vid: int) -> None:
-        """Refuse unless no manifest and no key of the volume names a piece."""
+    def _check_unused(self, vid: int) -> None:
+        """Refuse while a stored file has pieces on the volume."""
         users = self.files_on(vid)
         if users:
             raise UsageError(f"volume {vid} still holds pieces of {len(users)} file(s) (first: file {users[0]})",
                              f"`volume drain {vid}` moves them first (or `heal` if the volume is lost)")
+
+    def _check_no_pieces(self, vid: int) -> None:
+        """Refuse while a key of the volume names a piece, once no put or move is
+        running any more (see _check_nothing_going_to): what is left is stray."""
         refresh_volumes(self.ctx)
         if self.ctx.volset.readable(vid):
             volume = self.ctx.volset.volume(vid)
@@ -136,12 +172,11 @@ class VolumeAdmin:
         """Refuse while a put or a move of pieces (heal, drain, scrub) that may have
         chosen the volume before it was marked draining is still running, in any
         pfs; what dead ones left is finished first, as at open."""
-        for entry in self.recovery.finish_dead():
-            log.info("file %d (%s) was %s when its pfs stopped: finished", entry.id, entry.name, entry.status)
-        storing = next((e for e in self.ctx.files.all() if e.status == STORING), None)
+        self._finish_dead()
+        storing = next((e for e in self.ctx.files.unsettled() if e.status == STORING), None)
         if storing:
             raise UsageError(f"file {storing.id} ({storing.name}) is being stored, and its parts may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it is stored")
-        if any(not n.name.startswith(".") for n in (self.ctx.root / INTENTS).iterdir()):
+        if moves_running(self.ctx, self.recovery.catalog.busy(), self.ctx.root / INTENTS):
             raise UsageError(f"pieces are being moved (a heal, drain or scrub is running), and may go to volume "
                              f"{vid}", f"run `volume remove {vid}` again once it has finished")

@@ -98,6 +98,17 @@ class Volume(ABC):
     def _load_marker(self) -> bytes | None:
         """The marker's raw bytes, or None where there is none."""
 
+    @abstractmethod
+    def _drop_marker(self) -> None:
+        """Remove the marker (a no-op where there is none)."""
+
+    def release(self) -> None:
+        """Give the volume up once it holds no part: its marker goes, and what
+        pfs made to hold parts, so that the place is as it was before it was
+        claimed and can be added again. Anything pfs did not write stays."""
+        self._drop_marker()
+        self.store_id = self.volume_id = None
+
     def options(self) -> dict:
         """Backend settings beyond the URL that describe() must carry (never secrets)."""
         return {}

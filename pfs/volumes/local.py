@@ -204,6 +204,24 @@ class LocalVolume(Volume):
             self.root.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.root / MARKER, marker)
 
+    def _drop_marker(self) -> None:
+        with self._errors():
+            (self.root / MARKER).unlink(missing_ok=True)
+            fsync_dir(self.root)
+
+    def release(self) -> None:
+        """Also the empty fan-out directories (ab/cd) that writes made."""
+        with self._errors():
+            for top in os.scandir(self.root):
+                if len(top.name) == 2 and top.is_dir(follow_symlinks=False):
+                    for sub in os.scandir(top.path):
+                        if len(sub.name) == 2 and sub.is_dir(follow_symlinks=False):
+                            with contextlib.suppress(OSError):  # not empty: not pfs's
+                                os.rmdir(sub.path)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(top.path)
+        super().release()
+
     def _load_marker(self) -> bytes | None:
         self._require_root()
         try:

@@ -230,6 +230,9 @@ class S3Volume(Volume):
         body = json.dumps(marker).encode()
         self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._marker_key(), Body=body))
 
+    def _drop_marker(self) -> None:
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._marker_key()))
+
     def _load_marker(self) -> bytes | None:
         """Within PROBE_SECONDS: this is how status() probes the server."""
         probe = s3_client(min(self.timeout, PROBE_SECONDS), self.endpoint)

@@ -74,14 +74,23 @@ def cmd_verify(s: Session, a: Args) -> None:
 
 
 def cmd_heal(s: Session, a: Args) -> None:
-    check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled))
+    """Only the files with pieces where they are not kept (a volume missing or
+    draining), and those being stored now; old pieces left on a volume that is
+    back are removed first."""
+    s.store.finish_removals()
+    concerned = set(s.store.files_to_heal()) | {e.id for e in s.store.files.unsettled() if e.status == "storing"}
+    if not concerned:
+        s.out.line("heal: nothing to heal (every copy and shard is on a volume that keeps it)")
+        return
+    check_all(s, "heal", "heal", lambda i, job: s.store.heal(i, job.advance, job.cancelled), concerned)
 
 
 def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], object],
-              only: set[int] | None = None, after: Callable[[], str] | None = None) -> None:
+              only: set[int] | None = None, after: Callable[[], str] | None = None,
+              waiting: frozenset[int] = frozenset()) -> None:
     """Verify (or heal) every stored file (those in `only`, if given; and those
-    being stored now, once they are); say which are skipped and why, and end
-    with a summary."""
+    being stored now, once they are: by another pfs too for those in `waiting`);
+    say which are skipped and why, and end with a summary."""
     entries = [e for e in s.store.list() if only is None or e.id in only]
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:
@@ -93,15 +102,18 @@ def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], obje
         return
     tally = VerifyTally(len(checked), len(entries) - len(checked), label, after)
     for e in checked:
-        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work), kind)
+        s.start_counted(tally, e, lambda job, i=e.id: _if_stored(s, i, job, work, i in waiting), kind)
 
 
 def _not_stored(entry) -> str:
     return f"it is {entry.status}" + (f" ({entry.reason})" if entry.reason else "") + ", not stored"
 
 
-def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], object]) -> object:
-    """Verify (or heal) a file unless an earlier job (a failed put, a delete) left it not stored."""
+def _if_stored(s: Session, file_id: int, job: Job, work: Callable[[int, Job], object], wait: bool = False) -> object:
+    """Verify (or heal) a file unless an earlier job (a failed put, a delete) left
+    it not stored; with `wait`, once its put (in any pfs) has ended."""
+    if wait:
+        s.store.wait_stored(file_id, job.cancelled)
     try:
         entry = s.store.entry(file_id)
     except NotFoundError:

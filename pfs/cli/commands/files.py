@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pfs.cli import interrupts
-from pfs.cli.commands import tables
+from pfs.cli.commands import tables, trees
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import NotFoundError, printable
-from pfs.registry import bulk
+from pfs.names import is_id
+from pfs.registry import FILE, bulk
 from pfs.units import format_size
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 
 def cmd_put(s: Session, a: Args) -> None:
+    if "--recursive" in a.flags:
+        trees.cmd_put_tree(s, a)
+        return
     source = a.positional[0]
     entry = s.store.begin_put(source, a.get(1))
     s.out.line(f"[{entry.id}] storing {printable(entry.name)} ({format_size(entry.size)}, "
@@ -26,7 +30,12 @@ def cmd_put(s: Session, a: Args) -> None:
 
 
 def cmd_get(s: Session, a: Args) -> None:
+    if "--recursive" in a.flags:
+        trees.cmd_get_tree(s, a)
+        return
     entry, dest = a.file(s.store), a.get(1)
+    if entry.kind != FILE:
+        s.store.stored_entry(entry.id)  # refused now, saying to use get -r
     file_id = entry.id
     s.out.line(f"[{file_id}] restoring {printable(entry.name)} ({format_size(entry.size)}, "
                f"{entry.parts} part{'s' * (entry.parts != 1)})")
@@ -35,15 +44,21 @@ def cmd_get(s: Session, a: Args) -> None:
 
 
 def cmd_delete(s: Session, a: Args) -> None:
-    file_id = a.file(s.store).id
-    s.start_on_file("delete", file_id, lambda job: s.store.delete(file_id, job.advance))
+    if "--recursive" in a.flags:
+        trees.cmd_delete_tree(s, a)
+        return
+    entry = a.file(s.store)
+    seen = None if is_id(a.positional[0]) else entry  # a name: only what it gave now is deleted
+    s.start_on_file("delete", entry.id, lambda job: s.store.delete(entry.id, job.advance, seen))
 
 
 def cmd_list(s: Session, a: Args) -> None:
     """Like a directory listing: the files under PREFIX, each subdirectory as one
     row (all names below it with --recursive). Every record of a name is shown:
     the one the name resolves to (the last stored), older versions kept by
-    `put --keep` and failed puts, each with its id."""
+    `put --keep` and failed puts, each with its id. A directory recorded (by
+    put -r) shows as one, a symlink with its target; a name that is both a file
+    and a directory (a store made before that was refused) is marked so."""
     prefix = a.get(0) or ""
     with bulk():  # 100,000 rows are plain data: no cycles for the collector to look for
         names, dirs = s.store.under(prefix, "--recursive" in a.flags)
@@ -56,6 +71,9 @@ def cmd_list(s: Session, a: Args) -> None:
 
 
 def cmd_mv(s: Session, a: Args) -> None:
+    if trees.is_directory_move(s, *a.positional):
+        trees.cmd_mv_tree(s, a)
+        return
     entry = s.store.rename(a.positional[0], a.positional[1], "--keep" in a.flags)
     s.out.line(f"[{entry.id}] renamed to {printable(entry.name)}")
 
@@ -76,21 +94,26 @@ def cmd_info(s: Session, a: Args) -> None:
 
 
 COMMANDS = [
-    Command("put", "put PATH [NAME] [--keep]",
+    Command("put", "put PATH [NAME] [--keep] | put -r DIR [PREFIX]",
             "store a file as NAME (a path like logs/app.log; default: its file name; NAME/ puts it inside); "
             "a file already named so is replaced once the new one is stored, --keep keeps it by id "
-            "(runs in the background; prints the id at once)", cmd_put, 1, 2, frozenset({"--keep"})),
-    Command("get", "get NAME|ID [DEST] [--force] [--salvage]",
+            "(runs in the background; prints the id at once); -r stores a whole directory as PREFIX/... "
+            "(default: its name): files, directories, symlinks, modes, mtimes, owners",
+            cmd_put, 1, 2, frozenset({"--keep", "--recursive"}), short={"-r": "--recursive"}),
+    Command("get", "get NAME|ID [DEST] [--force] [--salvage] | get -r PREFIX [DEST] [--force]",
             "restore a file to DEST (a file or directory; default: its name here); "
-            "--force overwrites, --salvage zero-fills damaged parts", cmd_get, 1, 2,
-            frozenset({"--force", "--salvage"})),
-    Command("delete", "delete NAME|ID", "remove a file and its parts", cmd_delete, 1, 1),
+            "--force overwrites, --salvage zero-fills damaged parts; -r restores the tree under PREFIX "
+            "into DEST (default: its last segment here)", cmd_get, 1, 2,
+            frozenset({"--force", "--salvage", "--recursive"}), short={"-r": "--recursive"}),
+    Command("delete", "delete NAME|ID | delete -r PREFIX", "remove a file and its parts; -r removes PREFIX "
+            "and everything under it", cmd_delete, 1, 1, frozenset({"--recursive"}), short={"-r": "--recursive"}),
     Command("list", "list [PREFIX] [-r|--recursive]",
             "show the files under PREFIX (default: the top), subdirectories as one row each (-r: all): "
             "id, name, size, parts, status, stored size, redundancy", cmd_list, 0, 1, frozenset({"--recursive"}),
             short={"-r": "--recursive"}),
-    Command("mv", "mv OLD NEW [--keep]", "rename a file without moving its data; a file already named NEW "
-            "is replaced (--keep keeps it by id)", cmd_mv, 2, 2, frozenset({"--keep"})),
+    Command("mv", "mv OLD NEW [--keep] | mv OLD/ NEW/", "rename a file without moving its data; a file already "
+            "named NEW is replaced (--keep keeps it by id); OLD/ NEW/ renames a directory and everything under "
+            "it at once", cmd_mv, 2, 2, frozenset({"--keep"})),
     Command("info", "info NAME|ID [--parts]", "show a file's size, parts, stored size, codec, hash and digest; "
             "--parts lists every part", cmd_info, 1, 1, frozenset({"--parts"})),
 ]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pfs.cli import interrupts
 from pfs.cli.commands import tables
+from pfs.cli.commands import trees
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import UsageError, printable
 
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
 
 #: What a cancelled job leaves behind, as said when it stops.
-CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": ""}
+CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": "", "heal": "", "delete": "",
+                  **trees.CANCEL_OUTCOME}
 
 
 def cmd_jobs(s: Session, a: Args) -> None:

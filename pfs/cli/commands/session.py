@@ -21,6 +21,7 @@ from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
 from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, describe, printable
+from pfs.registry.usage import on_disk
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 
@@ -116,6 +117,10 @@ class Session:
                  if kind in kinds]
         return "; ".join([f"abandoned {names}", *after])
 
+    def count_failure(self) -> None:
+        """Count one failure towards the exit status (a tree's failed file, reported as it happened)."""
+        self._count_failure()
+
     def _count_failure(self) -> None:
         with self._lock:
             self.failures += 1
@@ -144,10 +149,12 @@ class Session:
             self._tally(job)
             return
         took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
-        if job.kind == "put":
+        if isinstance(job.result, str):  # a tree's summary line (see commands.trees)
+            self.out.line(job.result)
+        elif job.kind == "put":
             entry = job.result
             self.out.line(f"[{entry.id}] stored {name}: {format_size(entry.size)} in {entry.parts} "
-                          f"part{'s' * (entry.parts != 1)}, {format_size(entry.stored)} on disk, {took}")
+                          f"part{'s' * (entry.parts != 1)}, {format_size(on_disk(entry))} on disk, {took}")
         elif job.kind == "get":
             path, found = job.result
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pfs.cli.commands import check, files, help, jobs, keys, volumes
+from pfs.cli.commands import check, files, help, jobs, keys, trees, volumes
 from pfs.cli.commands.syntax import Args, Command, parse_args
 from pfs.errors import UsageError
 
-COMMANDS: dict[str, Command] = {c.name: c for group in (files, check, volumes, keys, jobs, help) for c in group.COMMANDS}
+COMMANDS: dict[str, Command] = {c.name: c for group in (files, trees, check, volumes, keys, jobs, help)
+                                for c in group.COMMANDS}
 ALIASES = {"quit": "exit", "ls": "list", "rm": "delete"}
 
 

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from operator import itemgetter
 
 from pfs.cli.output import Table
-from pfs.registry import STORED, FileEntry, Manifest
+from pfs.registry import FILE, STORED, FileEntry, Manifest
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
 from pfs.volumes.redundancy import Layout
 
 
 def listing(store: Store, names: list[str], dirs: list[str]) -> Table:
-    """The rows of `list`: each subdirectory, then every record of each name, sorted by name."""
-    rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs]
-    rows += _file_rows(store, store.files.named_each(names))
+    """The rows of `list`: each subdirectory, then every record of each name, sorted
+    by name; a recorded directory once (its record's row), a name that is both a
+    file and a directory marked so."""
+    records = store.files.named_each(names)
+    recorded = {name for name, entries in records.items() if any(e.is_dir for e in entries)}
+    rows = [["-", d, "-", "-", "directory", "-", "-", "-"] for d in dirs if d[:-1] not in recorded]
+    rows += _file_rows(store, records, set(dirs) | _directories_among(names))
     rows.sort(key=itemgetter(1))
     return Table(["id", "name", "size", "parts", "status", "stored", "present", "redundancy"], rows,
                  frozenset({"id", "size", "parts", "stored", "present"}))
 
 
-def _file_rows(store: Store, records: dict[str, list[FileEntry]]) -> list[list[str]]:
+def _directories_among(names: list[str]) -> set[str]:
+    """The directories (`a/`) that some of the sorted `names` lie in and that are names too."""
+    made = set()
+    for name in names:
+        i = bisect.bisect_left(names, name + "/")
+        if i < len(names) and names[i].startswith(name + "/"):
+            made.add(name + "/")
+    return made
+
+
+def _file_rows(store: Store, records: dict[str, list[FileEntry]], dirs: set[str]) -> list[list[str]]:
     """A listing's row of each record of each name, in one plain loop: it runs
-    100,000 times for a big store."""
+    100,000 times for a big store. `dirs` are the directories the names make."""
     redundancy = store.redundancy_of([e for entries in records.values() for e in entries])
     # most files share one Redundancy (their layout, all present): its cells are made once
     cells = {key: [r.counts, str(r)] for key, r in {id(r): r for r in redundancy.values()}.items()}
@@ -35,9 +50,24 @@ def _file_rows(store: Store, records: dict[str, list[FileEntry]]) -> list[list[s
             stored = e.status == STORED
             status = e.status + (f" ({e.reason})" if e.reason else "") + \
                 (" (older version)" if stored and e is not current else "")
+            if e.kind != FILE:
+                rows.append(_entry_row(e, status, dirs))
+                continue
+            if e.name + "/" in dirs:
+                status += f" (also a directory: {e.name}/)"
             rows.append([str(e.id), e.name, format_size(e.size), str(e.parts), status,
                          format_size(e.stored) if stored else "-", *cells[id(redundancy[e.id])]])
     return rows
+
+
+def _entry_row(e: FileEntry, status: str, dirs: set[str]) -> list[str]:
+    """The row of a directory or symlink record: no size, no parts."""
+    if e.is_dir:
+        kind = "directory" if status == STORED else f"directory, {status}"
+        return [str(e.id), e.name + "/", "-", "-", kind, "-", "-", "-"]
+    also = f" (also a directory: {e.name}/)" if e.name + "/" in dirs else ""
+    kind = f"symlink -> {e.target}" + ("" if status == STORED else f", {status}") + also
+    return [str(e.id), e.name, "-", "-", kind, "-", "-", "-"]
 
 
 def resolved(entries: list[FileEntry]) -> FileEntry | None:
@@ -52,8 +82,8 @@ def info_fields(store: Store, entry: FileEntry, manifest: Manifest | None) -> li
     """The labelled lines of `info`: size, status, parts, codec, redundancy, where, hash, when."""
     status = entry.status + (f" ({entry.reason})" if entry.reason else "")
     parts = f"{entry.parts} of {format_size(entry.chunk_size)}"
-    fields = [("name", entry.name), ("id", str(entry.id)), ("size", f"{format_size(entry.size)} ({entry.size:,} bytes)"),
-              ("status", status), ("parts", parts)]
+    fields = [("name", entry.name), ("id", str(entry.id)), *_kind_fields(entry),
+              ("size", f"{format_size(entry.size)} ({entry.size:,} bytes)"), ("status", status), ("parts", parts)]
     if manifest:
         codecs = Counter(p.codec for p in manifest.parts)
         fields += [("stored", _stored(entry, manifest)),
@@ -69,6 +99,23 @@ def info_fields(store: Store, entry: FileEntry, manifest: Manifest | None) -> li
                                          for vid, n in store.volumes_of(manifest).items()))]
     fields += [("hash", entry.hash), ("digest", entry.digest or "-"),
                ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)))]
+    return fields
+
+
+def _kind_fields(entry: FileEntry) -> list[tuple[str, str]]:
+    """What a directory or symlink record is, and the source's metadata it restores
+    (a regular file's summary stays as it was)."""
+    if entry.kind == FILE:
+        return []
+    fields = [("kind", {"dir": "directory", "symlink": "symbolic link"}[entry.kind])]
+    if entry.target:
+        fields.append(("target", entry.target))
+    if entry.mode is not None:
+        fields.append(("mode", f"{entry.mode:04o}"))
+    if entry.mtime is not None:
+        fields.append(("modified", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.mtime / 1e9))))
+    if entry.uid is not None:
+        fields.append(("owner", f"uid {entry.uid}, gid {entry.gid}"))
     return fields
 
 

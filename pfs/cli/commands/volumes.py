@@ -1,4 +1,4 @@
-"""The `volume` command: add, list, drain and remove the volumes parts are kept on."""
+"""The `volume` command: add, list, drain, undrain and remove the volumes parts are kept on."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
 
 USAGE = ("volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] [--create-bucket] | list | drain ID | "
-         "remove ID")
+         "undrain ID | remove ID")
 
 
 def cmd_volume(s: Session, a: Args) -> None:
-    """volume add PATH [--weight W] | list | drain ID | remove ID."""
+    """volume add PATH [--weight W] | list | drain ID | undrain ID | remove ID."""
     action, rest = a.positional[0].lower(), a.positional[1:]
-    wanted = {"add": 1, "list": 0, "drain": 1, "remove": 1}
+    wanted = {"add": 1, "list": 0, "drain": 1, "undrain": 1, "remove": 1}
     if action not in wanted:
         raise UsageError(f"volume: unknown action {action!r}", f"usage: {USAGE}")
     if len(rest) != wanted[action] or (a.values and action != "add"):
@@ -31,19 +31,29 @@ def cmd_volume(s: Session, a: Args) -> None:
     elif action == "list":
         s.out.table(tables.volume_table(s.store.volume_report()))
     elif action == "drain":
+        _drain(s, s.store.volume_id(rest[0]))
+    elif action == "undrain":
         vid = s.store.volume_id(rest[0])
-        s.store.start_drain(vid)
-
-        def after() -> str:
-            left = s.store.files_on(vid)
-            return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
-                else f"volume {vid} is drained: `volume remove {vid}` removes it"
-        check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
-                  set(s.store.files_on(vid)), after)
+        s.store.stop_drain(vid)
+        s.out.line(f"volume {vid} takes pieces again")
     else:
         vid = s.store.volume_id(rest[0])
         s.store.remove_volume(vid)
         s.out.line(f"removed volume {vid}")
+
+
+def _drain(s: Session, vid: int) -> None:
+    """Move every piece off the volume: those of the stored files on it, and
+    those that puts begun before the drain (in any pfs) place there, once
+    each has ended. Refused at once if it cannot finish."""
+    earlier = frozenset(s.store.start_drain(vid))
+
+    def after() -> str:
+        left = s.store.files_on(vid)
+        return f"volume {vid} still holds pieces of {len(left)} file(s): `volume drain {vid}` again" if left \
+            else f"volume {vid} is drained: `volume remove {vid}` removes it"
+    check_all(s, "heal", f"volume drain {vid}", lambda i, job: s.store.heal(i, job.advance, job.cancelled),
+              set(s.store.files_on(vid)) | earlier, after, earlier)
 
 
 def _weight(text: str) -> float:
@@ -59,6 +69,6 @@ def _weight(text: str) -> float:
 COMMANDS = [
     Command("volume", USAGE,
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
-            "move everything off one, forget an empty one", cmd_volume, 1, 2,
+            "move everything off one (undrain: take that back), forget an empty one", cmd_volume, 1, 2,
             frozenset({"--create-bucket"}), frozenset({"--weight", "--endpoint"})),
 ]

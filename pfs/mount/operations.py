@@ -1,0 +1,346 @@
+"""The FUSE operations of a mount, path by path, over the namespace (view),
+the open nodes (handles), the verified reads (reading) and the write-back
+cache (staging). Every pfs failure becomes an errno here; anything unexpected
+is logged with its traceback and is EIO."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
+from pfs.mount import namespace_ops
+from pfs.mount.handles import Node, Table
+from pfs.mount.reading import PartCache
+from pfs.mount.staging import WriteBack
+from pfs.mount.view import Namespace, name_of
+from pfs.registry import DIR, SYMLINK, FileEntry
+from pfs.store.context import part_memory
+from pfs.store.facade import Store
+
+log = logging.getLogger("pfs")
+
+_ERRNO = ((NotFoundError, errno.ENOENT), (StoreLockedError, errno.EBUSY), (IntegrityError, errno.EIO),
+          (OutOfSpaceError, errno.ENOSPC), (UsageError, errno.EINVAL))
+
+
+def as_errno(op):
+    """Run a FUSE operation, pfs's failures as the errno a program expects."""
+    @functools.wraps(op)
+    def run(self, *args):
+        try:
+            return op(self, *args)
+        except OSError:
+            raise
+        except PfsError as exc:
+            code = next((code for kind, code in _ERRNO if isinstance(exc, kind)), errno.EIO)
+            if not isinstance(exc, IntegrityError):  # already logged, once per part
+                log.warning("mount: %s %s: %s", op.__name__, args[:1], exc)
+            raise OSError(code, str(exc)) from None
+        except Exception:
+            log.exception("mount: %s %s failed", op.__name__, args[:1])
+            raise OSError(errno.EIO, "unexpected failure (see the log)") from None
+    return run
+
+
+def _mode(entry: FileEntry | None, default: int = 0o644) -> int:
+    return entry.mode if entry is not None and entry.mode is not None else default
+
+
+def _caller() -> tuple[int, int]:
+    """The uid and gid of the process that made the request."""
+    from mfusepy import fuse_get_context
+
+    uid, gid, _ = fuse_get_context()
+    return uid, gid
+
+
+class Operations:
+    """What the kernel asks of the mount (mfusepy calls these, paths absolute)."""
+
+    use_ns = True  # times in nanoseconds
+
+    def __init__(self, store: Store, write_back: WriteBack, on_mounted=lambda: None) -> None:
+        self.store, self.write_back = store, write_back
+        self.ns = Namespace(store)
+        self.table = Table()
+        # the shared part cache is a quarter of --max-memory, taken from the same budget as the pool's parts
+        need = part_memory(store.settings.chunk_size, store.layout)
+        self._cache_bytes = max(0, min(store.max_memory // 4, store.max_memory - need))
+        store.engine.governor.acquire(self._cache_bytes)
+        self.cache = PartCache(self._cache_bytes)
+        self.ahead = ThreadPoolExecutor(2, thread_name_prefix="pfs-read-ahead")
+        self._on_mounted = on_mounted
+        self._opened: dict[str, int] = {}  # name -> id of the file last opened, for the kernel's page cache
+        self._started = time.time_ns()
+
+    # -- life --------------------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        self._on_mounted()
+
+    def destroy(self, path: str) -> None:
+        """At unmount: anything still open is stored as it is, then closed."""
+        with self.table.lock:
+            for node in list(self.table.by_name.values()):
+                try:
+                    node.store_staged(self.store, self.cache, self.ahead)
+                except PfsError as exc:
+                    log.warning("mount: %s was not stored at unmount: %s", node.name, exc)
+                node.close()
+        self.ahead.shutdown(wait=True)
+        self.cache.clear()
+        self.store.engine.governor.release(self._cache_bytes)
+
+    # -- attributes ---------------------------------------------------------------
+
+    @as_errno
+    def getattr(self, path: str | None, fh=None) -> dict:
+        if fh is not None:
+            return self._file_attrs(self.table.node(fh.fh))
+        name = name_of(path)
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            if node is not None:
+                return self._file_attrs(node)
+        entry = self.ns.entry(name)
+        if entry is not None:
+            return self._entry_attrs(entry)
+        if self.ns.is_dir(name):
+            return self._attrs(stat.S_IFDIR | 0o755, 0, self._started, links=2)
+        raise OSError(errno.ENOENT, path)
+
+    def _entry_attrs(self, entry: FileEntry) -> dict:
+        mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
+        owner = (entry.uid, entry.gid)
+        if entry.kind == DIR:
+            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, mtime, owner, links=2)
+        if entry.kind == SYMLINK:
+            return self._attrs(stat.S_IFLNK | 0o777, len(os.fsencode(entry.target)), mtime, owner)
+        return self._attrs(stat.S_IFREG | _mode(entry), entry.size, mtime, owner)
+
+    def _file_attrs(self, node: Node) -> dict:
+        owner = node.owner or ((node.entry.uid, node.entry.gid) if node.entry is not None else (None, None))
+        if node.staged is not None:
+            st = node.staged.stat()
+            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns, owner)
+        entry = node.entry
+        mtime = entry.mtime if entry is not None and entry.mtime is not None else self._started
+        return self._attrs(stat.S_IFREG | _mode(entry), node.size(), mtime, owner)
+
+    def _attrs(self, mode: int, size: int, mtime_ns: int, owner: tuple = (None, None), links: int = 1) -> dict:
+        uid, gid = owner
+        return {"st_mode": mode, "st_size": size, "st_nlink": links,
+                "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
+                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns,
+                "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+
+    @as_errno
+    def readlink(self, path: str) -> str:
+        entry = self.ns.entry(name_of(path))
+        if entry is None or entry.kind != SYMLINK:
+            raise OSError(errno.EINVAL if entry is not None or self.ns.is_dir(name_of(path)) else errno.ENOENT, path)
+        return entry.target
+
+    @as_errno
+    def readdir(self, path: str, fh) -> list[str]:
+        name = name_of(path)
+        if self.ns.file(name) is not None:
+            raise OSError(errno.ENOTDIR, path)
+        if not self.ns.is_dir(name):
+            raise OSError(errno.ENOENT, path)
+        files, dirs = self.ns.children(name)
+        with self.table.lock:
+            prefix = name + "/" if name else ""
+            new = [n[len(prefix):] for n in self.table.by_name
+                   if n.startswith(prefix) and "/" not in n[len(prefix):]]
+        return [".", "..", *sorted(set(files) | set(new)), *dirs]
+
+    @as_errno
+    def statfs(self, path: str) -> dict:
+        """Sizes from the volumes: free is what they have free, used what the store's files take."""
+        block = 4096
+        free = 0
+        for vid in self.store.volset.writable():
+            free += self.store.volset.volume(vid).free() or 0
+        used = sum(e.stored for e in self.store.files.all())
+        return {"f_bsize": block, "f_frsize": block, "f_blocks": (free + used) // block, "f_bfree": free // block,
+                "f_bavail": free // block, "f_files": 1 << 32, "f_ffree": 1 << 31, "f_namemax": 255}
+
+    # -- files ---------------------------------------------------------------------
+
+    @as_errno
+    def open(self, path: str, fi) -> int:
+        name = name_of(path)
+        writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            if node is None:
+                entry = self.ns.file(name)
+                if entry is None:
+                    raise OSError(errno.EISDIR if self.ns.is_dir(name) else errno.ENOENT, path)
+                node = Node(name)
+                node.hold(self.store, entry, self.cache, self.ahead)
+            if node.entry is not None and not writing and node.staged is None:
+                fi.keep_cache = int(self._opened.get(name) == node.entry.id)  # unchanged: keep the page cache
+                self._opened[name] = node.entry.id
+            if writing:
+                staged = node.staging(self.write_back, _mode(node.entry))
+                if fi.flags & os.O_TRUNC:
+                    staged.truncate(0)
+            fi.fh = self.table.open(node, writing)
+        return 0
+
+    @as_errno
+    def create(self, path: str, mode: int, fi) -> int:
+        name = name_of(path)
+        with self.table.lock:
+            exists = name in self.table.by_name or self.ns.file(name) is not None
+            if exists and fi.flags & os.O_EXCL:
+                raise OSError(errno.EEXIST, path)
+            if exists:
+                fi.flags |= os.O_TRUNC
+                return self.open(path, fi)
+            if self.ns.is_dir(name):
+                raise OSError(errno.EISDIR, path)
+            self.ns.check_parent(name)
+            node = Node(name)
+            node.owner = _caller()
+            node.staging(self.write_back, stat.S_IMODE(mode)).dirty = True  # stored at close, even empty
+            fi.fh = self.table.open(node, writing=True)
+        return 0
+
+    @as_errno
+    def read(self, path: str | None, size: int, offset: int, fh) -> bytes:
+        return self.table.node(fh.fh).read(size, offset)
+
+    @as_errno
+    def write(self, path: str | None, data: bytes, offset: int, fh) -> int:
+        node = self.table.node(fh.fh)
+        with node.staged.lock:
+            return node.fill().write(data, offset)
+
+    @as_errno
+    def chmod(self, path: str | None, mode: int) -> None:
+        self._set(path, lambda staged: staged.chmod(mode), mode=stat.S_IMODE(mode))
+
+    @as_errno
+    def chown(self, path: str | None, uid: int, gid: int) -> None:
+        attrs = self.getattr(path)
+        owner = (attrs["st_uid"] if uid == -1 else uid, attrs["st_gid"] if gid == -1 else gid)
+        self._set(path, None, owner=owner)
+
+    @as_errno
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> None:
+        mtime = times[1] if times is not None else time.time_ns()
+        self._set(path, lambda staged: staged.utime((mtime, mtime)), mtime=mtime)
+
+    def _set(self, path: str, on_staged, mode: int | None = None, mtime: int | None = None,
+             owner: tuple[int, int] | None = None) -> None:
+        """chmod, chown, utimens: on a file being written, kept with its staged
+        bytes (recorded when it is stored); otherwise recorded at once, data untouched."""
+        name = name_of(path)
+        with self.table.lock:
+            node = self.table.by_name.get(name)
+            if node is not None and node.staged is not None and node.writers:
+                if owner is not None:
+                    node.owner = owner
+                if on_staged is not None:
+                    on_staged(node.staged)
+                return
+            entry = self.ns.entry(name)
+            if entry is None:
+                if not self.ns.is_dir(name):
+                    raise OSError(errno.ENOENT, path)
+                self.ns.keep_dir(name)
+                entry = self.ns.entry(name)
+            fields = {"mode": mode, "mtime": mtime, "uid": owner and owner[0], "gid": owner and owner[1]}
+            self.ns.change(entry, **{k: v for k, v in fields.items() if v is not None})
+
+    @as_errno
+    def truncate(self, path: str | None, length: int, fh=None) -> None:
+        if fh is not None:
+            node = self.table.node(fh.fh)
+        else:
+            name = name_of(path)
+            with self.table.lock:
+                node = self.table.by_name.get(name)
+            if node is None:
+                return self._truncate_closed(name, length)
+        staged = node.staging(self.write_back, _mode(node.entry))
+        with staged.lock:
+            (staged.truncate(0) if length == 0 else node.fill().truncate(length))
+        if not node.writers:  # else the writer's close stores it
+            node.store_staged(self.store, self.cache, self.ahead)
+
+    def _truncate_closed(self, name: str, length: int) -> None:
+        """truncate(2) of a file nobody has open: staged, cut and stored again."""
+        entry = self.ns.file(name)
+        if entry is None:
+            raise OSError(errno.EISDIR if self.ns.is_dir(name) else errno.ENOENT, name)
+        if entry.size == length:
+            return
+        node = Node(name)
+        try:
+            node.hold(self.store, entry, self.cache, self.ahead)
+            staged = node.staging(self.write_back, _mode(entry))
+            (staged.truncate(0) if length == 0 else node.fill().truncate(length))
+            node.store_staged(self.store, self.cache, self.ahead)
+        finally:
+            node.close()
+
+    @as_errno
+    def flush(self, path: str | None, fh) -> None:
+        """close(): the file is stored whole before close returns (close-to-open consistency)."""
+        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+
+    @as_errno
+    def fsync(self, path: str | None, datasync: int, fh) -> None:
+        """Stored whole, and durable, on return (a put's parts and record are synced)."""
+        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+
+    @as_errno
+    def release(self, path: str | None, fh) -> None:
+        with self.table.lock:
+            node = self.table.release(fh.fh)
+        if node is None:
+            return
+        hidden = node.entry.id if node.hidden_as and node.entry is not None else None
+        node.close()
+        if hidden is not None:
+            namespace_ops.delete_quietly(self.store, hidden)
+
+    # -- names -----------------------------------------------------------------------
+
+    @as_errno
+    def unlink(self, path: str) -> None:
+        namespace_ops.unlink(self, name_of(path))
+
+    @as_errno
+    def mkdir(self, path: str, mode: int) -> None:
+        namespace_ops.mkdir(self, name_of(path), stat.S_IMODE(mode), _caller())
+
+    @as_errno
+    def symlink(self, path: str, target: str) -> None:
+        namespace_ops.symlink(self, name_of(path), target, _caller())
+
+    @as_errno
+    def rmdir(self, path: str) -> None:
+        namespace_ops.rmdir(self, name_of(path))
+
+    @as_errno
+    def rename(self, old: str, new: str) -> None:
+        namespace_ops.rename(self, name_of(old), name_of(new))
+
+    @as_errno
+    def link(self, target: str, source: str) -> None:
+        raise OSError(errno.EPERM, "pfs has no hard links")
+
+    @as_errno
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        raise OSError(errno.EPERM, "pfs stores regular files and directories only")
