@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_stderr, env, error_lines, make_file
+from helpers import assert_clean_stderr, env, error_lines, make_file
 
 MARKER = "Zq7MarkerSecret"
 ROLE = "pfs_secret_role"

@@ -15,7 +15,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-from dataclasses import replace
 
 import pytest
 
@@ -24,6 +23,7 @@ from fsspec.implementations.local import LocalFileSystem  # noqa: E402
 from hypothesis import HealthCheck, assume, settings, strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
 
+from helpers import edit_records  # noqa: E402
 from pfs.library.fs import PfsFileSystem  # noqa: E402
 
 DIRS = ["d", "d/e", "k"]
@@ -298,13 +298,18 @@ def test_a_file_whose_block_raised_is_committed_with_the_transaction(pfs_fs):
     assert pfs_fs.cat(pfs_fs.find("tx")) == {"tx/a": b"a", "tx/b": b"half", "tx/c": b"c"}
 
 
-def test_a_name_that_is_also_a_file_is_listed_whole(pfs_fs):
-    """A store made before names were paths may hold `a` and `a/b`: every
-    listing reaches both, and rm -r removes both."""
-    pfs_fs.pipe({"old/a": b"file", "old/tmp/b": b"under", "old/tmp/c/d": b"deeper"})
-    core = pfs_fs.store.core
-    for name in ("old/tmp/b", "old/tmp/c/d"):  # as an old store holds them
-        core.files.save(replace(core.files.current(name), name=name.replace("old/tmp/", "old/a/")))
+def test_a_name_that_is_also_a_file_is_listed_whole(tmp_path):
+    """A store made before names were paths may hold `a` and `a/b` (its
+    records are edited so, as pfs no longer records them): every listing
+    reaches both, and rm -r removes both."""
+    store = tmp_path / "store"
+    made = PfsFileSystem(store=str(store), workers=1, skip_instance_cache=True)
+    made.pipe({"old/a": b"file", "old/tmp/b": b"under", "old/tmp/c/d": b"deeper"})
+    ids = {name: made.info(name)["id"] for name in ("old/tmp/b", "old/tmp/c/d")}
+    made.store.close()
+    for name, file_id in ids.items():
+        assert edit_records(store, file_id, lambda rec, n=name: rec.update(name=n.replace("old/tmp/", "old/a/")))
+    pfs_fs = PfsFileSystem(store=str(store), workers=1, skip_instance_cache=True)
     everything = ["old/a", "old/a/b", "old/a/c/d"]
     assert pfs_fs.find("old") == everything
     assert sorted(pfs_fs.ls("old/a", detail=False)) == ["old/a", "old/a/b", "old/a/c"]
@@ -314,3 +319,4 @@ def test_a_name_that_is_also_a_file_is_listed_whole(pfs_fs):
     assert pfs_fs.find("old/a") == everything
     pfs_fs.rm("old/a", recursive=True)
     assert pfs_fs.find("old") == [] and not pfs_fs.store.list("old", recursive=True)
+    pfs_fs.store.close()

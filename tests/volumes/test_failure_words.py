@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHUNK, assert_clean_stderr, env, error_lines, make_file
+from helpers import CHUNK, assert_clean_stderr, env, error_lines, make_file
 
 pytest.importorskip("boto3", reason="S3 volumes need boto3")
 
