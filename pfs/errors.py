@@ -75,6 +75,10 @@ class WorkerError(PfsError):
     """A pool worker died or failed while processing a part."""
 
 
+class ResourceError(PfsError):
+    """The system refused a thread or a process (a pids or process limit)."""
+
+
 def advice_for(exc: OSError) -> str:
     """What a user can do about an operating-system error, where there is something."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

@@ -47,6 +47,7 @@ def install() -> None:
     quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     threading.Thread(target=_watch, name="pfs-signals", daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the entry point's first line (see main)
 
 
 def main_thread_only() -> None:
@@ -78,7 +79,14 @@ def start_resource_tracker() -> None:
     before that thread starts the forkserver."""
     from multiprocessing import resource_tracker
 
-    resource_tracker.ensure_running()
+    from pfs import threads
+    from pfs.errors import ResourceError
+
+    try:
+        resource_tracker.ensure_running()
+    except OSError as exc:  # its process could not be started
+        raise ResourceError(f"cannot start multiprocessing's resource tracker: {exc.strerror or exc}",
+                            threads.ADVICE) from exc
 
 
 def abandoning(describe: Callable[[], str]) -> None:

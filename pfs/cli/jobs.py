@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pfs.errors import Cancelled, NotFoundError
+from pfs import threads
+from pfs.errors import Cancelled, NotFoundError, ResourceError
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Job:
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    as_json: bool = False  # its end is told as a JSON object (the command had --json)
 
     def advance(self, nbytes: int) -> None:
         self.done += nbytes
@@ -58,10 +60,11 @@ class JobManager:
         self._last_on_file: dict[int, Job] = {}
         self._next_id = 1
 
-    def start(self, kind: str, file_id: int, name: str, total: int, work: Callable[[Job], object]) -> Job:
+    def start(self, kind: str, file_id: int, name: str, total: int, work: Callable[[Job], object],
+              as_json: bool = False) -> Job:
         """Run work(job) in a new thread once earlier jobs on the same file are done."""
         with self._lock:
-            job = Job(self._next_id, kind, file_id, name, total)
+            job = Job(self._next_id, kind, file_id, name, total, as_json=as_json)
             self._next_id += 1
             before = self._last_on_file.get(file_id)
             self._last_on_file[file_id] = job
@@ -88,8 +91,23 @@ class JobManager:
                             del self._last_on_file[file_id]
                     job.finished.set()
 
-        threading.Thread(target=run, name=f"pfs-{kind}-{file_id}").start()
+        try:
+            threads.start(threading.Thread(target=run, name=f"pfs-{kind}-{file_id}"), f"the {kind} of {name}")
+        except ResourceError:
+            self._unregister(job, before)
+            raise
         return job
+
+    def _unregister(self, job: Job, before: Job | None) -> None:
+        """Forget a job whose thread could not start: nothing waits for it for ever."""
+        with self._lock:
+            del self._jobs[job.id]
+            if self._last_on_file.get(job.file_id) is job:
+                if before is not None and not before.finished.is_set():
+                    self._last_on_file[job.file_id] = before
+                else:
+                    del self._last_on_file[job.file_id]
+        job.finished.set()
 
     def find(self, job_id: int) -> Job:
         """The running job with this number."""

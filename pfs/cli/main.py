@@ -3,7 +3,14 @@ terminal), script mode (stdin is piped) or one command given on the command line
 
 from __future__ import annotations
 
-from pfs.cli import interrupts
+import _signal  # the built-in module behind signal: imported in microseconds, where signal takes a millisecond
+
+# The first thing pfs does: hold the signals it handles (a Ctrl-C while the
+# handling is still being imported would be a KeyboardInterrupt traceback)
+# until interrupts.install takes them, a held one included, as one line.
+_signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP})
+
+from pfs.cli import interrupts  # noqa: E402
 
 interrupts.install()  # before the slower imports: a Ctrl-C from here on is one line, not a traceback
 
@@ -15,6 +22,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pfs import __version__  # noqa: E402
@@ -40,6 +48,24 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {message} (see pfs --help)\n")
         raise SystemExit(2)
+
+    def format_help(self) -> str:
+        """The help, ending with the commands as the command table has them (so
+        it cannot go stale); the table is imported only when help is asked for."""
+        self.epilog = command_summary()
+        return super().format_help()
+
+
+def command_summary() -> str:
+    """One line per command of the session, then repair (see commands.help)."""
+    from pfs.cli.commands.help import REPAIR, aliases_of
+    from pfs.cli.commands.table import ALIASES, COMMANDS
+
+    usages = [c.usage + aliases_of(c.name, ALIASES) for c in COMMANDS.values()]
+    return "\n".join(["commands (typed in the shell, piped as a script, or given as COMMAND; "
+                      "`pfs help COMMAND` says more):", *(f"  {u}" for u in usages), f"  {REPAIR[0]}   {REPAIR[1]}",
+                      "  pfs --store DIR mount MOUNTPOINT   (from the system shell) the store as a directory "
+                      "(FUSE)"])
 
 
 def _size(text: str) -> int:
@@ -96,12 +122,9 @@ def default_store() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pfs", description="A parallel chunked file store with an interactive shell. "
-                "With no COMMAND, reads commands from the terminal (a shell) or from piped stdin (a script).",
-                epilog="commands: put PATH | get ID [DEST] [--force] [--salvage] | delete ID | list | info ID | "
-                       "verify ID|--all | key add|list|remove ID | jobs | wait | help [COMMAND] | exit; "
-                       "and `pfs --store DIR repair` rebuilds damaged metadata, "
-                       "`pfs --store DIR mount MOUNTPOINT` mounts the store (see docs/mount.md)")
+    p = _Parser(prog="pfs", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="A parallel chunked file store with an interactive shell.\nWith no COMMAND, reads "
+                "commands from the terminal (a shell) or from piped stdin (a script).")
     p.add_argument("--store", metavar="DIR", help="store directory, or a PostgreSQL database shared by many machines: "
                    "postgresql://USER@HOST:PORT/DB (default: $PFS_STORE, else the user data dir)")
     p.add_argument("--data", metavar="DIR", help="where a PostgreSQL store keeps its part data "
@@ -231,6 +254,16 @@ def _log_to(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    threading.excepthook = _log_thread_failure
+
+
+def _log_thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies of an exception (one of the pool's own, refused a
+    thread it needed) leaves its traceback in the log, not on the screen; what
+    it was for fails as one `error:` line of its own."""
+    if args.exc_type is not SystemExit:
+        log.error("thread %s died", args.thread.name if args.thread else "?",
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _report_repair(report) -> int:

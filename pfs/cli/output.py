@@ -7,11 +7,12 @@ knows about colour and layout.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -50,8 +51,7 @@ class PlainOutput:
                 self._lose(stream, errno.EBADF)
                 return
             try:
-                stream.write(text + "\n")
-                stream.flush()
+                _write_all(stream, text + "\n")
             except OSError as exc:
                 self._lose(stream, exc.errno or errno.EIO)
             except ValueError:  # closed
@@ -85,8 +85,49 @@ class PlainOutput:
     def error(self, text: str) -> None:
         self._write(self._err or sys.stderr, f"error: {text}")
 
+    def write_bytes(self, chunks: Iterable[bytes | memoryview]) -> None:
+        """Write bytes to stdout as they come, with no line of another job in
+        between; stops taking chunks once stdout is lost (a reader that left)."""
+        with self._lock:
+            stream = self._stdout()
+            for chunk in chunks:
+                if self.lost is not None:
+                    return
+                try:
+                    _write_all(stream, chunk)
+                except OSError as exc:
+                    self._lose(stream, exc.errno or errno.EIO)
+                except ValueError:  # closed
+                    self._lose(stream, errno.EBADF)
+
     def table(self, table: Table) -> None:
         self._write(self._stdout(), "\n".join(aligned(table)))
+
+    def json(self, record: object) -> None:
+        """One JSON document on one line (ASCII: any name, whatever its bytes, survives)."""
+        self.line(json.dumps(record, separators=(",", ":")))
+
+
+def _write_all(stream, data: str | bytes | memoryview) -> None:
+    """Write every byte of `data` (text encoded as the stream would). To a
+    stream with a descriptor, through the descriptor until all is out: Python's
+    buffered writer takes the short write of a pipe whose reader left
+    (`pfs list | head -1`) as done, drops the rest and never sees EPIPE, so the
+    exit status could not say the output was cut."""
+    try:
+        if hasattr(stream, "rich_proxied_file"):  # a live progress bar's: it prints above the bar
+            raise ValueError("not through the descriptor")
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO (io.UnsupportedOperation is an OSError)
+        stream.write(data)
+        stream.flush()
+        return
+    stream.flush()
+    if isinstance(data, str):
+        data = data.encode(getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict")
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def aligned(table: Table) -> list[str]:
@@ -106,6 +147,28 @@ def aligned(table: Table) -> list[str]:
 RICH_ROWS = 1000
 
 
+class _CurrentStdout:
+    """sys.stdout as it is at each write: the shell's patch_stdout, or a live
+    progress bar's proxy. (A rich Console given no file writes past a proxy of
+    rich's own, and its lines ran into the progress line.)"""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
 class RichOutput(PlainOutput):
     """Colour and boxed tables for the interactive shell."""
 
@@ -113,7 +176,7 @@ class RichOutput(PlainOutput):
         super().__init__()
         from rich.console import Console
 
-        self._console = Console(highlight=False, soft_wrap=True)
+        self._console = Console(file=_CurrentStdout(), highlight=False, soft_wrap=True)
 
     def line(self, text: str) -> None:
         self._console.print(text, markup=False)

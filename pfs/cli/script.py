@@ -36,7 +36,7 @@ def run_script(store: Store, lines: Iterable[str]) -> int:
 def run_one(store: Store, tokens: list[str]) -> int:
     """Run one command given on the command line and wait for it, with a
     progress bar when stdout is a terminal."""
-    session = Session(store, PlainOutput())
+    session = Session(store, PlainOutput(), stdin_free=True)
     interrupts.abandoning(session.abandoned)
     try:
         session.execute_tokens(tokens)

@@ -18,13 +18,13 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from pfs import __version__
 from pfs.cli import interrupts
 from pfs.cli.commands import ALIASES, COMMANDS, TOPICS, ExitShell, Session
-from pfs.errors import printable
 from pfs.cli.output import RichOutput
+from pfs.errors import PfsError, printable
 from pfs.store.facade import Store
 from pfs.units import format_rate
 
-#: Commands whose first argument is a file id.
-_ID_COMMANDS = {"get", "delete", "info", "verify"}
+#: Commands whose first argument is a stored file (a name or an id).
+_FILE_COMMANDS = {"get", "delete", "info", "verify", "cat", "mv"}
 _PLAIN = re.compile(r"^[\w@%+=:,./~-]*$")
 
 
@@ -71,12 +71,17 @@ def split_partial(text: str) -> tuple[list[str], int]:
 
 
 class ShellCompleter(Completer):
-    """Completes command names, options, help topics, file ids (with their
-    names) and local paths, quoting what needs quotes."""
+    """Completes command names, options, help topics, stored names (a level of
+    directories at a time, as a path), file ids (with their names) and local
+    paths, quoting what needs quotes."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.paths = PathCompleter(expanduser=True)
+
+    def _stored(self, typed: str, replace: int, files: bool) -> Iterable[Completion]:
+        for name, what in _stored_names(self.store, typed, files):
+            yield Completion(quote(name), replace, display=printable(name), display_meta=what)
 
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -94,16 +99,32 @@ class ShellCompleter(Completer):
         if current.startswith("-"):
             yield from (Completion(f, replace) for f in sorted(command.flags) if f.startswith(current))
             return
-        position = len([w for w in words[1:-1] if not w.startswith("--")])  # which positional argument
+        position = len([w for w in words[1:-1] if w == "-" or not w.startswith("-")])  # which positional argument
         if name == "help" and position == 0:
             topics = sorted({*COMMANDS, *ALIASES, *TOPICS})
             yield from (Completion(t, replace) for t in topics if t.startswith(current.lower()))
-        elif name in _ID_COMMANDS and position == 0:
-            yield from (Completion(str(e.id), replace, display_meta=printable(f"{e.name} ({e.status})"))
-                        for e in self.store.list() if str(e.id).startswith(current))
+        elif name in _FILE_COMMANDS and position == 0:
+            yield from self._stored(current, replace, files=True)
+            if current.isdigit() or not current:
+                yield from (Completion(str(e.id), replace, display_meta=printable(f"{e.name} ({e.status})"))
+                            for e in self.store.list() if str(e.id).startswith(current))
+        elif name == "list" and position == 0:
+            yield from self._stored(current, replace, files=False)
         elif (name == "put" and position == 0) or (name == "get" and position == 1):
             for c in self.paths.get_completions(Document(current), event):
                 yield Completion(quote(current + c.text), replace, display=c.display)
+
+
+def _stored_names(store: Store, typed: str, files: bool) -> list[tuple[str, str]]:
+    """The stored names (and, ending in /, directories) one level below what is
+    typed that begin with it, with what each is: like a path completer's."""
+    directory = typed[:typed.rfind("/") + 1]
+    try:
+        found, dirs = store.under(directory)
+    except PfsError:  # not a name (yet): nothing to offer
+        return []
+    shown = [(d, "directory") for d in dirs] + ([(n, "file") for n in found] if files else [])
+    return [(n, what) for n, what in shown if n.startswith(typed)]
 
 
 def toolbar_text(jobs: list, width: int) -> str:
@@ -168,7 +189,7 @@ def run_shell(store: Store) -> int:
         interrupts.abandoning(session.abandoned)
         warn = lambda text: session.out.line(f"warning: {text}")  # noqa: E731
         count = len(store.list())
-        session.out.line(f"pfs {__version__}: store {store.root.absolute()}, {count} file{'s' * (count != 1)}; "
+        session.out.line(f"pfs {__version__}: store {store.description}, {count} file{'s' * (count != 1)}; "
                          "type help for commands, Ctrl-D to leave")
         prompt = PromptSession("pfs> ", history=_history(store, warn), completer=ShellCompleter(store),
                                auto_suggest=AutoSuggestFromHistory(), bottom_toolbar=toolbar(session),
@@ -189,6 +210,7 @@ def run_shell(store: Store) -> int:
                                  "(jobs shows them)")
             except ExitShell:
                 break
+    session.forget_failures()  # each was said as it happened; the status is that of what is waited for now
     if session.jobs.running():
         session.out.line("waiting for running jobs to finish (Ctrl-C abandons them)...")
     return session.finish(live=True)

@@ -142,9 +142,18 @@ class Pool:
                 started = [self.executor.submit(worker.meet, folder, workers, START_TIMEOUT) for _ in range(workers)]
             except OSError as exc:
                 raise WorkerError(f"the worker pool cannot be started: {exc.strerror or exc}", advice) from exc
-            done, late = wait(started, START_TIMEOUT + 5)
-            if late or any(f.exception() is not None for f in done):
+            deadline = time.monotonic() + START_TIMEOUT + 5
+            while (late := wait(started, 0.1).not_done) and time.monotonic() < deadline:
+                if not self._manager_alive():  # it died starting a thread or a process: nothing will come
+                    break
+            if late or any(f.exception() is not None for f in started):
                 raise WorkerError("the worker pool cannot be started", advice)
+
+    def _manager_alive(self) -> bool:
+        """Whether the executor's manager thread (which starts the workers and
+        hands them tasks) still runs; a limit on threads can kill it at birth."""
+        manager = getattr(self.executor, "_executor_manager_thread", None)
+        return manager is None or manager.is_alive()
 
     def submit(self, fn: Callable, args: tuple) -> Future:
         return self.executor.submit(fn, *args)

@@ -35,7 +35,10 @@ def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
     soon as pfs itself is gone, so no worker outlives a pfs killed with -9."""
     keyring.receive(keys or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
+    try:
+        threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
+    except RuntimeError:  # no thread for the watch (a pids limit): this worker cannot run safely,
+        os._exit(1)       # and pfs says so once ("the worker pool cannot be started"), with no traceback here
 
 
 def _exit_with(pid: int) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from dataclasses import replace
 
+from pfs import threads
 from pfs.engine import worker
 from pfs.errors import PfsError
 from pfs.registry import FileEntry
@@ -56,7 +57,7 @@ class _Feeder:
         self.cancel = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pfs-writer", daemon=True)
-        self._thread.start()
+        threads.start(self._thread, f"the writer of {entry.name}")
 
     def put(self, item: tuple[int, str, int] | None) -> None:
         """Queue a spooled part (None: no more), waiting while the spool is full;
@@ -115,12 +116,17 @@ class Writer(io.RawIOBase):
         self._store, self._keep, self.autocommit = store, keep, autocommit
         self._handled = sys.exc_info()[1]  # an exception handled around the writing is no failure of it
         self._entry = store.begin_write(name)
-        self.name = self._entry.name
+        self.id, self.name = self._entry.id, self._entry.name
         self._chunk = self._entry.chunk_size
         self._buffer = bytearray()
         self._parts = 0
         self._size = 0
-        self._feeder = _Feeder(store, self._entry)
+        try:
+            self._feeder = _Feeder(store, self._entry)
+        except BaseException:  # no thread to feed the pool: nothing of the file stays
+            store.abandon(self._entry)
+            super().close()
+            raise
         self._written: tuple[FileEntry, list, list] | None = None  # closed, not yet committed
         self.stored: FileEntry | None = None
 

@@ -42,7 +42,7 @@ from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pfs import extras, redact
+from pfs import extras, redact, threads
 from pfs.errors import DamagedError, StoreError, StoreLockedError
 from pfs.registry.database_errors import database_failure
 from pfs.registry.base import FileTable, PartTable, SessionTable
@@ -668,7 +668,7 @@ class DatabaseSessions(SessionTable):
         db.on_session_lost = self._register
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="pfs-heartbeat", daemon=True)
-        self._beat.start()
+        threads.start(self._beat, "the session's heartbeat")
 
     def _register(self) -> None:
         """Start a new session: its lock first (the row never shows without it),

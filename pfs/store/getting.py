@@ -18,7 +18,7 @@ from pfs.failures import unreadable
 from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking, Findings
 from pfs.store.context import Context, Progress, no_progress
-from pfs.store.paths import file_kind, proc_path, safe_name, user_path
+from pfs.store.paths import check_link_destination, file_kind, proc_path, safe_name, user_path
 
 
 class Output:
@@ -115,6 +115,8 @@ class Getting:
             raise DestinationError(f"cannot use {target}: {exc.strerror}", advice_for(exc)) from None
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             raise DestinationError(f"{target} is {file_kind(mode)}", "get writes only regular files")
+        if stat.S_ISLNK(mode):
+            check_link_destination(target)
         if not force:
             raise DestinationError(f"{target} already exists", "use --force to overwrite it")
         return target

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from pfs.errors import UsageError
+from pfs.errors import DestinationError, UsageError
 from pfs.registry import FileEntry
 
 
@@ -31,6 +31,30 @@ def file_kind(mode: int) -> str:
     kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
              stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISLNK: "a symbolic link"}
     return next((word for test, word in kinds.items() if test(mode)), "not a regular file")
+
+
+def check_link_destination(link: Path) -> None:
+    """A get may replace a symbolic link (with --force, the link itself, never what
+    it points to) only where it points to a regular file, and not through a
+    process's descriptor (/dev/stdout is a link to /proc/self/fd/1, whatever that
+    is): replacing it would silently change what the name is."""
+    path = str(link)
+    for _ in range(40):  # the kernel's own bound on a chain of links
+        try:
+            path = os.path.join(os.path.dirname(path), os.readlink(path))
+        except OSError:  # the end of the chain
+            break
+        if os.path.abspath(path).startswith("/proc/"):
+            raise DestinationError(f"{link} is a symbolic link to an open file descriptor ({path})",
+                                   "`get NAME -` writes to standard output")
+    try:
+        mode = os.stat(link).st_mode
+    except OSError:
+        raise DestinationError(f"{link} is a symbolic link to nothing that exists",
+                               "remove the link, or give another destination") from None
+    if not stat.S_ISREG(mode):
+        raise DestinationError(f"{link} is a symbolic link to {file_kind(mode)}",
+                               "get replaces only regular files (`get NAME -` writes to standard output)")
 
 
 def safe_name(entry: FileEntry) -> str:

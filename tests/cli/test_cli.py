@@ -139,7 +139,7 @@ BAD_COMMANDS = [
     ("put adir", ["adir", "is a directory"]),
     ("get one", ["no file named one"]),
     ("delete 1x", ["no file named 1x"]),
-    ("info -1", ["no file named -1"]),
+    ("info -1", ["unknown option '-1'", "typed ./-1 or after --"]),
     ("verify ./1", ["no file named 1"]),  # ./ makes it a name, not the id 1
     ("get 99", ["no file with id 99"]),
     ("delete 99", ["no file with id 99"]),
@@ -742,7 +742,8 @@ def test_get_says_when_it_starts_and_help_shows_aliases_and_repair(pfs):
     r = pfs.run("put a.bin\nget 1 out.bin\nhelp\nhelp repair\nhelp quit\n")
     assert r.returncode == 0, r.stderr
     assert "[1] restoring a.bin (192.0 KiB, 3 parts)\n" in r.stdout, r.stdout
-    for usage in ("exit (also: quit)", "list [PREFIX] [-r|--recursive] (also: ls)", "delete NAME|ID | delete -r PREFIX (also: rm)", "pfs --store DIR repair"):
+    for usage in ("exit (also: quit)", "list [PREFIX] [-r|--recursive] [--json] (also: ls)",
+                  "delete NAME|ID | delete -r PREFIX (also: rm)", "pfs --store DIR repair"):
         assert usage in r.stdout, (usage, r.stdout)
     assert "Rebuilds damaged metadata" in r.stdout and "lost+found" in r.stdout
     r = pfs.run("repair\n")

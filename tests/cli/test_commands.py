@@ -129,10 +129,13 @@ def test_double_dash_makes_the_rest_positional():
     usage_error(parse, ["put", "--", "a", "b", "c"])
 
 
-def test_single_dash_words_are_arguments():
+def test_single_dash_words_are_options_and_dash_alone_is_an_argument():
     command, args = parse(["put", "-"])
     assert args.positional == ["-"]
-    command, args = parse(["put", "-f"])
+    for tokens in (["put", "-f"], ["list", "-l"], ["get", "1", "-x"]):
+        with pytest.raises(UsageError, match=f"unknown option '{tokens[-1]}'.*typed ./{tokens[-1]} or after --"):
+            parse(tokens)
+    command, args = parse(["put", "--", "-f"])
     assert args.positional == ["-f"]
 
 

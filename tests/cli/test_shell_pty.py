@@ -177,7 +177,7 @@ def test_completer_directly():
         return [c.text for c in ShellCompleter(None).get_completions(Document(text), CompleteEvent())]
 
     assert complete("verify --a") == ["--all"]
-    assert complete("get 1 out --") == ["--force", "--recursive", "--salvage"]
+    assert complete("get 1 out --") == ["--force", "--json", "--recursive", "--salvage"]
     assert complete("help q") == ["quit"]
     assert complete("he") == ["heal", "help"] and complete("hel") == ["help"]
     assert complete("frob --f") == []

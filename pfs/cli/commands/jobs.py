@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pfs.cli import interrupts
-from pfs.cli.commands import tables
-from pfs.cli.commands import trees
+from pfs.cli.commands import records, tables, trees
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import UsageError, printable
 
@@ -20,10 +19,12 @@ CANCEL_OUTCOME = {"put": ": rolled back", "get": ": nothing written", "verify": 
 
 def cmd_jobs(s: Session, a: Args) -> None:
     jobs = s.jobs.running()
-    if not jobs:
+    if "--json" in a.flags:
+        s.out.json([records.job_record(j) for j in jobs])
+    elif not jobs:
         s.out.line("no jobs running")
-        return
-    s.out.table(tables.jobs_table(jobs))
+    else:
+        s.out.table(tables.jobs_table(jobs))
 
 
 def cmd_cancel(s: Session, a: Args) -> None:
@@ -52,7 +53,8 @@ def cmd_wait(s: Session, a: Args) -> None:
 
 
 COMMANDS = [
-    Command("jobs", "jobs", "show running operations with their progress", cmd_jobs),
+    Command("jobs", "jobs [--json]", "show running operations with their progress", cmd_jobs,
+            flags=frozenset({"--json"})),
     Command("wait", "wait", "wait until every running operation has finished", cmd_wait),
     Command("cancel", "cancel JOB | all", "stop a running operation (JOB as `jobs` shows): a put is rolled back, "
             "a get writes nothing; a delete always finishes", cmd_cancel, 1, 1),

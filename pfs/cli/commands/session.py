@@ -12,15 +12,17 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pfs import failures
+from pfs import failures, names
 from pfs.cli import interrupts
+from pfs.cli.commands import records
 from pfs.cli.commands.check import Skipped, VerifyTally
 from pfs.cli.commands.jobs import CANCEL_OUTCOME
 from pfs.cli.commands.syntax import ExitShell, split
 from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
-from pfs.errors import Cancelled, IntegrityError, PfsError, UsageError, describe, printable
+from pfs.errors import Cancelled, IntegrityError, NotFoundError, PfsError, UsageError, describe, printable
+from pfs.registry import FileEntry
 from pfs.registry.usage import on_disk
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
@@ -35,9 +37,10 @@ HEALED_SHOWN = 3
 class Session:
     """Runs command lines against one open store; counts what failed."""
 
-    def __init__(self, store: Store, out: PlainOutput) -> None:
+    def __init__(self, store: Store, out: PlainOutput, stdin_free: bool = False) -> None:
         self.store = store
         self.out = out
+        self.stdin_free = stdin_free  # standard input is not where the commands come from: `put -` may read it
         self.commands, self.aliases = COMMANDS, ALIASES
         self.failures = 0
         self._lock = threading.Lock()
@@ -78,31 +81,66 @@ class Session:
             show_progress(self.jobs.running)
         elif announce:
             for job in self.jobs.running():
-                self.out.line(f"[{job.file_id}] waiting for {job.kind} of {printable(job.name)} to finish")
+                if not job.as_json:  # a --json command's output stays JSON, line by line
+                    self.out.line(f"[{job.file_id}] waiting for {job.kind} of {printable(job.name)} to finish")
         self.jobs.wait_all()
         if self.out.lost == errno.EPIPE:
             return 141
         return 1 if self.failures or self.out.lost else 0
 
-    def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object]) -> Job:
+    def resolve(self, ref: str) -> FileEntry:
+        """The file a command's argument names: an id, or a name. A name whose put
+        runs in this session names that put's file, so that the command waits for
+        it as it would for an id; a name with no stored file names its last record
+        (a failed put), so that `info` shows why and `delete` removes it."""
+        if names.is_id(ref):
+            return self.store.entry(int(ref))
+        name = names.check(ref)
+        putting = [j for j in self.jobs.running() if j.kind == "put" and j.name == name]
+        if putting:
+            return self.store.entry(putting[-1].file_id)
+        try:
+            return self.store.resolve(ref)  # as typed: ./1 is the name 1, where 1 alone would be an id
+        except NotFoundError:
+            records = self.store.files.named(name)
+            if not records:
+                raise
+            return records[-1]
+
+    def forget_failures(self) -> None:
+        """Count failures afresh from now on: an interactive shell reported each
+        as it happened, and its exit status is that of the jobs it waits for as
+        it leaves, not of a typo an hour earlier."""
+        with self._lock:
+            self.failures = 0
+
+    def start(self, kind: str, file_id: int, name: str, size: int, work: Callable[[Job], object],
+              as_json: bool = False) -> Job:
         """Start a background job; signals stay with the main thread (see interrupts)."""
         interrupts.start_resource_tracker()
 
         def run(job: Job) -> object:
             interrupts.main_thread_only()
             return work(job)
-        return self.jobs.start(kind, file_id, name, size, run)
+        return self.jobs.start(kind, file_id, name, size, run, as_json)
 
-    def start_on_file(self, kind: str, file_id: int, work: Callable[[Job], object]) -> None:
+    def start_on_file(self, kind: str, file_id: int, work: Callable[[Job], object], as_json: bool = False) -> None:
         """Start a job on an existing file, after any job already running on it."""
         entry = self.store.entry(file_id)
-        self.start(kind, file_id, entry.name, entry.size, work)
+        self.start(kind, file_id, entry.name, entry.size, work, as_json)
 
     def start_counted(self, tally: VerifyTally, entry, work: Callable[[Job], object], kind: str = "verify") -> None:
         """Start a verify (or heal) job that counts towards `tally`."""
         with self._lock:  # registered before the job can finish and look for it
-            job = self.start(kind, entry.id, entry.name, entry.size, work)
+            job = self.start(kind, entry.id, entry.name, entry.size, work, tally.as_json)
             self.verify_tallies[job.id] = tally
+
+    def event(self, as_json: bool, line: str, **record: object) -> None:
+        """Say what happened: the line, or (--json) the record as a JSON object."""
+        if as_json:
+            self.out.json(record)
+        else:
+            self.out.line(line)
 
     def abandoned(self) -> str:
         """What stopping now would abandon, for the line a signal prints."""
@@ -138,7 +176,8 @@ class Session:
         name = printable(job.name)
         context = f"{job.kind} {job.file_id} ({name})"
         if isinstance(job.error, Cancelled):
-            self.out.line(f"[{job.file_id}] {job.kind} of {name} cancelled{CANCEL_OUTCOME[job.kind]}")
+            self.event(job.as_json, f"[{job.file_id}] {job.kind} of {name} cancelled{CANCEL_OUTCOME[job.kind]}",
+                       event="cancelled", kind=job.kind, id=job.file_id, name=job.name)
             self._tally(job)
             return
         if job.error is not None:
@@ -148,7 +187,10 @@ class Session:
                     self.out.error(printable(f"{context}: {line}"))
             self._tally(job)
             return
-        took = f"{job.elapsed:.1f} s, {format_rate(job.total, job.elapsed)}"
+        if job.as_json:
+            self._finished_as_json(job)
+            return
+        took = f"{job.elapsed:.1f} s, {format_rate(job.total or job.done, job.elapsed)}"
         if isinstance(job.result, str):  # a tree's summary line (see commands.trees)
             self.out.line(job.result)
         elif job.kind == "put":
@@ -171,6 +213,17 @@ class Session:
             else:
                 self._report_findings(job, context)
             self._tally(job)
+
+    def _finished_as_json(self, job: Job) -> None:
+        """A job's end as one JSON object; what it found counts as a failure as its lines would."""
+        if isinstance(job.result, Skipped):
+            self.out.json({"event": "skipped", "id": job.file_id, "name": job.name, "reason": job.result.reason})
+        else:
+            self.out.json(records.finished(job))
+            found = job.result[1] if job.kind == "get" else job.result
+            if job.kind in ("get", "verify", "heal") and (found.damage or found.bad and job.kind != "get"):
+                self._count_failure()
+        self._tally(job)
 
     def _report_findings(self, job: Job, context: str) -> None:
         """What a verify or heal found: what it healed (one line), damaged parts and
@@ -206,4 +259,4 @@ class Session:
         with self._lock:
             tally = self.verify_tallies.pop(job.id, None)
         if tally is not None and tally.add(job):
-            self.out.line(tally.summary())
+            tally.report(self.out)

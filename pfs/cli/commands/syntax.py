@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pfs.errors import UsageError
-from pfs.registry import FileEntry
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
-    from pfs.store.facade import Store
 
 
 class ExitShell(Exception):
@@ -26,10 +24,6 @@ class Args:
     positional: list[str]
     flags: frozenset[str]
     values: dict[str, str] = field(default_factory=dict)  # options that take a value
-
-    def file(self, store: Store, index: int = 0) -> FileEntry:
-        """The file an argument names: an id (all digits) or a stored name."""
-        return store.resolve(self.positional[index])
 
     def get(self, index: int) -> str | None:
         return self.positional[index] if index < len(self.positional) else None
@@ -81,7 +75,7 @@ def parse_args(command: Command, rest: list[str]) -> Args:
     for token in tokens:
         if not literal and token in command.short:
             flags.add(command.short[token])
-        elif literal or not token.startswith("--"):
+        elif literal or token == "-" or not token.startswith("-"):  # `-` is standard input or output
             positional.append(token)
         elif token == "--":
             literal = True
@@ -91,6 +85,9 @@ def parse_args(command: Command, rest: list[str]) -> Args:
             values[token] = next(tokens, None)
             if values[token] is None:
                 raise UsageError(f"{command.name}: {token} needs a value", f"usage: {command.usage}")
+        elif not token.startswith("--"):
+            raise UsageError(f"{command.name}: unknown option {token!r}",
+                             f"usage: {command.usage}; a name that starts with - is typed ./{token} or after --")
         else:
             raise UsageError(f"{command.name}: unknown option {token!r}", f"usage: {command.usage}")
     if not command.min_args <= len(positional) <= command.max_args:

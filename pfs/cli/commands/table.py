@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pfs.cli.commands import check, files, help, jobs, keys, trees, volumes
+from pfs.cli.commands import check, files, help, jobs, keys, streams, trees, volumes
 from pfs.cli.commands.syntax import Args, Command, parse_args
 from pfs.errors import UsageError
 
-COMMANDS: dict[str, Command] = {c.name: c for group in (files, trees, check, volumes, keys, jobs, help)
+COMMANDS: dict[str, Command] = {c.name: c for group in (files, trees, streams, check, volumes, keys, jobs, help)
                                 for c in group.COMMANDS}
 ALIASES = {"quit": "exit", "ls": "list", "rm": "delete"}
 

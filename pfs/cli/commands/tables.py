@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from operator import itemgetter
 
+from pfs.cli.commands.records import directory_record, file_record
 from pfs.cli.output import Table
 from pfs.registry import FILE, STORED, FileEntry, Manifest
 from pfs.store.facade import Store
@@ -35,6 +36,17 @@ def _directories_among(names: list[str]) -> set[str]:
         if i < len(names) and names[i].startswith(name + "/"):
             made.add(name + "/")
     return made
+
+
+def listing_records(store: Store, names: list[str], dirs: list[str]) -> list[dict]:
+    """`list --json`: each subdirectory, then every record of each name, sorted by name."""
+    entries = store.files.named_each(names)
+    redundancy = store.redundancy_of([e for records in entries.values() for e in records])
+    rows = [directory_record(d) for d in dirs]
+    for records in entries.values():
+        current = resolved(records)
+        rows += [file_record(e, redundancy[e.id], e is current) for e in records]
+    return sorted(rows, key=itemgetter("name"))
 
 
 def _file_rows(store: Store, records: dict[str, list[FileEntry]], dirs: set[str]) -> list[list[str]]:

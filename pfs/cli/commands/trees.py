@@ -69,10 +69,11 @@ def cmd_delete_tree(s: Session, a: Args) -> None:
 
 
 def is_directory_move(s: Session, old: str, new: str) -> bool:
-    """Whether `mv OLD NEW` renames a directory: either ends in `/`, or OLD is no file but holds names."""
-    if old.endswith("/") or new.endswith("/"):
+    """Whether `mv OLD NEW` renames a directory: OLD ends in `/`, or is no file but
+    holds names (`mv FILE DIR/` moves a file into DIR instead, as put FILE DIR/ does)."""
+    if old.endswith("/"):
         return True
-    name = names.check(old.strip("/"))
+    name = names.check(old)
     return s.store.files.current(name) is None and s.store.files.under(name + "/") != ([], [])
 
 
