@@ -22,7 +22,8 @@ def cmd_volume(s: Session, a: Args) -> None:
     wanted = {"add": 1, "list": 0, "drain": 1, "undrain": 1, "remove": 1}
     if action not in wanted:
         raise UsageError(f"volume: unknown action {action!r}", f"usage: {USAGE}")
-    if len(rest) != wanted[action] or (a.values and action != "add") or (a.flags and action != "list"):
+    allowed = {"list": {"--json"}, "add": {"--create-bucket"}}.get(action, set())
+    if len(rest) != wanted[action] or (a.values and action != "add") or not a.flags <= allowed:
         raise UsageError(f"volume {action}: wrong arguments", f"usage: {USAGE}")
     if action == "add":
         config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""),
