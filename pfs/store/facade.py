@@ -32,6 +32,7 @@ from pfs.units import format_size
 from pfs.volumes.redundancy import Layout
 from pfs.volumes.volset import VolumeConfig
 
+
 def _shared(name: str) -> property:
     """A read-only view of the open store's shared state (see Context)."""
     return property(lambda self: getattr(self.ctx, name), doc=f"The store's {name} (see Context).")
