@@ -5,7 +5,6 @@ once per worker), a result is a hash, a size and where the pieces went."""
 
 import json
 import os
-import select
 import signal
 import threading
 import time
@@ -15,6 +14,7 @@ from pfs import codec
 from pfs.crypto import keyring
 from pfs.engine.buffers import (OPENED, STORED, read_at as _read_at, release, view as _view,
                                 whole_blocks as _whole_blocks, write_output as _write_output)
+from pfs.engine import watch
 from pfs.engine.sealing import Sealing
 from pfs.volumes import redundancy
 from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
@@ -31,29 +31,9 @@ def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
     keyring.receive(keys or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
+        threading.Thread(target=watch.exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
     except RuntimeError:  # no thread for the watch (a pids limit): this worker cannot run safely,
         os._exit(1)       # and pfs says so once ("the worker pool cannot be started"), with no traceback here
-
-
-def _exit_with(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-        select.select([fd], [], [])  # readable once the process has exited
-    except (AttributeError, OSError):  # no pidfd (not Linux): poll
-        while _alive(pid):
-            time.sleep(1)
-    os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _volume(desc: dict) -> Volume:
