@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 _API = {"open": "pfs.library.api", "Store": "pfs.library.api", "FileInfo": "pfs.library.api",
         "PfsError": "pfs.errors", "NotFoundError": "pfs.errors", "UsageError": "pfs.errors",
         "IntegrityError": "pfs.errors", "StoreError": "pfs.errors", "DamagedError": "pfs.errors",
-        "StoreLockedError": "pfs.errors", "DestinationError": "pfs.errors", "Cancelled": "pfs.errors"}
+        "StoreLockedError": "pfs.errors", "DestinationError": "pfs.errors", "Cancelled": "pfs.errors",
+        "MissingDependencyError": "pfs.errors"}
 __all__ = ["__version__", *_API]
 
 

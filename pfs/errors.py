@@ -4,6 +4,8 @@ a short message and, where there is one, advice on what to do."""
 import errno
 from concurrent.futures import BrokenExecutor
 
+from pfs.redact import scrub
+
 
 def printable(text: str) -> str:
     """Text safe to show on one terminal line: control characters (newlines,
@@ -15,6 +17,7 @@ class PfsError(Exception):
     """A failure the user can understand and act on; shown as one line."""
 
     def __init__(self, message: str, advice: str = "") -> None:
+        message, advice = scrub(message), scrub(advice)  # whatever a library's error quoted
         super().__init__(message)
         self.message = message
         self.advice = advice
@@ -25,6 +28,15 @@ class PfsError(Exception):
 
 class UsageError(PfsError):
     """A command or option was given wrongly."""
+
+
+class MissingDependencyError(UsageError, ImportError):
+    """An optional package pfs needs for what was asked is not installed (an
+    ImportError too, for code that catches those)."""
+
+    def __init__(self, message: str, advice: str = "", name: str | None = None) -> None:
+        super().__init__(message, advice)
+        self.name = name
 
 
 class NotFoundError(PfsError):
@@ -96,6 +108,14 @@ class VolumeUnavailableError(VolumeError):
     """The volume cannot be used at all: not mounted, unreachable, credentials refused, no bucket."""
 
 
+class BucketMissingError(VolumeUnavailableError):
+    """The S3 bucket a volume names does not exist."""
+
+
+class MissingBackendError(VolumeUnavailableError, MissingDependencyError):
+    """A kind of volume whose package is not installed: unusable as any unreachable volume is."""
+
+
 class OutOfSpaceError(VolumeError):
     """The volume has no room left for the part."""
 
@@ -110,11 +130,11 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, PfsError):
         return exc.message
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        return scrub(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     if isinstance(exc, BrokenExecutor):  # the worker pool's BrokenProcessPool
         return "a worker process died"
     if isinstance(exc, MemoryError):
         return "out of memory"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "interrupted"
-    return str(exc) or "an unexpected failure"
+    return scrub(str(exc)) or "an unexpected failure"  # a library's words may quote a secret

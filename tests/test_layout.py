@@ -15,7 +15,7 @@ PFS = Path(__file__).resolve().parent.parent / "pfs"
 #: Top to bottom. `__main__` is `python -m pfs`; `pfs` is the package itself
 #: (`import pfs`), which imports its API only by name, on first use.
 LAYERS = [{"__main__"}, {"cli"}, {"mount"}, {"library"}, {"store"}, {"engine"}, {"volumes"}, {"crypto"}, {"registry"},
-          {"codec", "units", "names"}, {"errors", "pfs"}]
+          {"codec", "units", "names", "extras", "failures", "threads"}, {"errors", "pfs"}, {"install", "redact"}]
 LEVEL = {room: level for level, rooms in enumerate(LAYERS) for room in rooms}
 
 

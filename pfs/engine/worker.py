@@ -158,6 +158,7 @@ class PartCheck:
     heal: bool = False  # rewrite a damaged piece in place
     moves: dict[int, list[Target]] = field(default_factory=dict)  # piece -> where it must go instead
     sealed_for: str = ""  # the store whose key seals its pieces (none: they are plain)
+    absent: dict[int, str] = field(default_factory=dict)  # volume of a piece not read -> why it is missing
 
 
 @dataclass
@@ -198,14 +199,15 @@ def check_part(job: PartCheck) -> PartVerdict:
                 continue
             except VolumeError as exc:
                 problem += f"; cannot be rewritten ({exc.message})"
-        verdict.bad.append(f"{names[j]}: {problem}")
+        verdict.bad.append(type(problem)(f"{names[j]}: {problem}"))  # an Unreachable one stays so
     taken = set(volumes)
     for j, targets in job.moves.items():
         try:
             volumes[j] = place([pieces[j]], [keys[j]], [t for t in targets if t[0] not in taken])[0]
         except PfsError as exc:
-            verdict.bad.append(f"{names[j]}: {problems.get(j, 'its volume does not keep it')}; "
-                               f"cannot be moved ({exc.message})")
+            why = problems.get(j) or (_absent(job, volumes[j]) if job.pieces[j][1] is None else
+                                      Unreachable("its volume does not keep it"))
+            verdict.bad.append(type(why)(f"{names[j]}: {why}; cannot be moved ({exc.message})"))
             continue
         taken.add(volumes[j])
         _volume(dict(targets)[volumes[j]]).flush([keys[j]])
@@ -263,7 +265,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
         if good is not None and not job.every:
             break
         if desc is None:
-            problems[j] = "its volume is missing"
+            problems[j] = _absent(job, vid)
             continue
         into = _view(_whole_blocks(at_rest + 1), STORED) if reuse and good is None else None
         data, problem = _read_piece(desc, keys[j], at_rest, into)
@@ -286,7 +288,7 @@ def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> b
         if len(good) >= job.layout.needed and not job.every:
             break
         if desc is None:
-            problems[j] = "its volume is missing"
+            problems[j] = _absent(job, vid)
             continue
         recorded = job.shards[j]
         data, problem = _read_piece(desc, keys[j], sealing.size(recorded["size"]))
@@ -325,7 +327,7 @@ def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None)
     except PartDamagedError:
         return b"", "part path is not a regular file"
     except VolumeError as exc:
-        return b"", exc.message
+        return b"", Unreachable(str(exc))
     if len(data) != size:
         return b"", f"part file is {len(data) if len(data) <= size else 'more than ' + str(size)} bytes, expected {size}"
     return data, None
@@ -351,19 +353,34 @@ def _decoded(job: PartCheck, payload, into: memoryview | None = None,
     return data, None
 
 
+class Unreachable(str):
+    """A problem that is no damage: the piece could not be reached (its volume
+    missing, its server down or refusing), and may be read once it is back."""
+
+
+def _absent(job: PartCheck, vid: int) -> Unreachable:
+    return Unreachable(job.absent.get(vid) or f"volume {vid} is missing")
+
+
 def _summary(job: PartCheck, problems: dict[int, str]) -> str:
-    """Why a part cannot be read: its one piece's problem, or each piece's."""
+    """Why a part cannot be read: its one piece's problem, or each piece's;
+    Unreachable if the pieces that are not damaged would do, once reached."""
     if len(job.pieces) == 1:
         return problems[0]
     kind = "shard" if job.layout.ec else "copy"
-    return f"too few good {'shards' if job.layout.ec else 'copies'}: " + \
+    text = f"too few good {'shards' if job.layout.ec else 'copies'}: " + \
         "; ".join(f"{kind} {j}: {p}" for j, p in sorted(problems.items()))
+    damaged = sum(not isinstance(p, Unreachable) for p in problems.values())
+    if len(job.pieces) - damaged < job.layout.needed:
+        return text
+    reasons = {p for p in problems.values() if isinstance(p, Unreachable)}
+    return Unreachable(reasons.pop() if len(reasons) == 1 and not damaged else text)
 
 
-def volume_status(desc: dict) -> str:
-    """A volume's status (Volume.status), looked at from a worker, where its
+def volume_status(desc: dict) -> tuple[str, str]:
+    """A volume's status and why it is missing (Volume.diagnose), looked at from a worker, where its
     client is at hand (see VolumeSet.prober)."""
-    return _volume(desc).status()
+    return _volume(desc).diagnose()
 
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:

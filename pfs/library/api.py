@@ -31,6 +31,7 @@ from pfs.crypto.opening import StoreKeys
 from pfs.crypto.passwords import Passwords
 from pfs.names import is_id
 from pfs.registry import STORED, FileEntry
+from pfs.registry.postgres import is_database
 from pfs.store.checking import Damage
 from pfs.store.facade import Store as _Core
 from pfs.store.opening import default_root
@@ -115,7 +116,10 @@ class Store:
                  password_file: str | os.PathLike | None = None) -> None:
         overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec), ("copies", copies), ("ec", ec))
                      if v is not None}
-        root = Path(path).expanduser() if path is not None else default_root()
+        if path is not None and is_database(os.fspath(path)):
+            root: Path | str = os.fspath(path)  # a PostgreSQL URI, not a directory named like one
+        else:
+            root = Path(path).expanduser() if path is not None else default_root()
         keys = StoreKeys(Passwords(password_file and os.fspath(password_file), interactive=False), encrypt)
         self.core = _Core(root, overrides, workers, max_memory, keys=keys)
         self.root = self.core.root
@@ -175,7 +179,8 @@ class Store:
         names, dirs = self.core.under(prefix, recursive)
         files = [FileInfo.of(e) for e in map(self.core.files.current, names) if e is not None]
         recorded = {f.name for f in files}
-        return sorted(files + [FileInfo(d) for d in dirs if d not in recorded], key=lambda i: i.name)
+        dirs = [d for d in dirs if d not in recorded and self._holds_a_stored_file(d)]  # not only files in writing
+        return sorted(files + [FileInfo(d) for d in dirs], key=lambda i: i.name)
 
     def put_tree(self, source: str | os.PathLike, prefix: str | None = None) -> TreeResult:
         """Store the directory `source` and everything under it as PREFIX/...
@@ -209,6 +214,10 @@ class Store:
         tally = trees.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
                                report=problems.append)
         return TreeResult.of(tally, problems)
+
+    def _holds_a_stored_file(self, directory: str) -> bool:
+        names, _ = self.core.under(directory, recursive=True)
+        return any(self.core.files.current(name) is not None for name in names)
 
     def verify(self, ref: Ref) -> list[Damage]:
         """Check every part of a stored file; returns the damage found (none: [])."""

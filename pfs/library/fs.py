@@ -14,8 +14,16 @@ from __future__ import annotations
 import contextlib
 import shutil
 from datetime import datetime, timezone
+from glob import has_magic
 
-from fsspec import AbstractFileSystem
+from pfs import extras
+
+try:
+    from fsspec import AbstractFileSystem
+except ModuleNotFoundError as exc:
+    if not (exc.name or "").startswith("fsspec"):
+        raise
+    raise extras.missing("fsspec", "pfs:// URLs (fsspec)") from None
 
 from pfs.library import api
 from pfs.errors import NotFoundError, UsageError
@@ -67,15 +75,16 @@ class PfsFileSystem(AbstractFileSystem):
             return None
 
     def ls(self, path: str, detail: bool = True, **kwargs):
+        """A file lists as itself, a directory as what is in it; a name that is
+        both (a store made before names were paths may hold `a` and `a/b`)
+        lists as both, so that walk, find, glob and rm -r reach everything."""
         path = self._strip_protocol(path)
         found = self._current(path)
-        if found is not None:
-            entries = [self._file_info(found)]
-        else:
-            with _as_os_errors(path):
-                entries = [self._file_info(i) for i in self.store.list(path)]
-            if not entries and path:
-                raise FileNotFoundError(path)
+        entries = [self._file_info(found)] if found is not None else []
+        with _as_os_errors(path):
+            entries += [self._file_info(i) for i in self.store.list(path)]
+        if not entries and path:
+            raise FileNotFoundError(path)
         return entries if detail else [e["name"] for e in entries]
 
     def info(self, path: str, **kwargs) -> dict:
@@ -96,6 +105,8 @@ class PfsFileSystem(AbstractFileSystem):
             mode = "wb"
         if mode not in ("rb", "wb"):
             raise NotImplementedError(f"pfs files open as 'rb', 'wb' or 'xb', not {mode!r}")
+        if self._current(path) is None and self.isdir(path):
+            raise IsADirectoryError(path)
         with _as_os_errors(path):
             if mode == "rb":
                 return self.store.open(self._name(path))
@@ -109,25 +120,45 @@ class PfsFileSystem(AbstractFileSystem):
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
         if self.isdir(path1):
             return  # directories are implied by the names copied into them
-        with self.open(path1, "rb") as src, self.open(path2, "wb") as dst:
+        if path1 == path2 and self.isfile(path1):
+            raise shutil.SameFileError(f"{path1!r} and {path2!r} are the same file")
+        # a copy is made at once, inside a transaction too, as fsspec's own filesystems copy
+        with self.open(path1, "rb") as src, self.open(path2, "wb", autocommit=True) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 
     def mv(self, path1, path2, recursive: bool = False, maxdepth=None, **kwargs) -> None:
-        """A file is renamed without moving its data; anything else is copied, then removed."""
-        if isinstance(path1, str) and isinstance(path2, str) and self.isfile(path1):
-            path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
-            if self.isdir(path2) or kwargs.get("trailing_slash"):
-                path2 = f"{path2}/{path1.rsplit('/', 1)[-1]}"
-            if path1 != path2:
-                self.store.mv(self._name(path1), path2)
-            return
+        """A file is renamed without moving its data; anything else is copied, then
+        removed. As LocalFileSystem: nothing there is FileNotFoundError, a directory
+        moves whole (recursive or not), and one moved into itself is refused (its
+        copy would be removed with it)."""
+        if isinstance(path1, str) and isinstance(path2, str):
+            source, dest = self._strip_protocol(path1), self._strip_protocol(path2)
+            if self.isfile(source):
+                if self.isdir(dest) or kwargs.get("trailing_slash"):
+                    dest = f"{dest}/{source.rsplit('/', 1)[-1]}"
+                    if dest != source and self.isfile(dest):  # into a directory: never over a file, as shutil.move
+                        raise shutil.Error(f"Destination path {dest!r} already exists")
+                if source != dest:
+                    self.store.mv(self._name(source), dest)
+                return
+            if source != dest and dest.startswith(source + "/" if source else ""):
+                raise shutil.Error(f"Cannot move a directory {source!r} into itself {dest!r}.")
+            if not has_magic(source) and not self.exists(source):
+                raise FileNotFoundError(source)
+            recursive = recursive or not has_magic(source)  # a directory moves whole, as shutil.move moves it
         super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
     def rm(self, path, recursive: bool = False, maxdepth=None) -> None:
-        """Remove the files a path expands to; a directory goes away with the last name under it."""
+        """Remove the files a path expands to; a directory goes away with the last
+        name under it. As LocalFileSystem: nothing there is FileNotFoundError,
+        a directory without `recursive` a ValueError."""
         for p in self.expand_path(path, recursive=recursive, maxdepth=maxdepth):
             if self._current(p) is not None:
                 self.rm_file(p)
+            elif not self.isdir(p):
+                raise FileNotFoundError(p)
+            elif not recursive:
+                raise ValueError(f"Cannot delete directory {p}, set recursive=True")
 
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)

@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from pfs.engine import worker
 from pfs.errors import IntegrityError
+from pfs.failures import unreadable
 from pfs.registry import FileEntry
 from pfs.store.checking import Damage
 from pfs.store.facade import Store
@@ -44,8 +45,8 @@ class Parts:
             data, problem = worker.part_bytes(self.jobs[index])
         if problem:
             damage = Damage(e.id, e.name, p.index, p.offset, p.size, problem)
-            raise IntegrityError(f"{e.name} (file {e.id}): damaged {damage}", [damage],
-                                 f"`verify {e.id}` checks every part; `get {e.id} --salvage` restores the rest")
+            failed = unreadable([damage], f"`verify {e.id}` checks every part")
+            raise IntegrityError(f"{e.name} (file {e.id}): {failed.message}", [damage], failed.advice)
         with self._lock:
             self._cache[index] = data
             while len(self._cache) > self._cached:

@@ -104,9 +104,11 @@ class Writer(io.RawIOBase):
     is on its way out: however the writer is wrapped (a TextIOWrapper, fsspec's
     text mode or fsspec.open, a try/finally), a write that fails is abandoned,
     as is a writer dropped unclosed. With `autocommit` off (fsspec transactions)
-    close() only finishes storing the parts; commit() then makes the file
-    stored, or discard() drops it. Its calls may come from several threads: each
-    write() lands whole, one after another, as on a file opened for appending."""
+    close() only finishes storing the parts, whatever exception is on its way:
+    as with fsspec's own files, the transaction decides, by commit() (the file
+    is stored with what was written) or discard(). Its calls may come from
+    several threads: each write() lands whole, one after another, as on a file
+    opened for appending."""
 
     def __init__(self, store: Store, name: str, keep: bool = False, autocommit: bool = True) -> None:
         super().__init__()
@@ -165,7 +167,7 @@ class Writer(io.RawIOBase):
             if self.closed:
                 return
             failing = sys.exc_info()[1]
-            if failing is not None and failing is not self._handled:
+            if failing is not None and failing is not self._handled and self.autocommit:
                 self.discard()
             else:
                 self._finish()
@@ -231,12 +233,12 @@ class Writer(io.RawIOBase):
         self._store.abandon(self._entry)
 
     def __exit__(self, kind, *rest) -> None:
-        if kind is not None:
+        if kind is not None and self.autocommit:
             self.discard()
         else:
             with self._lock:
                 if not self.closed:
-                    self._finish()  # the block ended well, whatever exception is handled around it
+                    self._finish()  # the block ended well, or its transaction decides (as fsspec's files do)
 
     def __del__(self) -> None:
         if not getattr(self, "closed", True) or getattr(self, "_written", None) is not None:

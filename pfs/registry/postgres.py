@@ -42,9 +42,9 @@ from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pfs import threads
+from pfs import extras, redact, threads
 from pfs.errors import DamagedError, StoreError, StoreLockedError
-from pfs.install import install_hint
+from pfs.registry.database_errors import database_failure
 from pfs.registry.base import FileTable, PartTable, SessionTable
 from pfs.registry.names import ancestors, conflict
 from pfs.registry.records import DIR, FILE_FIELDS, HOLDING, STORED, STORING, BadRecord, FileEntry, Manifest
@@ -176,10 +176,25 @@ def is_database(location: str) -> bool:
 
 def describe(uri: str) -> str:
     """The database as a message may show it: never its password."""
-    parts = urlsplit(uri)
-    where = parts.netloc.rpartition("@")[2]
-    user = f"{unquote(parts.username)}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{where}{parts.path}"
+    return where(uri)["name"]
+
+
+def where(uri: str) -> dict[str, str]:
+    """The database's `name` as a message may show it (never its password), its
+    `host`, `database` and `user`; a URI too malformed to split (`[::1` without
+    its bracket) is shown up to its user, and libpq says what is wrong with it."""
+    redact.remember_uri_password(uri)
+    scheme, _, rest = uri.partition("://")
+    userinfo, _, location = rest.rpartition("@") if "@" in rest.split("/", 1)[0] else ("", "", rest)
+    user = unquote(userinfo.partition(":")[0])
+    host, _, path = location.partition("/")
+    database = unquote(path.split("?", 1)[0]) or user
+    try:
+        host = urlsplit(f"//{host}").netloc or "localhost"
+    except ValueError:
+        pass  # shown as written
+    return {"name": f"{scheme}://{user + '@' if user else ''}{host}/{database}", "host": host or "localhost",
+            "database": database, "user": user}
 
 
 class _ConnectionCut(StoreError):
@@ -196,7 +211,9 @@ class Database:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.name = describe(uri)
+        self.name = describe(uri)  # first: it masks the password in every message from here on
+        if not extras.installed("psycopg"):
+            raise extras.missing("psycopg", "PostgreSQL stores")
         self._lock = threading.RLock()
         self._conn = None
         self.session = ""  # set once registered: every transaction then proves it still is
@@ -223,21 +240,15 @@ class Database:
 
     def connect(self):
         """A new connection (for what must not share ours: heartbeats, holds)."""
-        try:
-            import psycopg
-        except ImportError:
-            raise StoreError("a PostgreSQL store needs the psycopg package",
-                             f"install it with `{install_hint('postgres')}`") from None
+        import psycopg
+
         try:
             return psycopg.connect(self.uri, autocommit=True, connect_timeout=10, application_name="pfs")
         except psycopg.Error as exc:
             raise self.unreachable(exc) from None
 
     def unreachable(self, exc: BaseException) -> StoreError:
-        reason = _first_line(exc) or "the connection failed"
-        return StoreError(f"cannot reach the database {self.name}: {reason}",
-                          "check that the server runs and accepts connections; nothing was changed by the "
-                          "command that failed")
+        return database_failure(exc, where(self.uri))
 
     @contextlib.contextmanager
     def transaction(self, check_session: bool = True) -> Iterator:

@@ -43,6 +43,11 @@ class Damage:
     size: int
     problem: str
 
+    @property
+    def unreachable(self) -> bool:
+        """No damage: the part's pieces could not be reached (see worker.Unreachable)."""
+        return isinstance(self.problem, worker.Unreachable)
+
     def __str__(self) -> str:
         end = self.offset + self.size - 1 if self.size else self.offset
         return f"part {self.index} bytes {self.offset}-{end}: {self.problem}"
@@ -123,7 +128,7 @@ class Checking:
                 where = f"part {p.index} bytes {p.offset}-{p.offset + p.size - 1}"
                 if v.problem:
                     found.damage.append(Damage(entry.id, entry.name, p.index, p.offset, p.size, v.problem))
-                found.bad += [f"{where}: {b}" for b in v.bad]
+                found.bad += [type(b)(f"{where}: {b}") for b in v.bad]  # an Unreachable one stays so
                 found.healed += [f"{where}: {h}" for h in v.healed]
                 if v.volumes != p.volumes():
                     moved.append((p, v.volumes))
@@ -149,8 +154,9 @@ class Checking:
                 if not self.ctx.volset.keeps(v):
                     moves[j] = [(t, self.ctx.volset.describe(t)) for t in placement.rank(keys[j], weights)
                                 if t not in volumes]
+        absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for)
+                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""

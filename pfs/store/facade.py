@@ -211,8 +211,8 @@ class Store:
     def refresh_volumes(self) -> None:
         refresh_volumes(self.ctx)
 
-    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
-        return self.volumes.add(location, weight, endpoint)
+    def add_volume(self, location: str, weight: float = 1.0, endpoint: str = "", create: bool = False) -> VolumeConfig:
+        return self.volumes.add(location, weight, endpoint, create)
 
     def volume_report(self) -> list[VolumeRow]:
         return self.volumes.report()

@@ -13,7 +13,8 @@ import uuid
 from concurrent.futures import Future, wait
 from pathlib import Path
 
-from pfs.errors import DestinationError, IntegrityError, PfsError, advice_for
+from pfs.errors import DestinationError, PfsError, advice_for
+from pfs.failures import unreadable
 from pfs.store.catalog import Catalog
 from pfs.store.checking import Checking, Findings
 from pfs.store.context import Context, Progress, no_progress
@@ -146,9 +147,7 @@ class Getting:
                     wait(flushes)
                 damage = found.damage
                 if damage and not salvage:
-                    raise IntegrityError(f"damaged {damage[0]}"
-                                         + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""),
-                                         damage, "nothing was written; `get --salvage` writes what is readable")
+                    raise unreadable(damage, "nothing was written")
                 if entry.mode is not None:
                     os.fchmod(out.fd, entry.mode)
                 if entry.mtime is not None:

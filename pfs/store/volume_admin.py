@@ -40,9 +40,9 @@ class VolumeAdmin:
     def __init__(self, ctx: Context, recovery: Recovery) -> None:
         self.ctx, self.recovery = ctx, recovery
 
-    def add(self, location: str, weight: float = 1.0, endpoint: str = "") -> VolumeConfig:
+    def add(self, location: str, weight: float = 1.0, endpoint: str = "", create: bool = False) -> VolumeConfig:
         """Claim a directory (or s3://bucket/prefix, on `endpoint` where not the
-        standard server) as a new volume of the store."""
+        standard server, its bucket first created with `create`) as a new volume of the store."""
         if "://" not in location:
             path = user_path(location).absolute()
             if self.ctx.inside_store(path):
@@ -50,7 +50,7 @@ class VolumeAdmin:
                                  "choose a directory outside the store")
             location = str(path)
         with changing_volumes(self.ctx):
-            config = self.ctx.volset.add(location, weight, endpoint, self.ctx.next_volume)
+            config = self.ctx.volset.add(location, weight, endpoint, self.ctx.next_volume, create)
             self.ctx.next_volume = config.id + 1
         return config
 

@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pfs.errors import PartDamagedError, UsageError, VolumeUnavailableError
-from pfs.install import install_hint
+from pfs import extras
+from pfs.errors import MissingBackendError, PartDamagedError, UsageError, VolumeUnavailableError
 
 #: The name of the identity marker at a volume's root.
 MARKER = "pfs-volume.json"
@@ -146,6 +146,11 @@ class Volume(ABC):
         # workers, and what a worker rebuilds is exactly what describe() promises.
         return open_volume, (self.describe(),)
 
+    def create(self) -> None:
+        """Make the place the volume lives in, where the backend can (a bucket);
+        a directory is the user's to make."""
+        raise UsageError(f"{self.url} cannot be created by pfs", "create it yourself, then add it")
+
     def write_marker(self, store_id: str, volume_id: str) -> None:
         """Claim the volume for a store: the marker names the store and the volume."""
         self._save_marker({"format": MARKER_FORMAT, "store": store_id, "volume": volume_id})
@@ -165,14 +170,21 @@ class Volume(ABC):
     def status(self) -> Status:
         """"missing" if the volume cannot be reached or its marker is absent or names
         another store or volume; "full" if free space is below the reserve."""
+        return self.diagnose()[0]
+
+    def diagnose(self) -> tuple[Status, str]:
+        """The status, and why a missing volume is missing (what reaching it
+        answered: no connection, credentials refused, no marker...)."""
         try:
             marker = self.read_marker()
-            if marker is None or not self._is_own(marker):
-                return "missing"
+            if marker is None:
+                return "missing", f"volume {self.url} has no marker (not mounted, or not this store's)"
+            if not self._is_own(marker):
+                return "missing", f"volume {self.url} belongs to another store or volume"
             free = self.free()
-        except VolumeUnavailableError:
-            return "missing"
-        return "full" if free is not None and free <= self.reserve else "online"
+        except VolumeUnavailableError as exc:
+            return "missing", str(exc)
+        return ("full" if free is not None and free <= self.reserve else "online"), ""
 
     def _is_own(self, marker: dict) -> bool:
         return (marker.get("format") == MARKER_FORMAT
@@ -209,6 +221,5 @@ def backend(scheme: str) -> type[Volume]:
         return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in packages:
-            raise VolumeUnavailableError(f"{scheme}:// volumes need the Python package {packages[0]}",
-                                         f"install it: {install_hint(scheme)}") from None
+            raise extras.missing(packages[0], f"{scheme}:// volumes", MissingBackendError) from None
         raise

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import itertools
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from pfs.errors import (OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
+from pfs import extras, redact
+from pfs.errors import (BucketMissingError, OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
                         VolumeUnavailableError)
 from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
 
@@ -52,7 +53,7 @@ _CREDENTIALS = {"InvalidAccessKeyId": "the server does not know the access key",
 _CREDENTIALS_ADVICE = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
 
 
-if importlib.util.find_spec("boto3") is None:  # boto3 itself is imported where a client is made
+if not extras.installed("boto3"):  # boto3 itself is imported where a client is made
     raise ModuleNotFoundError("No module named 'boto3'", name="boto3")
 
 _sessions: dict[tuple, object] = {}
@@ -79,12 +80,28 @@ def s3_client(timeout: float, endpoint: str | None = None):
         if (env, timeout, endpoint) not in _clients:
             if env not in _sessions:
                 _sessions[env] = boto3.session.Session()
+                _remember_secrets(_sessions[env])
             config = Config(connect_timeout=timeout, read_timeout=timeout,
                             retries={"total_max_attempts": 1},  # retried by S3Volume, within a deadline
                             # pfs checks every part against its own hash: no CRC of every body besides
                             response_checksum_validation="when_required")
             _clients[env, timeout, endpoint] = _sessions[env].client("s3", config=config, endpoint_url=endpoint)
         return _clients[env, timeout, endpoint]
+
+
+def _remember_secrets(session) -> None:
+    """Mask the session's secret key and token in every message and log line
+    (pfs.redact), wherever boto3 found them (environment, files, a profile)."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        redact.remember(os.environ.get(name))
+    try:
+        found = session.get_credentials()
+    except Exception:  # noqa: BLE001 - a profile that cannot be read fails the request, which says why
+        return
+    if found is not None:
+        frozen = found.get_frozen_credentials()
+        redact.remember(frozen.secret_key)
+        redact.remember(frozen.token)
 
 
 def _forget_if_forked() -> None:
@@ -225,6 +242,17 @@ class S3Volume(Volume):
         except PartMissingError:
             return None
 
+    def create(self) -> None:
+        """Create the bucket (in the client's region); one that is already ours will do."""
+        region = self.client.meta.region_name
+        where = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+            if region and region != "us-east-1" else {}
+        try:
+            self._call(lambda: self.client.create_bucket(Bucket=self.bucket, **where))
+        except VolumeUnavailableError as exc:
+            if "BucketAlreadyOwnedByYou" not in exc.message:
+                raise
+
     # -- helpers ---------------------------------------------------------------------
 
     def _marker_key(self) -> str:
@@ -288,6 +316,11 @@ class S3Volume(Volume):
                     _given_up.pop(endpoint, None)  # it answered
                     raise self._translate(exc, status, key) from None
                 failure = f"the server answered {status} {exc.response.get('Error', {}).get('Code', '')}".strip()
+            except aws.SSLError as exc:  # no retry mends a certificate or a protocol mismatch
+                raise VolumeUnavailableError(f"a TLS problem with the S3 server at {endpoint} for volume "
+                                             f"{self.url}: {_tls_reason(exc)}",
+                                             "check the endpoint's scheme (https:// or http://) and its "
+                                             "certificate (AWS_CA_BUNDLE)") from None
             except (aws.ConnectionError, aws.HTTPClientError, aws.IncompleteReadError) as exc:
                 failure = "no connection" if isinstance(exc, aws.ConnectionError) else "no answer in time"
             except aws.NoCredentialsError:
@@ -323,8 +356,8 @@ class S3Volume(Volume):
         if code == "InvalidRange":
             return _RangeBeyondEnd()
         if code == "NoSuchBucket":
-            return VolumeUnavailableError(f"the S3 bucket {self.bucket} does not exist",
-                                          "create it or check the volume URL")
+            return BucketMissingError(f"the S3 bucket {self.bucket} does not exist",
+                                      "check the volume URL and the endpoint, or create the bucket")
         if code == "NoSuchKey" or status == 404:
             return PartMissingError(f"part {key} is missing from volume {self.url}")
         if code in _CREDENTIALS or status == 403:
@@ -367,6 +400,14 @@ def _fill(body, buffer: memoryview) -> int:
         raise aws.IncompleteReadError(actual_bytes=done, expected_bytes=length)
     response.release_conn()
     return done
+
+
+def _tls_reason(exc: Exception) -> str:
+    """The SSL library's own reason (`wrong version number`, `certificate verify
+    failed`), without botocore's wrapping of the URL and the request."""
+    text = str(exc)
+    found = re.search(r"\[SSL[^\]]*\] ([^(]*?)(?: \(_ssl|\)|$)", text)
+    return found[1].strip() if found else text
 
 
 def _seconds(variable: str, default: float) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pfs.errors import PfsError, UsageError, VolumeError
+from pfs.errors import BucketMissingError, PfsError, UsageError, VolumeError
 from pfs.volumes.base import Volume, open_volume
 from pfs.volumes.local import LocalVolume
 
@@ -78,10 +78,11 @@ class VolumeSet:
         self.configs = {c.id: c for c in configs}
         self._open: dict[int, Volume] = {}
         self._status: dict[int, tuple[str, float]] = {}  # vid -> (status, when looked at)
+        self._why: dict[int, str] = {}  # vid -> why it is missing, when it is
         #: Where a remote volume's status is looked at, when not here: the worker
         #: pool, whose processes have the backend's client at hand (making boto3's
         #: here took 0.7 s of CPU before a get could start); status() otherwise.
-        self.prober: Callable[[Volume], str] | None = None
+        self.prober: Callable[[Volume], tuple[str, str]] | None = None
 
     # -- opening ------------------------------------------------------------------
 
@@ -128,12 +129,17 @@ class VolumeSet:
     def _look(self, vid: int) -> str:
         try:
             volume = self.volume(vid)
-            found = self.prober(volume) if self.prober and self._remote(vid) else volume.status()
-        except PfsError:
-            return MISSING
+            found, why = self.prober(volume) if self.prober and self._remote(vid) else volume.diagnose()
+        except PfsError as exc:
+            found, why = MISSING, str(exc)
+        self._why[vid] = why
         if found == MISSING:
             return MISSING
         return DRAINING if self.configs[vid].state == DRAINING else found
+
+    def why(self, vid: int) -> str:
+        """Why a missing volume is missing, as last looked at."""
+        return self._why.get(vid) or f"volume {vid} is not configured"
 
     def status(self, vid: int, ask: bool = True) -> str:
         """The volume's status, looked at if not known; without `ask`, a remote
@@ -187,9 +193,10 @@ class VolumeSet:
 
     # -- changes (the caller saves the configuration) ------------------------------------
 
-    def add(self, url: str, weight: float, endpoint: str, next_id: int) -> VolumeConfig:
-        """Claim a new volume: refused if it is in use (listed already, another
-        store's, or not empty). Its marker is written before store.json lists it."""
+    def add(self, url: str, weight: float, endpoint: str, next_id: int, create: bool = False) -> VolumeConfig:
+        """Claim a new volume (its bucket first created, with `create`): refused if it
+        is in use (listed already, another store's, or not empty). Its marker is
+        written before store.json lists it."""
         if endpoint and "://" not in url:
             raise UsageError("--endpoint is for s3:// volumes only")
         config = VolumeConfig(next_id, url, weight, ACTIVE, endpoint)
@@ -199,6 +206,8 @@ class VolumeSet:
         self.configs[config.id] = config
         try:
             volume = self.volume(config.id)
+            if create:
+                volume.create()
             marker = volume.read_marker()
             if marker is not None:
                 raise UsageError(f"{url} is already a volume (of {'this' if marker.get('store') == self.store_id else 'another'} store)",
@@ -208,7 +217,9 @@ class VolumeSet:
             volume.write_marker(self.store_id, str(config.id))
         except VolumeError as exc:
             self.forget(config.id)
-            raise UsageError(f"cannot use {url} as a volume: {exc.message}", exc.advice) from None
+            advice = f"`volume add {url} --create-bucket` creates it; or check the URL and the endpoint" \
+                if isinstance(exc, BucketMissingError) else exc.advice
+            raise UsageError(f"cannot use {url} as a volume: {exc.message}", advice) from None
         except BaseException:
             self.forget(config.id)
             raise

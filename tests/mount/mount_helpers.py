@@ -1,5 +1,6 @@
-"""A real `pfs mount` for the tests: libfuse installed by the run itself where
-it is missing (CI's machine starts without it), the mount run as a subprocess."""
+"""A real `pfs mount` for the tests, run as a subprocess, and whether FUSE can
+run here (libfuse installed by the run itself where it is missing: CI's
+machine starts without it)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from helpers import env, pfs_argv
 
@@ -30,13 +29,6 @@ def fuse_missing() -> str:
         if done.returncode != 0:
             return f"apt-get install fuse3 failed: {done.stderr.strip()[-300:]}"
     return "" if ctypes.util.find_library("fuse3") else "fuse3 installed, yet libfuse3 is not found"
-
-
-@pytest.fixture(scope="session")
-def fuse() -> None:
-    why = fuse_missing()
-    if why:
-        pytest.skip(why)
 
 
 class Mount:

@@ -14,23 +14,9 @@ from pathlib import Path
 import pytest
 
 from helpers import CHUNK, assert_clean_stderr, env, error_lines, make_file, part_path, run_pfs
-from mount_helpers import Mount, fuse, wait_for  # noqa: F401 - fuse is a fixture
+from mount_helpers import Mount, wait_for
 
 pytestmark = pytest.mark.usefixtures("fuse")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def mounted(tmp_path: Path, store: Path):
-    m = Mount(store, tmp_path / "mnt")
-    yield m
-    rc, err = m.stop()
-    assert rc == 0, err
-    assert_clean_stderr(err)
 
 
 def put(store: Path, source: Path, name: str) -> None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from helpers import CHUNK, assert_clean_stderr
-from mount_helpers import Mount, fuse  # noqa: F401 - fuse is a fixture
+from mount_helpers import Mount
 
 pytestmark = pytest.mark.usefixtures("fuse")
 

@@ -14,7 +14,7 @@ import pytest
 
 import pfs
 from helpers import assert_clean_stderr
-from mount_helpers import Mount, fuse  # noqa: F401 - fuse is a fixture
+from mount_helpers import Mount
 
 pytestmark = pytest.mark.usefixtures("fuse")
 

@@ -14,24 +14,10 @@ import pytest
 
 import pfs
 
-from helpers import CHUNK, assert_clean_stderr, make_file, parse_list, run_pfs
-from mount_helpers import Mount, fuse, wait_for  # noqa: F401 - fuse is a fixture
+from helpers import CHUNK, make_file, parse_list, run_pfs
+from mount_helpers import Mount, wait_for
 
 pytestmark = pytest.mark.usefixtures("fuse")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def mounted(tmp_path: Path, store: Path):
-    m = Mount(store, tmp_path / "mnt")
-    yield m
-    rc, err = m.stop()
-    assert rc == 0, err
-    assert_clean_stderr(err)
 
 
 def get_bytes(store: Path, name: str, tmp_path: Path) -> bytes | None:

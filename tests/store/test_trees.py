@@ -5,9 +5,13 @@ a directory, on real trees copied from the machine and on generated edge cases."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import sysconfig
 from pathlib import Path
 
-from helpers import assert_clean_stderr, error_lines
+from helpers import assert_clean_stderr, error_lines, part_path
 
 
 def test_a_put_that_would_make_a_name_both_a_file_and_a_directory_is_refused(shared):
@@ -65,15 +69,6 @@ def test_info_says_what_an_entry_is_and_its_metadata(pfs):
 
 
 # -- put -r / get -r on real trees ---------------------------------------------------
-
-import os  # noqa: E402
-import shutil  # noqa: E402
-import stat  # noqa: E402
-import sysconfig  # noqa: E402
-
-
-from helpers import part_path  # noqa: E402
-
 
 def snapshot(top: Path, owners: bool = True) -> dict[str, tuple]:
     """Everything get -r must give back: each entry's type, bytes or link target,

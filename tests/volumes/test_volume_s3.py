@@ -319,9 +319,12 @@ def test_describe_names_no_endpoint_and_no_secret(make_volume):
 def test_missing_boto3_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)
     monkeypatch.delitem(sys.modules, "pfs.volumes.s3", raising=False)
+    from pfs.errors import MissingDependencyError
+    from pfs.extras import install_hint
+
     with pytest.raises(VolumeUnavailableError, match="need the Python package boto3") as err:
         open_volume("s3://bucket/prefix")
-    assert "pip install 'pfs[s3]'" in err.value.advice
+    assert install_hint("s3") in err.value.advice and isinstance(err.value, MissingDependencyError)
 
 
 # -- a store with local and remote volumes ---------------------------------------------

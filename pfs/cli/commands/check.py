@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pfs import failures
 from pfs.cli.commands.syntax import Args, Command
 from pfs.cli.jobs import Job
 from pfs.errors import NotFoundError, ResourceError, UsageError, printable
@@ -34,9 +35,10 @@ class VerifyTally:
             outcome = "skipped"
         elif job.error is None:
             found = job.result
-            outcome = "damaged" if found.damage or found.bad else "healed" if found.healed else "verified"
+            outcome = "damaged" if failures.any_damage(found.damage, found.bad) else \
+                "unreachable" if found.damage or found.bad else "healed" if found.healed else "verified"
         else:
-            outcome = "damaged"
+            outcome = "damaged" if failures.any_damage(getattr(job.error, "damage", [None]), []) else "unreachable"
         with self.lock:
             self.counts[outcome] += 1
             self.left -= 1
@@ -53,7 +55,8 @@ class VerifyTally:
         c = self.counts
         healed = f"{c['healed']} healed, " if c["healed"] else ""
         line = (f"{self.label}: {c['verified']} {'intact' if 'heal' in self.label else 'verified'}, {healed}"
-                f"{c['damaged']} damaged, {self.skipped + c['skipped']} skipped")
+                f"{c['damaged']} damaged, " + (f"{c['unreachable']} unreachable, " if c["unreachable"] else "")
+                + f"{self.skipped + c['skipped']} skipped")
         if c["not started"]:
             line += f", {c['not started']} not checked (no job could start)"
         return line + (f"; {self.after()}" if self.after else "")

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pfs import names
+from pfs import failures, names
 from pfs.cli import interrupts
 from pfs.cli.commands import records
 from pfs.cli.commands.check import Skipped, VerifyTally
@@ -182,8 +182,9 @@ class Session:
             return
         if job.error is not None:
             self._fail(job.error, context)
-            if isinstance(job.error, IntegrityError):
-                self._report_damage(context, job.error.damage[1:], count=False)
+            if isinstance(job.error, IntegrityError):  # its line was the first cause; the others follow
+                for line in failures.shown(failures.grouped(job.error.damage), job.error.damage, context)[1:]:
+                    self.out.error(printable(f"{context}: {line}"))
             self._tally(job)
             return
         if job.as_json:
@@ -201,7 +202,8 @@ class Session:
             self.out.line(f"[{job.file_id}] restored {name} to {printable(str(path))}: {format_size(job.total)}, {took}")
             self._report_healed(job, found)
             if found.damage:
-                self.out.error(f"{context}: {len(found.damage)} damaged part(s) were zero-filled:")
+                word = "damaged" if failures.any_damage(found.damage, []) else "unreachable"
+                self.out.error(f"{context}: {len(found.damage)} {word} part(s) were zero-filled:")
                 self._report_damage(context, found.damage)
         elif job.kind == "delete":
             self.out.line(f"[{job.file_id}] deleted {name}")
@@ -229,8 +231,9 @@ class Session:
         found = job.result
         self._report_healed(job, found)
         self._report_damage(context, found.damage)
-        for bad in found.bad:
-            self.out.error(printable(f"{context}: {'not healed' if job.kind == 'heal' else 'damaged'} {bad}"))
+        word = "not healed: " if job.kind == "heal" else ""
+        for line in failures.shown(failures.grouped_pieces(found.bad), found.bad, context):
+            self.out.error(printable(f"{context}: {word}{line}"))
         if found.bad and not found.damage:
             self._count_failure()
         if not (found.damage or found.bad or found.healed):
@@ -248,8 +251,8 @@ class Session:
     def _report_damage(self, context: str, damage: list, count: bool = True) -> None:
         if count and damage:
             self._count_failure()
-        for d in damage:
-            self.out.error(printable(f"{context}: damaged {d}"))
+        for line in failures.shown(failures.grouped(damage), damage, context):
+            self.out.error(printable(f"{context}: {line}"))
 
     def _tally(self, job: Job) -> None:
         """Count a finished verify towards its `verify --all` summary, if it has one."""

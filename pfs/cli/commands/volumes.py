@@ -12,8 +12,8 @@ from pfs.errors import UsageError, printable
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
 
-USAGE = ("volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] | list [--json] | drain ID | undrain ID "
-         "| remove ID")
+USAGE = ("volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] [--create-bucket] | list [--json] | "
+         "drain ID | undrain ID | remove ID")
 
 
 def cmd_volume(s: Session, a: Args) -> None:
@@ -22,10 +22,12 @@ def cmd_volume(s: Session, a: Args) -> None:
     wanted = {"add": 1, "list": 0, "drain": 1, "undrain": 1, "remove": 1}
     if action not in wanted:
         raise UsageError(f"volume: unknown action {action!r}", f"usage: {USAGE}")
-    if len(rest) != wanted[action] or (a.values and action != "add") or (a.flags and action != "list"):
+    allowed = {"list": {"--json"}, "add": {"--create-bucket"}}.get(action, set())
+    if len(rest) != wanted[action] or (a.values and action != "add") or not a.flags <= allowed:
         raise UsageError(f"volume {action}: wrong arguments", f"usage: {USAGE}")
     if action == "add":
-        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""))
+        config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""),
+                                    "--create-bucket" in a.flags)
         s.out.line(printable(f"added volume {config.id}: {s.store.volset.location(config)}"))
     elif action == "list":
         report = s.store.volume_report()
@@ -73,6 +75,6 @@ COMMANDS = [
     Command("volume", USAGE,
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
             "move everything off one (undrain: take that back), forget an empty one", cmd_volume, 1, 2,
-            frozenset({"--json"}),
+            frozenset({"--json", "--create-bucket"}),
             options=frozenset({"--weight", "--endpoint"})),
 ]
