@@ -3,12 +3,8 @@ with pread/pwrite and its own volumes, so no part's bytes ever cross a pipe: a
 task is a few paths, numbers and volume descriptions (each volume is opened
 once per worker), a result is a hash, a size and where the pieces went."""
 
-import contextlib
-import fcntl
 import json
-import mmap
 import os
-import select
 import signal
 import threading
 import time
@@ -16,17 +12,16 @@ from dataclasses import dataclass, field
 
 from pfs import codec
 from pfs.crypto import keyring
+from pfs.engine.buffers import (OPENED, STORED, read_at as _read_at, release, view as _view,
+                                whole_blocks as _whole_blocks, write_output as _write_output)
+from pfs.engine import watch
 from pfs.engine.sealing import Sealing
 from pfs.volumes import redundancy
 from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, PartMissingError, PfsError,
                         VolumeError, VolumeUnavailableError)
 from pfs.volumes.redundancy import Layout
 from pfs.volumes import Volume, open_volume
-from pfs.volumes.local import DIRECT_ALIGN, LocalVolume, write_past_cache
-
-#: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
-_buffers: dict[str, mmap.mmap] = {}
-PART, STORED, OPENED = "part", "stored", "opened"
+from pfs.volumes.local import LocalVolume
 
 
 def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
@@ -36,66 +31,9 @@ def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
     keyring.receive(keys or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        threading.Thread(target=_exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
+        threading.Thread(target=watch.exit_with, args=(pfs_pid,), name="pfs-watch", daemon=True).start()
     except RuntimeError:  # no thread for the watch (a pids limit): this worker cannot run safely,
         os._exit(1)       # and pfs says so once ("the worker pool cannot be started"), with no traceback here
-
-
-def _exit_with(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-        select.select([fd], [], [])  # readable once the process has exited
-    except (AttributeError, OSError):  # no pidfd (not Linux): poll
-        while _alive(pid):
-            time.sleep(1)
-    os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _view(size: int, use: str = PART) -> memoryview:
-    """A reusable buffer of `size` bytes: one allocation per worker and use, not
-    per part (a fresh buffer per part faults in its pages again: 0.7 s of system
-    CPU per GiB here). It is an mmap, so it starts on a page boundary, as
-    O_DIRECT needs (see volumes.local.write_direct); the kernel's copies between
-    the page cache and a buffer 16 bytes past a page boundary, where a
-    bytearray's data starts, also cost more system CPU (AMD EPYC: 0.57 against
-    0.33 s per GiB read and written in one process). See _huge_buffer for its pages."""
-    buffer = _buffers.get(use)
-    if buffer is None or len(buffer) < size:
-        buffer = _buffers[use] = _huge_buffer(max(size, mmap.PAGESIZE))
-    return memoryview(buffer)[:size]
-
-
-def _huge_buffer(size: int) -> mmap.mmap:
-    """Private anonymous memory on huge pages where the kernel has them: every
-    O_DIRECT transfer pins the buffer's pages, one 2 MiB page instead of 512
-    small ones (a get of 1 GiB, read and written with O_DIRECT: 0.08 s less
-    system CPU here). A shared mapping (mmap's default) is shmem, which gets no
-    huge pages unless the administrator allows them."""
-    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(AttributeError, OSError):  # no MADV_HUGEPAGE here, or no huge pages at all
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    return buffer
-
-
-def _read_at(fd: int, view: memoryview, offset: int) -> int:
-    """Fill `view` from `fd` at `offset`; return how many bytes there were."""
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            break
-        done += n
-    return done
 
 
 def _volume(desc: dict) -> Volume:
@@ -126,9 +64,9 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     (its copies, or its shards) to the first volumes of `targets` that take them
     (the store flushes them next). Returns (hash, codec used, stored size, the
     volume of each piece, the shards' records)."""
-    _buffers.pop(OPENED, None)  # a get's: a put has no use for it
+    release(OPENED)  # a get's: a put has no use for it
     if not sealed_for:
-        _buffers.pop(STORED, None)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
+        release(STORED)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
     view = _view(size)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -300,18 +238,6 @@ def _read(job: PartCheck, reuse: bool = False) -> tuple[bytes | None, bytes | No
     return payload, *decoded, problems
 
 
-def _write_output(path: str, data, offset: int) -> None:
-    """pwrite a checked part into the output, one worker at a time: workers
-    writing into one file at once spin on its inode lock, which burnt more
-    system CPU than the copies themselves; waiting on flock sleeps instead."""
-    out = os.open(path, os.O_WRONLY)
-    try:
-        fcntl.flock(out, fcntl.LOCK_EX)  # released by close
-        write_past_cache(out, data, offset)
-    finally:
-        os.close(out)
-
-
 class _Pieces:
     """The pieces of a good part, made when first asked for (shards are encoded
     once, and each sealed afresh). A copy is the good copy as it was read."""
@@ -389,12 +315,6 @@ def _reading_order(pieces: list[tuple[int, dict | None]]) -> list[tuple[int, tup
 
 def _is_local(desc: dict) -> bool:
     return isinstance(_volume(desc), LocalVolume)
-
-
-def _whole_blocks(size: int) -> int:
-    """`size` rounded up to whole O_DIRECT blocks: a read into that many bytes
-    goes past the page cache to the very end of the part."""
-    return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
 def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:

@@ -19,7 +19,7 @@ def on_disk(root) -> list[FileEntry]:
 
 
 def test_every_update_is_durable_across_compactions(tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonfiles, "MIN_COMPACT_BYTES", 2048)  # compact every few dozen lines
+    monkeypatch.setattr(jsonfiles.journal, "MIN_COMPACT_BYTES", 2048)  # compact every few dozen lines
     reg = FileRegistry(tmp_path)
     compactions = 0
     for i in range(1, 150):
@@ -28,9 +28,9 @@ def test_every_update_is_durable_across_compactions(tmp_path, monkeypatch):
         if i % 3 == 0:
             updates.append(lambda: reg.remove(i))
         for update in updates:
-            before = reg._journal_bytes
+            before = reg._journal.bytes
             update()
-            compactions += reg._journal_bytes < before
+            compactions += reg._journal.bytes < before
             assert on_disk(tmp_path) == reg.all()
     reg.close()
     assert compactions > 5
@@ -38,7 +38,7 @@ def test_every_update_is_durable_across_compactions(tmp_path, monkeypatch):
 
 
 def test_a_session_folds_the_journal_it_grew_when_it_closes(tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonfiles, "MIN_COMPACT_BYTES", 1024)
+    monkeypatch.setattr(jsonfiles.journal, "MIN_COMPACT_BYTES", 1024)
     reg = FileRegistry(tmp_path)
     for _ in range(20):
         reg.save(entry(reg.new_id(), STORED))
