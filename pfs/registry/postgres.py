@@ -312,18 +312,20 @@ class Database:
             self._conn = None
 
     def settings(self) -> dict:
-        """The store's settings (empty for a new store), with its volumes."""
-        with self.transaction(check_session=False) as cur:
+        """The store's settings (empty for a new store), with its volumes: a read,
+        run again on a new connection if the server cuts it (see idempotent)."""
+        def read(cur) -> tuple[dict, list[dict]]:
             cur.execute("SELECT key, value FROM pfs_settings")
-            settings = dict(cur.fetchall())
-            volumes = self._volumes(cur)
+            return dict(cur.fetchall()), self._volumes(cur)
+        settings, volumes = self.idempotent(read)
         return {**settings, "volumes": volumes} if settings else {}
 
     def volumes(self) -> tuple[list[dict], object]:
         """The store's volumes as they are now (each as store.json lists one), and
-        the id the next one added takes: one small query."""
-        with self.transaction(check_session=False) as cur:
-            return self._volumes(cur), self._next_volume(cur)
+        the id the next one added takes: one small query, asked before every put
+        and get places or reads a piece, so a server restart that cuts it (a pfs
+        stopped mid-query) is met by asking again on a new connection."""
+        return self.idempotent(lambda cur: (self._volumes(cur), self._next_volume(cur)))
 
     @contextlib.contextmanager
     def changing_volumes(self) -> Iterator[tuple[list[dict], object, Callable[[list[dict], int], None]]]:

@@ -29,8 +29,9 @@ def test_many_operations_in_flight(pfs, tmp_path):
     lines += ["delete 2", "delete 4", "delete 6"]                      # each after its get
     lines += [f"get 3 {out / '3b'}", "delete 3"]                       # get and delete of one file
     # ids 9, 10, 11; kept: id 1 and id 8 stay reachable. Two puts of one name in flight take it in the
-    # order they end (docs/guarantees.md): 11 waits for 8 to be stored, so that it is 11 that keeps 8.
-    lines += ["put a0.bin --keep", f"get 9 {out / '9'}", "put a1.bin --keep", "delete 10",
+    # order they end (docs/guarantees.md): 9 and 11 wait for 1 and 8 to be stored, so that each keeps
+    # the one before it (a put of 1 ending after 9 would replace 9).
+    lines += ["wait", "put a0.bin --keep", f"get 9 {out / '9'}", "put a1.bin --keep", "delete 10",
               "wait", "put a7.bin --keep"]
     lines += [f"get 7 {out / '7b'}", f"get 7 {out / '7c'}", "verify --all", "exit"]
     r = pfs.run("\n".join(lines) + "\n", "--max-memory", "512K", timeout=120)
