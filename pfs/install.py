@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from importlib import metadata
 from pathlib import Path
 
 #: The distribution's name (`pfs` on PyPI is another project); the command and the import stay `pfs`.
@@ -16,6 +15,8 @@ def install_hint(extra: str) -> str:
     source run as it is): the checkout itself with that extra. In an installed
     package: the extra's own requirements, as its metadata lists them (the
     distribution is not on PyPI, so `pip install 'pfs-store[s3]'` finds nothing)."""
+    from importlib import metadata  # only when a hint is given: it costs every start-up ~15 ms
+
     source = Path(__file__).resolve().parent.parent
     if _is_checkout(source):
         return f"pip install -e {shlex.quote(f'{source}[{extra}]')}"

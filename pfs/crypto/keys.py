@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
-import socket
 import time
 
 KEY_BYTES = 32
@@ -36,7 +34,7 @@ class DataKey:
 
     @classmethod
     def new(cls) -> DataKey:
-        return cls(secrets.token_bytes(KEY_BYTES))
+        return cls(os.urandom(KEY_BYTES))
 
     def __repr__(self) -> str:
         return "DataKey(<secret>)"
@@ -44,7 +42,9 @@ class DataKey:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, DataKey) and secrets.compare_digest(self.secret, other.secret)
+        import hmac  # not on every start-up: only where keys are compared
+
+        return isinstance(other, DataKey) and hmac.compare_digest(self.secret, other.secret)
 
     def __hash__(self) -> int:
         return id(self)
@@ -77,14 +77,14 @@ def make_slot(key: DataKey, password: bytes, cost: dict | None = None, slot_id: 
               salt: bytes | None = None, nonce: bytes | None = None) -> dict:
     """A new slot holding `key` wrapped under `password`. `slot_id`, `salt` and
     `nonce` are for known-answer tests: a slot made by pfs draws them at random."""
-    slot_id = slot_id or secrets.token_hex(4)
-    kdf = {"name": "scrypt", **(cost or SCRYPT), "salt": _b64(salt or secrets.token_bytes(SALT_BYTES))}
+    slot_id = slot_id or os.urandom(4).hex()
+    kdf = {"name": "scrypt", **(cost or SCRYPT), "salt": _b64(salt or os.urandom(SALT_BYTES))}
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     nonce = nonce or os.urandom(12)
     wrapped = AESGCM(_wrapping_key(password, kdf)).encrypt(nonce, key.secret, slot_ad(slot_id))
     return {"format": SLOT_FORMAT, "id": slot_id, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "host": socket.gethostname(), "kdf": kdf, "cipher": "aes-256-gcm", "nonce": _b64(nonce),
+            "host": os.uname().nodename, "kdf": kdf, "cipher": "aes-256-gcm", "nonce": _b64(nonce),
             "wrapped": _b64(wrapped)}
 
 
