@@ -4,6 +4,8 @@ import os
 import select
 import time
 
+from pfs.registry import pid_alive
+
 
 def exit_with(pid: int) -> None:
     """Exit this process once process `pid` (pfs) has: woken by a pidfd, or polling where there is none."""
@@ -11,16 +13,7 @@ def exit_with(pid: int) -> None:
         fd = os.pidfd_open(pid)
         select.select([fd], [], [])  # readable once the process has exited
     except (AttributeError, OSError):  # no pidfd (not Linux): poll
-        while _alive(pid):
+        while pid_alive(str(pid)):
             time.sleep(1)
     os._exit(1)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
