@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import pfs
-from helpers import CHUNK, env, make_file, parse_list, pieces, referenced_pieces
+from helpers import CHUNK, env, make_file, parse_list, pieces, referenced_pieces, run_at_once
 
 MIB = 1 << 20
 NAME = "shared/n.bin"
@@ -70,17 +70,7 @@ def one_name_script(rng: random.Random, p: int, ops: int, cwd: Path) -> str:
 
 
 def run_all(shared, scripts: list[str], timeout: float = 240) -> list[tuple[int, str, str]]:
-    """Each script in a pfs of its own, all at once (each reads its script from a
-    file, so that none waits for another to have read its own)."""
-    procs = []
-    for k, script in enumerate(scripts):
-        path = shared.cwd / f".script-{k}"
-        path.write_text(script)
-        with path.open() as stdin:
-            procs.append(subprocess.Popen(shared.argv(), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, cwd=shared.cwd, env=env(), start_new_session=True))
-    outputs = [p.communicate(timeout=timeout) for p in procs]
-    return [(p.returncode, *out) for p, out in zip(procs, outputs)]
+    return run_at_once(shared.argv(), scripts, shared.cwd, timeout)
 
 
 def check_reads_back(shared, tmp_path: Path, listing: dict[int, tuple[str, str]], seed: int) -> None:
