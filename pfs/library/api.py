@@ -208,11 +208,11 @@ class Store:
         """Rebuild the tree stored under `prefix` at `dest` (default: its last
         segment in the current directory), as get -r does; existing files are
         overwritten only with `force`. A damaged file is one line of `problems`."""
-        from pfs.store import trees
+        from pfs.store import restoring
 
         problems: list[str] = []
-        tally = trees.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
-                               report=problems.append)
+        tally = restoring.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
+                                   report=problems.append)
         return TreeResult.of(tally, problems)
 
     def _holds_a_stored_file(self, directory: str) -> bool:
