@@ -215,6 +215,15 @@ class Store:
                                    report=problems.append)
         return TreeResult.of(tally, problems)
 
+    def delete_tree(self, prefix: str) -> TreeResult:
+        """Delete `prefix` and everything under it, as delete -r does (older
+        versions and failed puts included); what cannot be deleted now (being
+        stored, or read by a get) is one line of `problems`, and stays."""
+        from pfs.store import tree_names
+
+        problems: list[str] = []
+        return TreeResult.of(tree_names.delete_tree(self.core, prefix, report=problems.append), problems)
+
     def _holds_a_stored_file(self, directory: str) -> bool:
         names, _ = self.core.under(directory, recursive=True)
         return any(self.core.files.current(name) is not None for name in names)

@@ -17,7 +17,8 @@ from pfs import codec
 from pfs.errors import PfsError, printable
 from pfs.registry.records import FILE, STORED, SYMLINK, FileEntry
 from pfs.store.tree_names import records_under
-from pfs.store.trees import LOOKUP_BATCH, Found, Progress, Report, TreeTally, _link_target, _nothing, put_tree, tree_source
+from pfs.store.trees import (LOOKUP_BATCH, Found, Progress, Report, TreeTally, _link_target, _nothing, put_tree,
+                             tree_source)
 
 Say = Callable[[str], None]
 
