@@ -70,6 +70,14 @@ class FileTable(ABC):
         itself must be one consistent tree (a renamed directory, a walked one)."""
 
     @abstractmethod
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        """save_all(moved) only if the records of `root` and of every name under
+        `root`/ are still exactly `seen` (the same ids, each unchanged as swap
+        compares), in one step: the compare-and-swap of a directory's rename.
+        False, recording nothing, when another client stored, replaced, renamed
+        or deleted anything there since `seen` was read."""
+
+    @abstractmethod
     def swap(self, seen: FileEntry, new: FileEntry) -> bool:
         """Record `new` in place of the file's record only if that record is still
         the one `seen` was (same name, status and uuid), in one step: a

@@ -444,6 +444,21 @@ class DatabaseFiles(FileTable):
             self._write(cur, new)
             return True
 
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        """One transaction: the root's top-level name locked (every write there
+        takes that lock: no record appears under root meanwhile), its rows and
+        those under it locked (FOR UPDATE) and compared, then every record written."""
+        with self._db.transaction() as cur:
+            for top in sorted({root.split("/")[0], *(e.name.split("/")[0] for e in moved)}):  # in one order
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TOP_LOCKS, top))
+            rows = cur.execute(f"SELECT id, name, status, uuid FROM pfs_files WHERE {_NAME} = %s OR "
+                               f"{_NAME} LIKE %s ESCAPE '\\' ORDER BY id FOR UPDATE",
+                               (root, _like_prefix(root + "/"))).fetchall()
+            if sorted(map(tuple, rows)) != sorted((e.id, e.name, e.status, e.uuid) for e in seen):
+                return False
+            self._write_all(cur, moved)
+            return True
+
     def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
         """The names left and taken are locked for the transaction (advisory
         locks, in one order), so what the name resolves to cannot change
