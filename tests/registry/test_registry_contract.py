@@ -242,6 +242,22 @@ def test_holds_of_many_files_taken_at_once_refuse_their_deletes_until_released(c
             pass
 
 
+def test_a_directory_moves_only_as_it_was_read(clients):
+    a, b = clients(), clients()
+    seen = [a.files.add(entry_of(name, kind)) for name, kind in (("d", "dir"), ("d/x", "file"), ("d/y", "file"))]
+
+    def moved(entries):
+        return [dataclasses.replace(e, name="e" + e.name[1:]) for e in entries]
+    b.files.add(entry_of("d/z"))  # appeared since the read
+    assert not a.files.move_all("d", seen, moved(seen)) and a.files.current("e/x") is None
+    now = [e for name in ("d", "d/x", "d/y", "d/z") for e in b.files.named(name)]
+    assert b.files.swap(now[1], dataclasses.replace(now[1], status="deleting"))  # changed since the read
+    assert not a.files.move_all("d", now, moved(now))
+    now = [e for name in ("d", "d/x", "d/y", "d/z") for e in b.files.named(name)]
+    assert a.files.move_all("d", now, moved(now))
+    assert b.files.under("", recursive=True)[0] == ["e", "e/x", "e/y", "e/z"]
+
+
 def test_manifests_of_many_files_load_at_once(clients):
     a, b = clients(), clients()
     entries = [a.files.add(record(0, status="storing", size=size)) for size in (5000, 10, 2100)]
