@@ -1,12 +1,15 @@
 """pfs benchmark for whole directory trees: put -r and get -r against cp -a &&
 sync and the peers (restic, borg, rclone, where installed), in one run.
 
-    python benchmarks/trees.py [--rounds N] [--small N] [--tree DIR] [--dir WORK] [--pfs PYTHON]
+    python benchmarks/trees.py [--rounds N] [--small N] [--tree DIR] [--files N | --million] [--dir WORK] [--pfs PYTHON]
 
-Two inputs: N small files of 4 KiB (generated; 1,000 by default), stored by
+Three inputs: N small files of 4 KiB (generated; 1,000 by default), stored by
 put -r and, for comparison, by one session of N `put` lines (the only way
-before put -r); and a copy of a real tree (by default /usr/include), stored
-with put -r and restored with get -r. Every command runs through bench.run
+before put -r), and restored by get -r; a copy of a real tree (by default
+/usr/include), stored with put -r and restored with get -r; and, with
+`--files N` (or `--million`: 1,000,000), N generated tiny files in
+directories of 1,000: put -r, list -r and get -r, each with the peak RSS of
+its whole process tree. Every command runs through bench.run
 (wall time, and the CPU time of its whole process tree), round-robin, best
 of --rounds; each stores into a fresh store or repository. `--pfs` runs pfs
 with another interpreter (another checkout's venv), to compare two versions
@@ -22,8 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import Case, measure, remove, render  # noqa: E402
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repo: `benchmarks` is a package
+from benchmarks.files import remove  # noqa: E402
+from benchmarks.measure import Case, measure  # noqa: E402
+from benchmarks.report import render  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
@@ -35,6 +40,27 @@ def small_tree(path: Path, count: int) -> Path:
     for i in range(count):
         (path / f"f{i:06d}").write_bytes(os.urandom(SMALL_SIZE))
     return path
+
+
+def tiny_tree(path: Path, count: int, per_dir: int = 1000) -> Path:
+    """`count` files of 1 to 64 bytes, `per_dir` to a directory, written without
+    holding a list of them (the tree may hold a million)."""
+    for i in range(count):
+        d = path / f"d{i // per_dir:05d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i % per_dir:04d}").write_bytes(os.urandom(1 + i % 64))
+    return path
+
+
+def tiny_cases(work: Work, src: Path, label: str) -> list[Case]:
+    """put -r, list -r and get -r of the tiny files, each into or from the store the put made last."""
+    return [Case("pfs put -r", label, lambda _: work.pfs("st-tiny", "put", "-r", src, "t"),
+                 before=lambda _: work.fresh("st-tiny"), env=work.env),
+            Case("pfs list -r", label, lambda _: ["sh", "-c", f'"$@" > "{work.root}/listed"', "sh",
+                                                  *work.pfs("st-tiny", "list", "-r", "t/")], env=work.env),
+            Case("pfs get -r", label, lambda _: work.pfs("st-tiny", "get", "-r", "t", work.root / "out-tiny"),
+                 before=lambda _: work.fresh("out-tiny"), env=work.env)]
 
 
 def tree_bytes(path: Path) -> int:
@@ -137,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--small", type=int, default=1000, help="how many 4 KiB files (0: none)")
     p.add_argument("--tree", default="/usr/include", help="the real tree to copy and store ('': none)")
+    p.add_argument("--files", type=int, default=0, help="also N generated tiny files: put -r, list -r, get -r")
+    p.add_argument("--million", action="store_const", const=1_000_000, dest="files", help="--files 1000000")
     p.add_argument("--dir", type=Path, default=None, help="the scratch directory (default: a temporary one)")
     p.add_argument("--pfs", default=sys.executable, help="the Python that runs pfs (default: this one)")
     args = p.parse_args(argv)
@@ -150,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.write_text("".join(f"put f{i:06d} lines/f{i:06d}\n" for i in range(args.small)))
             label = f"{args.small} files of 4 KiB"
             rows += measure(store_cases(work, src, label, args.small * SMALL_SIZE, lines), args.rounds)
+            rows += measure(restore_cases(work, src, label, args.small * SMALL_SIZE), args.rounds)
         if args.tree:
             src = work.root / "tree"
             shutil.copytree(Path(args.tree), src, symlinks=True)
@@ -158,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure(store_cases(work, src, label, nbytes, None), args.rounds)
             rows += measure(unchanged_cases(work, src, label, nbytes), args.rounds)
             rows += measure(restore_cases(work, src, label, nbytes), args.rounds)
+        if args.files:
+            src = tiny_tree(work.root / "tiny", args.files)
+            tiny = measure(tiny_cases(work, src, f"{args.files:,} tiny files"), args.rounds)
+            remove(src)
+            rows += tiny
         console.print(render(rows, "pfs trees: best of %d rounds" % args.rounds))
     return 0
 

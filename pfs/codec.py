@@ -5,6 +5,7 @@ decompressors are bounded: a part can never expand past its recorded size, so a
 crafted part file cannot make a worker use more than one chunk of memory.
 """
 
+import threading
 import zlib
 from functools import cache
 
@@ -49,11 +50,17 @@ def _zstd_compressor():
     return zstandard.ZstdCompressor(level=1)
 
 
-@cache
 def _zstd_decompressor():
-    import zstandard
+    """This thread's decompressor (one may not be used by two threads at once)."""
+    decompressor = getattr(_decompressors, "zstd", None)
+    if decompressor is None:
+        import zstandard
 
-    return zstandard.ZstdDecompressor()
+        decompressor = _decompressors.zstd = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+_decompressors = threading.local()
 
 
 def _compress_with(codec: str, data) -> bytes:

@@ -61,13 +61,21 @@ def whole_blocks(size: int) -> int:
     return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
 
 
-def write_output(path: str, data, offset: int) -> None:
+def write_output(path: str, data, offset: int, cached: bool = False) -> None:
     """pwrite a checked part into the output, one worker at a time: workers
     writing into one file at once spin on its inode lock, which burnt more
-    system CPU than the copies themselves; waiting on flock sleeps instead."""
+    system CPU than the copies themselves; waiting on flock sleeps instead.
+    Past the page cache, unless `cached` (small files synced in a batch: a
+    write past the cache waits for the disk, file by file)."""
     out = os.open(path, os.O_WRONLY)
     try:
         fcntl.flock(out, fcntl.LOCK_EX)  # released by close
-        write_past_cache(out, data, offset)
+        if cached:
+            view = memoryview(data).cast("B")
+            while view:
+                n = os.pwrite(out, view, offset)
+                view, offset = view[n:], offset + n
+        else:
+            write_past_cache(out, data, offset)
     finally:
         os.close(out)

@@ -159,6 +159,7 @@ class PartCheck:
     moves: dict[int, list[Target]] = field(default_factory=dict)  # piece -> where it must go instead
     sealed_for: str = ""  # the store whose key seals its pieces (none: they are plain)
     absent: dict[int, str] = field(default_factory=dict)  # volume of a piece not read -> why it is missing
+    cached: bool = False  # write the output through the page cache (synced with its batch: see write_output)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def check_part(job: PartCheck) -> PartVerdict:
     if problem:
         return PartVerdict(problem, volumes)
     if job.out_path is not None:
-        _write_output(job.out_path, data, job.offset)
+        _write_output(job.out_path, data, job.offset, job.cached)
     names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
     verdict = PartVerdict(None, volumes)
     pieces = _Pieces(layout, payload, Sealing(job.sealed_for, job.part_id))
@@ -213,6 +214,21 @@ def check_part(job: PartCheck) -> PartVerdict:
         _volume(dict(targets)[volumes[j]]).flush([keys[j]])
         verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
     return verdict
+
+
+def check_parts(jobs: list[PartCheck]) -> list[PartVerdict | PfsError]:
+    """check_part of the parts of many small files in one task (get -r): one trip
+    to a worker for all of them, not one each. A part whose output cannot be
+    written is handed back as its error, so the others are still restored."""
+    done: list[PartVerdict | PfsError] = []
+    for job in jobs:
+        try:
+            done.append(check_part(job))
+        except PfsError as exc:
+            done.append(exc)
+        except OSError as exc:
+            done.append(PfsError(f"cannot write it: {exc.strerror or exc}"))
+    return done
 
 
 def part_bytes(job: PartCheck) -> tuple[bytes | None, str | None]:

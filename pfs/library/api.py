@@ -208,12 +208,21 @@ class Store:
         """Rebuild the tree stored under `prefix` at `dest` (default: its last
         segment in the current directory), as get -r does; existing files are
         overwritten only with `force`. A damaged file is one line of `problems`."""
-        from pfs.store import trees
+        from pfs.store import restoring
 
         problems: list[str] = []
-        tally = trees.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
-                               report=problems.append)
+        tally = restoring.get_tree(self.core, prefix, os.fspath(dest) if dest is not None else None, force,
+                                   report=problems.append)
         return TreeResult.of(tally, problems)
+
+    def delete_tree(self, prefix: str) -> TreeResult:
+        """Delete `prefix` and everything under it, as delete -r does (older
+        versions and failed puts included); what cannot be deleted now (being
+        stored, or read by a get) is one line of `problems`, and stays."""
+        from pfs.store import tree_names
+
+        problems: list[str] = []
+        return TreeResult.of(tree_names.delete_tree(self.core, prefix, report=problems.append), problems)
 
     def _holds_a_stored_file(self, directory: str) -> bool:
         names, _ = self.core.under(directory, recursive=True)

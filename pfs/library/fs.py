@@ -6,12 +6,15 @@
 
 The store defaults, as in the shell, to $PFS_STORE or the user data directory.
 A URL's path is the stored name; directories are implied by the names (like
-S3 prefixes), so there are no empty directories.
+S3 prefixes), or recorded by put -r (then an empty one exists too). A
+recursive put, get or rm of one directory is one put_tree, get_tree or
+delete_tree, not a call per file; symlinks stored by put -r are links.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from datetime import datetime, timezone
 from glob import has_magic
@@ -20,6 +23,7 @@ from pfs import extras
 
 try:
     from fsspec import AbstractFileSystem
+    from fsspec.callbacks import DEFAULT_CALLBACK
 except ModuleNotFoundError as exc:
     if not (exc.name or "").startswith("fsspec"):
         raise
@@ -39,6 +43,12 @@ def _as_os_errors(path: str):
         yield
     except NotFoundError as exc:
         raise FileNotFoundError(str(exc), path) from exc
+
+
+def _raise_problems(result: api.TreeResult, path: str) -> None:
+    """A tree operation's failures as the OSError fsspec's callers expect (the rest was done)."""
+    if result.problems:
+        raise OSError(f"{path}: {len(result.problems)} failed: " + "; ".join(result.problems[:8]))
 
 
 class PfsFileSystem(AbstractFileSystem):
@@ -61,9 +71,15 @@ class PfsFileSystem(AbstractFileSystem):
 
     def _file_info(self, info: api.FileInfo) -> dict:
         if info.is_dir:
-            return {"name": info.name.rstrip("/"), "size": 0, "type": "directory"}
-        return {"name": info.name, "size": info.size, "type": "file", "id": info.id, "created": info.created,
-                "mtime": info.mtime, "digest": info.digest}
+            return {"name": info.name.rstrip("/"), "size": 0, "type": "directory", "islink": False}
+        if info.kind == "symlink":  # stored as a link, never followed (put -r)
+            return {"name": info.name, "size": 0, "type": "link", "islink": True, "destination": info.target,
+                    "id": info.id, "created": info.created, "mtime": info.mtime}
+        return {"name": info.name, "size": info.size, "type": "file", "islink": False, "id": info.id,
+                "created": info.created, "mtime": info.mtime, "digest": info.digest}
+
+    def islink(self, path: str) -> bool:
+        return self.info(path).get("islink", False) if self.exists(path) else False
 
     def _current(self, path: str) -> api.FileInfo | None:
         """The stored file a path names, or None (a directory, or nothing)."""
@@ -80,10 +96,10 @@ class PfsFileSystem(AbstractFileSystem):
         lists as both, so that walk, find, glob and rm -r reach everything."""
         path = self._strip_protocol(path)
         found = self._current(path)
-        entries = [self._file_info(found)] if found is not None else []
+        entries = [self._file_info(found)] if found is not None and not found.is_dir else []
         with _as_os_errors(path):
             entries += [self._file_info(i) for i in self.store.list(path)]
-        if not entries and path:
+        if not entries and path and found is None:
             raise FileNotFoundError(path)
         return entries if detail else [e["name"] for e in entries]
 
@@ -148,10 +164,50 @@ class PfsFileSystem(AbstractFileSystem):
             recursive = recursive or not has_magic(source)  # a directory moves whole, as shutil.move moves it
         super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
+    # -- whole trees: one put_tree, get_tree or delete_tree, not a call per file --------
+    def put(self, lpath, rpath, recursive: bool = False, callback=DEFAULT_CALLBACK, maxdepth=None, **kwargs) -> None:
+        """A local directory put recursively is stored as put -r stores it (its
+        directories, empty ones too, and symlinks as links), at the place
+        fsspec's rules give it: into `rpath` as `rpath/NAME` when rpath is a
+        directory (and lpath has no trailing slash), else as `rpath` itself."""
+        if not self._whole(lpath, rpath, recursive, maxdepth) or not os.path.isdir(lpath) or os.path.islink(lpath):
+            return super().put(lpath, rpath, recursive=recursive, callback=callback, maxdepth=maxdepth, **kwargs)
+        dest, name = self._strip_protocol(rpath).rstrip("/"), os.path.basename(os.path.abspath(lpath))
+        if not lpath.endswith("/") and (rpath.endswith("/") or self.isdir(dest)):
+            dest = f"{dest}/{name}".lstrip("/")
+        if not dest:  # the contents of lpath at the top: file by file
+            return super().put(lpath, rpath, recursive=recursive, callback=callback, maxdepth=maxdepth, **kwargs)
+        _raise_problems(self.store.put_tree(lpath, dest), lpath)
+
+    def get(self, rpath, lpath, recursive: bool = False, callback=DEFAULT_CALLBACK, maxdepth=None, **kwargs) -> None:
+        """A stored directory got recursively is rebuilt as get -r rebuilds it (in
+        batches, symlinks as links, modes and mtimes), at the place fsspec's
+        rules give it, over files already there."""
+        source = self._strip_protocol(rpath) if isinstance(rpath, str) else ""
+        found = self._current(source.rstrip("/"))
+        if not self._whole(rpath, lpath, recursive, maxdepth) or not source.rstrip("/") or \
+                (found is not None and not found.is_dir) or not self.isdir(source):
+            return super().get(rpath, lpath, recursive=recursive, callback=callback, maxdepth=maxdepth, **kwargs)
+        dest = lpath.rstrip("/") or "/"
+        if not rpath.endswith("/") and (lpath.endswith("/") or os.path.isdir(dest)):
+            dest = os.path.join(dest, source.rstrip("/").rsplit("/", 1)[-1])
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        _raise_problems(self.store.get_tree(source.rstrip("/"), dest, force=True), source)
+
+    @staticmethod
+    def _whole(source, dest, recursive: bool, maxdepth) -> bool:
+        """Whether a copy is of one whole tree: recursive, to any depth, one path each, no wildcards."""
+        return recursive and maxdepth is None and isinstance(source, str) and isinstance(dest, str) and \
+            not has_magic(source)
+
     def rm(self, path, recursive: bool = False, maxdepth=None) -> None:
         """Remove the files a path expands to; a directory goes away with the last
-        name under it. As LocalFileSystem: nothing there is FileNotFoundError,
-        a directory without `recursive` a ValueError."""
+        name under it (recursively, in one delete_tree). As LocalFileSystem:
+        nothing there is FileNotFoundError, a directory without `recursive` a ValueError."""
+        if self._whole(path, "", recursive, maxdepth) and self._strip_protocol(path).rstrip("/"):
+            tree = self._strip_protocol(path).rstrip("/")
+            if self.isdir(tree):
+                return _raise_problems(self.store.delete_tree(tree), tree)
         for p in self.expand_path(path, recursive=recursive, maxdepth=maxdepth):
             if self._current(p) is not None:
                 self.rm_file(p)
@@ -161,9 +217,16 @@ class PfsFileSystem(AbstractFileSystem):
                 raise ValueError(f"Cannot delete directory {p}, set recursive=True")
 
     def rm_file(self, path: str) -> None:
+        """Remove a file; the directories recorded above it (put -r records them)
+        that it leaves empty go with it, as a directory goes with its last name."""
         path = self._strip_protocol(path)
         with _as_os_errors(path):
             self.store.delete(self._name(path))
+        parent = path.rpartition("/")[0]
+        while parent and (found := self._current(parent)) is not None and found.is_dir and \
+                self.store.core.under(parent + "/") == ([], []):
+            self.store.delete(found.id)
+            parent = parent.rpartition("/")[0]
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)

@@ -19,8 +19,6 @@ from pfs.store.facade import Store
 #: Parts a reader keeps decoded (an LRU): enough for reads that straddle a boundary
 #: or go back a little, at most a few chunks of memory.
 CACHED_PARTS = 4
-#: The codecs' shared decoder is not safe to use from two threads at once.
-_decoding = threading.Lock()
 
 
 class Parts:
@@ -41,8 +39,7 @@ class Parts:
                 self._cache.move_to_end(index)
                 return self._cache[index]
         p, e = self.manifest.parts[index], self.entry
-        with _decoding:
-            data, problem = worker.part_bytes(self.jobs[index])
+        data, problem = worker.part_bytes(self.jobs[index])
         if problem:
             damage = Damage(e.id, e.name, p.index, p.offset, p.size, problem)
             failed = unreadable([damage], f"`verify {e.id}` checks every part")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 
 from pfs.registry import usage
@@ -68,6 +68,14 @@ class FileTable(ABC):
         nothing: one journal line (JSON), one transaction (PostgreSQL). Each is
         checked as by `save` against the records outside the batch; the batch
         itself must be one consistent tree (a renamed directory, a walked one)."""
+
+    @abstractmethod
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        """save_all(moved) only if the records of `root` and of every name under
+        `root`/ are still exactly `seen` (the same ids, each unchanged as swap
+        compares), in one step: the compare-and-swap of a directory's rename.
+        False, recording nothing, when another client stored, replaced, renamed
+        or deleted anything there since `seen` was read."""
 
     @abstractmethod
     def swap(self, seen: FileEntry, new: FileEntry) -> bool:
@@ -183,6 +191,11 @@ class PartTable(ABC):
     def load(self, file_id: int) -> Manifest | None:
         """A file's manifest, or None; a damaged one raises DamagedError."""
 
+    def load_all(self, file_ids: list[int]) -> dict[int, Manifest | None]:
+        """`load` of many files, in one query where the engine can (get -r reads
+        a batch of small files' manifests at once); a damaged one raises DamagedError."""
+        return {file_id: self.load(file_id) for file_id in file_ids}
+
     @abstractmethod
     def swap(self, seen: Manifest, new: Manifest) -> bool:
         """Record `new` only if the file's manifest is still `seen` (compare-and-swap),
@@ -238,6 +251,15 @@ class SessionTable(ABC):
         """Order an operation on one file against other clients' operations on it:
         shared for reading it, exclusive for deleting it. Raises StoreLockedError
         instead of waiting when an exclusive hold meets any other."""
+
+    def hold_all(self, file_ids: list[int]) -> AbstractContextManager[None]:
+        """A shared `hold` of each of many files, taken in one call where the
+        engine can (get -r reads a batch of small files under one)."""
+        stack = ExitStack()
+        with stack:
+            for file_id in file_ids:
+                stack.enter_context(self.hold(file_id, exclusive=False))
+            return stack.pop_all()
 
     @abstractmethod
     def close(self) -> None:

@@ -444,6 +444,21 @@ class DatabaseFiles(FileTable):
             self._write(cur, new)
             return True
 
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        """One transaction: the root's top-level name locked (every write there
+        takes that lock: no record appears under root meanwhile), its rows and
+        those under it locked (FOR UPDATE) and compared, then every record written."""
+        with self._db.transaction() as cur:
+            for top in sorted({root.split("/")[0], *(e.name.split("/")[0] for e in moved)}):  # in one order
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TOP_LOCKS, top))
+            rows = cur.execute(f"SELECT id, name, status, uuid FROM pfs_files WHERE {_NAME} = %s OR "
+                               f"{_NAME} LIKE %s ESCAPE '\\' ORDER BY id FOR UPDATE",
+                               (root, _like_prefix(root + "/"))).fetchall()
+            if sorted(map(tuple, rows)) != sorted((e.id, e.name, e.status, e.uuid) for e in seen):
+                return False
+            self._write_all(cur, moved)
+            return True
+
     def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
         """The names left and taken are locked for the transaction (advisory
         locks, in one order), so what the name resolves to cannot change
@@ -619,6 +634,28 @@ class DatabaseParts(PartTable):
         except BadRecord as exc:
             raise DamagedError(f"the manifest of file {file_id} in {self._db.name} is damaged ({exc})") from exc
 
+    def load_all(self, file_ids: list[int]) -> dict[int, Manifest | None]:
+        """Two queries for all of them, not two per file."""
+        columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
+
+        def read(cur) -> tuple[list, list]:
+            return (cur.execute("SELECT file_id, file FROM pfs_manifests WHERE file_id = ANY(%s)",
+                                (list(file_ids),)).fetchall(),
+                    cur.execute(f'SELECT file_id, {columns} FROM pfs_parts WHERE file_id = ANY(%s) '
+                                'ORDER BY file_id, "index"', (list(file_ids),)).fetchall())
+
+        files, rows = self._db.idempotent(read)
+        parts: dict[int, list[dict]] = {}
+        for row in rows:
+            parts.setdefault(row[0], []).append(dict(zip(_PART_COLUMNS, row[1:])))
+        found: dict[int, Manifest | None] = dict.fromkeys(file_ids)
+        for file_id, file in files:
+            try:
+                found[file_id] = Manifest.from_dict({"file": file, "parts": parts.get(file_id, [])}, file_id)
+            except BadRecord as exc:
+                raise DamagedError(f"the manifest of file {file_id} in {self._db.name} is damaged ({exc})") from exc
+        return found
+
     def remove(self, file_id: int) -> None:
         with self._db.transaction() as cur:
             cur.execute("DELETE FROM pfs_manifests WHERE file_id = %s", (file_id,))
@@ -660,6 +697,10 @@ _LIVE = (f"(s.heartbeat >= now() - make_interval(secs => %(ttl)s) AND (s.heartbe
 #: any, when that one is exclusive (%(exclusive)s); an exclusive one, when it is shared.
 _CONFLICTING_HOLD = ("SELECT 1 FROM pfs_holds h JOIN pfs_sessions s ON s.id = h.session "
                      f"WHERE h.file_id = %(file)s AND (%(exclusive)s OR h.exclusive) AND {_LIVE} LIMIT 1")
+
+#: A delete's hold on any of many files (a batch's readers wait for it to end).
+_CONFLICTING_HOLDS = ("SELECT 1 FROM pfs_holds h JOIN pfs_sessions s ON s.id = h.session "
+                      f"WHERE h.file_id = ANY(%(files)s) AND h.exclusive AND {_LIVE} LIMIT 1")
 
 #: Seconds between two looks of a reader waiting for a delete of its file to end.
 _HOLD_POLL = 0.1
@@ -806,6 +847,29 @@ class DatabaseSessions(SessionTable):
                 raise StoreLockedError("it is being read by a get or verify (of this pfs or another)",
                                        "try again once it is done")
             time.sleep(_HOLD_POLL)
+
+    @contextlib.contextmanager
+    def hold_all(self, file_ids: list[int]) -> Iterator[None]:
+        """Shared holds of many files in one transaction (rows locked FOR SHARE,
+        no delete's hold among them, one row each inserted), released in one."""
+        ids = sorted(set(file_ids))
+        while True:
+            with self._db.transaction() as cur:
+                cur.execute("SELECT 1 FROM pfs_files WHERE id = ANY(%s) ORDER BY id FOR SHARE", (ids,))
+                cur.execute(_CONFLICTING_HOLDS, {"files": ids, "ttl": self.ttl})
+                if cur.fetchone() is None:
+                    cur.execute("INSERT INTO pfs_holds (file_id, exclusive, session) "
+                                "SELECT f, false, %s FROM unnest(%s::bigint[]) AS f RETURNING id", (self.id, ids))
+                    holds = [row[0] for row in cur.fetchall()]
+                    break
+            time.sleep(_HOLD_POLL)
+        try:
+            yield
+        finally:
+            try:
+                self._db.idempotent(lambda cur: cur.execute("DELETE FROM pfs_holds WHERE id = ANY(%s)", (holds,)))
+            except StoreError as exc:  # the holds then end with the session
+                log.warning("%d files stay held until this pfs ends: %s", len(holds), exc)
 
     def close(self) -> None:
         self._stop.set()

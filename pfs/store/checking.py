@@ -62,7 +62,10 @@ class Checking:
 
     def checked_manifest(self, entry: FileEntry) -> Manifest:
         """The file's manifest, refused if it disagrees with the file record."""
-        manifest = self.ctx.parts.load(entry.id)
+        return self.check_manifest(entry, self.ctx.parts.load(entry.id))
+
+    def check_manifest(self, entry: FileEntry, manifest: Manifest | None) -> Manifest:
+        """`manifest` (as loaded for `entry`), refused if missing or if it disagrees with the file record."""
         where = self.ctx.parts.where(entry.id)
         if manifest is None:
             raise damaged(self.ctx.root, f"the manifest of file {entry.id} ({entry.name}) is missing: {where}")
@@ -166,6 +169,11 @@ class Checking:
         absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
                                 out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent)
+
+    def restore_job(self, entry: FileEntry, part: PartEntry, out_path: str) -> worker.PartCheck:
+        """What a get -r does with a small file's part: read it into `out_path`
+        through the page cache (its batch is synced at once), healing damaged pieces it meets."""
+        return replace(self._part_check(entry, Layout.of(entry), part, {}, out_path, False, True, False), cached=True)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""

@@ -131,6 +131,9 @@ class Store:
     def reading(self, file_id: int) -> contextlib.AbstractContextManager[None]:
         return self.catalog.reading(file_id)
 
+    def reading_all(self, file_ids: list[int]) -> contextlib.AbstractContextManager[None]:
+        return self.catalog.reading_all(file_ids)
+
     def manifest(self, file_id: int) -> Manifest | None:
         return self.catalog.manifest(file_id)
 
@@ -185,11 +188,17 @@ class Store:
         return self.ctx.root_id
 
     # -- get, verify, heal (Getting, Checking) ------------------------------------------
+    def check_manifest(self, entry: FileEntry, manifest: Manifest | None) -> Manifest:
+        return self.checking.check_manifest(entry, manifest)
+
     def checked_manifest(self, entry: FileEntry) -> Manifest:
         return self.checking.checked_manifest(entry)
 
     def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
         return self.checking.stored_entry(file_id, kinds)
+
+    def restore_job(self, entry: FileEntry, part: PartEntry, out_path: str) -> worker.PartCheck:
+        return self.checking.restore_job(entry, part, out_path)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         return self.checking.read_job(entry, part)

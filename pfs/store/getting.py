@@ -28,9 +28,11 @@ class Output:
     it is a hidden temporary name beside the destination instead. Every name is
     made relative to the directory opened once, so the file lands where it was checked."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, dir_fd: int | None = None) -> None:
+        """`dir_fd`: the destination's directory, opened by the caller (who closes it)."""
         self.target, self.name = target, target.name
-        self.dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        self._own_dir = dir_fd is None
+        self.dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY) if dir_fd is None else dir_fd
         self.fd = -1
         self.temp: str | None = None
         try:
@@ -53,9 +55,10 @@ class Output:
         """A name for the file (linkat follows the /proc link to the file itself)."""
         os.link(self.path, name, dst_dir_fd=self.dir_fd)
 
-    def publish(self, force: bool) -> None:
-        """Give the finished file its name, durably: with force it replaces whatever
-        is there; without, it fails rather than replace a file that appeared meanwhile."""
+    def publish(self, force: bool, durable: bool = True) -> None:
+        """Give the finished file its name, durably (unless the caller fsyncs the
+        directory itself: not `durable`): with force it replaces whatever is
+        there; without, it fails rather than replace a file that appeared meanwhile."""
         if force:
             if self.temp is None:  # a link cannot replace a name: link a temporary one, rename that
                 self.temp = self._temp_name()
@@ -67,7 +70,8 @@ class Output:
                 self._link(self.name)
             except FileExistsError:
                 raise DestinationError(f"{self.target} already exists", "use --force to overwrite it") from None
-        os.fsync(self.dir_fd)
+        if durable:
+            os.fsync(self.dir_fd)
 
     def close(self) -> None:
         try:
@@ -77,13 +81,31 @@ class Output:
         finally:
             if self.fd >= 0:
                 os.close(self.fd)
-            os.close(self.dir_fd)
+            if self._own_dir:
+                os.close(self.dir_fd)
 
     def __enter__(self) -> Output:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_replaceable(target: Path, force: bool) -> None:
+    """Refuse to write `target` over anything but a regular file (or a link to
+    one: the link itself is replaced), and over a file without force."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DestinationError(f"cannot use {target}: {exc.strerror}", advice_for(exc)) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise DestinationError(f"{target} is {file_kind(mode)}", "get writes only regular files")
+    if stat.S_ISLNK(mode):
+        check_link_destination(target)
+    if not force:
+        raise DestinationError(f"{target} already exists", "use --force to overwrite it")
 
 
 class Getting:
@@ -107,18 +129,9 @@ class Getting:
             if self.ctx.inside_store(target) or self.ctx.inside_store(target.parent):
                 raise DestinationError(f"{target} is inside the store {self.ctx.root}",
                                        "choose a destination outside the store")
-            try:
-                mode = os.lstat(target).st_mode
-            except FileNotFoundError:
-                return target
         except OSError as exc:
             raise DestinationError(f"cannot use {target}: {exc.strerror}", advice_for(exc)) from None
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise DestinationError(f"{target} is {file_kind(mode)}", "get writes only regular files")
-        if stat.S_ISLNK(mode):
-            check_link_destination(target)
-        if not force:
-            raise DestinationError(f"{target} already exists", "use --force to overwrite it")
+        check_replaceable(target, force)
         return target
 
     def get(self, file_id: int, dest: str | None = None, force: bool = False, salvage: bool = False,

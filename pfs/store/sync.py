@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from pfs import codec
 from pfs.errors import PfsError, printable
-from pfs.registry.records import FILE, SYMLINK, FileEntry
+from pfs.registry.records import FILE, STORED, SYMLINK, FileEntry
 from pfs.store.tree_names import records_under
-from pfs.store.trees import Found, Progress, Report, TreeTally, _link_target, _nothing, put_tree, tree_source
+from pfs.store.trees import (LOOKUP_BATCH, Found, Progress, Report, TreeTally, _link_target, _nothing, put_tree,
+                             tree_source)
 
 Say = Callable[[str], None]
 
@@ -50,6 +51,35 @@ def _same_entry(entry: FileEntry, found: Found, kind: str) -> bool:
     return same and entry.mode == stat.S_IMODE(st.st_mode) & 0o777
 
 
+class StoredUnder:
+    """The current records of the directories on the walk's path, each read
+    whole when the walk first asks about a name in it (two registry calls per
+    directory, not one per entry; one query each on PostgreSQL). Memory is
+    bounded as the walk's: a directory's records go once the walk has left it."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.held: dict[str, dict[str, FileEntry]] = {}  # directory -> its names' current records
+
+    def current(self, name: str) -> FileEntry | None:
+        parent = name.rpartition("/")[0]
+        children = self.held.get(parent)
+        if children is None:
+            self.held = {d: c for d, c in self.held.items() if parent.startswith(d + "/")}  # left behind: dropped
+            children = self.held[parent] = self._read(parent)
+        return children.get(name)
+
+    def _read(self, directory: str) -> dict[str, FileEntry]:
+        listed = self.store.files.under(directory + "/")[0]
+        found = {}
+        for i in range(0, len(listed), LOOKUP_BATCH):
+            for name, entries in self.store.files.named_each(listed[i:i + LOOKUP_BATCH]).items():
+                current = next((e for e in reversed(entries) if e.status == STORED), None)
+                if current is not None:
+                    found[name] = current
+        return found
+
+
 def sync_tree(store, source: str, prefix: str, delete: bool = False, dry_run: bool = False, checksum: bool = False,
               progress: Progress = _nothing, report: Report = _nothing, cancel: threading.Event | None = None,
               total: Callable[[int], None] = _nothing, say: Say = _nothing) -> TreeTally:
@@ -59,10 +89,11 @@ def sync_tree(store, source: str, prefix: str, delete: bool = False, dry_run: bo
     _, root = tree_source(store, source, prefix)
     tally = TreeTally()
     seen: set[str] = set()
+    stored = StoredUnder(store)
 
     def wanted(found: Found, name: str, kind: str) -> bool | None:
         seen.add(name)
-        current = store.files.current(name)
+        current = store.files.current(name) if name == root else stored.current(name)
         if current is not None and (same_file(current, found, checksum) if kind == FILE
                                     else _same_entry(current, found, kind)):
             return False

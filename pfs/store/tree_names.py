@@ -31,7 +31,7 @@ def delete_tree(store, prefix: str, report: Report = _nothing, progress: Progres
     tally = TreeTally()
     for entry in sorted(entries, key=lambda e: e.name, reverse=True):  # contents before their directory
         try:
-            store.delete(entry.id, progress)
+            store.delete(entry.id, progress, seen=entry)  # by compare-and-swap: one moved or replaced meanwhile stays
             tally.count("stored", entry.size)
         except PfsError as exc:
             tally.count("failed")
@@ -57,5 +57,7 @@ def rename_tree(store, old: str, new: str) -> int:
     if busy:
         raise UsageError(f"{busy[0].name} is {busy[0].status}", "wait for it to finish, then move the directory")
     moved = [replace(e, name=dest + e.name[len(source):], session=store.sessions.id) for e in entries]
-    store.files.save_all(moved)
+    if not store.files.move_all(source, entries, moved):  # compare-and-swap: nothing changed there since read
+        raise UsageError(f"{source}/ changed while it was being renamed (a put, delete or rename in it)",
+                         "nothing was moved; `list` shows it now, and mv again renames it")
     return len(moved)

@@ -1,5 +1,5 @@
-"""Whole directory trees: put -r (walk a directory and store every entry),
-get -r (rebuild one), delete -r and the rename of a directory.
+"""Whole directory trees: put -r (walk a directory and store every entry);
+get -r is pfs.store.restoring, delete -r and the rename of a directory pfs.store.tree_names.
 
 A tree is stored as one record per entry under PREFIX/relative/path: regular
 files through the store's put pipeline, directories and symlinks as records of
@@ -12,7 +12,6 @@ changed while stored, it cannot be read) is reported and the tree goes on.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from pfs import names
 from pfs.store import batch
-from pfs.errors import DestinationError, NotFoundError, PfsError, UsageError, printable
+from pfs.errors import NotFoundError, PfsError, UsageError, printable
 from pfs.registry.records import DIR, FILE, STORED, SYMLINK, FileEntry
 
 Report = Callable[[str], None]
@@ -34,7 +33,7 @@ Progress = Callable[[int], None]
 
 #: Files stored or restored at once: enough to keep the workers busy on small files.
 IN_FLIGHT = 8
-#: Names looked up in the registry at once while restoring.
+#: Names looked up in the registry at once (get -r, delete -r).
 LOOKUP_BATCH = 512
 _SKIPPED_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
 
@@ -270,130 +269,4 @@ def put_tree(store, source: str, prefix: str | None = None, progress: Progress =
                 report(f"{printable(found.path)}: {why}" + (" (nothing under it was stored)"
                                                              if stat.S_ISDIR(found.st.st_mode) else ""))
         send_small()
-    return tally
-
-
-# -- get -r ---------------------------------------------------------------------------
-
-def tree_records(store, root: str) -> Iterator[FileEntry]:
-    """The current record of every name under `root`/, in name order (parents first)."""
-    listed = store.files.under(root + "/", recursive=True)[0] if root else store.files.under("", True)[0]
-    for i in range(0, len(listed), LOOKUP_BATCH):
-        for entries in store.files.named_each(listed[i:i + LOOKUP_BATCH]).values():
-            current = next((e for e in reversed(entries) if e.status == STORED), None)
-            if current is not None:
-                yield current
-
-
-def _restore_meta(path: Path, entry: FileEntry, owner: bool) -> None:
-    """Owner (as root), permission bits and mtime of a restored entry; a symlink's own."""
-    link = entry.kind == SYMLINK
-    if owner and entry.uid is not None:
-        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
-    if entry.mode is not None and not link:
-        os.chmod(path, entry.mode)
-    if entry.mtime is not None:
-        os.utime(path, ns=(time.time_ns(), entry.mtime), follow_symlinks=False)
-
-
-def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, progress: Progress = _nothing,
-             report: Report = _nothing, cancel: threading.Event | None = None) -> TreeTally:
-    """Rebuild the tree stored under `prefix` at `dest` (default: its last
-    segment here): directories, symlinks, files, with their modes, mtimes and
-    (as root) owners; directories' own metadata last, deepest first, so that
-    filling them does not change it. An existing file is overwritten only with
-    `force`. A damaged file is reported (nothing written for it) and the rest
-    restored."""
-    root = names.check(prefix.strip("/")) if prefix.strip("/.") else ""
-    top_record = store.files.current(root) if root else None
-    if top_record is not None and top_record.kind == FILE and not store.files.under(root + "/")[1] and \
-            not store.files.under(root + "/")[0]:
-        raise UsageError(f"{root} is a file, not a directory", "get restores one file")
-    if top_record is None and not any(store.files.under(root + "/" if root else "")):
-        raise NotFoundError(f"nothing is stored under {prefix}", "`list` shows the top")
-    target = Path(dest).expanduser() if dest else Path.cwd() / (root.rsplit("/", 1)[-1] if root else "pfs-tree")
-    if store.inside_store(target):
-        raise DestinationError(f"{target} is inside the store {store.root}", "choose a destination outside the store")
-    try:
-        target.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise DestinationError(f"cannot make {target}: {exc.strerror}") from None
-    if not target.is_dir() or target.is_symlink():
-        raise DestinationError(f"{target} is not a directory", "give a directory, or a new name")
-    owner = os.geteuid() == 0
-    tally = TreeTally()
-    directories: list[tuple[Path, FileEntry]] = [(target, top_record)] if top_record and top_record.is_dir else []
-    if directories:
-        tally.count("stored")
-    made: set[Path] = {target}
-    cut = len(root) + 1 if root else 0
-
-    def parent_ready(path: Path) -> None:
-        """Make the directories up to `path`'s parent (under target), refusing a
-        symlink on the way: nothing is written through a link."""
-        missing = []
-        for parent in path.parents:
-            if parent in made:
-                break
-            missing.append(parent)
-        for parent in reversed(missing):
-            if parent.is_symlink():
-                raise DestinationError(f"{parent} is a symbolic link", "get -r writes nothing through a link")
-            parent.mkdir(exist_ok=True)
-            made.add(parent)
-
-    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="pfs-tree") as pool:
-        slots = threading.BoundedSemaphore(2 * IN_FLIGHT)
-
-        def get_file(entry: FileEntry, path: Path) -> None:
-            try:
-                store.get(entry.id, str(path), force, progress=progress, cancel=cancel)
-                _restore_meta(path, replace(entry, mode=None, mtime=None), owner)  # get set mode and mtime
-                tally.count("stored", entry.size)
-            except (PfsError, OSError) as exc:
-                tally.count("failed")
-                report(f"{printable(entry.name)}: {exc.strerror if isinstance(exc, OSError) else exc}")
-            finally:
-                slots.release()
-
-        refused: list[str] = []  # directories not restored: nothing under them is
-        for entry in tree_records(store, root):
-            if cancel is not None and cancel.is_set():
-                break
-            if any(entry.name.startswith(r + "/") for r in refused):
-                continue
-            path = target / entry.name[cut:]
-            try:
-                parent_ready(path)
-                if entry.is_dir:
-                    if path.is_symlink() or (path.exists() and not path.is_dir()):
-                        raise DestinationError(f"{path} exists and is not a directory")
-                    path.mkdir(exist_ok=True)
-                    made.add(path)
-                    directories.append((path, entry))
-                    tally.count("stored")
-                elif entry.kind == SYMLINK:
-                    if os.path.lexists(path):
-                        if not force or path.is_dir() and not path.is_symlink():
-                            raise DestinationError(f"{path} already exists", "use --force to overwrite it")
-                        path.unlink()
-                    os.symlink(entry.target, path)
-                    _restore_meta(path, entry, owner)
-                    tally.count("stored")
-                else:
-                    if store.files.under(entry.name + "/") != ([], []):  # a name both (an older store)
-                        path = path.with_name(f"{path.name}.pfs-file-{entry.id}")
-                        report(f"{printable(entry.name)} is both a file and a directory in the store: "
-                               f"the file is restored as {printable(str(path))}")
-                    slots.acquire()
-                    pool.submit(get_file, entry, path)
-            except (PfsError, OSError) as exc:
-                tally.count("failed")
-                if entry.is_dir:
-                    refused.append(entry.name)
-                report(f"{printable(entry.name)}: {exc.strerror if isinstance(exc, OSError) else exc}"
-                       + (" (nothing under it was restored)" if entry.is_dir else ""))
-    for path, entry in reversed(directories):
-        with contextlib.suppress(FileNotFoundError):
-            _restore_meta(path, entry, owner)
     return tally

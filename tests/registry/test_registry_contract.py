@@ -256,6 +256,45 @@ def test_a_delete_is_refused_while_a_file_is_read(clients):
         pass
 
 
+def test_holds_of_many_files_taken_at_once_refuse_their_deletes_until_released(clients):
+    a, b = clients(), clients()
+    with a.sessions.hold_all([7, 8, 9, 12]):
+        for held in (7, 9, 12):
+            with pytest.raises(StoreLockedError):
+                with b.sessions.hold(held, exclusive=True):
+                    pass
+        with b.sessions.hold(10, exclusive=True), b.sessions.hold(9, exclusive=False):  # a gap is free; reads share
+            pass
+    for released in (7, 8, 9, 12):
+        with b.sessions.hold(released, exclusive=True):
+            pass
+
+
+def test_a_directory_moves_only_as_it_was_read(clients):
+    a, b = clients(), clients()
+    seen = [a.files.add(entry_of(name, kind)) for name, kind in (("d", "dir"), ("d/x", "file"), ("d/y", "file"))]
+
+    def moved(entries):
+        return [dataclasses.replace(e, name="e" + e.name[1:]) for e in entries]
+    b.files.add(entry_of("d/z"))  # appeared since the read
+    assert not a.files.move_all("d", seen, moved(seen)) and a.files.current("e/x") is None
+    now = [e for name in ("d", "d/x", "d/y", "d/z") for e in b.files.named(name)]
+    assert b.files.swap(now[1], dataclasses.replace(now[1], status="deleting"))  # changed since the read
+    assert not a.files.move_all("d", now, moved(now))
+    now = [e for name in ("d", "d/x", "d/y", "d/z") for e in b.files.named(name)]
+    assert a.files.move_all("d", now, moved(now))
+    assert b.files.under("", recursive=True)[0] == ["e", "e/x", "e/y", "e/z"]
+
+
+def test_manifests_of_many_files_load_at_once(clients):
+    a, b = clients(), clients()
+    entries = [a.files.add(record(0, status="storing", size=size)) for size in (5000, 10, 2100)]
+    for entry in entries[:2]:
+        a.parts.save(manifest(entry))
+    assert b.parts.load_all([e.id for e in entries]) == {entries[0].id: manifest(entries[0]),
+                                                       entries[1].id: manifest(entries[1]), entries[2].id: None}
+
+
 def test_a_hold_ends_when_released_even_if_a_child_has_a_copy_of_its_descriptor(clients):
     """A process forked while a thread held a file (the pool's forkserver starting)
     keeps copies of every descriptor until it execs: the release must not wait

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from pfs import failures, names
 from pfs.cli import interrupts
-from pfs.cli.commands import records
+from pfs.cli.commands import globs, records
 from pfs.cli.commands.check import Skipped, VerifyTally
 from pfs.cli.commands.jobs import CANCEL_OUTCOME
-from pfs.cli.commands.syntax import ExitShell, split
+from pfs.cli.commands.syntax import ExitShell, split_words
 from pfs.cli.commands.table import ALIASES, COMMANDS, parse
 from pfs.cli.jobs import Job, JobManager
 from pfs.cli.output import PlainOutput, show_progress
@@ -50,12 +50,20 @@ class Session:
     def execute(self, line: str) -> None:
         """Run one command line; raises ExitShell on `exit`."""
         try:
-            tokens = split(line)
+            commands = globs.expand(split_words(line), self._is_directory)
         except PfsError as exc:
             self._fail(exc)
             return
-        if tokens:
-            self.execute_tokens(tokens)
+        for tokens in commands:
+            if tokens:
+                self.execute_tokens(tokens)
+
+    def _is_directory(self, name: str) -> bool:
+        """Whether a stored name is a directory (a put NAME stores into it)."""
+        try:
+            return self.store.under(name) != ([], [])
+        except PfsError:
+            return False
 
     def execute_tokens(self, tokens: list[str]) -> None:
         """Run one already-split command; raises ExitShell on `exit`."""

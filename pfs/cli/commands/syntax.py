@@ -44,28 +44,63 @@ class Command:
 
 def split(line: str) -> list[str]:
     """Split a command line with shell quoting rules, comments included."""
+    return [str(token) for token in split_words(line)]
+
+
+class Pattern(str):
+    """A word with a wildcard (`*`, `?`, `[`) outside quotes: the text as typed
+    (quotes removed), and `pattern`, the glob that matches it (a wildcard
+    quoted or escaped matches only itself)."""
+
+    pattern: str
+
+
+#: Stand-ins for the unquoted wildcards while shlex splits the line (private-use characters).
+_WILD = {c: chr(0xE000 + i) for i, c in enumerate("*?[")}
+_TAME = {v: k for k, v in _WILD.items()}
+
+
+def split_words(line: str) -> list[str]:
+    """split(), keeping which words have a wildcard outside quotes: those are Patterns."""
+    marked = []
+    for i, c, bare in _scan(line):
+        if bare and c == "#" and (i == 0 or line[i - 1].isspace()):  # a comment starts a word, as a shell's does
+            break
+        marked.append(_WILD.get(c, c) if bare else c)
     try:
-        return shlex.split(_without_comment(line))
+        words = shlex.split("".join(marked))
     except ValueError as exc:
         raise UsageError(f"cannot parse the line: {exc}", 'close the quote, e.g. put "my file.log"') from None
+    return [_word(w) for w in words]
 
 
-def _without_comment(line: str) -> str:
-    """Cut the line at a `#` that starts a word outside quotes, as a shell does
-    (shlex would also cut `report#1.txt`)."""
+def _word(marked: str) -> str:
+    text = "".join(_TAME.get(c, c) for c in marked)
+    if not any(c in _TAME for c in marked):
+        return text
+    word = Pattern(text)
+    word.pattern = "".join(_TAME[c] if c in _TAME else f"[{c}]" if c in "*?[" else c for c in marked)
+    return word
+
+
+def _scan(line: str):
+    """Each (index, character, whether it is outside quotes and not escaped) of a line."""
     quote, escaped = "", False
     for i, c in enumerate(line):
         if escaped:
             escaped = False
+            yield i, c, False
         elif c == "\\" and quote != "'":
             escaped = True
+            yield i, c, False
         elif quote:
             quote = "" if c == quote else quote
+            yield i, c, False
         elif c in "'\"":
             quote = c
-        elif c == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i]
-    return line
+            yield i, c, False
+        else:
+            yield i, c, True
 
 
 def parse_args(command: Command, rest: list[str]) -> Args:

@@ -10,7 +10,7 @@ from pfs import names
 from pfs.cli.commands.syntax import Args, Command
 from pfs.cli.jobs import Job
 from pfs.errors import printable
-from pfs.store import sync, tree_names, trees
+from pfs.store import restoring, sync, tree_names, trees
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
@@ -59,7 +59,7 @@ def cmd_get_tree(s: Session, a: Args) -> None:
     prefix, dest, force = a.positional[0], a.get(1), "--force" in a.flags
     s.out.line(f"restoring {printable(prefix)}")
     tree_job(s, "get -r", prefix, "restored",
-             lambda job, report: trees.get_tree(s.store, prefix, dest, force, job.advance, report, job.cancelled))
+             lambda job, report: restoring.get_tree(s.store, prefix, dest, force, job.advance, report, job.cancelled))
 
 
 def cmd_delete_tree(s: Session, a: Args) -> None:

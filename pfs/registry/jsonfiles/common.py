@@ -46,16 +46,21 @@ def fsync_dir(path: Path | str) -> None:
 def sync_filesystem(directory: Path, files: list[Path]) -> None:
     """Make `files` (all on the file system of `directory`) durable: one syncfs
     for the whole file system where the C library has it, else an fsync each."""
-    libc = _libc()
-    if libc is not None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd):
+            return
+    finally:
+        os.close(fd)
     for path in files:
         fsync_file(path)
+
+
+def syncfs(fd: int) -> bool:
+    """Flush the whole file system that holds `fd` (syncfs); False where the C
+    library has no syncfs or it failed: then fsync what must be durable."""
+    libc = _libc()
+    return libc is not None and libc.syncfs(fd) == 0
 
 
 @functools.cache

@@ -199,6 +199,16 @@ class FileRegistry(FileTable):
             self._record(new)
             return True
 
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        """Compared and recorded as one batch under the one exclusive lock of every update."""
+        with self._locked(fcntl.LOCK_EX):
+            index = self._map.index()
+            there = {i for name in (root, *index.names_under(root + "/")) for i in index.ids(name)}
+            if there != {e.id for e in seen} or not all(self.unchanged(self._map.entry(e.id), e) for e in seen):
+                return False
+            self._save_all(moved)
+            return True
+
     def take_name(self, seen: FileEntry, new: FileEntry, keep: bool = False) -> FileEntry | None:
         with self._locked(fcntl.LOCK_EX):
             taken = self._taking(seen, new, keep)

@@ -104,12 +104,40 @@ class SessionFiles(SessionTable):
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def hold_all(self, file_ids: list[int]) -> Iterator[None]:
+        """Shared holds of many files on one open file description: one lock per
+        run of consecutive ids (the files of a tree mostly are), not one per file."""
+        fd = os.open(self._holds, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            runs = _runs(file_ids)
+            try:
+                for start, length in runs:
+                    _lock_byte(fd, start, fcntl.F_RDLCK, wait=True, length=length)
+                yield
+            finally:
+                for start, length in runs:
+                    _lock_byte(fd, start, fcntl.F_UNLCK, length=length)
+        finally:
+            os.close(fd)
+
+
+def _runs(file_ids: list[int]) -> list[tuple[int, int]]:
+    """(first id, how many) of each run of consecutive ids among `file_ids`."""
+    runs: list[list[int]] = []
+    for file_id in sorted(set(file_ids)):
+        if runs and runs[-1][0] + runs[-1][1] == file_id:
+            runs[-1][1] += 1
+        else:
+            runs.append([file_id, 1])
+    return [(start, length) for start, length in runs]
+
 
 #: Where the bytes of the move locks begin in files.lock (a hold's byte is its file id).
 MOVES = 1 << 48
 
 
-def _lock_byte(fd: int, offset: int, kind: int, wait: bool = False) -> None:
-    """Take (or with F_UNLCK drop) an OFD lock on one byte of fd's file."""
+def _lock_byte(fd: int, offset: int, kind: int, wait: bool = False, length: int = 1) -> None:
+    """Take (or with F_UNLCK drop) an OFD lock on one byte of fd's file (`length` bytes from it)."""
     fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK,
-                struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0))
+                struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, length, 0))
