@@ -22,8 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import Case, measure, remove, render  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: `benchmarks` is a package
+from benchmarks.files import remove  # noqa: E402
+from benchmarks.measure import Case, measure  # noqa: E402
+from benchmarks.report import render  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 

@@ -57,13 +57,14 @@ class SourceShrank(Exception):
 
 
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
-               part_id: str, targets: list[Target],
-               sealed_for: str = "") -> tuple[str, str, int, list[int], list[dict]]:
+               part_id: str, targets: list[Target], sealed_for: str = "",
+               write=None) -> tuple[str, str, int, list[int], list[dict]]:
     """Read a slice of `source`, hash it, compress it, seal it for the store
     `sealed_for` if that is set (see pfs.engine.sealing) and write its pieces
     (its copies, or its shards) to the first volumes of `targets` that take them
-    (the store flushes them next). Returns (hash, codec used, stored size, the
-    volume of each piece, the shards' records)."""
+    (the store flushes them next; or `write(volume id, volume, key, piece)` takes
+    them, see store_parts). Returns (hash, codec used, stored size, the volume of
+    each piece, the shards' records)."""
     release(OPENED)  # a get's: a put has no use for it
     if not sealed_for:
         release(STORED)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
@@ -81,31 +82,68 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     if layout.ec:
         fragments = redundancy.encode(layout, payload)
         pieces = [sealing.seal(f, j) for j, f in enumerate(fragments)]
-        placed = place(pieces, layout.keys(part_id), targets)
+        placed = place(pieces, layout.keys(part_id), targets, write)
         shards = [{"volume": v, "hash": codec.digest(hash_name, f), "size": len(f)} for v, f in zip(placed, fragments)]
         return part_hash, used, len(payload), placed, shards
     piece = sealing.seal(payload, 0, _view(sealing.size(len(payload)), STORED) if sealing.on else None)
-    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets), []
+    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets, write), []
 
 
 def store_parts(jobs: list[tuple]) -> list[tuple | BaseException]:
     """store_part of the parts of many small files in one task: one trip to a
-    worker for all of them, not one each. A part that fails is handed back as its
-    error (SourceShrank, or a PfsError), so the others are stored."""
-    done: list[tuple | BaseException] = []
-    for args in jobs:
-        try:
-            done.append(store_part(*args))
-        except (SourceShrank, PfsError) as exc:
-            done.append(exc)
-        except OSError as exc:
-            done.append(PfsError(f"cannot store it: {exc.strerror or exc}"))
+    worker for all of them, not one each, and their pieces written into one
+    pack per volume (Volume.write_pack: one object made durable once), not one
+    part file each. A part whose pack a volume refused (full, gone) is stored
+    again alone, as store_part would, on the volumes that take it; a part that
+    fails is handed back as its error (SourceShrank, or a PfsError), so the
+    others are stored. Every piece is durable when this returns."""
+    packing, done = _Packing(), []
+    for packing.part, args in enumerate(jobs):
+        done.append(_stored(args, packing.add))
+    for i in packing.write():
+        done[i] = _stored(jobs[i])
+        if isinstance(done[i], tuple):
+            for vid, key in zip(done[i][3], jobs[i][5].keys(jobs[i][6])):
+                _volume(dict(jobs[i][7])[vid]).flush([key])
     return done
 
 
-def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
+def _stored(args: tuple, write=None) -> tuple | BaseException:
+    try:
+        return store_part(*args, write=write)
+    except (SourceShrank, PfsError) as exc:
+        return exc
+    except OSError as exc:
+        return PfsError(f"cannot store it: {exc.strerror or exc}")
+
+
+class _Packing:
+    """The pieces of a task's parts, by volume, until each volume's pack is written."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[int, tuple[Volume, list[tuple[str, bytes]], set[int]]] = {}
+        self.part = 0
+
+    def add(self, vid: int, volume: Volume, key: str, piece) -> None:
+        _, pieces, parts = self.pieces.setdefault(vid, (volume, [], set()))
+        pieces.append((key, bytes(piece)))  # a worker's buffer is reused by its next part
+        parts.add(self.part)
+
+    def write(self) -> set[int]:
+        """Write each volume's pack; the parts (indexes) whose pack was refused."""
+        refused = set()
+        for volume, pieces, parts in self.pieces.values():
+            try:
+                volume.write_pack(pieces)
+            except (OutOfSpaceError, VolumeUnavailableError):
+                refused |= parts
+        return refused
+
+
+def place(pieces: list, keys: list[str], targets: list[Target], write=None) -> list[int]:
     """Write each piece to the next target in order that takes it (a full or
-    vanished volume is skipped, and tried no more); returns their volumes."""
+    vanished volume is skipped, and tried no more), or hand it to
+    `write(volume id, volume, key, piece)`; returns their volumes."""
     placed, skipped, left = [], [], list(targets)
     for piece, key in zip(pieces, keys):
         while True:
@@ -118,7 +156,10 @@ def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
                                "add a volume or free some space")
             vid, desc = left.pop(0)
             try:
-                _write(_volume(desc), key, piece)
+                if write is None:
+                    _write(_volume(desc), key, piece)
+                else:
+                    write(vid, _volume(desc), key, piece)
                 placed.append(vid)
                 break
             except (OutOfSpaceError, VolumeUnavailableError) as exc:

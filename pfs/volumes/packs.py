@@ -1,0 +1,405 @@
+"""Packs: many small pieces in one object on a volume, written and made durable
+once (restic's packs, borg's segments, Haystack's needles), instead of one
+part file each with its own fsync and directory fsyncs.
+
+A pack is an append-once object `packs/<pack id>`:
+
+    record* footer trailer
+    record  = b"PFSp" | u8 key length | key | u64 piece length | u32 crc32 of the header before it | piece
+    footer  = (u8 key length | key | u64 offset | u64 length)*
+    trailer = b"PFSPACK1" | u64 footer offset | u32 footer length | u32 crc32 of the footer
+
+A piece is its bytes exactly as they would be stored alone (compressed, sealed,
+a shard), so reading it is one ranged read. The footer is the pack's index,
+read once per process; where it is damaged, the records' own headers are
+walked instead (past a damaged record to the next good header), so a damaged
+byte range loses only the pieces it covers, which pfs's hashes then catch.
+
+Packs are never rewritten. Removing a packed piece writes a dead list
+`packs/<pack id>.dead.<n>` naming it; a pack mostly dead is compacted: its
+live pieces go into a new pack, made durable, and only then is the old one
+removed, with its dead lists. A crash leaves both (the same bytes twice: the
+newer pack wins) or the new one, never neither. A dead list that races a
+compaction is carried over: the compaction reads the old pack's dead lists
+again after removing it, and a remover looks after writing its list whether
+the pack is still there (if not, it writes the list again for wherever the
+pieces are now).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from pfs.errors import PartDamagedError, PartMissingError
+from pfs.volumes.base import Volume, check_key
+
+RECORD = b"PFSp"
+TRAILER = b"PFSPACK1"
+_HEADER = struct.Struct(">QI")  # after the key: piece length, crc32 of the header up to here
+_ENTRY = struct.Struct(">QQ")  # after the key: offset, length
+_TRAILER = struct.Struct(">8sQII")
+#: The bytes read from a pack's end to find its index (a footer of 256 entries is ~15 KiB).
+TAIL = 64 << 10
+#: A pack is compacted once this share of its piece bytes is dead.
+MOSTLY_DEAD = 0.5
+DEAD = ".dead."
+
+Place = tuple[str, int, int]  # pack, offset, length
+
+
+class Shelf(Protocol):
+    """What a backend gives packs: named objects under its packs/ place."""
+
+    url: str
+
+    def shelf_put(self, name: str, data: bytes, durable: bool) -> None:
+        """Create an object (create-only), durable on return if `durable`."""
+
+    def shelf_get(self, name: str, offset: int, size: int) -> bytes:
+        """At most `size` bytes from `offset`; PartMissingError if there is no such object."""
+
+    def shelf_list(self) -> dict[str, int]:
+        """Every object's name and size."""
+
+    def shelf_drop(self, name: str) -> None:
+        """Remove an object (a no-op where there is none)."""
+
+
+def new_name() -> str:
+    """A pack's id: the time first, so that newer packs sort after older ones."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+
+
+def encode(pieces: Iterable[tuple[str, bytes | memoryview]]) -> tuple[bytearray, dict[str, tuple[int, int]]]:
+    """A pack's bytes, and its index (key -> offset, length)."""
+    blob, index = bytearray(), {}
+    for key, data in pieces:
+        name = check_key(key).encode()
+        head = RECORD + bytes([len(name)]) + name + struct.pack(">Q", len(data))
+        blob += head + struct.pack(">I", zlib.crc32(head))
+        index[key] = (len(blob), len(data))
+        blob += data
+    footer = b"".join(bytes([len(k)]) + k.encode() + _ENTRY.pack(o, n) for k, (o, n) in index.items())
+    blob += footer + _TRAILER.pack(TRAILER, len(blob), len(footer), zlib.crc32(footer))
+    return blob, index
+
+
+def decode_footer(tail: bytes, tail_at: int) -> dict[str, tuple[int, int]] | None:
+    """The index from a pack's last bytes (`tail`, starting at `tail_at`);
+    None if the trailer or footer is damaged, or the footer is not all in `tail`."""
+    if len(tail) < _TRAILER.size:
+        return None
+    magic, at, length, crc = _TRAILER.unpack(tail[-_TRAILER.size:])
+    start = at - tail_at
+    if magic != TRAILER or start < 0 or start + length != len(tail) - _TRAILER.size:
+        return None
+    footer = tail[start:start + length]
+    if zlib.crc32(footer) != crc:
+        return None
+    index, pos = {}, 0
+    try:
+        while pos < len(footer):
+            n = footer[pos]
+            key = footer[pos + 1:pos + 1 + n].decode()
+            index[key] = _ENTRY.unpack_from(footer, pos + 1 + n)
+            pos += 1 + n + _ENTRY.size
+    except (UnicodeDecodeError, struct.error, IndexError):
+        return None
+    return index
+
+
+def walk(blob: bytes) -> dict[str, tuple[int, int]]:
+    """The index from the records' own headers (the footer is damaged): a
+    damaged header is passed over by searching for the next one that checks."""
+    index, pos = {}, blob.find(RECORD)
+    while pos >= 0:
+        found = _record(blob, pos)
+        if found is None:
+            pos = blob.find(RECORD, pos + 1)
+            continue
+        key, start, length = found
+        index[key] = (start, length)
+        pos = blob.find(RECORD, start + length)
+    return index
+
+
+def _record(blob: bytes, pos: int) -> tuple[str, int, int] | None:
+    n = blob[pos + 4] if pos + 4 < len(blob) else 0
+    end = pos + 5 + n + _HEADER.size
+    if not n or end > len(blob):
+        return None
+    length, crc = _HEADER.unpack_from(blob, pos + 5 + n)
+    if zlib.crc32(blob[pos:end - 4]) != crc or end + length > len(blob):
+        return None
+    try:
+        return check_key(blob[pos + 5:pos + 5 + n].decode()), end, length
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class Packs:
+    """A volume's packs as this process knows them: each pack's index, and
+    which of its pieces are dead. Looked at again whenever a piece is not
+    found, so packs that other processes wrote or compacted are seen."""
+
+    def __init__(self, shelf: Shelf) -> None:
+        self.shelf = shelf
+        self._lock = threading.RLock()
+        self._index: dict[str, dict[str, tuple[int, int]]] = {}  # pack -> key -> (offset, length)
+        self._sizes: dict[str, int] = {}
+        self._dead: dict[str, set[str]] = {}  # pack -> its dead keys
+        self._lists: set[str] = set()  # the dead lists read
+        self._where: dict[str, set[str]] = {}  # key -> the packs holding it
+        self._scanned = False
+
+    # -- writing and reading ---------------------------------------------------------
+
+    def write(self, pieces: Iterable[tuple[str, bytes | memoryview]]) -> str:
+        """One new pack holding `pieces`, durable on return; its name."""
+        name = new_name()
+        blob, index = encode(pieces)
+        self.shelf.shelf_put(name, blob, True)
+        with self._lock:
+            self._add(name, len(blob), index)
+        return name
+
+    def places(self, key: str, fresh: bool = False) -> list[Place]:
+        """Where the live copies of `key` are, newest pack first; the packs are
+        looked at again first with `fresh` (or when none holds it)."""
+        looked = fresh or not self._scanned
+        if looked:
+            self.rescan()
+        found = self._live(key)
+        if not found and not looked:
+            self.rescan()
+            found = self._live(key)
+        return found
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        for fresh in (False, True):
+            places = self.places(key, fresh)
+            if not places:
+                break
+            pack, start, length = places[0]
+            want = max(0, length - offset) if size is None else max(0, min(size, length - offset))
+            if not want:
+                return b""
+            try:
+                return self.shelf.shelf_get(pack, start + offset, want)
+            except PartMissingError:
+                continue  # compacted away since it was looked at: look again
+        raise PartMissingError(f"part {key} is missing from volume {self.shelf.url}")
+
+    # -- removing --------------------------------------------------------------------
+
+    def remove(self, keys: Iterable[str]) -> set[str]:
+        """Record the live packed copies of `keys` dead; returns those that were
+        packed. A pack left mostly dead is compacted."""
+        listing = self.rescan()
+        by_pack: dict[str, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            for pack, _, _ in self._live(key):
+                by_pack.setdefault(pack, []).append(key)
+        for pack, dead in by_pack.items():
+            self._bury(pack, dead)
+        if by_pack:
+            listing = self.rescan()
+            for pack, dead in by_pack.items():
+                if pack not in listing:  # compacted meanwhile: the pieces are elsewhere now
+                    self.remove(dead)
+        for pack in by_pack:
+            if pack in listing and self._dead_share(pack) >= MOSTLY_DEAD:
+                self._compact(pack)
+        return {k for dead in by_pack.values() for k in dead}
+
+    def compact(self, share: float = 0.0) -> tuple[int, int]:
+        """Compact every pack of which more than `share` is dead, and drop the
+        dead lists of packs that are gone; returns (packs compacted, bytes freed)."""
+        listing = self.rescan()
+        before = sum(listing.values())
+        done = 0
+        for pack in sorted(self._index):
+            if self._dead.get(pack) and self._dead_share(pack) > share:
+                self._compact(pack)
+                done += 1
+        for name in listing:
+            if DEAD in name and name.split(DEAD)[0] not in listing:
+                self.shelf.shelf_drop(name)
+        return done, max(0, before - sum(self.rescan().values()))
+
+    def _bury(self, pack: str, keys: list[str]) -> None:
+        name = f"{pack}{DEAD}{new_name()}"
+        self.shelf.shelf_put(name, "\n".join(keys).encode(), False)
+        with self._lock:
+            self._dead.setdefault(pack, set()).update(keys)
+            self._lists.add(name)
+
+    def _compact(self, pack: str) -> None:
+        """Copy the pack's live pieces (those no newer pack holds) into a new
+        pack, make it durable, then remove the old one and its dead lists."""
+        with self._lock:
+            dead = self._dead.get(pack, set())
+            live = [(k, o, n) for k, (o, n) in self._index.get(pack, {}).items()
+                    if k not in dead and not any(p > pack for p, _, _ in self._live(k))]
+        try:
+            pieces = [(k, self.shelf.shelf_get(pack, o, n)) for k, o, n in live]
+        except PartMissingError:
+            return  # another process compacted it first
+        new = self.write(pieces) if pieces else None
+        self.shelf.shelf_drop(pack)
+        lists = [n for n in self.shelf.shelf_list() if n.startswith(pack + DEAD)]
+        late = set()
+        for name in lists:  # written after this process last looked, by a remover that may not see the new pack
+            late.update(self._dead_list(name))
+        late &= {k for k, _, _ in live}
+        if new and late:
+            self._bury(new, sorted(late))
+        for name in lists:
+            self.shelf.shelf_drop(name)
+        with self._lock:
+            self._forget(pack)
+
+    def _dead_share(self, pack: str) -> float:
+        index, dead = self._index.get(pack, {}), self._dead.get(pack, set())
+        total = sum(n for _, n in index.values()) or 1
+        return sum(index[k][1] for k in dead if k in index) / total if index else 1.0
+
+    # -- listing ---------------------------------------------------------------------
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every live packed key starting with `prefix` (looked at afresh)."""
+        self.rescan()
+        with self._lock:
+            found = [k for k in self._where if k.startswith(prefix) and self._live(k)]
+        yield from found
+
+    def used(self) -> int:
+        """Bytes the packs and their dead lists take."""
+        return sum(self.rescan().values())
+
+    def rescan(self) -> dict[str, int]:
+        """Look at the packs again: new ones indexed, gone ones forgotten, new
+        dead lists read. Returns every object and its size."""
+        listing = self.shelf.shelf_list()
+        with self._lock:
+            for pack in [p for p in self._index if p not in listing]:
+                self._forget(pack)
+            for name, size in listing.items():
+                if DEAD not in name and name not in self._index:
+                    index = self._read_index(name, size)
+                    if index is not None:
+                        self._add(name, size, index)
+            for name in listing:
+                if DEAD in name and name not in self._lists and name.split(DEAD)[0] in self._index:
+                    self._dead.setdefault(name.split(DEAD)[0], set()).update(self._dead_list(name))
+                    self._lists.add(name)
+            self._scanned = True
+        return listing
+
+    def _read_index(self, pack: str, size: int) -> dict[str, tuple[int, int]] | None:
+        """The pack's index from its footer, else from its records; None if it is gone."""
+        try:
+            at = max(0, size - TAIL)
+            index = decode_footer(self.shelf.shelf_get(pack, at, size - at), at)
+            if index is None:
+                index = walk(self.shelf.shelf_get(pack, 0, size))
+        except PartMissingError:
+            return None
+        return {k: (o, n) for k, (o, n) in index.items() if o + n <= size}
+
+    def _dead_list(self, name: str) -> list[str]:
+        try:
+            return self.shelf.shelf_get(name, 0, 1 << 24).decode(errors="replace").split()
+        except PartMissingError:
+            return []
+
+    def _add(self, pack: str, size: int, index: dict[str, tuple[int, int]]) -> None:
+        self._index[pack], self._sizes[pack] = index, size
+        for key in index:
+            self._where.setdefault(key, set()).add(pack)
+
+    def _forget(self, pack: str) -> None:
+        for key in self._index.pop(pack, {}):
+            holders = self._where.get(key, set())
+            holders.discard(pack)
+            if not holders:
+                self._where.pop(key, None)
+        self._sizes.pop(pack, None)
+        self._dead.pop(pack, None)
+        self._lists = {n for n in self._lists if not n.startswith(pack + DEAD)}
+
+    def _live(self, key: str) -> list[Place]:
+        with self._lock:
+            return [(p, *self._index[p][key]) for p in sorted(self._where.get(key, ()), reverse=True)
+                    if key not in self._dead.get(p, ())]
+
+
+class Packed:
+    """What a backend with a shelf (see Shelf) gains: pieces written many at
+    once into a pack (write_pack), and read, listed and removed wherever they
+    are, their own object or a pack. A piece's own object comes first: a piece
+    written again alone (heal rewriting a damaged packed one) shadows the
+    packed copy. Put before the backend's own class: `class X(Packed, Parts)`."""
+
+    @property
+    def packs(self) -> Packs:
+        packs = self.__dict__.get("_packs")
+        if packs is None:
+            packs = self.__dict__["_packs"] = Packs(self)
+        return packs
+
+    def write_pack(self, pieces: list[tuple[str, bytes | memoryview]]) -> None:
+        """One pack for all of `pieces`, durable on return."""
+        if pieces:
+            self.packs.write(pieces)
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        try:
+            return super().read(key, offset, size)
+        except PartMissingError:
+            return self.packs.read(key, offset, size)
+
+    def read_into(self, key: str, buffer: memoryview, offset: int = 0) -> int:
+        try:
+            return super().read_into(key, buffer, offset)
+        except PartMissingError:
+            data = self.packs.read(key, offset, len(buffer))
+            buffer[:len(data)] = data
+            return len(data)
+
+    def remove(self, key: str) -> bool:
+        own = super().remove(key)
+        return bool(self.packs.remove([key])) or own
+
+    def remove_all(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if getattr(super().remove_all, "__func__", None) is Volume.remove_all:  # it would remove() each here
+            for key in keys:
+                with contextlib.suppress(PartDamagedError):
+                    super().remove(key)
+        else:
+            super().remove_all(keys)
+        self.packs.remove(keys)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        own = set(super().keys(prefix))
+        yield from own
+        yield from (k for k in self.packs.keys(prefix) if k not in own)
+
+    def used(self) -> int:
+        return super().used() + self.packs.used()
+
+    def compact(self) -> tuple[int, int]:
+        """Compact every pack with dead pieces: (packs compacted, bytes freed)."""
+        return self.packs.compact()
+
+    def release(self) -> None:
+        self.packs.compact()
+        super().release()
