@@ -337,6 +337,8 @@ class LocalVolume(Packed, LocalParts):
             try:
                 fd = os.open(where, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644) if durable else \
                     os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                raise PartExistsError(f"{name} already exists on volume {self.url}") from None
             except OSError as exc:  # a filesystem without unnamed files: a named one, renamed when whole
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                     raise

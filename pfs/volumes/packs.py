@@ -19,11 +19,12 @@ Packs are never rewritten. Removing a packed piece writes a dead list
 `packs/<pack id>.dead.<n>` naming it; a pack mostly dead is compacted: its
 live pieces go into a new pack, made durable, and only then is the old one
 removed, with its dead lists. A crash leaves both (the same bytes twice: the
-newer pack wins) or the new one, never neither. A dead list that races a
-compaction is carried over: the compaction reads the old pack's dead lists
-again after removing it, and a remover looks after writing its list whether
-the pack is still there (if not, it writes the list again for wherever the
-pieces are now).
+newer pack wins) or the new one, never neither. One compaction of a pack runs
+at a time, in any process (it first creates `<pack id>.claim`, create-only). A
+dead list that races a compaction is carried over: the compaction reads the
+old pack's dead lists again after removing it, and a remover looks after
+writing its list whether the pack is still there (if not, it removes the
+pieces again wherever they are now).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from pfs.errors import PartDamagedError, PartMissingError
+from pfs.errors import PartDamagedError, PartExistsError, PartMissingError
 from pfs.volumes.base import Volume, check_key
 
 RECORD = b"PFSp"
@@ -50,6 +51,10 @@ TAIL = 64 << 10
 #: A pack is compacted once this share of its piece bytes is dead.
 MOSTLY_DEAD = 0.5
 DEAD = ".dead."
+#: `<pack id>.claim`: a compaction of that pack is under way (one at a time).
+CLAIM = ".claim"
+#: A claim older than this was left by a compaction that died: it is taken over.
+STALE_CLAIM = 3600.0
 
 Place = tuple[str, int, int]  # pack, offset, length
 
@@ -220,17 +225,19 @@ class Packs:
         return {k for dead in by_pack.values() for k in dead}
 
     def compact(self, share: float = 0.0) -> tuple[int, int]:
-        """Compact every pack of which more than `share` is dead, and drop the
-        dead lists of packs that are gone; returns (packs compacted, bytes freed)."""
+        """Compact every pack of which more than `share` is dead, and drop what
+        compactions that died left (dead lists of packs that are gone, stale
+        claims); returns (packs compacted, bytes freed)."""
         listing = self.rescan()
         before = sum(listing.values())
         done = 0
         for pack in sorted(self._index):
             if self._dead.get(pack) and self._dead_share(pack) > share:
-                self._compact(pack)
-                done += 1
+                done += self._compact(pack)
+        listing = self.shelf.shelf_list()
         for name in listing:
-            if DEAD in name and name.split(DEAD)[0] not in listing:
+            pack = name.split(".")[0]
+            if "." in name and pack not in listing and (pack + CLAIM not in listing or self._stale(pack + CLAIM)):
                 self.shelf.shelf_drop(name)
         return done, max(0, before - sum(self.rescan().values()))
 
@@ -241,30 +248,47 @@ class Packs:
             self._dead.setdefault(pack, set()).update(keys)
             self._lists.add(name)
 
-    def _compact(self, pack: str) -> None:
+    def _compact(self, pack: str) -> bool:
         """Copy the pack's live pieces (those no newer pack holds) into a new
-        pack, make it durable, then remove the old one and its dead lists."""
-        with self._lock:
-            dead = self._dead.get(pack, set())
-            live = [(k, o, n) for k, (o, n) in self._index.get(pack, {}).items()
-                    if k not in dead and not any(p > pack for p, _, _ in self._live(k))]
+        pack, make it durable, then remove the old one and its dead lists.
+        One compaction of a pack at a time (its claim): a dead list written
+        meanwhile is read after the old pack is gone and carried over, or its
+        remover finds the pack gone and removes the pieces where they are now."""
+        claim = pack + CLAIM
         try:
+            self.shelf.shelf_put(claim, str(time.time()).encode(), False)
+        except PartExistsError:
+            if not self._stale(claim):
+                return False  # another compaction of it is under way
+        try:
+            if pack not in self.rescan():
+                return False
+            with self._lock:
+                dead = self._dead.get(pack, set())
+                live = [(k, o, n) for k, (o, n) in self._index.get(pack, {}).items()
+                        if k not in dead and not any(p > pack for p, _, _ in self._live(k))]
             pieces = [(k, self.shelf.shelf_get(pack, o, n)) for k, o, n in live]
+            new = self.write(pieces) if pieces else None
+            self.shelf.shelf_drop(pack)
+            lists = [n for n in self.shelf.shelf_list() if n.startswith(pack + DEAD)]
+            late = {k for name in lists for k in self._dead_list(name)} & {k for k, _, _ in live}
+            if new and late:
+                self._bury(new, sorted(late))
+            for name in lists:
+                self.shelf.shelf_drop(name)
+            with self._lock:
+                self._forget(pack)
         except PartMissingError:
-            return  # another process compacted it first
-        new = self.write(pieces) if pieces else None
-        self.shelf.shelf_drop(pack)
-        lists = [n for n in self.shelf.shelf_list() if n.startswith(pack + DEAD)]
-        late = set()
-        for name in lists:  # written after this process last looked, by a remover that may not see the new pack
-            late.update(self._dead_list(name))
-        late &= {k for k, _, _ in live}
-        if new and late:
-            self._bury(new, sorted(late))
-        for name in lists:
-            self.shelf.shelf_drop(name)
-        with self._lock:
-            self._forget(pack)
+            return False  # gone meanwhile: compacted by a compaction that had taken over a stale claim
+        finally:
+            self.shelf.shelf_drop(claim)
+        return True
+
+    def _stale(self, claim: str) -> bool:
+        try:
+            return time.time() - float(self.shelf.shelf_get(claim, 0, 64) or 0) > STALE_CLAIM
+        except (PartMissingError, ValueError):
+            return True
 
     def _dead_share(self, pack: str) -> float:
         index, dead = self._index.get(pack, {}), self._dead.get(pack, set())
@@ -292,7 +316,7 @@ class Packs:
             for pack in [p for p in self._index if p not in listing]:
                 self._forget(pack)
             for name, size in listing.items():
-                if DEAD not in name and name not in self._index:
+                if "." not in name and name not in self._index:
                     index = self._read_index(name, size)
                     if index is not None:
                         self._add(name, size, index)
