@@ -181,3 +181,18 @@ def test_many_pfs_put_small_trees_into_one_store_at_once(tmp_path):
     assert volume_keys(store) == referenced_pieces(store)
     r = run_pfs(store, "", "delete", "-r", "t1", cwd=work)
     assert r.returncode == 0 and volume_keys(store) == referenced_pieces(store)
+
+
+def test_an_encrypted_store_s_packs_hold_only_sealed_pieces(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFS_PASSWORD", "pw-for-packs")
+    store, work = tmp_path / "store", tmp_path / "work"
+    src = work / "src"
+    src.mkdir(parents=True)
+    for i in range(20):
+        (src / f"f{i}").write_bytes(b"PLAINTEXT-IN-A-PACK-%d " % i * 40)
+    r = run_pfs(store, "", "--encrypt", "--codec", "none", "put", "-r", str(src), "t", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert pieces(store) == [] and packs_of(store)
+    assert not any(b"PLAINTEXT" in p.read_bytes() for p in packs_of(store))
+    out = work / "out"
+    assert run_pfs(store, f"get -r t {out}\nwait\n", cwd=work).returncode == 0 and same_files(src, out)
