@@ -36,7 +36,7 @@ def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
         os._exit(1)       # and pfs says so once ("the worker pool cannot be started"), with no traceback here
 
 
-def _volume(desc: dict) -> Volume:
+def volume_for(desc: dict) -> Volume:
     """The volume a description names, opened once per worker process."""
     key = json.dumps(desc, sort_keys=True)
     volume = _volumes.get(key)
@@ -89,57 +89,6 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets, write), []
 
 
-def store_parts(jobs: list[tuple]) -> list[tuple | BaseException]:
-    """store_part of the parts of many small files in one task: one trip to a
-    worker for all of them, not one each, and their pieces written into one
-    pack per volume (Volume.write_pack: one object made durable once), not one
-    part file each. A part whose pack a volume refused (full, gone) is stored
-    again alone, as store_part would, on the volumes that take it; a part that
-    fails is handed back as its error (SourceShrank, or a PfsError), so the
-    others are stored. Every piece is durable when this returns."""
-    packing, done = _Packing(), []
-    for packing.part, args in enumerate(jobs):
-        done.append(_stored(args, packing.add))
-    for i in packing.write():
-        done[i] = _stored(jobs[i])
-        if isinstance(done[i], tuple):
-            for vid, key in zip(done[i][3], jobs[i][5].keys(jobs[i][6])):
-                _volume(dict(jobs[i][7])[vid]).flush([key])
-    return done
-
-
-def _stored(args: tuple, write=None) -> tuple | BaseException:
-    try:
-        return store_part(*args, write=write)
-    except (SourceShrank, PfsError) as exc:
-        return exc
-    except OSError as exc:
-        return PfsError(f"cannot store it: {exc.strerror or exc}")
-
-
-class _Packing:
-    """The pieces of a task's parts, by volume, until each volume's pack is written."""
-
-    def __init__(self) -> None:
-        self.pieces: dict[int, tuple[Volume, list[tuple[str, bytes]], set[int]]] = {}
-        self.part = 0
-
-    def add(self, vid: int, volume: Volume, key: str, piece) -> None:
-        _, pieces, parts = self.pieces.setdefault(vid, (volume, [], set()))
-        pieces.append((key, bytes(piece)))  # a worker's buffer is reused by its next part
-        parts.add(self.part)
-
-    def write(self) -> set[int]:
-        """Write each volume's pack; the parts (indexes) whose pack was refused."""
-        refused = set()
-        for volume, pieces, parts in self.pieces.values():
-            try:
-                volume.write_pack(pieces)
-            except (OutOfSpaceError, VolumeUnavailableError):
-                refused |= parts
-        return refused
-
-
 def place(pieces: list, keys: list[str], targets: list[Target], write=None) -> list[int]:
     """Write each piece to the next target in order that takes it (a full or
     vanished volume is skipped, and tried no more), or hand it to
@@ -157,9 +106,9 @@ def place(pieces: list, keys: list[str], targets: list[Target], write=None) -> l
             vid, desc = left.pop(0)
             try:
                 if write is None:
-                    _write(_volume(desc), key, piece)
+                    _write(volume_for(desc), key, piece)
                 else:
-                    write(vid, _volume(desc), key, piece)
+                    write(vid, volume_for(desc), key, piece)
                 placed.append(vid)
                 break
             except (OutOfSpaceError, VolumeUnavailableError) as exc:
@@ -234,8 +183,8 @@ def check_part(job: PartCheck) -> PartVerdict:
             continue
         if job.heal and desc is not None:
             try:
-                _write(_volume(desc), keys[j], pieces[j])
-                _volume(desc).flush([keys[j]])
+                _write(volume_for(desc), keys[j], pieces[j])
+                volume_for(desc).flush([keys[j]])
                 verdict.healed.append(f"{names[j]} rewritten ({problem})")
                 continue
             except VolumeError as exc:
@@ -251,7 +200,7 @@ def check_part(job: PartCheck) -> PartVerdict:
             verdict.bad.append(type(why)(f"{names[j]}: {why}; cannot be moved ({exc.message})"))
             continue
         taken.add(volumes[j])
-        _volume(dict(targets)[volumes[j]]).flush([keys[j]])
+        volume_for(dict(targets)[volumes[j]]).flush([keys[j]])
         verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
     return verdict
 
@@ -355,14 +304,14 @@ def _reading_order(pieces: list[tuple[int, dict | None]]) -> list[tuple[int, tup
 
 
 def _is_local(desc: dict) -> bool:
-    return isinstance(_volume(desc), LocalVolume)
+    return isinstance(volume_for(desc), LocalVolume)
 
 
 def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:
     """A piece's bytes (in `into`, more than `size` bytes, if given), or what is wrong
     with it (missing, the wrong size, unreadable)."""
     try:
-        data = _volume(desc).read(key, 0, size + 1) if into is None else into[:_volume(desc).read_into(key, into)]
+        data = volume_for(desc).read(key, 0, size + 1) if into is None else into[:volume_for(desc).read_into(key, into)]
     except PartMissingError:
         return b"", "part file missing"
     except PartDamagedError:
@@ -421,13 +370,13 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
 def volume_status(desc: dict) -> tuple[str, str]:
     """A volume's status and why it is missing (Volume.diagnose), looked at from a worker, where its
     client is at hand (see VolumeSet.prober)."""
-    return _volume(desc).diagnose()
+    return volume_for(desc).diagnose()
 
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:
     """Remove the keys not in `keep` from a volume (see Volume.remove_all);
     VolumeUnavailableError if the volume cannot be reached: the caller tries again later."""
-    _volume(desc).remove_all(k for k in keys if k not in keep)
+    volume_for(desc).remove_all(k for k in keys if k not in keep)
 
 
 def meet(folder: str, count: int, timeout: float) -> None:

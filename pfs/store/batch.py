@@ -4,7 +4,7 @@ each is stored at the cost of a few files, not of one each.
 Per batch: one journal line (one fsync; one transaction on PostgreSQL) records
 every file as `storing`; the parts go to the workers a share at a time (one
 process hop per share, not per file), whose pieces go into one pack per volume
-and share, made durable once (see worker.store_parts and pfs.volumes.packs);
+and share, made durable once (see pfs.engine.packing and pfs.volumes.packs);
 the manifests are written at once (one syncfs); one journal line records them
 all `stored`. A crash before that line
 leaves every file of the batch `storing` (rolled back at the next open): a
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pfs.engine import worker
+from pfs.engine import packing, worker
 from pfs.errors import Cancelled, NameConflictError, PfsError
 from pfs.registry import usage
 from pfs.registry.records import FileEntry
@@ -100,7 +100,7 @@ def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes,
         results.update(zip(shares[index], share_results))
 
     try:
-        store.engine.run(worker.store_parts, tasks, written, cancel)
+        store.engine.run(packing.store_parts, tasks, written, cancel)
     except BaseException as exc:
         for i, entry in entries.items():
             store.roll_back(entry, exc)
