@@ -19,6 +19,7 @@ of pfs in one run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import sys
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=None, help="the scratch directory (default: a temporary one)")
     p.add_argument("--pfs", default=sys.executable, help="the Python that runs pfs (default: this one)")
     args = p.parse_args(argv)
+    if args.pfs == sys.executable:  # byte-compiled, as an installed pfs is (see benchmarks/stores.py)
+        compileall.compile_dir(Path(__file__).resolve().parent.parent / "pfs", quiet=1)
     console = Console(width=200)
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         work = Work(Path(scratch), args.pfs)

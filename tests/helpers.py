@@ -354,6 +354,39 @@ def part_path(store: Path, file_id: int, index: int) -> Path:
     return volume_dirs(store)[part.get("volume", 0)] / pid[:2] / pid[2:4] / pid
 
 
+def packed_piece(store: Path, file_id: int, index: int = 0, copy: int = 0) -> tuple[Path, int, int]:
+    """Where a packed piece of a file is: (its pack's path, offset, length),
+    found through the volume's own pack index (pfs.volumes.packs)."""
+    from pfs.volumes.local import PACKS, LocalVolume
+
+    part = read_manifest(store, file_id)["parts"][index]
+    if part.get("shards"):
+        vid, key = part["shards"][copy]["volume"], f"{part['id']}.{copy}"
+    else:
+        vid, key = part.get("copies", [part.get("volume", 0)])[copy], part["id"]
+    root = volume_dirs(store)[vid]
+    pack, offset, length = LocalVolume(root).packs.places(key, fresh=True)[0]
+    return root / PACKS / pack, offset, length
+
+
+def damage_bytes(path: Path, offset: int, length: int = 1) -> None:
+    """Flip `length` bytes of a file from `offset` (a bad sector's worth of damage)."""
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytes(b ^ 0xFF for b in f.read(length))
+        f.seek(offset)
+        f.write(data)
+
+
+def volume_keys(store: Path) -> set[tuple[int, str]]:
+    """(volume id, key) of every piece on the store's local volumes, packed or
+    not, as each volume lists them."""
+    from pfs.volumes.local import LocalVolume
+
+    return {(vid, k) for vid, d in volume_dirs(store).items() if d.is_dir() for k in LocalVolume(d).keys()}
+
+
 def snapshot_rows(path: Path) -> dict:
     """files.json as one object of rows under "fields" and "files" (format 1, which
     pfs still reads and checks row by row: the form tests edit and write back)."""

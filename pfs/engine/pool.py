@@ -35,7 +35,7 @@ START_TIMEOUT = 30.0
 #: What the forkserver imports once, before it forks any worker: the workers'
 #: functions, and what a worker needs to take its first task (the executor's
 #: loop, its queues and their locks), which each worker imported again otherwise.
-PRELOAD = ("concurrent.futures.process", "multiprocessing.synchronize", "pfs.engine.worker")
+PRELOAD = ("concurrent.futures.process", "multiprocessing.synchronize", "pfs.engine.worker", "pfs.engine.packing")
 
 
 def start_forkserver(preload: tuple[str, ...] = ()) -> None:

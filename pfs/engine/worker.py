@@ -36,7 +36,7 @@ def init_worker(pfs_pid: int, keys: dict | None = None) -> None:
         os._exit(1)       # and pfs says so once ("the worker pool cannot be started"), with no traceback here
 
 
-def _volume(desc: dict) -> Volume:
+def volume_for(desc: dict) -> Volume:
     """The volume a description names, opened once per worker process."""
     key = json.dumps(desc, sort_keys=True)
     volume = _volumes.get(key)
@@ -57,13 +57,14 @@ class SourceShrank(Exception):
 
 
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
-               part_id: str, targets: list[Target],
-               sealed_for: str = "") -> tuple[str, str, int, list[int], list[dict]]:
+               part_id: str, targets: list[Target], sealed_for: str = "",
+               write=None) -> tuple[str, str, int, list[int], list[dict]]:
     """Read a slice of `source`, hash it, compress it, seal it for the store
     `sealed_for` if that is set (see pfs.engine.sealing) and write its pieces
     (its copies, or its shards) to the first volumes of `targets` that take them
-    (the store flushes them next). Returns (hash, codec used, stored size, the
-    volume of each piece, the shards' records)."""
+    (the store flushes them next; or `write(volume id, volume, key, piece)` takes
+    them, see store_parts). Returns (hash, codec used, stored size, the volume of
+    each piece, the shards' records)."""
     release(OPENED)  # a get's: a put has no use for it
     if not sealed_for:
         release(STORED)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
@@ -81,31 +82,17 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
     if layout.ec:
         fragments = redundancy.encode(layout, payload)
         pieces = [sealing.seal(f, j) for j, f in enumerate(fragments)]
-        placed = place(pieces, layout.keys(part_id), targets)
+        placed = place(pieces, layout.keys(part_id), targets, write)
         shards = [{"volume": v, "hash": codec.digest(hash_name, f), "size": len(f)} for v, f in zip(placed, fragments)]
         return part_hash, used, len(payload), placed, shards
     piece = sealing.seal(payload, 0, _view(sealing.size(len(payload)), STORED) if sealing.on else None)
-    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets), []
+    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets, write), []
 
 
-def store_parts(jobs: list[tuple]) -> list[tuple | BaseException]:
-    """store_part of the parts of many small files in one task: one trip to a
-    worker for all of them, not one each. A part that fails is handed back as its
-    error (SourceShrank, or a PfsError), so the others are stored."""
-    done: list[tuple | BaseException] = []
-    for args in jobs:
-        try:
-            done.append(store_part(*args))
-        except (SourceShrank, PfsError) as exc:
-            done.append(exc)
-        except OSError as exc:
-            done.append(PfsError(f"cannot store it: {exc.strerror or exc}"))
-    return done
-
-
-def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
+def place(pieces: list, keys: list[str], targets: list[Target], write=None) -> list[int]:
     """Write each piece to the next target in order that takes it (a full or
-    vanished volume is skipped, and tried no more); returns their volumes."""
+    vanished volume is skipped, and tried no more), or hand it to
+    `write(volume id, volume, key, piece)`; returns their volumes."""
     placed, skipped, left = [], [], list(targets)
     for piece, key in zip(pieces, keys):
         while True:
@@ -118,7 +105,10 @@ def place(pieces: list, keys: list[str], targets: list[Target]) -> list[int]:
                                "add a volume or free some space")
             vid, desc = left.pop(0)
             try:
-                _write(_volume(desc), key, piece)
+                if write is None:
+                    _write(volume_for(desc), key, piece)
+                else:
+                    write(vid, volume_for(desc), key, piece)
                 placed.append(vid)
                 break
             except (OutOfSpaceError, VolumeUnavailableError) as exc:
@@ -194,8 +184,8 @@ def check_part(job: PartCheck) -> PartVerdict:
             continue
         if job.heal and desc is not None:
             try:
-                _write(_volume(desc), keys[j], pieces[j])
-                _volume(desc).flush([keys[j]])
+                _write(volume_for(desc), keys[j], pieces[j])
+                volume_for(desc).flush([keys[j]])
                 verdict.healed.append(f"{names[j]} rewritten ({problem})")
                 continue
             except VolumeError as exc:
@@ -211,7 +201,7 @@ def check_part(job: PartCheck) -> PartVerdict:
             verdict.bad.append(type(why)(f"{names[j]}: {why}; cannot be moved ({exc.message})"))
             continue
         taken.add(volumes[j])
-        _volume(dict(targets)[volumes[j]]).flush([keys[j]])
+        volume_for(dict(targets)[volumes[j]]).flush([keys[j]])
         verdict.healed.append(f"{names[j]} restored on volume {volumes[j]}")
     return verdict
 
@@ -330,14 +320,14 @@ def _reading_order(pieces: list[tuple[int, dict | None]]) -> list[tuple[int, tup
 
 
 def _is_local(desc: dict) -> bool:
-    return isinstance(_volume(desc), LocalVolume)
+    return isinstance(volume_for(desc), LocalVolume)
 
 
 def _read_piece(desc: dict, key: str, size: int, into: memoryview | None = None) -> tuple[bytes, str | None]:
     """A piece's bytes (in `into`, more than `size` bytes, if given), or what is wrong
     with it (missing, the wrong size, unreadable)."""
     try:
-        data = _volume(desc).read(key, 0, size + 1) if into is None else into[:_volume(desc).read_into(key, into)]
+        data = volume_for(desc).read(key, 0, size + 1) if into is None else into[:volume_for(desc).read_into(key, into)]
     except PartMissingError:
         return b"", "part file missing"
     except PartDamagedError:
@@ -396,13 +386,13 @@ def _summary(job: PartCheck, problems: dict[int, str]) -> str:
 def volume_status(desc: dict) -> tuple[str, str]:
     """A volume's status and why it is missing (Volume.diagnose), looked at from a worker, where its
     client is at hand (see VolumeSet.prober)."""
-    return _volume(desc).diagnose()
+    return volume_for(desc).diagnose()
 
 
 def remove_pieces(desc: dict, keys: list[str], keep: frozenset[str] = frozenset()) -> None:
     """Remove the keys not in `keep` from a volume (see Volume.remove_all);
     VolumeUnavailableError if the volume cannot be reached: the caller tries again later."""
-    _volume(desc).remove_all(k for k in keys if k not in keep)
+    volume_for(desc).remove_all(k for k in keys if k not in keep)
 
 
 def meet(folder: str, count: int, timeout: float) -> None:

@@ -3,9 +3,10 @@ each is stored at the cost of a few files, not of one each.
 
 Per batch: one journal line (one fsync; one transaction on PostgreSQL) records
 every file as `storing`; the parts go to the workers a share at a time (one
-process hop per share, not per file: see worker.store_parts); the pieces are
-flushed one call per volume and share; the manifests are written at once (one
-syncfs); one journal line records them all `stored`. A crash before that line
+process hop per share, not per file), whose pieces go into one pack per volume
+and share, made durable once (see pfs.engine.packing and pfs.volumes.packs);
+the manifests are written at once (one syncfs); one journal line records them
+all `stored`. A crash before that line
 leaves every file of the batch `storing` (rolled back at the next open): a
 batch is all or nothing. A file that fails on its own (it changed while it
 was stored, it cannot be read) is rolled back alone and reported; the others
@@ -17,18 +18,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from dataclasses import replace
 from pathlib import Path
 
-from pfs.engine import worker
+from pfs.engine import packing, worker
 from pfs.errors import Cancelled, NameConflictError, PfsError
 from pfs.registry import usage
 from pfs.registry.records import FileEntry
 from pfs.store.paths import proc_path
-from pfs.store.putting import open_source, rolled_back, source_changed, volume_failures
-from pfs.volumes import part_id
-from pfs.volumes.redundancy import Layout
+from pfs.store.putting import open_source, rolled_back, source_changed
 
 #: Files in one batch, and their bytes: a batch is one journal line and one manifest sync.
 BATCH_FILES = 256
@@ -97,27 +95,12 @@ def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes,
         jobs = [store.part_tasks(entries[i])(0, proc_path(sources[i].fd), 0, entries[i].size) for i in share]
         tasks.append((sum(memory for memory, _ in jobs), ([args for _, args in jobs],)))
     results: dict[int, object] = {i: None for i, e in entries.items() if not e.parts}
-    syncs: list[Future] = []
 
     def written(index: int, share_results: list) -> None:
-        keys: dict[int, list[str]] = {}
-        for i, result in zip(shares[index], share_results):
-            results[i] = result
-            if isinstance(result, tuple):
-                entry = entries[i]
-                for vid, key in zip(result[3], Layout.of(entry).keys(part_id(entry.uuid, 0))):
-                    keys.setdefault(vid, []).append(key)
-        for vid, batch in keys.items():
-            syncs.append(store.engine.sync_soon(store.volset.volume(vid).flush, batch))
+        results.update(zip(shares[index], share_results))
 
     try:
-        try:
-            store.engine.run(worker.store_parts, tasks, written, cancel)
-        finally:
-            wait(syncs)
-        lost = volume_failures(syncs)
-        if lost:
-            raise lost[0]
+        store.engine.run(packing.store_parts, tasks, written, cancel)
     except BaseException as exc:
         for i, entry in entries.items():
             store.roll_back(entry, exc)

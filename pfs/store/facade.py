@@ -251,6 +251,9 @@ class Store:
     def remove_volume(self, vid: int) -> None:
         self.volumes.remove(vid)
 
+    def compact_volumes(self, vid: int | None = None) -> list[tuple[int, int, int]]:
+        return self.volumes.compact(vid)
+
     def redundancy_of(self, entries: list[FileEntry]) -> dict[int, Redundancy]:
         return self.health.redundancy_of(entries)
 

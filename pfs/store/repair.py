@@ -229,7 +229,12 @@ def _collect_orphans(root: Path, files: FileRegistry, parts: PartRegistry, volum
             if key not in anywhere and (vid, key) not in placed:
                 path = volume.path(key)
                 base = root if path.is_relative_to(root) else volume.root
-                set_aside(base, path)
+                if path.exists():
+                    set_aside(base, path)
+                else:  # a packed piece: its bytes are copied out, then it is removed from its pack
+                    target = _free_name(base, path)
+                    target.write_bytes(volume.read(key))
+                    volume.remove(key)
                 moved += 1
                 places.add(str(base / LOST_AND_FOUND))
     if moved:

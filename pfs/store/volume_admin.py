@@ -151,6 +151,18 @@ class VolumeAdmin:
             with contextlib.suppress(VolumeError):
                 volume.release()
 
+    def compact(self, vid: int | None = None) -> list[tuple[int, int, int]]:
+        """Reclaim the space of removed pieces in packs on volume `vid` (every
+        reachable one if None): (volume, packs compacted, bytes freed) each.
+        Safe beside running puts, gets and other compactions (pfs.volumes.packs)."""
+        refresh_volumes(self.ctx)
+        if vid is not None:
+            self._check_known(vid)
+            if not self.ctx.volset.readable(vid):
+                raise UsageError(f"volume {vid} cannot be compacted: {self.ctx.volset.why(vid)}")
+        vids = [vid] if vid is not None else [v for v in sorted(self.ctx.volset.configs) if self.ctx.volset.readable(v)]
+        return [(v, *self.ctx.volset.volume(v).compact()) for v in vids]
+
     def _check_unused(self, vid: int) -> None:
         """Refuse while a stored file has pieces on the volume."""
         users = self.files_on(vid)

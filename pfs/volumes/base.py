@@ -123,6 +123,20 @@ class Volume(ABC):
             with contextlib.suppress(PartDamagedError):
                 self.remove(key)
 
+    def write_pack(self, pieces: list[tuple[str, bytes | memoryview]]) -> None:
+        """Store many new pieces at once, durable on return (a batch of small
+        files' parts). Backends with packs (pfs.volumes.packs) write them all
+        into one object with one flush; this default writes each as its own
+        part, then flushes them together."""
+        for key, data in pieces:
+            self.write(key, data)
+        self.flush([key for key, _ in pieces])
+
+    def compact(self) -> tuple[int, int]:
+        """Reclaim the space of removed packed pieces: (packs compacted, bytes
+        freed). Nothing to do for a backend without packs."""
+        return 0, 0
+
     def read_into(self, key: str, buffer: memoryview, offset: int = 0) -> int:
         """Read the part from `offset` into `buffer`; returns the bytes read."""
         data = self.read(key, offset, len(buffer))

@@ -1,5 +1,6 @@
 """LocalVolume: parts as files in a directory (a disk, a mount point), fanned
-out by key (ab/cd/<key>) so that no directory grows huge."""
+out by key (ab/cd/<key>) so that no directory grows huge, and packs of many
+small pieces in packs/ (see pfs.volumes.packs)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pfs.errors import (OutOfSpaceError, PartDamagedError, PartExistsError, Part
                         VolumeUnavailableError)
 from pfs.registry import fsync_dir, fsync_file, write_json_atomic
 from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
+from pfs.volumes.packs import Packed
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: open() errors meaning "something other than a part file is there".
@@ -81,7 +83,7 @@ def write_past_cache(fd: int, data, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-class LocalVolume(Volume):
+class LocalParts(Volume):
     """A directory of part files. Writes are not fsynced one by one: flush() syncs
     a batch of parts and their directories at once, when the caller commits them.
     A crash mid-write can leave a short part under its final name; the store rolls
@@ -313,3 +315,103 @@ class LocalVolume(Volume):
         what = f"part {key} on volume {self.url}" if key else f"volume {self.url}"
         return VolumeUnavailableError(f"cannot use {what}: {exc.strerror or exc}",
                                       "check the disk and its permissions")
+
+
+#: The directory of a local volume's packs.
+PACKS = "packs"
+
+
+class LocalVolume(Packed, LocalParts):
+    """A directory of part files and of packs (packs/<pack id>): a pack is
+    written to an unnamed file (O_TMPFILE), fsynced, then linked under its
+    name and its directory fsynced, so a crash leaves a whole pack or none."""
+
+    def shelf_put(self, name: str, data: bytes, durable: bool) -> None:
+        where = self.root / PACKS
+        with self._errors():
+            self._require_root()
+            made = not where.is_dir()
+            if made:
+                where.mkdir(exist_ok=True)
+            target = where / check_key(name)
+            try:
+                fd = os.open(where, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644) if durable else \
+                    os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                raise PartExistsError(f"{name} already exists on volume {self.url}") from None
+            except OSError as exc:  # a filesystem without unnamed files: a named one, renamed when whole
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._put_renamed(where, target, data)
+            else:
+                try:
+                    write_past_cache(fd, data, 0)
+                    if durable:
+                        os.fsync(fd)
+                        self._link(fd, where, target.name)
+                except BaseException:
+                    if not durable:
+                        os.unlink(target)
+                    raise
+                finally:
+                    os.close(fd)
+            if durable and made:
+                fsync_dir(self.root)
+
+    @staticmethod
+    def _link(fd: int, where: Path, name: str) -> None:
+        """Give the unnamed file `fd` its name in `where`, and make that durable."""
+        folder = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def _put_renamed(self, where: Path, target: Path, data: bytes) -> None:
+        scratch = where / f".{target.name}.{os.getpid()}"
+        with open(scratch, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(scratch, target)
+        fsync_dir(where)
+
+    def shelf_get(self, name: str, offset: int, size: int) -> bytes:
+        path = self.root / PACKS / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._require_root()
+            raise PartMissingError(f"pack {name} is missing from volume {self.url}") from None
+        except OSError as exc:
+            raise self._translate(exc, "") from None
+        try:
+            with self._errors():
+                chunks = []
+                while size > 0 and (chunk := os.pread(fd, size, offset)):
+                    chunks.append(chunk)
+                    offset, size = offset + len(chunk), size - len(chunk)
+                return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def shelf_list(self) -> dict[str, int]:
+        self._require_root()
+        found = {}
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / PACKS) as it:
+            for entry in it:
+                if not entry.name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        found[entry.name] = entry.stat(follow_symlinks=False).st_size
+        return found
+
+    def shelf_drop(self, name: str) -> None:
+        with self._errors():
+            (self.root / PACKS / name).unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Also the packs' directory, once compaction has emptied it."""
+        super().release()
+        with contextlib.suppress(OSError):
+            (self.root / PACKS).rmdir()

@@ -1,5 +1,7 @@
 """S3Volume: parts as objects in an S3 bucket (AWS or any S3-compatible server),
-under s3://bucket/prefix/ab/<key>.
+under s3://bucket/prefix/ab/<key>, and packs of many small pieces under
+s3://bucket/prefix/packs/ (one PUT per pack, a ranged GET per piece: see
+pfs.volumes.packs).
 
 Built on boto3 directly: it exposes the HTTP status of every failure, which
 create-only writes need (If-None-Match: "*" answered with 412), and it is
@@ -28,6 +30,7 @@ from pfs import extras, redact
 from pfs.errors import (BucketMissingError, OutOfSpaceError, PartExistsError, PartMissingError, UsageError,
                         VolumeUnavailableError)
 from pfs.volumes.base import MARKER, Volume, check_key, check_prefix
+from pfs.volumes.packs import Packed
 
 T = TypeVar("T")
 
@@ -123,7 +126,7 @@ def warm() -> None:
         s3_client(_seconds(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT))
 
 
-class S3Volume(Volume):
+class S3Parts(Volume):
     """A bucket (and key prefix) of part objects. Every write is create-only;
     transient failures are retried with backoff for at most `retry_seconds`
     (each request bounded by `timeout`), then reported as VolumeUnavailableError."""
@@ -428,3 +431,41 @@ def _seconds(variable: str, default: float) -> float:
 
 class _RangeBeyondEnd(Exception):
     """A ranged read that starts past the end of an existing part: it reads nothing."""
+
+
+class S3Volume(Packed, S3Parts):
+    """A bucket of part objects and of packs (prefix/packs/<pack id>): a pack is
+    one create-only PUT, durable when it returns."""
+
+    def _shelf_key(self, name: str) -> str:
+        return f"{self.prefix}/packs/{name}" if self.prefix else f"packs/{name}"
+
+    def shelf_put(self, name: str, data: bytes, durable: bool) -> None:
+        body = bytes(data)
+        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._shelf_key(name), Body=body,
+                                                  IfNoneMatch="*"))
+
+    def shelf_get(self, name: str, offset: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        ranged = {"Range": f"bytes={offset}-{offset + size - 1}"}
+        try:
+            return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self._shelf_key(name),
+                                                             **ranged)["Body"].read(), name)
+        except _RangeBeyondEnd:
+            return b""
+
+    def shelf_list(self) -> dict[str, int]:
+        base, token, found = self._shelf_key(""), {}, {}
+        while True:
+            page = self._call(lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, **token))
+            for obj in page.get("Contents", ()):
+                name = obj["Key"][len(base):]
+                if name and "/" not in name:
+                    found[name] = obj["Size"]
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def shelf_drop(self, name: str) -> None:
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._shelf_key(name)))

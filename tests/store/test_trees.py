@@ -11,7 +11,7 @@ import stat
 import sysconfig
 from pathlib import Path
 
-from helpers import assert_clean_stderr, error_lines, part_path
+from helpers import assert_clean_stderr, damage_bytes, error_lines, packed_piece
 
 
 def test_a_put_that_would_make_a_name_both_a_file_and_a_directory_is_refused(shared):
@@ -195,11 +195,8 @@ def test_a_damaged_file_is_reported_and_the_rest_of_the_tree_restored(pfs):
     assert pfs.run("put -r src\nwait\n").returncode == 0
     listed = pfs.run("list src\n").stdout
     victim = next(int(line.split()[0]) for line in listed.splitlines() if " src/f2 " in f" {line} ")
-    part = part_path(pfs.store, victim, 0)
-    part.chmod(0o644)
-    data = bytearray(part.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    part.write_bytes(bytes(data))
+    pack, offset, length = packed_piece(pfs.store, victim)  # the small files share a pack
+    damage_bytes(pack, offset + length // 2)
     r = pfs.run("get -r src out\nwait\n")
     assert r.returncode == 1
     assert_clean_stderr(r.stderr)

@@ -212,3 +212,71 @@ class VolumeContract:
         assert volume.read(key(15), 3 << 20, 1 << 20) == data[3 << 20:4 << 20]
         buf = bytearray(8 << 20)
         assert volume.read_into(key(15), memoryview(buf)) == len(data) and buf == data
+
+    # -- packs: many small pieces in one object (Volume.write_pack) ------------------------
+
+    def test_a_pack_reads_lists_and_removes_like_parts(self, volume):
+        pieces = [(key(n), os.urandom(n * 37)) for n in range(100, 160)]  # an empty piece among them
+        volume.write_pack(pieces)
+        other = open_volume(volume.describe())  # another process's view: it finds the pack itself
+        for k, data in pieces:
+            assert other.read(k) == data
+        k, data = pieces[30]
+        assert other.read(k, 100, 50) == data[100:150] and other.read(k, len(data) + 5, 10) == b""
+        buf = bytearray(len(data) + 10)
+        assert other.read_into(k, memoryview(buf), 7) == len(data) - 7 and buf[:len(data) - 7] == data[7:]
+        assert sorted(other.keys()) == sorted(k for k, _ in pieces)
+        assert sorted(other.keys(pieces[3][0][:3])) == sorted(k for k, _ in pieces if k.startswith(pieces[3][0][:3]))
+        assert other.remove(pieces[0][0]) is True and volume.remove(pieces[0][0]) is False
+        for v in (volume, other):
+            with pytest.raises(PartMissingError):
+                v.read(pieces[0][0])
+        volume.remove_all(k for k, _ in pieces)
+        assert list(volume.keys()) == [] and list(open_volume(volume.describe()).keys()) == []
+        assert volume.used() == 0  # a pack wholly dead is removed at once
+
+    def test_a_pack_mostly_dead_is_compacted_and_its_live_pieces_read_on(self, volume):
+        pieces = [(key(n), os.urandom(1000) + bytes([n % 256])) for n in range(200, 210)]
+        volume.write_pack(pieces)
+        stale = open_volume(volume.describe())
+        assert stale.read(pieces[9][0]) == pieces[9][1]  # it has read the old pack's index
+        full = volume.used()
+        volume.remove_all([k for k, _ in pieces[:4]])
+        volume.remove(pieces[4][0])  # past half dead: compacted into a new pack at once
+        assert volume.used() < full * 0.7
+        for k, data in pieces[5:]:
+            assert stale.read(k) == data  # a stale index looks again
+        assert sorted(stale.keys()) == sorted(k for k, _ in pieces[5:])
+        volume.remove_all([pieces[5][0]])
+        packs, freed = volume.compact()  # the command: whatever is dead goes
+        assert packs == 1 and freed > 0 and sorted(volume.keys()) == sorted(k for k, _ in pieces[6:])
+
+    def test_a_piece_written_alone_shadows_its_packed_copy(self, volume):
+        volume.write_pack([(key(300), b"packed, and damaged"), (key(301), b"neighbour")])
+        volume.write(key(300), b"rewritten alone")  # what heal does with a damaged packed piece
+        assert volume.read(key(300)) == b"rewritten alone"
+        assert sorted(volume.keys()) == sorted([key(300), key(301)])
+        volume.remove(key(300))
+        with pytest.raises(PartMissingError):
+            volume.read(key(300))
+        assert volume.read(key(301)) == b"neighbour"
+
+    def test_damaged_bytes_in_a_pack_damage_only_the_pieces_they_cover(self, volume):
+        pieces = [(key(n), os.urandom(3000)) for n in range(400, 420)]
+        volume.write_pack(pieces)
+        (pack, size), = volume.shelf_list().items()
+        blob = bytearray(volume.shelf_get(pack, 0, size))
+        start = blob.find(pieces[5][1])
+        blob[start + 1000:start + 1010] = bytes(10)  # inside piece 5
+        header = blob.find(pieces[9][1]) - 20
+        blob[header] ^= 0xFF  # piece 9's record header
+        blob[-40] ^= 0xFF  # the footer: the records' headers are read instead
+        volume.shelf_drop(pack)
+        volume.shelf_put(pack, bytes(blob), True)
+        fresh = open_volume(volume.describe())
+        for n, (k, data) in enumerate(pieces):
+            if n == 9:
+                with pytest.raises(PartMissingError):
+                    fresh.read(k)
+            else:
+                assert (fresh.read(k) == data) is (n != 5)

@@ -1,4 +1,4 @@
-"""The `volume` command: add, list, drain, undrain and remove the volumes parts are kept on."""
+"""The `volume` command: add, list, drain, undrain, remove and compact the volumes parts are kept on."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ from pfs.cli.commands import records, tables
 from pfs.cli.commands.check import check_all
 from pfs.cli.commands.syntax import Args, Command
 from pfs.errors import UsageError, printable
+from pfs.units import format_size
 
 if TYPE_CHECKING:
     from pfs.cli.commands.session import Session
 
 USAGE = ("volume add DIR|s3://BUCKET/PREFIX [--weight W] [--endpoint URL] [--create-bucket] | list [--json] | "
-         "drain ID | undrain ID | remove ID")
+         "drain ID | undrain ID | remove ID | compact [ID]")
 
 
 def cmd_volume(s: Session, a: Args) -> None:
-    """volume add PATH [--weight W] | list | drain ID | undrain ID | remove ID."""
+    """volume add PATH [--weight W] | list | drain ID | undrain ID | remove ID | compact [ID]."""
     action, rest = a.positional[0].lower(), a.positional[1:]
-    wanted = {"add": 1, "list": 0, "drain": 1, "undrain": 1, "remove": 1}
+    wanted = {"add": {1}, "list": {0}, "drain": {1}, "undrain": {1}, "remove": {1}, "compact": {0, 1}}
     if action not in wanted:
         raise UsageError(f"volume: unknown action {action!r}", f"usage: {USAGE}")
     allowed = {"list": {"--json"}, "add": {"--create-bucket"}}.get(action, set())
-    if len(rest) != wanted[action] or (a.values and action != "add") or not a.flags <= allowed:
+    if len(rest) not in wanted[action] or (a.values and action != "add") or not a.flags <= allowed:
         raise UsageError(f"volume {action}: wrong arguments", f"usage: {USAGE}")
     if action == "add":
         config = s.store.add_volume(rest[0], _weight(a.values.get("--weight", "1")), a.values.get("--endpoint", ""),
@@ -41,10 +42,13 @@ def cmd_volume(s: Session, a: Args) -> None:
         vid = s.store.volume_id(rest[0])
         s.store.stop_drain(vid)
         s.out.line(f"volume {vid} takes pieces again")
-    else:
+    elif action == "remove":
         vid = s.store.volume_id(rest[0])
         s.store.remove_volume(vid)
         s.out.line(f"removed volume {vid}")
+    else:
+        for vid, packs, freed in s.store.compact_volumes(s.store.volume_id(rest[0]) if rest else None):
+            s.out.line(f"volume {vid}: {packs} pack(s) compacted, {format_size(freed)} freed")
 
 
 def _drain(s: Session, vid: int) -> None:
@@ -74,7 +78,8 @@ def _weight(text: str) -> float:
 COMMANDS = [
     Command("volume", USAGE,
             "manage the volumes parts are kept on: add one, list them (used, free, parts, status), "
-            "move everything off one (undrain: take that back), forget an empty one", cmd_volume, 1, 2,
+            "move everything off one (undrain: take that back), forget an empty one, "
+            "reclaim the space of deleted small files' packs (compact)", cmd_volume, 1, 2,
             frozenset({"--json", "--create-bucket"}),
             options=frozenset({"--weight", "--endpoint"})),
 ]

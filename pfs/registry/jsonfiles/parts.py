@@ -40,26 +40,38 @@ class PartRegistry(PartTable):
             raise StoreError(f"cannot write {self.path(manifest.file.id)}: {exc.strerror}", advice_for(exc)) from exc
 
     def save_all(self, manifests: list[Manifest]) -> None:
-        """Every manifest written to tmp/ first, then one syncfs of the store's file
-        system (instead of an fsync each), then each renamed into place and one
-        fsync of manifests/: a crash leaves each old or new, whole."""
-        written: list[tuple[Path, Path]] = []
+        """Every manifest written, then one syncfs of the store's file system
+        (instead of an fsync each) and one fsync of manifests/. A manifest new
+        under its name (a batch of new files: see pfs.store.batch) is written in
+        place: until the batch's records say stored, a crash leaves its file
+        `storing`, whose rollback removes the manifest, torn or not. One that
+        replaces another goes through tmp/ and a rename after the sync: a crash
+        leaves it old or new, whole."""
+        renamed: list[tuple[Path, Path]] = []
         try:
             try:
                 for manifest in manifests:
                     path = self.path(manifest.file.id)
-                    tmp = self._scratch / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-                    written.append((tmp, path))
-                    tmp.write_bytes(json.dumps(manifest.to_dict(), separators=(",", ":")).encode())
-                sync_filesystem(self._scratch, [tmp for tmp, _ in written])
-                for tmp, path in written:
+                    data = json.dumps(manifest.to_dict(), separators=(",", ":")).encode()
+                    try:
+                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                    except FileExistsError:
+                        tmp = self._scratch / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+                        renamed.append((tmp, path))
+                        tmp.write_bytes(data)
+                        continue
+                    with open(fd, "wb") as f:
+                        f.write(data)
+                written = [tmp for tmp, _ in renamed] + [self.path(m.file.id) for m in manifests]
+                sync_filesystem(self._scratch, written)
+                for tmp, path in renamed:
                     os.replace(tmp, path)
                 fsync_dir(self._dir)
             except OSError as exc:
                 raise StoreError(f"cannot write the manifests in {self._dir}: {exc.strerror}",
                                  advice_for(exc)) from exc
         finally:
-            for tmp, _ in written:
+            for tmp, _ in renamed:
                 tmp.unlink(missing_ok=True)
 
     def load(self, file_id: int) -> Manifest | None:
