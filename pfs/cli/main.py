@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "see docs/encryption.md)")
     p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
                    "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
+    p.add_argument("--recipient-key", metavar="FILE", help="open an encrypted store write-only with the recipient "
+                   "key in FILE (from `key add --recipient FILE`; default: $PFS_RECIPIENT_FILE): put, sync and "
+                   "list work, nothing stored is read back, and no password is asked")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
     return p
@@ -210,7 +213,7 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    keys = StoreKeys(Passwords(args.password_file), args.encrypt)
+    keys = StoreKeys(Passwords(args.password_file), args.encrypt, args.recipient_key)
     return Store(root, overrides, args.workers, args.max_memory, repair, args.data, keys)
 
 
@@ -301,6 +304,21 @@ def _run_mount(store, options, where: str) -> int:
         return 2
 
 
+#: One-shot commands that read what is stored, refused by a write-only pfs (exit status 2).
+READING = frozenset({"get", "cat", "verify", "heal", "mount"})
+
+
+def _write_only_refusal(store, command: list[str]) -> str | None:
+    """Why a write-only pfs refuses this one-shot command (or mount) before it starts, or None."""
+    if not (store.keys.write_only and command) or not (command[0] in READING or command[:2] == ["volume", "drain"]):
+        return None
+    try:
+        store.check_readable()
+    except PfsError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run pfs; return its exit status. The garbage collector is frozen at the
     end: the interpreter's teardown that follows then does not scan every object
@@ -341,6 +359,10 @@ def _run(argv: list[str] | None) -> int:
     if store.workers_note:
         sys.stderr.write(f"pfs: {store.workers_note}\n")
     with store:
+        refused = _write_only_refusal(store, args.command)
+        if refused:
+            sys.stderr.write(f"error: {refused}\n")
+            return 2
         for entry in store.recovered:
             done = "rolled back" if entry.status == "storing" else "finished deleting"
             log.info("file %d (%s) was %s when pfs stopped: %s", entry.id, entry.name, entry.status, done)

@@ -19,7 +19,7 @@ from pfs.engine.governor import MemoryGovernor
 from pfs.registry import FILE, FileEntry, Manifest, PartEntry
 from pfs.store import opening
 from pfs.store.catalog import Catalog
-from pfs.store.checking import Checking, Findings
+from pfs.store.checking import Checking, Findings, refuse_write_only
 from pfs.store.context import Context, Progress, no_progress, part_memory
 from pfs.store.getting import Getting
 from pfs.store.health import Health, Redundancy
@@ -60,6 +60,7 @@ class Store:
     keys = _shared("keys")
     slots = _shared("slots")
     sealed = _shared("sealed")
+    sealed_for = _shared("sealed_for")
 
     def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
                  max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None,
@@ -190,6 +191,10 @@ class Store:
 
     def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
         return self.checking.stored_entry(file_id, kinds)
+
+    def check_readable(self) -> None:
+        """Refuse (UsageError) if this pfs cannot read what is stored: it holds only a recipient key."""
+        refuse_write_only(self.ctx)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         return self.checking.read_job(entry, part)
