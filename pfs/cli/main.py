@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypt", action="store_true",
                    help="create the new store encrypted (AES-256-GCM; asks for a password twice; "
                    "see docs/encryption.md)")
+    p.add_argument("--encrypt-names", action="store_true",
+                   help="with --encrypt: also encrypt the names and symlink targets the new store records "
+                   "(see docs/encryption.md)")
     p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
                    "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
     p.add_argument("--recipient-key", metavar="FILE", help="open an encrypted store write-only with the recipient "
@@ -213,7 +216,7 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    keys = StoreKeys(Passwords(args.password_file), args.encrypt, args.recipient_key)
+    keys = StoreKeys(Passwords(args.password_file), args.encrypt, args.recipient_key, args.encrypt_names)
     return Store(root, overrides, args.workers, args.max_memory, repair, args.data, keys)
 
 
@@ -249,6 +252,18 @@ def _enough_descriptors(workers: int) -> None:
             raise PfsError(f"pfs may open only {hard} files at once (ulimit -n) and needs {need} "
                            f"with --workers {workers}", f"raise the limit with `ulimit -n {need}`, or use fewer workers")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def _log_path(store) -> Path:
+    """STORE/pfs.log; for a store whose names are encrypted, a log of this
+    machine's user instead (the log names files, and the store must not)."""
+    if not store.names_sealed:
+        return store.root / "pfs.log"
+    import platformdirs
+
+    folder = Path(platformdirs.user_log_dir("pfs"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{store.config['id']}.log"
 
 
 def _log_to(path: Path) -> None:
@@ -355,7 +370,7 @@ def _run(argv: list[str] | None) -> int:
         return 2
     if store.created:
         sys.stderr.write(f"pfs: created a new store at {store.description}\n")
-    _log_to(store.root / "pfs.log")
+    _log_to(_log_path(store))
     if store.workers_note:
         sys.stderr.write(f"pfs: {store.workers_note}\n")
     with store:

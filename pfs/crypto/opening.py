@@ -8,13 +8,15 @@ import time
 from dataclasses import dataclass
 
 from pfs.crypto import keyring
-from pfs.crypto.keys import DataKey, WrongPassword, make_slot, open_slots
+from pfs.crypto.keys import DataKey, WrongPassword, make_slot, open_slots, subkey
 from pfs.crypto.passwords import Passwords
 from pfs.crypto.recipients import NotARecipient, Recipient, make_recipient, unwrap_recipient
 from pfs.errors import PfsError, StoreError, UsageError
 
-#: What a store's settings say when its pieces are sealed (see docs/encryption.md).
+#: What a store's settings say when its pieces are sealed (see docs/encryption.md);
+#: NAMES is added to it when its names are sealed too (--encrypt-names).
 RECORD = {"format": 1, "cipher": "aes-256-gcm"}
+NAMES = {"names": "aes-256-siv"}
 WRONG = "the password opens none of the store's key slots"
 
 
@@ -38,9 +40,11 @@ class StoreKeys:
     the store is encrypted, made at creation with `encrypt`."""
 
     def __init__(self, passwords: Passwords | None = None, encrypt: bool = False,
-                 recipient_file: str | None = None) -> None:
+                 recipient_file: str | None = None, encrypt_names: bool = False) -> None:
         self.passwords = passwords or Passwords(interactive=False)
         self.encrypt = encrypt
+        self.encrypt_names = encrypt_names
+        self.names_key: bytes | None = None  # the key names are sealed under, once unlocked (see pfs.crypto.names)
         #: A write-only pfs's recipient file (--recipient-key, $PFS_RECIPIENT_FILE): no password is then asked.
         self.recipient_file = recipient_file or os.environ.get("PFS_RECIPIENT_FILE") or None
         self._key: DataKey | None = None
@@ -61,6 +65,9 @@ class StoreKeys:
         password is a UsageError before anything of the store is changed."""
         if not config:
             return ""
+        if self.encrypt_names and not (encrypted(config) and config["encryption"].get("names")):
+            raise UsageError(f"the store {where} exists and its names are not encrypted; --encrypt-names applies "
+                             "to a new store", "put its files into a new store created with --encrypt-names")
         if not encrypted(config):
             if self.write_only:
                 raise UsageError(f"the store {where} is not encrypted: a recipient key is for an encrypted store")
@@ -69,13 +76,19 @@ class StoreKeys:
                                  "to encrypt its files, put them into a new store created with --encrypt "
                                  "(see docs/encryption.md)")
             return ""
-        if config["encryption"] != RECORD:
+        if config["encryption"] not in (RECORD, {**RECORD, **NAMES}):
             raise StoreError(f"the store {where} is encrypted in a way this pfs does not know", "upgrade pfs")
         if self._key is not None and self._made and self.slot_id not in {s["id"] for s in slots.list()}:
             self._key, self._made = None, False  # another pfs created the store first: its key holds, not ours
         slots.sweep()
+        names = bool(config["encryption"].get("names"))
         if self.write_only:
-            keyring.install(config["id"], None, write_only=self._recipient(config["id"], slots.recipients(), where))
+            recipient = self._recipient(config["id"], slots.recipients(), where)
+            if names and recipient.names_key is None:
+                raise UsageError(f"the recipient file {self.recipient_file} holds no names key, and the store's "
+                                 "names are encrypted", "`key add --recipient FILE` writes a new one with it")
+            self.names_key = recipient.names_key if names else None
+            keyring.install(config["id"], None, write_only=recipient)
             return config["id"]
         if self._key is None:
             found = slots.list()
@@ -87,6 +100,7 @@ class StoreKeys:
             except WrongPassword:
                 raise UsageError(WRONG) from None
         keyring.install(config["id"], self._key, self._privates(slots.recipients()))
+        self.names_key = subkey(self._key, "names", 64) if names else None
         return config["id"]
 
     def _recipient(self, store_id: str, records: list[dict], where: str) -> Recipient:
@@ -124,6 +138,8 @@ class StoreKeys:
     def create(self, where: str) -> tuple[dict, dict | None]:
         """The settings a new store adds ({} unless `encrypt`), and its first slot:
         a new data key wrapped under the password (asked twice)."""
+        if self.encrypt_names and not self.encrypt:
+            raise UsageError("--encrypt-names needs --encrypt: names are sealed under the data key")
         if not self.encrypt:
             return {}, None
         if self.write_only:
@@ -133,7 +149,7 @@ class StoreKeys:
         self._key, self._made = DataKey.new(), True
         slot = make_slot(self._key, password)
         self.slot_id = slot["id"]
-        return {"encryption": dict(RECORD)}, slot
+        return {"encryption": {**RECORD, **(NAMES if self.encrypt_names else {})}}, slot
 
     def rows(self, slots) -> list[SlotRow]:
         rows = [SlotRow(s["id"], "password", s["created"], s["host"], s["id"] == self.slot_id) for s in slots.list()]
@@ -152,10 +168,14 @@ class StoreKeys:
         key = self._unlocked()
         record = make_recipient(key)
         recipient = Recipient.of(store_id, record)
+        recipient.names_key = self.names_key
         text = (f"# pfs recipient {recipient.id} of store {store_id}: a pfs given this file\n"
-                f"# (--recipient-key FILE) stores files there and reads none back\n{recipient.line()}\n")
+                f"# (--recipient-key FILE) stores files there and reads none back\n"
+                + ("# It also holds the key of the store's names: keep it as secret as they are.\n"
+                   if self.names_key else "") + recipient.text())
         try:
-            fd = os.open(os.path.expanduser(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(os.path.expanduser(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o600 if self.names_key else 0o644)
         except OSError as exc:
             raise UsageError(f"cannot create the recipient file {path}: {exc.strerror}",
                              "name a file that does not exist yet") from None

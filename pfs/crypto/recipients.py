@@ -23,6 +23,7 @@ RECIPIENT_FORMAT = 1
 KIND = "recipient"
 #: The first word of a recipient file's key line (see public_line).
 PUBLIC_PREFIX = f"pfs-recipient-{RECIPIENT_FORMAT}"
+NAMES_PREFIX = "pfs-names-key-1"
 KEY_BYTES = 32
 
 
@@ -121,11 +122,18 @@ def unwrap_recipient(record: dict, key: DataKey) -> PrivateKey:
 class Recipient:
     """A recipient's public half: what a write-only pfs holds."""
 
-    def __init__(self, store_id: str, rid: str, public: bytes) -> None:
+    def __init__(self, store_id: str, rid: str, public: bytes, names_key: bytes | None = None) -> None:
         self.store_id, self.id, self.public = store_id, rid, bytes(public)
+        self.names_key = names_key  # a store with encrypted names: the key a write-only pfs seals them under
 
     def __repr__(self) -> str:
         return f"Recipient({self.id} of store {self.store_id})"
+
+    def text(self) -> str:
+        """The recipient file's lines: the key line, and on a store with encrypted
+        names `pfs-names-key-1:STORE_ID:NAMES_KEY` (base64, 64 bytes)."""
+        names = f"{NAMES_PREFIX}:{self.store_id}:{_b64(self.names_key)}\n" if self.names_key else ""
+        return f"{self.line()}\n{names}"
 
     @classmethod
     def of(cls, store_id: str, record: dict) -> Recipient:
@@ -142,7 +150,10 @@ class Recipient:
         words = lines[0].split(":") if lines else []
         if len(words) != 4 or words[0] != PUBLIC_PREFIX or len(words[1]) != 32 or not words[2].isalnum():
             raise NotARecipient(f"no {PUBLIC_PREFIX}:STORE:ID:KEY line")
-        return cls(words[1], words[2], _unb64(words[3], KEY_BYTES))
+        names = [line.split(":") for line in lines[1:] if line.startswith(NAMES_PREFIX + ":")]
+        if names and (len(names[0]) != 3 or names[0][1] != words[1]):
+            raise NotARecipient(f"a {NAMES_PREFIX} line that is not STORE:KEY of the same store")
+        return cls(words[1], words[2], _unb64(words[3], KEY_BYTES), _unb64(names[0][2], 64) if names else None)
 
     def seal_part(self, part_id: str, ephemeral: bytes | None = None) -> tuple[str, DataKey]:
         """A new part key for part `part_id` and the manifest's `sealed` stanza

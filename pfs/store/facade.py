@@ -192,6 +192,11 @@ class Store:
     def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
         return self.checking.stored_entry(file_id, kinds)
 
+    @property
+    def names_sealed(self) -> bool:
+        """Whether the store's names are encrypted (so nothing written in the store may name a file)."""
+        return self.ctx.keys.names_key is not None
+
     def check_readable(self) -> None:
         """Refuse (UsageError) if this pfs cannot read what is stored: it holds only a recipient key."""
         refuse_write_only(self.ctx)

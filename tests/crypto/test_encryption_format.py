@@ -45,9 +45,21 @@ def doc_open(key: bytes, store_id: str, part_id: str, index: int, piece: bytes) 
     return aes.decrypt_and_verify(piece[:-28], piece[-28:-12])
 
 
-def doc_subkey(key: bytes, purpose: str) -> bytes:
-    """HKDF-SHA256(data key, no salt, info `pfs-subkey-1:PURPOSE`) -> 32 bytes."""
-    return HKDF(key, 32, b"", SHA256, context=f"pfs-subkey-1:{purpose}".encode())
+def doc_subkey(key: bytes, purpose: str, length: int = 32) -> bytes:
+    """HKDF-SHA256(data key, no salt, info `pfs-subkey-1:PURPOSE`) -> `length` bytes."""
+    return HKDF(key, length, b"", SHA256, context=f"pfs-subkey-1:{purpose}".encode())
+
+
+def doc_open_name(names_key: bytes, sealed: str) -> str:
+    """Each segment: base64url (no padding) of tag ‖ AES-SIV ciphertext of the segment
+    padded with 0x80 then zeros to 16 bytes, AD `pfs-name-1:` + the sealed parent path."""
+    out = []
+    for i, segment in enumerate(sealed.split("/")):
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        siv = AES.new(names_key, AES.MODE_SIV)
+        siv.update(b"pfs-name-1:" + "/".join(sealed.split("/")[:i]).encode())
+        out.append(siv.decrypt_and_verify(data[16:], data[:16]).rstrip(b"\0")[:-1].decode())
+    return "/".join(out)
 
 
 def doc_recipient_private(record: dict, key: bytes) -> bytes:
@@ -124,6 +136,33 @@ def test_a_part_key_is_bound_to_its_part_and_a_wrapped_private_key_to_its_record
         unwrap_recipient(record, DataKey.new())
     with pytest.raises(NotARecipient):
         unwrap_recipient({**record, "public": make_recipient(KEY)["public"]}, KEY)
+
+
+def test_a_name_sealed_with_a_fixed_key_is_fixed_text() -> None:
+    from pfs.crypto.keys import subkey
+    from pfs.crypto.names import NameSealer
+
+    names_key = subkey(KEY, "names", 64)
+    assert names_key == doc_subkey(KEY.secret, "names", 64)
+    sealer = NameSealer(names_key)
+    sealed = sealer.seal("logs/2026/app.log")
+    assert sealed == ("WMQ4_2X4d-R5I8HMCVt0g9IiBxovNQrxo0nJoT8TEGA/eXFrynBXd2M3O1d0JKdMBDVj8glrHZZE6ovEdwChv8c/"
+                      "gqyGP_jVTEYE7CiZsPRG-ISanR2CDIWwQkm7POhIG14")
+    assert sealer.seal("logs/2026/") == sealed.rsplit("/", 1)[0] + "/"  # a prefix seals to a prefix
+    assert sealer.open(sealed) == doc_open_name(names_key, sealed) == "logs/2026/app.log"
+    assert NameSealer(names_key).open(sealed) == "logs/2026/app.log"  # nothing cached
+    assert sealer.seal("other/app.log").split("/")[1] != sealed.split("/")[2]  # bound to its parent
+
+
+def test_a_name_of_another_key_or_place_fails() -> None:
+    from pfs.crypto.names import NameSealer
+    from pfs.errors import PfsError
+
+    ours, theirs = NameSealer(bytes(64)), NameSealer(bytes(range(64)))
+    a, b = ours.seal("a/x").split("/")
+    for sealed, sealer in ((theirs.seal("a"), NameSealer(bytes(64))), (f"{b}/{a}", NameSealer(bytes(64)))):
+        with pytest.raises(PfsError):
+            sealer.open(sealed)
 
 
 # -- what fails ----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def assert_no_secret(store: Path, *texts: str, opened_by: str = MARKER_PASSWORD)
 
     key = _data_key(store, opened_by)
     records = [json.loads(p.read_bytes()) for p in (store / "keys").glob("*.json")]
-    derived = [doc_subkey(key, purpose) for purpose in ("recipient-wrap", "names", "part-hash")]
+    derived = [doc_subkey(key, "recipient-wrap"), doc_subkey(key, "names", 64)]
     privates = [doc_recipient_private(r, key) for r in records if r.get("kind") == "recipient"]
     secrets = [MARKER_PASSWORD.encode()] + [form for k in (key, *derived, *privates)
                                             for form in (k, k.hex().encode(), base64.b64encode(k))]
