@@ -46,6 +46,7 @@ class Bench:
         self.password.write_text("a benchmark's password\n")
         self.env = {**os.environ, "PFS_PASSWORD_FILE": str(self.password)}
         self.env.pop("PFS_STORE", None)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # as pfs runs for its users: compiled once, not per process
 
     def pfs(self, store: Path, *args: str) -> list[str]:
         return [sys.executable, "-m", "pfs", "--store", str(store), *args]
