@@ -172,21 +172,30 @@ def _start_forkserver_early(args: argparse.Namespace) -> None:
     Otherwise the forkserver starts with the pool, as in a session. A wrong guess
     (store.json changed meanwhile) costs speed, never correctness."""
     location = args.store or os.environ.get("PFS_STORE")
-    if args.command[:1] and args.command[0] in POOL_COMMANDS and location and _local_volumes_only(Path(location)):
+    preload = _local_volumes_only(Path(location)) if args.command[:1] and args.command[0] in POOL_COMMANDS \
+        and location else None
+    if preload is not None:
         from pfs.engine.pool import start_forkserver
 
         interrupts.start_resource_tracker()
         with interrupts.main_thread_shielded():
-            start_forkserver()
+            start_forkserver(preload)
 
 
-def _local_volumes_only(root: Path) -> bool:
-    """Whether the store.json at `root` lists only local volumes (False if it cannot tell)."""
+def _local_volumes_only(root: Path) -> tuple[str, ...] | None:
+    """What the forkserver must preload if the store.json at `root` lists only
+    local volumes (the cryptography library for an encrypted store), None if it
+    lists others or cannot tell."""
     try:
-        with open(root.expanduser() / "store.json", "rb") as config:
-            return all("://" not in volume["url"] for volume in json.load(config)["volumes"])
+        with open(root.expanduser() / "store.json", "rb") as f:
+            config = json.load(f)
+        if all("://" not in volume["url"] for volume in config["volumes"]):
+            from pfs.crypto.opening import CRYPTO_PRELOAD
+
+            return (CRYPTO_PRELOAD,) if "encryption" in config else ()
     except (OSError, ValueError, LookupError, TypeError):
-        return False
+        pass
+    return None
 
 
 def _store_root(args: argparse.Namespace) -> Path | str:

@@ -18,6 +18,8 @@ from pfs.errors import PfsError, StoreError, UsageError
 RECORD = {"format": 1, "cipher": "aes-256-gcm"}
 NAMES = {"names": "aes-256-siv"}
 WRONG = "the password opens none of the store's key slots"
+#: What the forkserver of an encrypted store's pool imports (see pfs.crypto.warm).
+CRYPTO_PRELOAD = "pfs.crypto.warm"
 
 
 def encrypted(config: dict | None) -> bool:

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from pfs.crypto.opening import StoreKeys
+from pfs.crypto.opening import CRYPTO_PRELOAD, StoreKeys
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
 from pfs.engine.governor import MemoryGovernor
@@ -86,7 +86,8 @@ class Store:
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        ctx.engine = Engine(self.workers, MemoryGovernor(max_memory), self.volset.preload())
+        ctx.engine = Engine(self.workers, MemoryGovernor(max_memory),
+                            self.volset.preload() + ((CRYPTO_PRELOAD,) if ctx.sealed else ()))
         self.volset.prober = lambda volume: self.engine.run(worker.volume_status, [(0, (volume.describe(),))])[0]
 
     def __enter__(self) -> Store:
