@@ -90,7 +90,8 @@ class StoreKeys:
                 raise UsageError(f"the recipient file {self.recipient_file} holds no names key, and the store's "
                                  "names are encrypted", "`key add --recipient FILE` writes a new one with it")
             self.names_key = recipient.names_key if names else None
-            keyring.install(config["id"], None, write_only=recipient)
+            public = Recipient(recipient.store_id, recipient.id, recipient.public)  # workers get no names key
+            keyring.install(config["id"], None, write_only=public)
             return config["id"]
         if self._key is None:
             found = slots.list()
