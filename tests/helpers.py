@@ -52,6 +52,21 @@ class Pfs:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_at_once(argv: list[str], scripts: list[str], cwd: Path, timeout: float = 240) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of each script run by a pfs of its own, all at
+    once: each reads its script from a file, so none waits for another to have
+    read its own (communicate() in turn would feed them one after another)."""
+    procs = []
+    for k, script in enumerate(scripts):
+        path = cwd / f".script-{k}"
+        path.write_text(script)
+        with path.open() as stdin:
+            procs.append(subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, cwd=cwd, env=env(), start_new_session=True))
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, *out) for p, out in zip(procs, outputs)]
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e.pop("PFS_STORE", None)

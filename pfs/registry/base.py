@@ -184,6 +184,12 @@ class PartTable(ABC):
         """A file's manifest, or None; a damaged one raises DamagedError."""
 
     @abstractmethod
+    def swap(self, seen: Manifest, new: Manifest) -> bool:
+        """Record `new` only if the file's manifest is still `seen` (compare-and-swap),
+        and say whether it was: two heals, drains or scrubs moving pieces of one
+        file at once never undo each other's moves."""
+
+    @abstractmethod
     def remove(self, file_id: int) -> None:
         """Forget a file's manifest (a no-op if it has none)."""
 
@@ -218,6 +224,14 @@ class SessionTable(ABC):
         records written before sessions existed). Claimed sessions are forgotten
         when the block ends. Read a record again inside the block before finishing
         it: another client may have finished it just before."""
+
+    @abstractmethod
+    def moving(self, file_id: int, wait: bool = True) -> AbstractContextManager[bool]:
+        """Exclusive among clients moving one file's pieces (heal, drain, scrub, and
+        the sweep of what a dead one left): plan, write and record a move inside it,
+        so that no other client plans from the manifest it is about to change or
+        sweeps the pieces it has written and not yet recorded. Yields whether it
+        is taken (always, with `wait`); a killed client holds none."""
 
     @abstractmethod
     def hold(self, file_id: int, exclusive: bool) -> AbstractContextManager[None]:

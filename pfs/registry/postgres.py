@@ -598,20 +598,26 @@ class DatabaseParts(PartTable):
                                            for c in _PART_COLUMNS)))
 
     def load(self, file_id: int) -> Manifest | None:
+        return self._db.idempotent(lambda cur: self._load(cur, file_id))
+
+    def swap(self, seen: Manifest, new: Manifest) -> bool:
+        """In one transaction, the manifest's row locked (FOR UPDATE) while compared."""
+        with self._db.transaction() as cur:
+            if self._load(cur, seen.file.id, " FOR UPDATE") != seen:
+                return False
+            self._save(cur, new)
+            return True
+
+    def _load(self, cur, file_id: int, lock: str = "") -> Manifest | None:
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
-
-        def read(cur) -> tuple | None:
-            row = cur.execute("SELECT file FROM pfs_manifests WHERE file_id = %s", (file_id,)).fetchone()
-            return row and (row[0], cur.execute(f'SELECT {columns} FROM pfs_parts WHERE file_id = %s ORDER BY "index"',
-                                                (file_id,)).fetchall())
-
-        found = self._db.idempotent(read)
-        if found is None:
+        row = cur.execute(f"SELECT file FROM pfs_manifests WHERE file_id = %s{lock}", (file_id,)).fetchone()
+        if row is None:
             return None
-        file, rows = found
+        rows = cur.execute(f'SELECT {columns} FROM pfs_parts WHERE file_id = %s ORDER BY "index"',
+                           (file_id,)).fetchall()
         parts = [dict(zip(_PART_COLUMNS, r)) for r in rows]
         try:
-            return Manifest.from_dict({"file": file, "parts": parts}, file_id)
+            return Manifest.from_dict({"file": row[0], "parts": parts}, file_id)
         except BadRecord as exc:
             raise DamagedError(f"the manifest of file {file_id} in {self._db.name} is damaged ({exc})") from exc
 
@@ -640,6 +646,8 @@ def _session_key(session: str) -> int:
 
 #: The first advisory lock key of a session lock.
 _SESSION_LOCKS = 0x7066
+#: The first advisory lock key of the lock on moving a file's pieces (see moving()).
+_MOVING_LOCKS = 0x706D
 
 #: Whether session `s` is live: its heartbeat is younger than %(ttl)s seconds, and
 #: the connection of its heartbeat holds its advisory lock, unless its last beat
@@ -748,6 +756,23 @@ class DatabaseSessions(SessionTable):
                 conn.execute("DELETE FROM pfs_sessions WHERE id = ANY(%s)", (list(claimed),))
         except psycopg_errors() as exc:
             raise self._db.unreachable(exc) from None
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def moving(self, file_id: int, wait: bool = True) -> Iterator[bool]:
+        """An advisory lock on a connection of its own, which it ends with (a killed
+        client's connection ends too). Its second key is the file id's low 31 bits:
+        two files that share them only take turns."""
+        conn = self._db.connect()
+        try:
+            try:
+                key = (_MOVING_LOCKS, file_id & 0x7FFFFFFF)
+                taken = bool(conn.execute("SELECT pg_advisory_lock(%s, %s), true" if wait else
+                                          "SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[-1])
+            except psycopg_errors() as exc:
+                raise self._db.unreachable(exc) from None
+            yield taken
         finally:
             conn.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from pfs import codec
 from pfs.crypto.keyring import WRITE_ONLY
@@ -115,20 +116,28 @@ class Checking:
         layout = Layout.of(entry)
         self.ctx.check_memory(entry.chunk_size, f"file {entry.id}, stored in {format_size(entry.chunk_size)} parts,",
                               layout)
-        manifest = self.checked_manifest(entry)
 
-        def plan() -> list[tuple[PartEntry, worker.PartCheck]]:
+        def plan() -> tuple[Manifest, list[tuple[PartEntry, worker.PartCheck]]]:
+            refresh_volumes(self.ctx)
+            manifest = self.checked_manifest(entry)
             weights = self.ctx.volset.writable() if relocate else {}
             jobs = [self._part_check(entry, layout, p, weights, out_path, every, heal, relocate)
                     for p in manifest.parts]
-            return [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
+            return manifest, [(p, job) for p, job in zip(manifest.parts, jobs) if not only_moving or job.moves]
 
-        refresh_volumes(self.ctx)
-        todo = plan()
-        intent = self.sweeper.note_intent(entry) if any(job.moves for _, job in todo) else None
-        if intent:  # planned again once the intent shows, which remove_volume waits for
-            refresh_volumes(self.ctx)
-            todo = plan()
+        manifest, todo = plan()
+        if not any(job.moves for _, job in todo):
+            return self._run(entry, layout, manifest, todo, progress, cancel, None)
+        with self.ctx.sessions.moving(entry.id):
+            intent = self.sweeper.note_intent(entry)
+            # planned again inside the lock (another pfs may have moved them first) and
+            # once the intent shows, which remove_volume waits for
+            manifest, todo = plan()
+            return self._run(entry, layout, manifest, todo, progress, cancel, intent)
+
+    def _run(self, entry: FileEntry, layout: Layout, manifest: Manifest, todo: list[tuple[PartEntry, worker.PartCheck]],
+             progress: Progress, cancel: threading.Event | None, intent: Path | None) -> Findings:
+        """The planned part checks through the pool, then the moves they made recorded."""
         try:
             tasks = ((part_memory(p.size, layout, self.ctx.sealed), (job,)) for p, job in todo)
             verdicts = self.ctx.engine.run(worker.check_part, tasks, lambda i, _: progress(todo[i][0].size), cancel)
@@ -145,7 +154,7 @@ class Checking:
             swept = self._record_moves(manifest, layout, moved) if moved else True
         except BaseException:
             if intent:
-                self.sweeper.finish_intent(intent, lambda _: True)
+                self.sweeper.finish_intent(intent, lambda _: True, moving=True)
             raise
         if intent and swept:  # else the next open removes what is left where they were
             intent.unlink()
@@ -175,24 +184,36 @@ class Checking:
 
     def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> bool:
         """Record where moved pieces are now, then remove them from where they
-        were; returns whether every one was removed."""
-        new = {p.index: volumes for p, volumes in moved}
-        parts = [p if p.index not in new else replace(
-            p, volume=new[p.index][0], copies=[] if layout.ec else new[p.index],
-            shards=[{**s, "volume": v} for s, v in zip(p.shards, new[p.index])]) for p in manifest.parts]
-        self.ctx.parts.save(Manifest(manifest.file, parts))
-        note_placed(self.ctx, manifest.file.id, parts)
-        removed = True
+        were; returns whether every one was removed. The record is a
+        compare-and-swap on the manifest: a part that another heal, drain or
+        scrub moved meanwhile keeps that move, and the pieces this one wrote
+        for it are removed instead."""
+        while True:
+            current = self.ctx.parts.load(manifest.file.id)
+            # where each part's pieces are recorded now (a file deleted meanwhile keeps none of ours)
+            kept = {p.index: p.volumes() for p in (current or manifest).parts}
+            won = {p.index: volumes for p, volumes in moved if current and kept[p.index] == p.volumes()}
+            if current is None:
+                break
+            parts = [p if p.index not in won else replace(
+                p, volume=won[p.index][0], copies=[] if layout.ec else won[p.index],
+                shards=[{**s, "volume": v} for s, v in zip(p.shards, won[p.index])]) for p in current.parts]
+            if self.ctx.parts.swap(current, Manifest(current.file, parts)):
+                note_placed(self.ctx, manifest.file.id, parts)
+                break
+        stale = []  # (volume, key) of every piece no manifest points at any more
         for p, volumes in moved:
-            for old, now, key in zip(p.volumes(), volumes, layout.keys(p.id)):
-                if old == now:
-                    continue
-                try:
-                    if not self.ctx.volset.readable(old):
-                        raise VolumeUnavailableError(f"volume {old} cannot be reached")
-                    worker.remove_pieces(self.ctx.volset.describe(old), [key])
-                except VolumeUnavailableError:
-                    removed = False  # the intent stays: an open or heal that reaches it removes the piece
+            left, recorded = (p.volumes(), volumes) if p.index in won else (volumes, kept[p.index])
+            keys = layout.keys(p.id)
+            stale += sorted(set(zip(left, keys)) - set(zip(recorded, keys)))
+        removed = True
+        for volume, key in stale:
+            try:
+                if not self.ctx.volset.readable(volume):
+                    raise VolumeUnavailableError(f"volume {volume} cannot be reached")
+                worker.remove_pieces(self.ctx.volset.describe(volume), [key])
+            except VolumeUnavailableError:
+                removed = False  # the intent stays: an open or heal that reaches it removes the piece
         return removed
 
     def verify(self, file_id: int, progress: Progress = no_progress,

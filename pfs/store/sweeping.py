@@ -64,9 +64,11 @@ class Sweeper:
         write_json_atomic(path, asdict(replace(as_recorded(self.ctx.files, entry), session=self.ctx.sessions.id)))
         return path
 
-    def finish_intent(self, intent: Path, dead: Callable[[str], bool]) -> None:
+    def finish_intent(self, intent: Path, dead: Callable[[str], bool], moving: bool = False) -> None:
         """Remove the pieces of the intent's file that its manifest does not
-        reference, if the session that noted it is dead."""
+        reference, if the session that noted it is dead; never while another pfs
+        moves that file's pieces (it would remove the ones written and not yet
+        recorded), unless the caller is the one moving them (`moving`)."""
         if intent.name.startswith("."):
             return
         try:
@@ -79,6 +81,13 @@ class Sweeper:
             return
         if not dead(entry.session):
             return
+        if moving:
+            return self._finish(intent, entry)
+        with self.ctx.sessions.moving(entry.id, wait=False) as taken:
+            if taken:  # else its mover, or a later open, finishes it
+                self._finish(intent, entry)
+
+    def _finish(self, intent: Path, entry: FileEntry) -> None:
         current = self.ctx.files.get(entry.id)
         manifest = self.ctx.parts.load(entry.id) if current is not None and current.uuid == entry.uuid else None
         if manifest is not None and current.status == STORED:  # moved, maybe not yet recorded: see record_moves

@@ -151,6 +151,34 @@ def test_manifests(clients):
     assert a.parts.load(entry.id) is None and a.parts.ids() == [] and a.parts.highest_id() == 0
 
 
+def test_a_manifest_swap_records_only_over_the_manifest_as_it_was_seen(clients):
+    """Two clients moving pieces of one file: the second to record, having seen
+    the manifest before the first one's move, is refused and sees that move."""
+    a, b = clients(), clients()
+    entry = a.files.add(record(0, size=5000))
+    seen = manifest(entry)
+    a.parts.save(seen)
+    moved = [dataclasses.replace(seen.parts[0], volume=3, copies=[3]), *seen.parts[1:]]
+    first = Manifest(seen.file, moved)
+    assert a.parts.swap(seen, first)
+    other = Manifest(seen.file, [seen.parts[0], dataclasses.replace(seen.parts[1], volume=2, copies=[2]),
+                                 *seen.parts[2:]])
+    assert not b.parts.swap(seen, other)
+    assert b.parts.load(entry.id) == first
+    assert b.parts.swap(first, Manifest(seen.file, [moved[0], other.parts[1], *moved[2:]]))
+    assert [p.volume for p in a.parts.load(entry.id).parts[:2]] == [3, 2]
+
+
+def test_moving_a_files_pieces_is_one_client_at_a_time(clients):
+    a, b = clients(), clients()
+    with a.sessions.moving(7) as taken:
+        assert taken
+        with b.sessions.moving(7, wait=False) as other, b.sessions.moving(8, wait=False) as elsewhere:
+            assert (other, elsewhere) == (False, True)
+    with b.sessions.moving(7, wait=False) as taken:
+        assert taken
+
+
 @pytest.mark.parametrize("layout", [{"copies": 2}, {"ec": "2+1"}])
 def test_records_and_manifests_keep_copies_and_shards(clients, layout):
     """A file's copies or erasure code, and the volume of each copy (or each

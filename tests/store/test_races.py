@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import pfs
-from helpers import CHUNK, env, make_file, parse_list, pieces, referenced_pieces
+from helpers import CHUNK, env, make_file, parse_list, pieces, referenced_pieces, run_at_once
 
 MIB = 1 << 20
 NAME = "shared/n.bin"
@@ -70,9 +70,7 @@ def one_name_script(rng: random.Random, p: int, ops: int, cwd: Path) -> str:
 
 
 def run_all(shared, scripts: list[str], timeout: float = 240) -> list[tuple[int, str, str]]:
-    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
-    return [(p.returncode, *p.communicate(s, timeout=timeout)) for p, s in zip(procs, scripts)]
+    return run_at_once(shared.argv(), scripts, shared.cwd, timeout)
 
 
 def check_reads_back(shared, tmp_path: Path, listing: dict[int, tuple[str, str]], seed: int) -> None:
@@ -179,6 +177,44 @@ def test_volume_remove_during_a_put_names_the_put(shared, live_sessions, tmp_pat
     r = shared.run("volume drain 1\nwait\nvolume remove 1\nget big.bin back.bin\n")
     assert r.returncode == 0, r.stderr
     assert (shared.cwd / "back.bin").read_bytes() == big.read_bytes()
+
+
+# -- two drains moving pieces of the same files at once ---------------------------------------------
+
+@pytest.mark.timeout(300)
+def test_two_drains_of_different_volumes_at_once_lose_no_copy(shared, tmp_path):
+    """Files with 2 copies on volumes 1 and 2 among others, both volumes drained
+    at once by two pfs: each moves pieces of the same files. Every part keeps
+    both copies, on volumes that keep them, and no piece is left unreferenced
+    (before moves were exclusive per file, the second drain to record undid the
+    first one's moves, whose old pieces it had removed: parts with no copy left)."""
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    dirs = [tmp_path / f"v{i}" for i in range(1, 5)]
+    for d in dirs:
+        d.mkdir()
+    sources = [make_file(shared.cwd / f"f{k}.bin", rng.randrange(20, 50) * CHUNK + rng.randrange(CHUNK))
+               for k in range(3)]
+    setup = "".join(f"volume add {d}\n" for d in dirs) + "".join(f"put {f.name}\nwait\n" for f in sources)
+    assert shared.run(setup, "--copies", "2", timeout=120).returncode == 0
+    drains = [f"volume drain {v}\nwait\n" for v in rng.sample([1, 2], 2)]
+    for code, out, err in run_all(shared, drains):
+        assert code == 0 and "is drained" in out, f"seed {seed}:\n{out}\n{err}"
+    r = shared.run("".join(f"verify {f.name}\n" for f in sources))
+    assert r.returncode == 0 and r.stdout.count("every part is intact") == len(sources), f"seed {seed}:\n{r.stderr}"
+    r = shared.run("volume drain 1\nwait\nvolume drain 2\nwait\nlist\n")
+    assert r.returncode == 0, f"seed {seed}:\n{r.stderr}"
+    assert "volume 1 is drained" in r.stdout and "volume 2 is drained" in r.stdout, f"seed {seed}:\n{r.stdout}"
+    assert held(dirs[0]) == held(dirs[1]) == [], f"seed {seed}: a drained volume holds pieces"
+    listing = r.stdout.split("volume 2 is drained", 1)[1]
+    assert listing.count(" 2/2 ") == len(sources), f"seed {seed}: a part lost a copy:\n{listing}"
+    r = shared.run("".join(f"verify {f.name}\nget {f.name} back-{f.name}\n" for f in sources))
+    assert r.returncode == 0, f"seed {seed}:\n{r.stderr}"
+    assert all((shared.cwd / f"back-{f.name}").read_bytes() == f.read_bytes() for f in sources)
+    data = shared.store if not shared.database else Path(shared.options[shared.options.index("--data") + 1])
+    on_disk = {p.name for d in [*dirs, Path(data) / "volumes"] for p in held(d)}
+    referenced = pieces_and_references(shared)[1]
+    assert on_disk == referenced, f"seed {seed}: orphan pieces {on_disk - referenced}, missing {referenced - on_disk}"
 
 
 # -- one writer, one reader, several threads ------------------------------------------------------

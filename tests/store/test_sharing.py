@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import random
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import (CHUNK, assert_clean_stderr, cont, env, error_lines, make_file, parse_list, pieces,
-                     referenced_pieces, stop, wait_until_read)
+from helpers import (CHUNK, assert_clean_stderr, cont, error_lines, make_file, parse_list, pieces, referenced_pieces,
+                     run_at_once, stop, wait_until_read)
 
 MIB = 1 << 20
 
@@ -40,9 +39,7 @@ def test_three_processes_put_list_delete_at_once(shared, tmp_path):
             make_file(shared.cwd / name, k * CHUNK + 7 * (k + 1))
     scripts = ["".join(f"put {name}\nlist\n" for name in group) + "delete 1\n" * (n == 0) for n, group in
                enumerate(names)]
-    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
-    outputs = [p.communicate(script, timeout=120) for p, script in zip(procs, scripts)]
+    outputs = [(out, err) for _, out, err in run_at_once(shared.argv(), scripts, shared.cwd, 120)]
     stored: dict[int, str] = {}
     for (out, err), group in zip(outputs, names):
         assert "Traceback" not in err, err
@@ -54,7 +51,8 @@ def test_three_processes_put_list_delete_at_once(shared, tmp_path):
     # each process saw the others' files at some point, or at the latest the last listing does
     r = shared.run("list\n")
     listing = parse_list(r.stdout)
-    deleted = 1 if all("no file with id 1" not in err for _, err in outputs) else None
+    # the delete finds file 1 stored, or being stored or not there yet (then refused)
+    deleted = 1 if re.search(r"^\[1\] deleted ", outputs[0][0], re.M) else None
     expected = {fid: (name, "stored") for fid, name in stored.items() if fid != deleted}
     assert listing == expected, r.stdout
     out = tmp_path / "out"
@@ -322,13 +320,11 @@ def run_mixed_ops(shared, tmp_path: Path, ops: int) -> None:
     out = tmp_path / "out"
     out.mkdir()
     scripts = [mixed_script(rng, n, ops, shared.cwd, out) for n in range(4)]
-    procs = [subprocess.Popen(shared.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=shared.cwd, env=env(), start_new_session=True) for _ in scripts]
-    outputs = [p.communicate(script, timeout=60 + ops) for p, (script, _) in zip(procs, scripts)]
+    results = run_at_once(shared.argv(), [script for script, _ in scripts], shared.cwd, 60 + ops)
     ids: dict[int, str] = {}
     deleted: set[str] = set()
-    for p, (stdout, stderr) in zip(procs, outputs):
-        assert p.returncode == 0 and not unexpected(stderr), f"seed {seed}:\n{stderr}"
+    for code, stdout, stderr in results:
+        assert code == 0 and not unexpected(stderr), f"seed {seed}:\n{stderr}"
         mine = {int(i): name for i, name in re.findall(r"^\[(\d+)\] storing (\S+) ", stdout, re.M)}
         assert not set(mine) & set(ids), f"seed {seed}: an id was given twice: {mine} {ids}"
         ids |= mine

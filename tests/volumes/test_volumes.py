@@ -9,14 +9,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import (CHUNK, assert_clean_stderr, env, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
-                     read_manifest, referenced_pieces, run_pfs, volume_dirs)
+from helpers import (CHUNK, assert_clean_stderr, error_lines, frozen_workers, make_file, parse_list, pfs_argv, pieces,
+                     read_manifest, referenced_pieces, run_at_once, run_pfs, volume_dirs)
 
 #: A file of several parts whose last part is short.
 SIZE = 7 * CHUNK + 123
@@ -501,14 +500,10 @@ def test_pfs_processes_creating_one_store_at_once_agree_on_its_identity(tmp_path
     """Several pfs started at once on a new directory: one creates the store (and
     marks its first volume), the others open that store; every put lands on a
     volume that reads as online."""
-    store, gate = tmp_path / "store", tmp_path / "go"
+    store = tmp_path / "store"
     sources = [make_file(tmp_path / f"s{i}.bin", CHUNK) for i in range(6)]
-    wait_then_run = ["sh", "-c", f'while [ ! -e "{gate}" ]; do :; done; exec "$@"', "sh", *pfs_argv(store)]
-    procs = [subprocess.Popen(wait_then_run, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=tmp_path, env=env(), text=True) for _ in sources]
-    gate.touch()  # all start at once
-    results = [p.communicate(f"put {src}\n", timeout=60) for p, src in zip(procs, sources)]
-    assert [p.returncode for p in procs] == [0] * len(procs), [err for _, err in results]
+    results = run_at_once(pfs_argv(store), [f"put {src}\n" for src in sources], tmp_path, 60)
+    assert [code for code, _, _ in results] == [0] * len(sources), [err for _, _, err in results]
     marker = json.loads((store / "volumes" / "0" / "pfs-volume.json").read_bytes())
     assert marker["store"] == json.loads((store / "store.json").read_bytes())["id"]
     r = run_pfs(store, "verify --all\n", cwd=tmp_path)

@@ -96,9 +96,10 @@ class Session:
         if names.is_id(ref):
             return self.store.entry(int(ref))
         name = names.check(ref)
-        putting = [j for j in self.jobs.running() if j.kind == "put" and j.name == name]
-        if putting:
-            return self.store.entry(putting[-1].file_id)
+        for job in reversed([j for j in self.jobs.running() if j.kind == "put" and j.name == name]):
+            entry = self.store.entry(job.file_id)
+            if entry.name == name:  # not renamed away since (a put's job ends after its file is stored)
+                return entry
         try:
             return self.store.resolve(ref)  # as typed: ./1 is the name 1, where 1 alone would be an id
         except NotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -69,6 +70,18 @@ class PartRegistry(PartTable):
             return Manifest.from_dict(read_json(path, self._root), file_id)
         except BadRecord as exc:
             raise damaged(self._root, f"{path} is damaged ({exc})") from exc
+
+    def swap(self, seen: Manifest, new: Manifest) -> bool:
+        """Under an exclusive flock of manifests/ (every pfs process takes the same)."""
+        fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.load(seen.file.id) != seen:
+                return False
+            self.save(new)
+            return True
+        finally:
+            os.close(fd)
 
     def remove(self, file_id: int) -> None:
         self.path(file_id).unlink(missing_ok=True)

@@ -70,6 +70,23 @@ class SessionFiles(SessionTable):
                 os.close(fd)
 
     @contextlib.contextmanager
+    def moving(self, file_id: int, wait: bool = True) -> Iterator[bool]:
+        """An OFD lock on byte MOVES + `file_id` of files.lock, past every hold's byte."""
+        fd = os.open(self._holds, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                _lock_byte(fd, MOVES + file_id, fcntl.F_WRLCK, wait=wait)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                _lock_byte(fd, MOVES + file_id, fcntl.F_UNLCK)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def hold(self, file_id: int, exclusive: bool) -> Iterator[None]:
         """A lock on byte `file_id` of files.lock, owned by its own open file
         description (an OFD lock), so it orders threads of one process as well."""
@@ -86,6 +103,10 @@ class SessionFiles(SessionTable):
                 _lock_byte(fd, file_id, fcntl.F_UNLCK)
         finally:
             os.close(fd)
+
+
+#: Where the bytes of the move locks begin in files.lock (a hold's byte is its file id).
+MOVES = 1 << 48
 
 
 def _lock_byte(fd: int, offset: int, kind: int, wait: bool = False) -> None:
