@@ -3,7 +3,11 @@ log-like data into a plain and an encrypted store, in the same run, round-robin
 (bench.py's `run`: wall time and the CPU time of the whole process tree), and
 the cost of opening an encrypted store (scrypt, once per process) on its own.
 
-    python benchmarks/encryption.py [--size 1G] [--reps 3] [--dir DIR] [--json OUT]
+    python benchmarks/encryption.py [--size 1G] [--reps 3] [--only big|names] [--dir DIR] [--json OUT]
+
+`--only names` measures what encrypted names cost instead: a put -r of 1,000
+small files and a `list` of one directory of them, into a plain, an encrypted
+and an encrypted store with --encrypt-names, in the same run.
 
 The figure to compare on a shared machine is the tree's CPU time (user +
 system): it does not depend on how busy the other cores are.
@@ -20,9 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import GiB, Case, Measurement, log_blocks, measure, random_blocks, remove, write_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repo: `benchmarks` is a package
+from benchmarks.files import log_blocks, random_blocks, remove, write_file  # noqa: E402
+from benchmarks.measure import Case, Measurement, measure  # noqa: E402
+from benchmarks.text import GiB  # noqa: E402
 from pfs.units import parse_size  # noqa: E402
 
 #: The issue's target: an encrypted put or get costs at most this much the CPU of a plain one.
@@ -41,6 +46,7 @@ class Bench:
         self.password.write_text("a benchmark's password\n")
         self.env = {**os.environ, "PFS_PASSWORD_FILE": str(self.password)}
         self.env.pop("PFS_STORE", None)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # as pfs runs for its users: compiled once, not per process
 
     def pfs(self, store: Path, *args: str) -> list[str]:
         return [sys.executable, "-m", "pfs", "--store", str(store), *args]
@@ -88,6 +94,31 @@ class Bench:
         return results
 
 
+    def names(self, reps: int, files: int = 1000) -> dict:
+        """put -r of `files` small files in 10 directories, and a list of one of them."""
+        tree = self.work / "tree"
+        for i in range(files):
+            (tree / f"dir{i % 10}").mkdir(parents=True, exist_ok=True)
+            (tree / f"dir{i % 10}" / f"file-{i:05}.log").write_bytes(os.urandom(512) + b"x" * 512)
+        cases = []
+        for label, extra in (("plain", ()), ("encrypted", ("--encrypt",)),
+                             ("encrypted names", ("--encrypt", "--encrypt-names"))):
+            store = self.work / f"names-{label.replace(' ', '-')}"
+            subprocess.run(self.pfs(store, *extra, "list"), env=self.env, check=True, capture_output=True)
+            cases.append(Case(f"put -r 1000 ({label})", "small", env=self.env,
+                              argv=lambda rep, s=store: self.pfs(s, "put", "-r", str(tree), f"run{rep}/")))
+            cases.append(Case(f"list a prefix ({label})", "small", env=self.env,
+                              argv=lambda rep, s=store: self.pfs(s, "list", "run0/dir3/")))
+        rows = measure(cases, reps)
+        return {m.operation: {"wall": statistics.median(m.seconds), "cpu": cpu(m)} for m in rows}
+
+
+def report_names(results: dict) -> None:
+    print("\nencrypted names, medians; CPU = user + system of the whole process tree")
+    for name, r in results.items():
+        print(f"{name:<34} wall {r['wall']:6.2f} s  CPU {r['cpu']:6.2f} s")
+
+
 def report(results: dict, size: int) -> None:
     print(f"\n{size / GiB:g} GiB, medians; CPU = user + system of the whole process tree")
     print(f"{'operation':<14}{'plain wall':>11}{'enc wall':>10}{'plain CPU':>11}{'enc CPU':>9}{'CPU x':>7}"
@@ -106,15 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="1G", help="size of each file (default 1G)")
     p.add_argument("--reps", type=int, default=3, help="repetitions, round-robin (default 3)")
+    p.add_argument("--only", choices=("big", "names"), help="only the big files, or only the names")
     p.add_argument("--dir", help="where the stores and files go (default: a temporary directory)")
     p.add_argument("--json", help="write the figures to this file as JSON")
     args = p.parse_args(argv)
     size = parse_size(args.size)
+    figures: dict = {"size": size}
     with tempfile.TemporaryDirectory(prefix="pfs-enc-bench-", dir=args.dir) as work:
-        results = Bench(Path(work), size).run(args.reps)
-    report(results, size)
+        if args.only != "names":
+            figures["results"] = Bench(Path(work), size).run(args.reps)
+            report(figures["results"], size)
+        if args.only != "big":
+            figures["names"] = Bench(Path(work), size).names(args.reps)
+            report_names(figures["names"])
     if args.json:
-        Path(args.json).write_text(json.dumps({"size": size, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
 
 

@@ -144,8 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypt", action="store_true",
                    help="create the new store encrypted (AES-256-GCM; asks for a password twice; "
                    "see docs/encryption.md)")
+    p.add_argument("--encrypt-names", action="store_true",
+                   help="with --encrypt: also encrypt the names and symlink targets the new store records "
+                   "(see docs/encryption.md)")
     p.add_argument("--password-file", metavar="FILE", help="read an encrypted store's password from the first line "
                    "of FILE (default: $PFS_PASSWORD_FILE, $PFS_PASSWORD, else asked on the terminal)")
+    p.add_argument("--recipient-key", metavar="FILE", help="open an encrypted store write-only with the recipient "
+                   "key in FILE (from `key add --recipient FILE`; default: $PFS_RECIPIENT_FILE): put, sync and "
+                   "list work, nothing stored is read back, and no password is asked")
     p.add_argument("--version", action="version", version=f"pfs {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this one command and exit")
     return p
@@ -166,21 +172,30 @@ def _start_forkserver_early(args: argparse.Namespace) -> None:
     Otherwise the forkserver starts with the pool, as in a session. A wrong guess
     (store.json changed meanwhile) costs speed, never correctness."""
     location = args.store or os.environ.get("PFS_STORE")
-    if args.command[:1] and args.command[0] in POOL_COMMANDS and location and _local_volumes_only(Path(location)):
+    preload = _local_volumes_only(Path(location)) if args.command[:1] and args.command[0] in POOL_COMMANDS \
+        and location else None
+    if preload is not None:
         from pfs.engine.pool import start_forkserver
 
         interrupts.start_resource_tracker()
         with interrupts.main_thread_shielded():
-            start_forkserver()
+            start_forkserver(preload)
 
 
-def _local_volumes_only(root: Path) -> bool:
-    """Whether the store.json at `root` lists only local volumes (False if it cannot tell)."""
+def _local_volumes_only(root: Path) -> tuple[str, ...] | None:
+    """What the forkserver must preload if the store.json at `root` lists only
+    local volumes (the cryptography library for an encrypted store), None if it
+    lists others or cannot tell."""
     try:
-        with open(root.expanduser() / "store.json", "rb") as config:
-            return all("://" not in volume["url"] for volume in json.load(config)["volumes"])
+        with open(root.expanduser() / "store.json", "rb") as f:
+            config = json.load(f)
+        if all("://" not in volume["url"] for volume in config["volumes"]):
+            from pfs.crypto.opening import CRYPTO_PRELOAD
+
+            return (CRYPTO_PRELOAD,) if "encryption" in config else ()
     except (OSError, ValueError, LookupError, TypeError):
-        return False
+        pass
+    return None
 
 
 def _store_root(args: argparse.Namespace) -> Path | str:
@@ -210,7 +225,7 @@ def _open_store(root: Path | str, args: argparse.Namespace, repair: bool = False
         overrides.update(copies=args.copies or 1, ec=args.ec or "")
     interrupts.abandoning(lambda: f"stopped while opening the store {root}; "
                                   "nothing is lost: the next open finishes any recovery")
-    keys = StoreKeys(Passwords(args.password_file), args.encrypt)
+    keys = StoreKeys(Passwords(args.password_file), args.encrypt, args.recipient_key, args.encrypt_names)
     return Store(root, overrides, args.workers, args.max_memory, repair, args.data, keys)
 
 
@@ -246,6 +261,18 @@ def _enough_descriptors(workers: int) -> None:
             raise PfsError(f"pfs may open only {hard} files at once (ulimit -n) and needs {need} "
                            f"with --workers {workers}", f"raise the limit with `ulimit -n {need}`, or use fewer workers")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def _log_path(store) -> Path:
+    """STORE/pfs.log; for a store whose names are encrypted, a log of this
+    machine's user instead (the log names files, and the store must not)."""
+    if not store.names_sealed:
+        return store.root / "pfs.log"
+    import platformdirs
+
+    folder = Path(platformdirs.user_log_dir("pfs"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{store.config['id']}.log"
 
 
 def _log_to(path: Path) -> None:
@@ -301,6 +328,21 @@ def _run_mount(store, options, where: str) -> int:
         return 2
 
 
+#: One-shot commands that read what is stored, refused by a write-only pfs (exit status 2).
+READING = frozenset({"get", "cat", "verify", "heal", "mount"})
+
+
+def _write_only_refusal(store, command: list[str]) -> str | None:
+    """Why a write-only pfs refuses this one-shot command (or mount) before it starts, or None."""
+    if not (store.keys.write_only and command) or not (command[0] in READING or command[:2] == ["volume", "drain"]):
+        return None
+    try:
+        store.check_readable()
+    except PfsError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run pfs; return its exit status. The garbage collector is frozen at the
     end: the interpreter's teardown that follows then does not scan every object
@@ -337,10 +379,14 @@ def _run(argv: list[str] | None) -> int:
         return 2
     if store.created:
         sys.stderr.write(f"pfs: created a new store at {store.description}\n")
-    _log_to(store.root / "pfs.log")
+    _log_to(_log_path(store))
     if store.workers_note:
         sys.stderr.write(f"pfs: {store.workers_note}\n")
     with store:
+        refused = _write_only_refusal(store, args.command)
+        if refused:
+            sys.stderr.write(f"error: {refused}\n")
+            return 2
         for entry in store.recovered:
             done = "rolled back" if entry.status == "storing" else "finished deleting"
             log.info("file %d (%s) was %s when pfs stopped: %s", entry.id, entry.name, entry.status, done)

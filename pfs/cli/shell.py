@@ -172,6 +172,8 @@ class QuietFileHistory(FileHistory):
 
 
 def _history(store: Store, warn: Callable[[str], None]) -> History:
+    if store.names_sealed:  # the history names files, and a store with encrypted names must not
+        return InMemoryHistory()
     path = store.root / "history"
     try:
         path.touch()

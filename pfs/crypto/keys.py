@@ -50,6 +50,15 @@ class DataKey:
         return id(self)
 
 
+def subkey(key: DataKey, purpose: str, length: int = KEY_BYTES) -> bytes:
+    """A key for one purpose derived from the data key (so no two purposes share
+    a key): HKDF-SHA256(data key, no salt, info = `pfs-subkey-1:PURPOSE`) -> `length` bytes."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(hashes.SHA256(), length, None, f"pfs-subkey-1:{purpose}".encode()).derive(key.secret)
+
+
 class WrongPassword(Exception):
     """No slot opens with the password given."""
 

@@ -58,13 +58,13 @@ class SourceShrank(Exception):
 
 def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: str, layout: Layout,
                part_id: str, targets: list[Target], sealed_for: str = "",
-               write=None) -> tuple[str, str, int, list[int], list[dict]]:
+               write=None) -> tuple[str, str, int, list[int], list[dict], str]:
     """Read a slice of `source`, hash it, compress it, seal it for the store
     `sealed_for` if that is set (see pfs.engine.sealing) and write its pieces
     (its copies, or its shards) to the first volumes of `targets` that take them
     (the store flushes them next; or `write(volume id, volume, key, piece)` takes
     them, see store_parts). Returns (hash, codec used, stored size, the volume of
-    each piece, the shards' records)."""
+    each piece, the shards' records, the part's `sealed` stanza)."""
     release(OPENED)  # a get's: a put has no use for it
     if not sealed_for:
         release(STORED)  # a get's: the codec's output here needs that memory (a sealed part's is counted)
@@ -84,9 +84,10 @@ def store_part(source: str, offset: int, size: int, codec_name: str, hash_name: 
         pieces = [sealing.seal(f, j) for j, f in enumerate(fragments)]
         placed = place(pieces, layout.keys(part_id), targets, write)
         shards = [{"volume": v, "hash": codec.digest(hash_name, f), "size": len(f)} for v, f in zip(placed, fragments)]
-        return part_hash, used, len(payload), placed, shards
+        return part_hash, used, len(payload), placed, shards, sealing.stanza
     piece = sealing.seal(payload, 0, _view(sealing.size(len(payload)), STORED) if sealing.on else None)
-    return part_hash, used, len(payload), place([piece] * layout.copies, layout.keys(part_id), targets, write), []
+    placed = place([piece] * layout.copies, layout.keys(part_id), targets, write)
+    return part_hash, used, len(payload), placed, [], sealing.stanza
 
 
 def place(pieces: list, keys: list[str], targets: list[Target], write=None) -> list[int]:
@@ -150,6 +151,7 @@ class PartCheck:
     sealed_for: str = ""  # the store whose key seals its pieces (none: they are plain)
     absent: dict[int, str] = field(default_factory=dict)  # volume of a piece not read -> why it is missing
     cached: bool = False  # write the output through the page cache (synced with its batch: see write_output)
+    sealed: str = ""  # the part's stanza: sealed to a write-only recipient ("": under the data key)
 
 
 @dataclass
@@ -177,7 +179,7 @@ def check_part(job: PartCheck) -> PartVerdict:
         _write_output(job.out_path, data, job.offset, job.cached)
     names = [f"{'shard' if layout.ec else 'copy'} {j} on volume {v}" for j, v in enumerate(volumes)]
     verdict = PartVerdict(None, volumes)
-    pieces = _Pieces(layout, payload, Sealing(job.sealed_for, job.part_id))
+    pieces = _Pieces(layout, payload, Sealing(job.sealed_for, job.part_id, job.sealed))
     for j, problem in problems.items():
         desc = job.pieces[j][1]
         if j in job.moves:
@@ -265,7 +267,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
     once: it is the part's bytes); with `every`, each other copy must hold the
     same bytes. With `reuse`, the good copy and its decoding are read into the
     worker's buffers."""
-    good, decoded, sealing = None, (None, None), Sealing(job.sealed_for, job.part_id)
+    good, decoded, sealing = None, (None, None), Sealing(job.sealed_for, job.part_id, job.sealed)
     at_rest = sealing.size(job.stored)
     for j, (vid, desc) in _reading_order(job.pieces):
         if good is not None and not job.every:
@@ -289,7 +291,7 @@ def _read_copies(job: PartCheck, keys: list[str], problems: dict[int, str], reus
 def _read_shards(job: PartCheck, keys: list[str], problems: dict[int, str]) -> bytes | None:
     """The part's bytes from the first K shards whose hashes check out (every
     shard is checked with `every`), each opened first if it is sealed."""
-    good, sealing = [], Sealing(job.sealed_for, job.part_id)
+    good, sealing = [], Sealing(job.sealed_for, job.part_id, job.sealed)
     for j, (vid, desc) in _reading_order(job.pieces):
         if len(good) >= job.layout.needed and not job.every:
             break
@@ -350,6 +352,8 @@ def _decoded(job: PartCheck, payload, into: memoryview | None = None,
                                         _view(job.stored, OPENED))
         if problem:
             return None, problem
+        if job.codec == "none":  # the tag just authenticated these very bytes: hashing them again proves nothing
+            return (payload, None) if len(payload) == job.size else (None, "decodes to the wrong size")
     try:
         data = codec.decompress(job.codec, payload, job.size, into)
     except codec.DecodeError as exc:

@@ -96,15 +96,19 @@ class _BufferedReader(io.BufferedReader):
 def open(path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
          max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None,
          copies: int | None = None, ec: str | None = None, encrypt: bool = False,
-         password_file: str | os.PathLike | None = None) -> Store:
+         password_file: str | os.PathLike | None = None, recipient_file: str | os.PathLike | None = None,
+         encrypt_names: bool = False) -> Store:
     """Open (creating if new) the store at `path`, by default $PFS_STORE or the
     user data directory, as the shell does. Holds the store's lock until closed:
     use it as a context manager. `chunk_size`, `codec`, `copies` and `ec` (as
     --copies and --ec) apply to new files. An encrypted store (a new one with
     `encrypt`) takes its password from `password_file`, else $PFS_PASSWORD_FILE
-    or $PFS_PASSWORD (see docs/encryption.md)."""
+    or $PFS_PASSWORD; with `recipient_file` (else $PFS_RECIPIENT_FILE) it is
+    opened write-only, without a password; `encrypt_names` (with `encrypt`, for
+    a new store) seals its names too (see docs/encryption.md)."""
     return Store(path, workers=workers, max_memory=max_memory, chunk_size=chunk_size, codec=codec, copies=copies,
-                 ec=ec, encrypt=encrypt, password_file=password_file)
+                 ec=ec, encrypt=encrypt, password_file=password_file, recipient_file=recipient_file,
+                 encrypt_names=encrypt_names)
 
 
 class Store:
@@ -113,14 +117,16 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, *, workers: int = os.cpu_count() or 1,
                  max_memory: int = 256 << 20, chunk_size: int | None = None, codec: str | None = None,
                  copies: int | None = None, ec: str | None = None, encrypt: bool = False,
-                 password_file: str | os.PathLike | None = None) -> None:
+                 password_file: str | os.PathLike | None = None,
+                 recipient_file: str | os.PathLike | None = None, encrypt_names: bool = False) -> None:
         overrides = {k: v for k, v in (("chunk_size", chunk_size), ("codec", codec), ("copies", copies), ("ec", ec))
                      if v is not None}
         if path is not None and is_database(os.fspath(path)):
             root: Path | str = os.fspath(path)  # a PostgreSQL URI, not a directory named like one
         else:
             root = Path(path).expanduser() if path is not None else default_root()
-        keys = StoreKeys(Passwords(password_file and os.fspath(password_file), interactive=False), encrypt)
+        keys = StoreKeys(Passwords(password_file and os.fspath(password_file), interactive=False), encrypt,
+                         recipient_file and os.fspath(recipient_file), encrypt_names)
         self.core = _Core(root, overrides, workers, max_memory, keys=keys)
         self.root = self.core.root
 

@@ -65,7 +65,8 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "copies": "integer", "ec": "text", "replaces": "bigint",
                  "kind": "text", "target": "text", "uid": "bigint", "gid": "bigint",
                  "placed": "text"}
-_PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards"]
+_PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards",
+                 "sealed"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).
 _JSON_PART_COLUMNS = ("copies", "shards")
 
@@ -99,6 +100,7 @@ CREATE TABLE IF NOT EXISTS pfs_parts (
     hash text NOT NULL, volume integer NOT NULL, status text NOT NULL, PRIMARY KEY (file_id, "index"));
 ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS copies jsonb NOT NULL DEFAULT '[]';
 ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS shards jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE pfs_parts ADD COLUMN IF NOT EXISTS sealed text NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS pfs_sessions (
     id text PRIMARY KEY, pid integer NOT NULL, host text NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), heartbeat timestamptz NOT NULL DEFAULT now());
@@ -606,7 +608,7 @@ class DatabaseParts(PartTable):
         columns = ", ".join(f'"{c}"' for c in _PART_COLUMNS)
         with cur.copy(f"COPY pfs_parts (file_id, {columns}) FROM STDIN") as copy:
             for part in manifest.parts:
-                row = part.to_dict()
+                row = {"sealed": "", **part.to_dict()}
                 copy.write_row((file_id, *(Jsonb(row[c]) if c in _JSON_PART_COLUMNS else row[c]
                                            for c in _PART_COLUMNS)))
 

@@ -302,14 +302,18 @@ class PartEntry:
     status: str = "ok"
     copies: list[int] = field(default_factory=list)  # the volume of each copy (copies layout)
     shards: list[dict] = field(default_factory=list)  # {"volume", "hash", "size"} of each shard (ec layout)
+    sealed: str = ""  # "RECIPIENT:KEY": sealed to a write-only recipient (docs/encryption.md); "": not
 
     def __post_init__(self) -> None:
         if not self.copies and not self.shards:  # one copy, on `volume` (all a record made before copies has)
             self.copies = [self.volume]
 
     def to_dict(self) -> dict:
-        """The part as a JSON object (its lists shared, not copied)."""
-        return {name: getattr(self, name) for name in _PART_NAMES}
+        """The part as a JSON object (its lists shared, not copied; `sealed` only where it is set)."""
+        d = {name: getattr(self, name) for name in _PART_NAMES}
+        if not self.sealed:
+            del d["sealed"]
+        return d
 
     def volumes(self) -> list[int]:
         """The volume of each piece (copy or shard), in piece order."""
@@ -361,11 +365,12 @@ def _part(d: object, file: FileEntry, index: int) -> PartEntry:
                      copies=d.get("copies", []), shards=d.get("shards", []))
     offset = index * file.chunk_size
     expected = PartEntry(index, part_id(file.uuid, index), offset, min(file.chunk_size, file.size - offset),
-                         part.stored, part.codec, part.hash, part.volume, part.status, part.copies, part.shards)
+                         part.stored, part.codec, part.hash, part.volume, part.status, part.copies, part.shards,
+                         part.sealed)
     numbers = (part.index, part.offset, part.size, part.volume, part.stored)
     if part != expected or set(map(type, numbers)) != {int} or not 0 <= part.stored <= MAX_INT or \
             part.codec not in (file.codec, "none") or type(part.hash) is not str or type(part.status) is not str \
-            or not _pieces_ok(part, file):
+            or type(part.sealed) is not str or not _pieces_ok(part, file):
         raise BadRecord(f"part {index} is not part {index} of this file")
     return part
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pfs import codec
+from pfs.crypto.keyring import WRITE_ONLY
 from pfs.engine import worker
 from pfs.errors import UsageError, VolumeUnavailableError
 from pfs.registry import FILE, KINDS, STORED, FileEntry, Manifest, PartEntry, damaged
@@ -54,6 +55,13 @@ class Damage:
         return f"part {self.index} bytes {self.offset}-{end}: {self.problem}"
 
 
+def refuse_write_only(ctx: Context) -> None:
+    """Refuse to read in a pfs that holds only a recipient key (see docs/encryption.md)."""
+    if ctx.keys.write_only:
+        raise UsageError(f"{WRITE_ONLY}, and reads nothing stored back (get, cat, verify, heal, drain, mount)",
+                         "open the store with its password to read it")
+
+
 class Checking:
     """Reads every part of a stored file, checking, healing and moving pieces."""
 
@@ -80,7 +88,9 @@ class Checking:
         return manifest
 
     def stored_entry(self, file_id: int, kinds: frozenset[str] = frozenset({FILE})) -> FileEntry:
-        """A stored record of one of `kinds` (a regular file, unless told)."""
+        """A stored record of one of `kinds` (a regular file, unless told), to
+        read: refused by a write-only pfs, which opens no piece."""
+        refuse_write_only(self.ctx)
         entry = self.catalog.entry(file_id)
         if entry.status != STORED:
             why = f": {entry.reason}" if entry.reason else ""
@@ -168,7 +178,7 @@ class Checking:
                                 if t not in volumes]
         absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent)
+                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent, p.sealed)
 
     def restore_job(self, entry: FileEntry, part: PartEntry, out_path: str) -> worker.PartCheck:
         """What a get -r does with a small file's part: read it into `out_path`
@@ -177,6 +187,7 @@ class Checking:
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         """What reads one part of a stored file in this process (a reader), writing nothing."""
+        refuse_write_only(self.ctx)
         return self._part_check(entry, Layout.of(entry), part, {}, None, False, False, False)
 
     def _record_moves(self, manifest: Manifest, layout: Layout, moved: list[tuple[PartEntry, list[int]]]) -> bool:

@@ -12,14 +12,14 @@ import os
 import threading
 from pathlib import Path
 
-from pfs.crypto.opening import StoreKeys
+from pfs.crypto.opening import CRYPTO_PRELOAD, StoreKeys
 from pfs.engine import worker
 from pfs.engine.engine import Engine, worker_count
 from pfs.engine.governor import MemoryGovernor
 from pfs.registry import FILE, FileEntry, Manifest, PartEntry
 from pfs.store import opening
 from pfs.store.catalog import Catalog
-from pfs.store.checking import Checking, Findings
+from pfs.store.checking import Checking, Findings, refuse_write_only
 from pfs.store.context import Context, Progress, no_progress, part_memory
 from pfs.store.getting import Getting
 from pfs.store.health import Health, Redundancy
@@ -60,6 +60,7 @@ class Store:
     keys = _shared("keys")
     slots = _shared("slots")
     sealed = _shared("sealed")
+    sealed_for = _shared("sealed_for")
 
     def __init__(self, root: Path | str, overrides: dict | None = None, workers: int = os.cpu_count() or 1,
                  max_memory: int = 256 << 20, repair: bool = False, data: Path | str | None = None,
@@ -85,7 +86,8 @@ class Store:
         self.workers_note = "" if self.workers == workers else \
             f"using {self.workers} workers, not {workers}: more would not fit --max-memory " \
             f"{format_size(max_memory)} or the {os.cpu_count()} CPUs"
-        ctx.engine = Engine(self.workers, MemoryGovernor(max_memory), self.volset.preload())
+        ctx.engine = Engine(self.workers, MemoryGovernor(max_memory),
+                            self.volset.preload() + ((CRYPTO_PRELOAD,) if ctx.sealed else ()))
         self.volset.prober = lambda volume: self.engine.run(worker.volume_status, [(0, (volume.describe(),))])[0]
 
     def __enter__(self) -> Store:
@@ -199,6 +201,15 @@ class Store:
 
     def restore_job(self, entry: FileEntry, part: PartEntry, out_path: str) -> worker.PartCheck:
         return self.checking.restore_job(entry, part, out_path)
+
+    @property
+    def names_sealed(self) -> bool:
+        """Whether the store's names are encrypted (so nothing written in the store may name a file)."""
+        return self.ctx.keys.names_key is not None
+
+    def check_readable(self) -> None:
+        """Refuse (UsageError) if this pfs cannot read what is stored: it holds only a recipient key."""
+        refuse_write_only(self.ctx)
 
     def read_job(self, entry: FileEntry, part: PartEntry) -> worker.PartCheck:
         return self.checking.read_job(entry, part)

@@ -170,6 +170,7 @@ def open_directory(ctx: Context, root: Path, overrides: dict, repair: bool, reco
         ctx.sessions = SessionFiles(ctx.root)
         ctx.parts = PartRegistry(ctx.root)
         ctx.files = FileRegistry(ctx.root, strict=not repair, id_elsewhere=ctx.parts.highest_id)
+        seal_names(ctx)
         ctx.repair_report = rebuild(ctx.root, ctx.files, ctx.parts, ctx.volset, max_memory // 2,
                                      notes) if repair else None
         ctx.recovered = recover(ctx)
@@ -184,6 +185,16 @@ def open_keys(ctx: Context, config: dict | None, repair: bool) -> str:
     if repair and (config and "encryption" in config or (ctx.root / KEYS).exists()):
         raise UsageError("repair cannot rebuild an encrypted store yet", "its files are read as they are")
     return ctx.keys.unlock(config, ctx.slots, ctx.description)
+
+
+def seal_names(ctx: Context) -> None:
+    """On a store with encrypted names, the registries seen through the wrappers
+    that seal every name going in and open every name coming out."""
+    if ctx.keys.names_key:
+        from pfs.crypto.names import NameSealer, SealedFiles, SealedParts
+
+        sealer = NameSealer(ctx.keys.names_key)
+        ctx.files, ctx.parts = SealedFiles(ctx.files, sealer), SealedParts(ctx.parts, sealer)
 
 
 def open_volumes(ctx: Context, config: dict) -> None:
@@ -243,6 +254,7 @@ def open_database(ctx: Context, overrides: dict, data: Path | str | None, recove
             ctx.volset.volume(0).write_marker(store_id, "0")  # the data directory's volume is this store's
         ctx.parts = DatabaseParts(db)
         ctx.files = DatabaseFiles(db)
+        seal_names(ctx)
         ctx.sessions = DatabaseSessions(db, float(config.get("session_ttl", SESSION_TTL)))
         ctx.repair_report = None
         ctx.recovered = recover(ctx)

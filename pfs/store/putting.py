@@ -293,8 +293,8 @@ class Putting:
         chunk, layout = entry.chunk_size, Layout.of(entry)
         parts = [PartEntry(index=i, id=part_id(entry.uuid, i), offset=i * chunk,
                            size=min(chunk, entry.size - i * chunk), stored=stored, codec=used, hash=h,
-                           volume=placed[0], copies=[] if layout.ec else placed, shards=shards)
-                 for i, (h, used, stored, placed, shards) in enumerate(results)]
+                           volume=placed[0], copies=[] if layout.ec else placed, shards=shards, sealed=sealed)
+                 for i, (h, used, stored, placed, shards, sealed) in enumerate(results)]
         done = replace(entry, status=STORED, stored=sum(p.stored for p in parts),
                        digest=codec.file_digest([p.hash for p in parts]), replaces=0)
         return Manifest(done, parts)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from pfs.crypto.names import as_recorded
 from pfs.engine import worker
 from pfs.errors import PfsError, VolumeUnavailableError
 from pfs.registry import STORED, FileEntry, Manifest, damaged, fsync_dir, read_json, write_json_atomic
@@ -60,7 +61,7 @@ class Sweeper:
         """Before pieces are written where no manifest says: the next open removes
         what the manifest did not take up, should pfs stop before it does."""
         path = self.ctx.root / INTENTS / f"{entry.id}.json"
-        write_json_atomic(path, asdict(replace(entry, session=self.ctx.sessions.id)))
+        write_json_atomic(path, asdict(replace(as_recorded(self.ctx.files, entry), session=self.ctx.sessions.id)))
         return path
 
     def finish_intent(self, intent: Path, dead: Callable[[str], bool], moving: bool = False) -> None:

@@ -10,10 +10,13 @@ import os
 
 import pytest
 from Cryptodome.Cipher import AES
-from Cryptodome.Protocol.KDF import scrypt
+from Cryptodome.Hash import SHA256
+from Cryptodome.Protocol import DH
+from Cryptodome.Protocol.KDF import HKDF, scrypt
 
 from pfs.crypto.keys import DataKey, WrongPassword, make_slot, open_slots, slot_ok, unwrap
 from pfs.crypto.pieces import OVERHEAD, AuthenticationFailed, PieceCipher
+from pfs.crypto.recipients import NotARecipient, Recipient, make_recipient, open_part, recipient_ok, unwrap_recipient
 
 KEY = DataKey(bytes(range(32)))
 STORE = "0123456789abcdef0123456789abcdef"
@@ -42,6 +45,41 @@ def doc_open(key: bytes, store_id: str, part_id: str, index: int, piece: bytes) 
     return aes.decrypt_and_verify(piece[:-28], piece[-28:-12])
 
 
+def doc_subkey(key: bytes, purpose: str, length: int = 32) -> bytes:
+    """HKDF-SHA256(data key, no salt, info `pfs-subkey-1:PURPOSE`) -> `length` bytes."""
+    return HKDF(key, length, b"", SHA256, context=f"pfs-subkey-1:{purpose}".encode())
+
+
+def doc_open_name(names_key: bytes, sealed: str) -> str:
+    """Each segment: base64url (no padding) of tag ‖ AES-SIV ciphertext of the segment
+    padded with 0x80 then zeros to 16 bytes, AD `pfs-name-1:` + the sealed parent path."""
+    out = []
+    for i, segment in enumerate(sealed.split("/")):
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        siv = AES.new(names_key, AES.MODE_SIV)
+        siv.update(b"pfs-name-1:" + "/".join(sealed.split("/")[:i]).encode())
+        out.append(siv.decrypt_and_verify(data[16:], data[:16]).rstrip(b"\0")[:-1].decode())
+    return "/".join(out)
+
+
+def doc_recipient_private(record: dict, key: bytes) -> bytes:
+    """A recipient's private key: AES-256-GCM open of `wrapped` under the data key's
+    `recipient-wrap` subkey, with `nonce` and AD `pfs-recipient-1:ID:PUBLIC` (base64 as in the record)."""
+    wrapped = base64.b64decode(record["wrapped"])
+    aes = AES.new(doc_subkey(key, "recipient-wrap"), AES.MODE_GCM, nonce=base64.b64decode(record["nonce"]))
+    aes.update(f"pfs-recipient-1:{record['id']}:{record['public']}".encode())
+    return aes.decrypt_and_verify(wrapped[:-16], wrapped[-16:])
+
+
+def doc_part_key(private: bytes, public: bytes, stanza: str, store_id: str, part_id: str) -> bytes:
+    """The key of a part sealed to a recipient: stanza `RECIPIENT:EPHEMERAL` (base64);
+    HKDF-SHA256(X25519(private, ephemeral), salt ephemeral ‖ public, info `pfs-part-key-1:STORE:PART`)."""
+    epk = base64.b64decode(stanza.split(":")[1])
+    shared = DH.key_agreement(static_priv=DH.import_x25519_private_key(private),
+                              static_pub=DH.import_x25519_public_key(epk), kdf=lambda x: x)
+    return HKDF(shared, 32, epk + public, SHA256, context=f"pfs-part-key-1:{store_id}:{part_id}".encode())
+
+
 # -- known answers ----------------------------------------------------------------------------
 
 def test_a_piece_sealed_with_a_fixed_key_and_nonce_is_fixed_bytes() -> None:
@@ -60,6 +98,71 @@ def test_a_slot_made_with_a_fixed_salt_and_nonce_is_fixed_bytes() -> None:
     assert slot_ok(slot)
     assert unwrap(slot, b"correct horse") == KEY
     assert doc_unwrap(slot, b"correct horse") == KEY.secret
+
+
+def test_a_recipient_and_a_part_sealed_to_it_with_fixed_keys_are_fixed_bytes() -> None:
+    record = make_recipient(KEY, "a1b2c3d4", bytes(range(32, 64)), bytes(range(12)))
+    assert record["public"] == "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="
+    assert record["wrapped"] == "jYM4m7YnTzqUqxGOO9Gt3lkXT6e4I1uWPdWYVjcmsLvg5Y1rBUVAPEy1yqnpK2IV"
+    assert recipient_ok(record)
+    private = unwrap_recipient(record, KEY)
+    assert doc_recipient_private(record, KEY.secret) == private.secret == bytes(range(32, 64))
+    stanza, part_key = Recipient.of(STORE, record).seal_part(PART, bytes(range(64, 96)))
+    assert stanza == "a1b2c3d4:eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo="
+    assert part_key.secret.hex() == "b490563d43ea26e5c8b5f505d46b2688b439c70de8243ef1a4a93c57c65059cc"
+    assert open_part(private, stanza, STORE, PART) == part_key
+    public = base64.b64decode(record["public"])
+    assert doc_part_key(private.secret, public, stanza, STORE, PART) == part_key.secret
+    piece = PieceCipher(STORE, part_key).seal(b"pfs known answer", PART, 0, nonce=NONCE)
+    assert doc_open(part_key.secret, STORE, PART, 0, bytes(piece)) == b"pfs known answer"
+
+
+def test_a_recipient_file_line_round_trips_and_a_bad_one_is_refused() -> None:
+    recipient = Recipient.of(STORE, make_recipient(KEY))
+    again = Recipient.parse(f"# a comment\n{recipient.line()}\n")
+    assert (again.store_id, again.id, again.public) == (STORE, recipient.id, recipient.public)
+    for bad in ("", "age1xyz", recipient.line().replace("pfs-recipient-1", "pfs-recipient-9"), recipient.line()[:-8]):
+        with pytest.raises(NotARecipient):
+            Recipient.parse(bad)
+
+
+def test_a_part_key_is_bound_to_its_part_and_a_wrapped_private_key_to_its_record() -> None:
+    record = make_recipient(KEY)
+    private = unwrap_recipient(record, KEY)
+    stanza, part_key = Recipient.of(STORE, record).seal_part(PART)
+    assert open_part(private, stanza, STORE, "0" * 32) != part_key
+    assert open_part(private, stanza, "f" * 32, PART) != part_key
+    with pytest.raises(NotARecipient):
+        unwrap_recipient(record, DataKey.new())
+    with pytest.raises(NotARecipient):
+        unwrap_recipient({**record, "public": make_recipient(KEY)["public"]}, KEY)
+
+
+def test_a_name_sealed_with_a_fixed_key_is_fixed_text() -> None:
+    from pfs.crypto.keys import subkey
+    from pfs.crypto.names import NameSealer
+
+    names_key = subkey(KEY, "names", 64)
+    assert names_key == doc_subkey(KEY.secret, "names", 64)
+    sealer = NameSealer(names_key)
+    sealed = sealer.seal("logs/2026/app.log")
+    assert sealed == ("WMQ4_2X4d-R5I8HMCVt0g9IiBxovNQrxo0nJoT8TEGA/eXFrynBXd2M3O1d0JKdMBDVj8glrHZZE6ovEdwChv8c/"
+                      "gqyGP_jVTEYE7CiZsPRG-ISanR2CDIWwQkm7POhIG14")
+    assert sealer.seal("logs/2026/") == sealed.rsplit("/", 1)[0] + "/"  # a prefix seals to a prefix
+    assert sealer.open(sealed) == doc_open_name(names_key, sealed) == "logs/2026/app.log"
+    assert NameSealer(names_key).open(sealed) == "logs/2026/app.log"  # nothing cached
+    assert sealer.seal("other/app.log").split("/")[1] != sealed.split("/")[2]  # bound to its parent
+
+
+def test_a_name_of_another_key_or_place_fails() -> None:
+    from pfs.crypto.names import NameSealer
+    from pfs.errors import PfsError
+
+    ours, theirs = NameSealer(bytes(64)), NameSealer(bytes(range(64)))
+    a, b = ours.seal("a/x").split("/")
+    for sealed, sealer in ((theirs.seal("a"), NameSealer(bytes(64))), (f"{b}/{a}", NameSealer(bytes(64)))):
+        with pytest.raises(PfsError):
+            sealer.open(sealed)
 
 
 # -- what fails ----------------------------------------------------------------------------
@@ -137,14 +240,21 @@ def _read_stored_file(store, file_id: int, password: bytes) -> bytes:
     from helpers import read_manifest, volume_dirs
 
     config = json.loads((store / "store.json").read_bytes())
-    slot = json.loads(next((store / "keys").glob("*.json")).read_bytes())
+    records = [json.loads(p.read_bytes()) for p in (store / "keys").glob("*.json")]
+    slot = next(r for r in records if "kdf" in r)
+    recipients = {r["id"]: r for r in records if r.get("kind") == "recipient"}
     key, dirs = doc_unwrap(slot, password), volume_dirs(store)
     manifest, out = read_manifest(store, file_id), b""
     for part in manifest["parts"]:
-        pid = part["id"]
+        pid, part_key = part["id"], key
+        if part.get("sealed"):  # sealed by a write-only pfs to one of the store's recipients
+            record = recipients[part["sealed"].split(":")[0]]
+            part_key = doc_part_key(doc_recipient_private(record, key), base64.b64decode(record["public"]),
+                                    part["sealed"], config["id"], pid)
 
         def piece(volume: int, name: str, index: int) -> bytes:
-            return doc_open(key, config["id"], pid, index, (dirs[volume] / name[:2] / name[2:4] / name).read_bytes())
+            return doc_open(part_key, config["id"], pid, index,
+                            (dirs[volume] / name[:2] / name[2:4] / name).read_bytes())
         if part.get("shards"):
             from pyeclib.ec_iface import ECDriver
 
@@ -182,4 +292,28 @@ def test_the_documented_format_reads_a_stored_file_back_byte_for_byte(tmp_path, 
     assert r.returncode == 0, r.stderr
     password = b"a password to read back by the document"
     for file_id, source in ((1, "log"), (2, "random"), (3, "log"), (4, "random"), (5, "log")):
+        assert _read_stored_file(store, file_id, password) == (work / source).read_bytes(), file_id
+
+
+def test_the_documented_format_reads_back_what_a_write_only_pfs_stored(tmp_path, monkeypatch) -> None:
+    from helpers import make_file, read_manifest, run_pfs
+
+    (tmp_path / "pw").write_text("a password to read back by the document\n")
+    monkeypatch.setenv("PFS_PASSWORD_FILE", str(tmp_path / "pw"))
+    store, work = tmp_path / "store", tmp_path / "work"
+    work.mkdir()
+    for v in ("v1", "v2"):
+        (tmp_path / v).mkdir()
+    make_file(work / "log", 300_000, "text")
+    make_file(work / "random", 200_001)
+    script = f"volume add {tmp_path / 'v1'}\nvolume add {tmp_path / 'v2'}\nkey add --recipient {tmp_path / 'rcpt'}\n"
+    assert run_pfs(store, script, "--encrypt", cwd=work).returncode == 0
+    monkeypatch.delenv("PFS_PASSWORD_FILE")
+    write_only = ("--recipient-key", str(tmp_path / "rcpt"))
+    assert run_pfs(store, "put log\nput random\nwait\n", *write_only, "--copies", "2", cwd=work).returncode == 0
+    r = run_pfs(store, "put log log2\nwait\n", *write_only, "--ec", "2+1", "--chunk-size", "64k", cwd=work)
+    assert r.returncode == 0, r.stderr
+    password = b"a password to read back by the document"
+    for file_id, source in ((1, "log"), (2, "random"), (3, "log")):
+        assert all(p["sealed"] for p in read_manifest(store, file_id)["parts"])
         assert _read_stored_file(store, file_id, password) == (work / source).read_bytes(), file_id

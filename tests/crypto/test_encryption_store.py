@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,10 +54,16 @@ def piece_path(store: Path, file_id: int, index: int, copy: int = 0, shard: int 
 
 
 def assert_no_secret(store: Path, *texts: str, opened_by: str = MARKER_PASSWORD) -> None:
-    """Neither the password nor the data key is in `texts` nor in any file of the store
-    (whose slot `opened_by` opens)."""
+    """Neither the password, the data key, the keys derived from it nor a recipient's
+    private key is in `texts` nor in any file of the store (whose slot `opened_by` opens)."""
+    from test_encryption_format import doc_recipient_private, doc_subkey
+
     key = _data_key(store, opened_by)
-    secrets = [MARKER_PASSWORD.encode(), key, key.hex().encode(), base64.b64encode(key)]
+    records = [json.loads(p.read_bytes()) for p in (store / "keys").glob("*.json")]
+    derived = [doc_subkey(key, "recipient-wrap"), doc_subkey(key, "names", 64)]
+    privates = [doc_recipient_private(r, key) for r in records if r.get("kind") == "recipient"]
+    secrets = [MARKER_PASSWORD.encode()] + [form for k in (key, *derived, *privates)
+                                            for form in (k, k.hex().encode(), base64.b64encode(k))]
     for text in texts:
         assert not any(s in text.encode() for s in secrets), text
     for path in store.rglob("*"):
@@ -66,10 +73,17 @@ def assert_no_secret(store: Path, *texts: str, opened_by: str = MARKER_PASSWORD)
 
 
 def _data_key(store: Path, password: str) -> bytes:
+    slots = [json.loads(p.read_bytes()) for p in (store / "keys").glob("*.json")]
+    return next(k for k in (_opened(s, password) for s in slots if "kdf" in s) if k)
+
+
+def _opened(slot: dict, password: str) -> bytes | None:
     from test_encryption_format import doc_unwrap
 
-    slot = json.loads(next((store / "keys").glob("*.json")).read_bytes())
-    return doc_unwrap(slot, password.encode())
+    try:
+        return doc_unwrap(slot, password.encode())
+    except ValueError:  # another password's slot
+        return None
 
 
 # -- damage only authentication catches -----------------------------------------------------------
@@ -255,6 +269,38 @@ def test_kill_9_during_key_add_and_remove_leaves_a_store_that_opens(tmp_path, pa
             json.loads(path.read_bytes())  # every slot file whole
 
 
+def test_a_slot_file_left_half_written_by_kill_9_is_swept_at_the_next_open(tmp_path, password) -> None:
+    """pfs is stopped (SIGSTOP, from an audit hook) just as it renames a new slot's
+    temporary file into place, then killed with -9: the temporary file, holding a
+    whole wrapping of the data key under the new password, is left. The next open
+    removes it, and the store opens with the password that worked before."""
+    import psutil
+
+    store, work = new_store(tmp_path)
+    new = tmp_path / "new"
+    new.write_text("a password that never made it\n")
+    hook = ("import os, signal, sys\n"
+            "sys.addaudithook(lambda e, a: os.kill(os.getpid(), signal.SIGSTOP)\n"
+            "                 if e == 'os.rename' and '/keys/' in os.fsdecode(a[1]) else None)\n"
+            "from pfs.cli.main import main\nsys.exit(main())\n")
+    argv = [sys.executable, "-c", hook, *pfs_argv(store, "key", "add", "--new-password-file", str(new))[3:]]
+    proc = subprocess.Popen(argv, cwd=work, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while psutil.Process(proc.pid).status() != psutil.STATUS_STOPPED:
+            assert time.monotonic() < deadline and proc.poll() is None, "pfs never reached the rename"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    left = [p for p in (store / "keys").iterdir() if p.name.endswith(".tmp")]
+    assert left and len(list((store / "keys").glob("*.json"))) == 1
+    r = run_pfs(store, "key list\n", cwd=work)
+    assert r.returncode == 0 and "in use" in r.stdout, r.stderr
+    assert not [p for p in (store / "keys").iterdir() if p.name.endswith(".tmp")]
+
+
 def test_an_encrypted_postgresql_store(tmp_path, password, postgres_uri) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -400,8 +446,9 @@ def test_two_pfs_creating_one_encrypted_database_store_at_once_seal_under_one_ke
 
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_only_an_encrypted_store_loads_cryptography(tmp_path, password, encrypted: bool) -> None:
-    """cryptography costs a process 10-20 ms to load: pfs and its workers load it
-    only for an encrypted store, and its forkserver (which holds no key) never."""
+    """cryptography costs a process 10-20 ms to load: pfs, its forkserver (which
+    loads it once for every worker, and holds no key) and its workers load it
+    only for an encrypted store."""
     import psutil
 
     work = tmp_path / "work"
@@ -420,7 +467,10 @@ def test_only_an_encrypted_store_loads_cryptography(tmp_path, password, encrypte
         assert len(tree) >= 3  # pfs, its forkserver, workers
         workers = [w.pid for w in pool_workers(proc.pid)]
         assert workers and len(tree) > len(workers) + 1  # the forkserver (and the resource tracker) too
-        assert sorted(loaded) == (sorted([proc.pid, *workers]) if encrypted else []), (loaded, tree)
+        forkserver = [p.pid for p in tree if p.pid != proc.pid and p.pid not in workers
+                      and "forkserver" in " ".join(p.cmdline())]
+        assert len(forkserver) == 1, tree
+        assert sorted(loaded) == (sorted([proc.pid, *forkserver, *workers]) if encrypted else []), (loaded, tree)
     finally:
         proc.communicate("exit\n", timeout=60)
     assert proc.returncode == 0 and (work / "out").read_bytes() == (work / "f").read_bytes()

@@ -42,7 +42,7 @@ def test_output_writes_wait_for_each_other(tmp_path):
     source.write_bytes(data)
     (tmp_path / "volume").mkdir()
     volume = {"url": str(tmp_path / "volume")}
-    part_hash, used, stored, placed, shards = worker.store_part(str(source), 0, len(data), "zstd", "xxh3-128",
+    part_hash, used, stored, placed, shards, _ = worker.store_part(str(source), 0, len(data), "zstd", "xxh3-128",
                                                                 Layout(), key, [(0, volume)])
     job = worker.PartCheck(Layout(), key, stored, used, len(data), "xxh3-128", part_hash, [(0, volume)], shards,
                            str(out), len(data))
@@ -98,7 +98,7 @@ def test_parts_and_get_output_bypass_the_page_cache(disk_dir, size):
     source.write_bytes(data)
     (disk_dir / "volume").mkdir()
     volume = {"url": str(disk_dir / "volume")}
-    part_hash, used, stored, placed, shards = worker.store_part(str(source), 0, size, "none", "xxh3-128",
+    part_hash, used, stored, placed, shards, _ = worker.store_part(str(source), 0, size, "none", "xxh3-128",
                                                                 Layout(), key, [(0, volume)])
     part = next((disk_dir / "volume").rglob(key))
     assert cached_pages(part) <= (size % mmap.PAGESIZE > 0)

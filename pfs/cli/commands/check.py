@@ -100,6 +100,7 @@ def cmd_heal(s: Session, a: Args) -> None:
     draining), and those being stored now; old pieces left on a volume that is
     back are removed first."""
     as_json = "--json" in a.flags
+    s.store.check_readable()
     s.store.finish_removals()
     concerned = set(s.store.files_to_heal()) | {e.id for e in s.store.files.unsettled() if e.status == "storing"}
     if not concerned:
@@ -117,6 +118,7 @@ def check_all(s: Session, kind: str, label: str, work: Callable[[int, Job], obje
     """Verify (or heal) every stored file (those in `only`, if given; and those
     being stored now, once they are: by another pfs too for those in `waiting`);
     say which are skipped and why, and end with a summary."""
+    s.store.check_readable()  # a write-only pfs reads nothing: one line, not one per file
     entries = [e for e in s.store.list() if only is None or e.id in only]
     checked = [e for e in entries if e.status in ("stored", "storing")]
     for e in entries:

@@ -55,6 +55,7 @@ def _drain(s: Session, vid: int) -> None:
     """Move every piece off the volume: those of the stored files on it, and
     those that puts begun before the drain (in any pfs) place there, once
     each has ended. Refused at once if it cannot finish."""
+    s.store.check_readable()  # a write-only pfs moves no piece: it would have to read them
     earlier = frozenset(s.store.start_drain(vid))
 
     def after() -> str:
