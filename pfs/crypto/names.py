@@ -153,6 +153,10 @@ class SealedFiles(FileTable):
         sealed = [(self._in(a), self._in(b)) for a, b in pairs]
         return [self._out(e) for e in self._conflicts(self.inner.take_names, sealed, keep)]
 
+    def move_all(self, root: str, seen: list[FileEntry], moved: list[FileEntry]) -> bool:
+        return self._conflicts(self.inner.move_all, self.s.seal(root), [self._in(e) for e in seen],
+                               [self._in(e) for e in moved])
+
     def remove(self, file_id: int) -> None:
         self.inner.remove(file_id)
 
@@ -202,14 +206,25 @@ class SealedParts(PartTable):
         self.inner, self.s = inner, sealer
 
     def save(self, manifest: Manifest) -> None:
-        self.inner.save(Manifest(self.s.seal_entry(manifest.file), manifest.parts))
+        self.inner.save(self._in(manifest))
 
     def save_all(self, manifests: list[Manifest]) -> None:
-        self.inner.save_all([Manifest(self.s.seal_entry(m.file), m.parts) for m in manifests])
+        self.inner.save_all([self._in(m) for m in manifests])
+
+    def _in(self, manifest: Manifest) -> Manifest:
+        return Manifest(self.s.seal_entry(manifest.file), manifest.parts)
+
+    def _out(self, manifest: Manifest | None) -> Manifest | None:
+        return manifest and Manifest(self.s.open_entry(manifest.file), manifest.parts)
 
     def load(self, file_id: int) -> Manifest | None:
-        found = self.inner.load(file_id)
-        return found and Manifest(self.s.open_entry(found.file), found.parts)
+        return self._out(self.inner.load(file_id))
+
+    def load_all(self, file_ids: list[int]) -> dict[int, Manifest | None]:
+        return {i: self._out(m) for i, m in self.inner.load_all(file_ids).items()}
+
+    def swap(self, seen: Manifest, new: Manifest) -> bool:
+        return self.inner.swap(self._in(seen), self._in(new))
 
     def remove(self, file_id: int) -> None:
         self.inner.remove(file_id)

@@ -178,7 +178,7 @@ class Checking:
                                 if t not in volumes]
         absent = {v: self.ctx.volset.why(v) for v, desc in pieces if desc is None}
         return worker.PartCheck(layout, p.id, p.stored, p.codec, p.size, entry.hash, p.hash, pieces, p.shards,
-                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent, p.sealed)
+                                out_path, p.offset, every, heal, moves, self.ctx.sealed_for, absent, sealed=p.sealed)
 
     def restore_job(self, entry: FileEntry, part: PartEntry, out_path: str) -> worker.PartCheck:
         """What a get -r does with a small file's part: read it into `out_path`
