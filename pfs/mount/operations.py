@@ -14,12 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
-from pfs.mount import namespace_ops
+from pfs.mount import hardlinks, namespace_ops
 from pfs.mount.handles import Node, Table
 from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
-from pfs.mount.view import Namespace, name_of
-from pfs.registry import DIR, SYMLINK, FileEntry
+from pfs.mount.view import KIND_OF_TYPE, TYPE_BITS, Namespace, name_of, parent_of
+from pfs.registry import BLOCK, CHAR, DIR, LINK, SYMLINK, FileEntry
 from pfs.store.context import part_memory
 from pfs.store.facade import Store
 
@@ -58,6 +58,12 @@ def _caller() -> tuple[int, int]:
 
     uid, gid, _ = fuse_get_context()
     return uid, gid
+
+
+def _times(entry: FileEntry) -> tuple[int, int, int]:
+    """(mtime, ctime, atime) of a record in ns; those older records lack are its mtime, else its creation."""
+    mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
+    return mtime, entry.ctime if entry.ctime is not None else mtime, entry.atime if entry.atime is not None else mtime
 
 
 class Operations:
@@ -104,45 +110,57 @@ class Operations:
         if fh is not None:
             return self._file_attrs(self.table.node(fh.fh))
         name = name_of(path)
+        entry = self.ns.entry(name)
+        if entry is not None and entry.kind == LINK:  # a hard link: its file's attributes
+            name, entry = entry.target, self.ns.entry(entry.target)
         with self.table.lock:
             node = self.table.by_name.get(name)
             if node is not None:
                 return self._file_attrs(node)
-        entry = self.ns.entry(name)
         if entry is not None:
             return self._entry_attrs(entry)
+        if not name:
+            root = self.ns.root
+            return self._attrs(stat.S_IFDIR | root["mode"], 0, (root["mtime"], root["ctime"], root["atime"]),
+                               (root["uid"], root["gid"]), links=2)
         if self.ns.is_dir(name):
-            return self._attrs(stat.S_IFDIR | 0o755, 0, self._started, links=2)
+            return self._attrs(stat.S_IFDIR | 0o755, 0, (self._started,) * 3, links=2)
         raise OSError(errno.ENOENT, path)
 
-    def _entry_attrs(self, entry: FileEntry) -> dict:
-        mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
+    def _entry_attrs(self, entry: FileEntry, size: int | None = None) -> dict:
         owner = (entry.uid, entry.gid)
         if entry.kind == DIR:
-            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, mtime, owner, links=2)
+            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, _times(entry), owner, links=2)
         if entry.kind == SYMLINK:
-            return self._attrs(stat.S_IFLNK | 0o777, len(os.fsencode(entry.target)), mtime, owner)
-        return self._attrs(stat.S_IFREG | _mode(entry), entry.size, mtime, owner)
+            return self._attrs(stat.S_IFLNK | _mode(entry, 0o777), len(os.fsencode(entry.target)), _times(entry),
+                               owner, entry.links)
+        size = entry.size if size is None else size
+        return self._attrs(TYPE_BITS[entry.kind] | _mode(entry), size, _times(entry), owner, entry.links, entry.rdev)
 
     def _file_attrs(self, node: Node) -> dict:
-        owner = node.owner or ((node.entry.uid, node.entry.gid) if node.entry is not None else (None, None))
+        entry = node.entry
+        owner = node.owner or ((entry.uid, entry.gid) if entry is not None else (None, None))
         if node.staged is not None:
             st = node.staged.stat()
-            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns, owner)
-        entry = node.entry
-        mtime = entry.mtime if entry is not None and entry.mtime is not None else self._started
-        return self._attrs(stat.S_IFREG | _mode(entry), node.size(), mtime, owner)
+            return self._attrs(stat.S_IFREG | node.staged.mode, node.size(),
+                               (st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns), owner,
+                               entry.links if entry is not None else 1)
+        if entry is not None:
+            return self._entry_attrs(entry, node.size())
+        return self._attrs(stat.S_IFREG | 0o644, 0, (self._started,) * 3, owner)
 
-    def _attrs(self, mode: int, size: int, mtime_ns: int, owner: tuple = (None, None), links: int = 1) -> dict:
+    def _attrs(self, mode: int, size: int, times: tuple[int, int, int], owner: tuple = (None, None),
+               links: int = 1, rdev: int = 0) -> dict:
         uid, gid = owner
-        return {"st_mode": mode, "st_size": size, "st_nlink": links,
+        mtime, ctime, atime = times
+        return {"st_mode": mode, "st_size": size, "st_nlink": links, "st_rdev": rdev,
                 "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
-                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns,
+                "st_mtime": mtime, "st_ctime": ctime, "st_atime": atime,
                 "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
 
     @as_errno
     def readlink(self, path: str) -> str:
-        entry = self.ns.entry(name_of(path))
+        entry = self.ns.entry(self.ns.inode(name_of(path)))
         if entry is None or entry.kind != SYMLINK:
             raise OSError(errno.EINVAL if entry is not None or self.ns.is_dir(name_of(path)) else errno.ENOENT, path)
         return entry.target
@@ -176,7 +194,7 @@ class Operations:
 
     @as_errno
     def open(self, path: str, fi) -> int:
-        name = name_of(path)
+        name = self.ns.inode(name_of(path))
         writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
         with self.table.lock:
             node = self.table.by_name.get(name)
@@ -209,11 +227,16 @@ class Operations:
             if self.ns.is_dir(name):
                 raise OSError(errno.EISDIR, path)
             self.ns.check_parent(name)
-            node = Node(name)
-            node.owner = _caller()
-            node.staging(self.write_back, stat.S_IMODE(mode)).dirty = True  # stored at close, even empty
-            fi.fh = self.table.open(node, writing=True)
+            fi.fh = self.table.open(self._new_file(name, stat.S_IMODE(mode)), writing=True)
         return 0
+
+    def _new_file(self, name: str, mode: int) -> Node:
+        """A new empty regular file (create, mknod), stored at its close; its directory's times are now."""
+        node = Node(name)
+        node.owner = _caller()
+        node.staging(self.write_back, mode).dirty = True  # stored at close, even empty
+        self.ns.touch_dir(parent_of(name))
+        return node
 
     @as_errno
     def read(self, path: str | None, size: int, offset: int, fh) -> bytes:
@@ -227,31 +250,41 @@ class Operations:
 
     @as_errno
     def chmod(self, path: str | None, mode: int) -> None:
-        self._set(path, lambda staged: staged.chmod(mode), mode=stat.S_IMODE(mode))
+        self._set(path, lambda staged: staged.chmod(stat.S_IMODE(mode)), mode=stat.S_IMODE(mode))
 
     @as_errno
     def chown(self, path: str | None, uid: int, gid: int) -> None:
         attrs = self.getattr(path)
         owner = (attrs["st_uid"] if uid == -1 else uid, attrs["st_gid"] if gid == -1 else gid)
-        self._set(path, None, owner=owner)
+        self._set(path, lambda staged: staged.touch(), uid=owner[0], gid=owner[1])
 
     @as_errno
-    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> None:
-        mtime = times[1] if times is not None else time.time_ns()
-        self._set(path, lambda staged: staged.utime((mtime, mtime)), mtime=mtime)
+    def utimens(self, path: str | None, times: tuple[int | None, int | None] | None = None) -> None:
+        """utimensat(2): (atime, mtime) in ns, None for a time left as it is (UTIME_OMIT)."""
+        now = time.time_ns()
+        atime, mtime = times if times is not None else (now, now)
 
-    def _set(self, path: str, on_staged, mode: int | None = None, mtime: int | None = None,
-             owner: tuple[int, int] | None = None) -> None:
+        def on_staged(staged) -> None:
+            st = staged.stat()
+            staged.utime((st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime))
+
+        self._set(path, on_staged, atime=atime, mtime=mtime)
+
+    def _set(self, path: str, on_staged, **fields) -> None:
         """chmod, chown, utimens: on a file being written, kept with its staged
-        bytes (recorded when it is stored); otherwise recorded at once, data untouched."""
-        name = name_of(path)
+        bytes (recorded when it is stored); otherwise recorded at once (with the
+        ctime now), data untouched."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        name = self.ns.inode(name_of(path))
         with self.table.lock:
             node = self.table.by_name.get(name)
             if node is not None and node.staged is not None and node.writers:
-                if owner is not None:
-                    node.owner = owner
-                if on_staged is not None:
-                    on_staged(node.staged)
+                if "uid" in fields:
+                    node.owner = (fields["uid"], fields["gid"])
+                on_staged(node.staged)
+                return
+            if not name:
+                self.ns.root.update(fields, ctime=time.time_ns())
                 return
             entry = self.ns.entry(name)
             if entry is None:
@@ -259,15 +292,16 @@ class Operations:
                     raise OSError(errno.ENOENT, path)
                 self.ns.keep_dir(name)
                 entry = self.ns.entry(name)
-            fields = {"mode": mode, "mtime": mtime, "uid": owner and owner[0], "gid": owner and owner[1]}
-            self.ns.change(entry, **{k: v for k, v in fields.items() if v is not None})
+            changed = self.ns.change(entry, **fields)
+            if node is not None:
+                node.entry = changed  # an open reader sees the new attributes at once
 
     @as_errno
     def truncate(self, path: str | None, length: int, fh=None) -> None:
         if fh is not None:
             node = self.table.node(fh.fh)
         else:
-            name = name_of(path)
+            name = self.ns.inode(name_of(path))
             with self.table.lock:
                 node = self.table.by_name.get(name)
             if node is None:
@@ -323,11 +357,32 @@ class Operations:
 
     @as_errno
     def mkdir(self, path: str, mode: int) -> None:
-        namespace_ops.mkdir(self, name_of(path), stat.S_IMODE(mode), _caller())
+        namespace_ops.make(self, name_of(path), DIR, stat.S_IMODE(mode), _caller())
 
     @as_errno
     def symlink(self, path: str, target: str) -> None:
-        namespace_ops.symlink(self, name_of(path), target, _caller())
+        namespace_ops.make(self, name_of(path), SYMLINK, 0o777, _caller(), target=target)
+
+    @as_errno
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        """mknod, mkfifo, bind: a special file recorded with its device number; a regular file stored empty."""
+        name = name_of(path)
+        if stat.S_ISREG(mode):
+            with self.table.lock:
+                if self.ns.entry(name) is not None or name in self.table.by_name:
+                    raise OSError(errno.EEXIST, path)
+                self.ns.check_parent(name)
+                node = self._new_file(name, stat.S_IMODE(mode))
+                try:
+                    node.store_staged(self.store, self.cache, self.ahead)
+                finally:
+                    node.close()
+            return
+        kind = KIND_OF_TYPE.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise OSError(errno.EINVAL, f"mknod of file type {stat.S_IFMT(mode):o}")
+        namespace_ops.make(self, name, kind, stat.S_IMODE(mode), _caller(),
+                           rdev=dev if kind in (CHAR, BLOCK) else 0)
 
     @as_errno
     def rmdir(self, path: str) -> None:
@@ -339,8 +394,5 @@ class Operations:
 
     @as_errno
     def link(self, target: str, source: str) -> None:
-        raise OSError(errno.EPERM, "pfs has no hard links")
-
-    @as_errno
-    def mknod(self, path: str, mode: int, dev: int) -> None:
-        raise OSError(errno.EPERM, "pfs stores regular files and directories only")
+        """link(2): `target` (the new name) becomes another name of `source`."""
+        hardlinks.link(self, name_of(source), name_of(target))

@@ -6,19 +6,27 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 import uuid
 from dataclasses import replace
 
 from pfs import names
 from pfs.errors import UsageError
-from pfs.registry import DIR, STORED, FileEntry
+from pfs.registry import BLOCK, CHAR, DIR, FIFO, FILE, LINK, SOCKET, STORED, SYMLINK, FileEntry
 from pfs.store.facade import Store
 
-#: The mode bits the registry records: permissions (setuid, setgid and sticky are not kept).
-PERMISSIONS = 0o777
+#: The mode bits the registry records: permissions with setuid, setgid and sticky.
+PERMISSIONS = 0o7777
 #: Where files unlinked while open wait for their last close (never listed).
 HIDDEN = ".pfs-mount"
+#: The file type bits of each kind of entry (a hard link's are its file's).
+TYPE_BITS = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK, FIFO: stat.S_IFIFO, CHAR: stat.S_IFCHR,
+             BLOCK: stat.S_IFBLK, SOCKET: stat.S_IFSOCK}
+#: The kind mknod makes of each file type.
+KIND_OF_TYPE = {bits: kind for kind, bits in TYPE_BITS.items() if kind not in (FILE, DIR, SYMLINK)}
+#: Attempts at a compare-and-swap of a record another pfs keeps changing.
+SWAPS = 20
 
 
 def name_of(path: str) -> str:
@@ -42,6 +50,15 @@ class Namespace:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        now = time.time_ns()
+        # the root has no record: its attributes live as long as the mount
+        self.root = {"mode": 0o755, "uid": os.getuid(), "gid": os.getgid(), "mtime": now, "ctime": now, "atime": now}
+
+    def inode(self, name: str) -> str:
+        """The name holding the bytes and attributes of `name`: a hard link's
+        file record (under HARDLINKS), else `name` itself."""
+        entry = self.entry(name)
+        return entry.target if entry is not None and entry.kind == LINK else name
 
     def entry(self, name: str) -> FileEntry | None:
         """The record a name resolves to, of any kind."""
@@ -83,13 +100,19 @@ class Namespace:
         if not self.is_dir(parent):
             raise OSError(errno.ENOENT, parent)
 
-    def record(self, name: str, kind: str, mode: int, owner: tuple[int, int], target: str = "") -> FileEntry:
-        """Record a directory or symlink (no parts) under `name`."""
-        settings = self.store.settings
-        return self.store.files.add(FileEntry(
+    def new_record(self, name: str, kind: str, mode: int, owner: tuple[int, int], target: str = "",
+                   rdev: int = 0) -> FileEntry:
+        """The record of an entry without parts (a directory, symlink, special file or hard link), made now."""
+        settings, now = self.store.settings, time.time_ns()
+        return FileEntry(
             id=0, name=name, size=0, status=STORED, parts=0, chunk_size=settings.chunk_size, codec=settings.codec,
-            hash=settings.hash, uuid=uuid.uuid4().hex, created=time.time(), mode=mode & PERMISSIONS,
-            mtime=time.time_ns(), kind=kind, target=target, uid=owner[0], gid=owner[1]))
+            hash=settings.hash, uuid=uuid.uuid4().hex, created=now / 1e9, mode=mode & PERMISSIONS, mtime=now,
+            ctime=now, atime=now, kind=kind, target=target, rdev=rdev, uid=owner[0], gid=owner[1])
+
+    def record(self, name: str, kind: str, mode: int, owner: tuple[int, int], target: str = "",
+               rdev: int = 0) -> FileEntry:
+        """Record an entry without parts under `name`."""
+        return self.store.files.add(self.new_record(name, kind, mode, owner, target, rdev))
 
     def keep_dir(self, name: str) -> None:
         """Record directory `name` if only the names under it made it one: it stays when they go."""
@@ -97,9 +120,30 @@ class Namespace:
             self.record(name, DIR, 0o755, (os.getuid(), os.getgid()))
 
     def change(self, entry: FileEntry, **fields) -> FileEntry:
-        """Record new metadata (mode, mtime, uid, gid) of an entry, its data untouched."""
+        """Record new metadata (mode, times, uid, gid, links) of an entry, its
+        data untouched, its ctime now unless given: by compare-and-swap against
+        the record as it is now, so a rename or store by another pfs meanwhile
+        is kept (the change applies to the file wherever its name went)."""
         if "mode" in fields:
             fields["mode"] &= PERMISSIONS
-        changed = replace(self.store.files.get(entry.id) or entry, **fields)
-        self.store.files.save(changed)
-        return changed
+        fields.setdefault("ctime", time.time_ns())
+        for _ in range(SWAPS):
+            seen = self.store.files.get(entry.id)
+            if seen is None or seen.status != STORED:
+                raise OSError(errno.ENOENT, entry.name)
+            changed = replace(seen, **fields)
+            if self.store.files.swap(seen, changed):
+                return changed
+        raise OSError(errno.EAGAIN, f"{entry.name} kept changing")
+
+    def touch_dir(self, name: str) -> None:
+        """A name in directory `name` was made, removed or renamed: its mtime and ctime are now."""
+        now = time.time_ns()
+        if not name:
+            self.root.update(mtime=now, ctime=now)
+            return
+        entry = self.entry(name)
+        if entry is None:
+            self.record(name, DIR, 0o755, (os.getuid(), os.getgid()))
+        elif entry.is_dir:
+            self.change(entry, mtime=now, ctime=now)
