@@ -63,6 +63,8 @@ def link(ops: Operations, source: str, new: str) -> None:
         node = ops.table.by_name.get(moved.name)
         if node is not None:
             node.entry = moved
+        ops.seen_as(moved.name, "/" + source)
+        ops.changed(moved.name)
         ops.ns.touch_dir(parent_of(new))
 
 
@@ -84,6 +86,7 @@ def unlink(ops: Operations, name: FileEntry) -> None:
         node = ops.table.by_name.get(data.name)
         if node is not None:
             node.entry = changed
+        ops.changed(data.name)
         return
     node = ops.table.unlinked(data.name)
     if node is not None and node.entry is not None:

@@ -155,6 +155,7 @@ def _rename_file(ops: Operations, old: str, new: str) -> bool:
             data = ops.ns.entry(moved.target)
             if data is not None:
                 ops.ns.change(data)
+                ops.changed(data.name)
     ops.table.rename(old, new)
     return True
 

@@ -11,19 +11,22 @@ import logging
 import os
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
-from pfs.mount import hardlinks, namespace_ops
+from pfs.mount import binding, hardlinks, namespace_ops
 from pfs.mount.handles import Node, Table
 from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
 from pfs.mount.view import KIND_OF_TYPE, TYPE_BITS, Namespace, name_of, parent_of
-from pfs.registry import BLOCK, CHAR, DIR, LINK, SYMLINK, FileEntry
+from pfs.registry import BLOCK, CHAR, DIR, LINK, MAX_PARTS, SYMLINK, FileEntry
 from pfs.store.context import part_memory
 from pfs.store.facade import Store
 
 log = logging.getLogger("pfs")
+
+#: Seconds an operation waits for the kernel to forget the other names of a file with hard links.
+FORGET_WAIT = 1.0
 
 _ERRNO = ((NotFoundError, errno.ENOENT), (StoreLockedError, errno.EBUSY), (IntegrityError, errno.EIO),
           (OutOfSpaceError, errno.ENOSPC), (UsageError, errno.EINVAL))
@@ -83,12 +86,30 @@ class Operations:
         self.ahead = ThreadPoolExecutor(2, thread_name_prefix="pfs-read-ahead")
         self._on_mounted = on_mounted
         self._opened: dict[str, int] = {}  # name -> id of the file last opened, for the kernel's page cache
+        # the record name of each file with hard links -> the paths the kernel asked its attributes by
+        self._names: dict[str, set[str]] = {}
+        self._invalidate = None
+        self._forgetting = ThreadPoolExecutor(1, thread_name_prefix="pfs-invalidate")
         self._started = time.time_ns()
 
     # -- life --------------------------------------------------------------------
 
     def init(self, path: str) -> None:
+        self._invalidate = binding.path_invalidator()
         self._on_mounted()
+
+    def changed(self, inode: str) -> None:
+        """What a file with hard links is changed (its names, mode, owner, times,
+        bytes): the kernel, which holds each of its names as an inode of its own,
+        forgets their cached attributes before the operation returns. From
+        another thread, waited for a moment only: the kernel may make a
+        notification wait for the very operation that sends it."""
+        if self._invalidate is not None and self._names.get(inode):
+            wait([self._forgetting.submit(self._invalidate, path) for path in self._names[inode]], FORGET_WAIT)
+
+    def seen_as(self, inode: str, path: str) -> None:
+        """The kernel knows the file with hard links `inode` by `path` (see changed)."""
+        self._names.setdefault(inode, set()).add(path)
 
     def destroy(self, path: str) -> None:
         """At unmount: anything still open is stored as it is, then closed."""
@@ -100,6 +121,7 @@ class Operations:
                     log.warning("mount: %s was not stored at unmount: %s", node.name, exc)
                 node.close()
         self.ahead.shutdown(wait=True)
+        self._forgetting.shutdown(wait=True)
         self.cache.clear()
         self.store.engine.governor.release(self._cache_bytes)
 
@@ -112,6 +134,7 @@ class Operations:
         name = name_of(path)
         entry = self.ns.entry(name)
         if entry is not None and entry.kind == LINK:  # a hard link: its file's attributes
+            self.seen_as(entry.target, path)
             name, entry = entry.target, self.ns.entry(entry.target)
         with self.table.lock:
             node = self.table.by_name.get(name)
@@ -244,9 +267,15 @@ class Operations:
 
     @as_errno
     def write(self, path: str | None, data: bytes, offset: int, fh) -> int:
+        self._check_size(offset + len(data))
         node = self.table.node(fh.fh)
         with node.staged.lock:
             return node.fill().write(data, offset)
+
+    def _check_size(self, size: int) -> None:
+        """EFBIG past the biggest file the store keeps (MAX_PARTS parts)."""
+        if size > MAX_PARTS * self.store.settings.chunk_size:
+            raise OSError(errno.EFBIG, f"a stored file has at most {MAX_PARTS} parts")
 
     @as_errno
     def chmod(self, path: str | None, mode: int) -> None:
@@ -295,9 +324,11 @@ class Operations:
             changed = self.ns.change(entry, **fields)
             if node is not None:
                 node.entry = changed  # an open reader sees the new attributes at once
+        self.changed(name)
 
     @as_errno
     def truncate(self, path: str | None, length: int, fh=None) -> None:
+        self._check_size(length)
         if fh is not None:
             node = self.table.node(fh.fh)
         else:
@@ -311,6 +342,7 @@ class Operations:
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
         if not node.writers:  # else the writer's close stores it
             node.store_staged(self.store, self.cache, self.ahead)
+        self.changed(node.name)
 
     def _truncate_closed(self, name: str, length: int) -> None:
         """truncate(2) of a file nobody has open: staged, cut and stored again."""
@@ -327,16 +359,19 @@ class Operations:
             node.store_staged(self.store, self.cache, self.ahead)
         finally:
             node.close()
+        self.changed(name)
 
     @as_errno
     def flush(self, path: str | None, fh) -> None:
         """close(): the file is stored whole before close returns (close-to-open consistency)."""
-        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+        node = self.table.node(fh.fh)
+        node.store_staged(self.store, self.cache, self.ahead)
+        self.changed(node.name)
 
     @as_errno
     def fsync(self, path: str | None, datasync: int, fh) -> None:
         """Stored whole, and durable, on return (a put's parts and record are synced)."""
-        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+        self.flush(path, fh)
 
     @as_errno
     def release(self, path: str | None, fh) -> None:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pfs import names
-from pfs.store import batch
+from pfs.store import batch, special
 from pfs.errors import DestinationError, NotFoundError, PfsError, UsageError, printable
-from pfs.registry.records import DIR, FILE, STORED, SYMLINK, FileEntry
+from pfs.registry.records import DIR, FILE, HARDLINKS, STORED, SYMLINK, FileEntry
 
 Report = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -357,11 +357,12 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
                 slots.release()
 
         refused: list[str] = []  # directories not restored: nothing under them is
+        linked: dict[int, Path] = {}  # file id -> where the first of its hard links was restored
         for entry in tree_records(store, root):
             if cancel is not None and cancel.is_set():
                 break
-            if any(entry.name.startswith(r + "/") for r in refused):
-                continue
+            if any(entry.name.startswith(r + "/") for r in refused) or entry.name.startswith(HARDLINKS + "/"):
+                continue  # (a file with hard links is restored under its names)
             path = target / entry.name[cut:]
             try:
                 parent_ready(path)
@@ -380,6 +381,10 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
                     os.symlink(entry.target, path)
                     _restore_meta(path, entry, owner)
                     tally.count("stored")
+                elif entry.kind != FILE:
+                    skipped = special.restore(store, entry, path, force, linked,
+                                              lambda p, e: _restore_meta(p, e, owner))
+                    tally.skip(skipped) if skipped else tally.count("stored")
                 else:
                     if store.files.under(entry.name + "/") != ([], []):  # a name both (an older store)
                         path = path.with_name(f"{path.name}.pfs-file-{entry.id}")
