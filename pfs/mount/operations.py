@@ -18,8 +18,8 @@ from pfs.mount import binding, hardlinks, namespace_ops
 from pfs.mount.handles import Node, Table
 from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
-from pfs.mount.view import KIND_OF_TYPE, TYPE_BITS, Namespace, name_of, parent_of
-from pfs.registry import BLOCK, CHAR, DIR, LINK, MAX_PARTS, SYMLINK, FileEntry
+from pfs.mount.view import KIND_OF_TYPE, Namespace, attrs, entry_attrs, mode_of, name_of, parent_of
+from pfs.registry import BLOCK, CHAR, DIR, LINK, MAX_PARTS, SYMLINK
 from pfs.store.context import part_memory
 from pfs.store.facade import Store
 
@@ -51,22 +51,12 @@ def as_errno(op):
     return run
 
 
-def _mode(entry: FileEntry | None, default: int = 0o644) -> int:
-    return entry.mode if entry is not None and entry.mode is not None else default
-
-
 def _caller() -> tuple[int, int]:
     """The uid and gid of the process that made the request."""
     from mfusepy import fuse_get_context
 
     uid, gid, _ = fuse_get_context()
     return uid, gid
-
-
-def _times(entry: FileEntry) -> tuple[int, int, int]:
-    """(mtime, ctime, atime) of a record in ns; those older records lack are its mtime, else its creation."""
-    mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
-    return mtime, entry.ctime if entry.ctime is not None else mtime, entry.atime if entry.atime is not None else mtime
 
 
 class Operations:
@@ -141,45 +131,26 @@ class Operations:
             if node is not None:
                 return self._file_attrs(node)
         if entry is not None:
-            return self._entry_attrs(entry)
+            return entry_attrs(entry)
         if not name:
             root = self.ns.root
-            return self._attrs(stat.S_IFDIR | root["mode"], 0, (root["mtime"], root["ctime"], root["atime"]),
+            return attrs(stat.S_IFDIR | root["mode"], 0, (root["mtime"], root["ctime"], root["atime"]),
                                (root["uid"], root["gid"]), links=2)
         if self.ns.is_dir(name):
-            return self._attrs(stat.S_IFDIR | 0o755, 0, (self._started,) * 3, links=2)
+            return attrs(stat.S_IFDIR | 0o755, 0, (self._started,) * 3, links=2)
         raise OSError(errno.ENOENT, path)
-
-    def _entry_attrs(self, entry: FileEntry, size: int | None = None) -> dict:
-        owner = (entry.uid, entry.gid)
-        if entry.kind == DIR:
-            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, _times(entry), owner, links=2)
-        if entry.kind == SYMLINK:
-            return self._attrs(stat.S_IFLNK | _mode(entry, 0o777), len(os.fsencode(entry.target)), _times(entry),
-                               owner, entry.links)
-        size = entry.size if size is None else size
-        return self._attrs(TYPE_BITS[entry.kind] | _mode(entry), size, _times(entry), owner, entry.links, entry.rdev)
 
     def _file_attrs(self, node: Node) -> dict:
         entry = node.entry
         owner = node.owner or ((entry.uid, entry.gid) if entry is not None else (None, None))
         if node.staged is not None:
             st = node.staged.stat()
-            return self._attrs(stat.S_IFREG | node.staged.mode, node.size(),
+            return attrs(stat.S_IFREG | node.staged.mode, node.size(),
                                (st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns), owner,
                                entry.links if entry is not None else 1)
         if entry is not None:
-            return self._entry_attrs(entry, node.size())
-        return self._attrs(stat.S_IFREG | 0o644, 0, (self._started,) * 3, owner)
-
-    def _attrs(self, mode: int, size: int, times: tuple[int, int, int], owner: tuple = (None, None),
-               links: int = 1, rdev: int = 0) -> dict:
-        uid, gid = owner
-        mtime, ctime, atime = times
-        return {"st_mode": mode, "st_size": size, "st_nlink": links, "st_rdev": rdev,
-                "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
-                "st_mtime": mtime, "st_ctime": ctime, "st_atime": atime,
-                "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+            return entry_attrs(entry, node.size())
+        return attrs(stat.S_IFREG | 0o644, 0, (self._started,) * 3, owner)
 
     @as_errno
     def readlink(self, path: str) -> str:
@@ -231,7 +202,7 @@ class Operations:
                 fi.keep_cache = int(self._opened.get(name) == node.entry.id)  # unchanged: keep the page cache
                 self._opened[name] = node.entry.id
             if writing:
-                staged = node.staging(self.write_back, _mode(node.entry))
+                staged = node.staging(self.write_back, mode_of(node.entry))
                 if fi.flags & os.O_TRUNC:
                     staged.truncate(0)
             fi.fh = self.table.open(node, writing)
@@ -337,7 +308,7 @@ class Operations:
                 node = self.table.by_name.get(name)
             if node is None:
                 return self._truncate_closed(name, length)
-        staged = node.staging(self.write_back, _mode(node.entry))
+        staged = node.staging(self.write_back, mode_of(node.entry))
         with staged.lock:
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
         if not node.writers:  # else the writer's close stores it
@@ -354,7 +325,7 @@ class Operations:
         node = Node(name)
         try:
             node.hold(self.store, entry, self.cache, self.ahead)
-            staged = node.staging(self.write_back, _mode(entry))
+            staged = node.staging(self.write_back, mode_of(entry))
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
             node.store_staged(self.store, self.cache, self.ahead)
         finally:

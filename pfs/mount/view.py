@@ -41,6 +41,39 @@ def name_of(path: str) -> str:
     return name
 
 
+def mode_of(entry: FileEntry | None, default: int = 0o644) -> int:
+    return entry.mode if entry is not None and entry.mode is not None else default
+
+
+def times_of(entry: FileEntry) -> tuple[int, int, int]:
+    """(mtime, ctime, atime) of a record in ns; those older records lack are its mtime, else its creation."""
+    mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
+    return mtime, entry.ctime if entry.ctime is not None else mtime, entry.atime if entry.atime is not None else mtime
+
+
+def entry_attrs(entry: FileEntry, size: int | None = None) -> dict:
+    """The stat of a record (`size`: its bytes as open, if not as stored)."""
+    owner = (entry.uid, entry.gid)
+    if entry.kind == DIR:
+        return attrs(stat.S_IFDIR | mode_of(entry, 0o755), 0, times_of(entry), owner, links=2)
+    if entry.kind == SYMLINK:
+        return attrs(stat.S_IFLNK | mode_of(entry, 0o777), len(os.fsencode(entry.target)), times_of(entry),
+                 owner, entry.links)
+    size = entry.size if size is None else size
+    return attrs(TYPE_BITS[entry.kind] | mode_of(entry), size, times_of(entry), owner, entry.links, entry.rdev)
+
+
+def attrs(mode: int, size: int, times: tuple[int, int, int], owner: tuple = (None, None),
+          links: int = 1, rdev: int = 0) -> dict:
+    """A stat as mfusepy takes it: times (mtime, ctime, atime) in ns, an unknown owner the mounting user."""
+    uid, gid = owner
+    mtime, ctime, atime = times
+    return {"st_mode": mode, "st_size": size, "st_nlink": links, "st_rdev": rdev,
+            "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
+            "st_mtime": mtime, "st_ctime": ctime, "st_atime": atime,
+            "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+
+
 def parent_of(name: str) -> str:
     return name.rpartition("/")[0]
 
