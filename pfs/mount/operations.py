@@ -10,9 +10,11 @@ import functools
 import logging
 import os
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from pfs import threads
 from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
 from pfs.mount import binding, hardlinks, namespace_ops
 from pfs.mount.handles import Node, Table
@@ -25,6 +27,8 @@ from pfs.store.facade import Store
 
 log = logging.getLogger("pfs")
 
+#: Seconds between recordings of the directories' times.
+TIMES_EVERY = 1.0
 #: Seconds an operation waits for the kernel to forget the other names of a file with hard links.
 FORGET_WAIT = 1.0
 
@@ -80,13 +84,25 @@ class Operations:
         self._names: dict[str, set[str]] = {}
         self._invalidate = None
         self._forgetting = ThreadPoolExecutor(1, thread_name_prefix="pfs-invalidate")
+        self._stopping = threading.Event()
+        self._recorder = threading.Thread(target=self._record_times, name="pfs-dir-times", daemon=True)
         self._started = time.time_ns()
 
     # -- life --------------------------------------------------------------------
 
     def init(self, path: str) -> None:
         self._invalidate = binding.path_invalidator()
+        threads.start(self._recorder, "the recorder of directories' times")
         self._on_mounted()
+
+    def _record_times(self) -> None:
+        """Record the directories' times (see Namespace.touch_dir) each second, until unmounted."""
+        while not self._stopping.wait(TIMES_EVERY):
+            try:
+                with self.table.lock:
+                    self.ns.record_times()
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                log.exception("mount: directories' times were not recorded")
 
     def changed(self, inode: str) -> None:
         """What a file with hard links is changed (its names, mode, owner, times,
@@ -102,8 +118,11 @@ class Operations:
         self._names.setdefault(inode, set()).add(path)
 
     def destroy(self, path: str) -> None:
-        """At unmount: anything still open is stored as it is, then closed."""
+        """At unmount: anything still open is stored as it is, then closed, and
+        the directories' times recorded."""
+        self._stopping.set()
         with self.table.lock:
+            self.ns.record_times()
             for node in list(self.table.by_name.values()):
                 try:
                     node.store_staged(self.store, self.cache, self.ahead)
@@ -130,14 +149,19 @@ class Operations:
             node = self.table.by_name.get(name)
             if node is not None:
                 return self._file_attrs(node)
+        touched = self.ns.touched(name)
         if entry is not None:
-            return entry_attrs(entry)
+            found = entry_attrs(entry)
+            if touched is not None and entry.is_dir:  # a name in it changed, to be recorded within a second
+                found.update(st_mtime=max(found["st_mtime"], touched), st_ctime=max(found["st_ctime"], touched))
+            return found
         if not name:
             root = self.ns.root
             return attrs(stat.S_IFDIR | root["mode"], 0, (root["mtime"], root["ctime"], root["atime"]),
                                (root["uid"], root["gid"]), links=2)
         if self.ns.is_dir(name):
-            return attrs(stat.S_IFDIR | 0o755, 0, (self._started,) * 3, links=2)
+            when = self._started if touched is None else touched
+            return attrs(stat.S_IFDIR | 0o755, 0, (when, when, self._started), links=2)
         raise OSError(errno.ENOENT, path)
 
     def _file_attrs(self, node: Node) -> dict:
@@ -277,6 +301,7 @@ class Operations:
         fields = {k: v for k, v in fields.items() if v is not None}
         name = self.ns.inode(name_of(path))
         with self.table.lock:
+            self.ns.record_times(only=name)  # a directory's times noted earlier go first: these are later
             node = self.table.by_name.get(name)
             if node is not None and node.staged is not None and node.writers:
                 if "uid" in fields:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -86,6 +87,8 @@ class Namespace:
         now = time.time_ns()
         # the root has no record: its attributes live as long as the mount
         self.root = {"mode": 0o755, "uid": os.getuid(), "gid": os.getgid(), "mtime": now, "ctime": now, "atime": now}
+        self._touched: dict[str, int] = {}  # directory -> when a name in it changed, not yet recorded
+        self._times_lock = threading.Lock()
 
     def inode(self, name: str) -> str:
         """The name holding the bytes and attributes of `name`: a hard link's
@@ -170,13 +173,35 @@ class Namespace:
         raise OSError(errno.EAGAIN, f"{entry.name} kept changing")
 
     def touch_dir(self, name: str) -> None:
-        """A name in directory `name` was made, removed or renamed: its mtime and ctime are now."""
+        """A name in directory `name` was made, removed or renamed: its mtime and
+        ctime are now. Shown at once, recorded by the next record_times (within
+        a second): a copy of many files into one directory writes its record
+        once a second, not once a file."""
         now = time.time_ns()
         if not name:
             self.root.update(mtime=now, ctime=now)
             return
-        entry = self.entry(name)
-        if entry is None:
-            self.record(name, DIR, 0o755, (os.getuid(), os.getgid()))
-        elif entry.is_dir:
-            self.change(entry, mtime=now, ctime=now)
+        with self._times_lock:
+            self._touched[name] = now
+
+    def touched(self, name: str) -> int | None:
+        """When a name in directory `name` last changed, if that is not recorded yet."""
+        return self._touched.get(name)
+
+    def record_times(self, only: str | None = None) -> None:
+        """Record the directories' times touch_dir noted (or only `only`'s).
+        A directory gone or renamed since is left as it is."""
+        with self._times_lock:
+            if only is None:
+                touched, self._touched = self._touched, {}
+            else:
+                touched = {only: self._touched.pop(only)} if only in self._touched else {}
+        for name, when in touched.items():
+            entry = self.entry(name)
+            try:
+                if entry is None and self.is_dir(name):
+                    self.record(name, DIR, 0o755, (os.getuid(), os.getgid()))
+                elif entry is not None and entry.is_dir:
+                    self.change(entry, mtime=max(when, entry.mtime or 0), ctime=max(when, entry.ctime or 0))
+            except OSError:  # removed meanwhile
+                pass

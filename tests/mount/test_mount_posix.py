@@ -82,6 +82,13 @@ def test_a_directory_s_times_follow_the_names_in_it(mounted) -> None:
         change()
         st = os.stat(d)
         assert st.st_mtime_ns > OLD and st.st_ctime_ns > OLD
+    os.utime(d, ns=(OLD, OLD))
+    (d / "last").write_bytes(b"x")
+    m = remount(mounted)  # recorded, not only shown
+    try:
+        assert os.stat(d).st_mtime_ns > OLD
+    finally:
+        m.stop()
 
 
 def test_setuid_setgid_and_sticky_bits_are_kept_and_cleared_as_posix_says(shared) -> None:
