@@ -5,6 +5,7 @@ links, and renames as one registry change."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -195,3 +196,12 @@ def test_renaming_a_directory_is_one_registry_change(store: Path, mounted) -> No
     assert moved == ["moved", "moved/b", "moved/b/y", "moved/b/z", "moved/x"], records
     assert len(batches) == 1
     assert (root / "moved" / "b" / "z").read_bytes() == b"a/b/z"
+
+
+def test_a_size_past_the_largest_stored_file_is_efbig(mounted) -> None:
+    f = mounted.point / "f"
+    f.write_bytes(b"x")
+    with pytest.raises(OSError) as raised:
+        os.truncate(f, 1 << 60)  # not ENOSPC from the write-back cache: no store could keep it
+    assert raised.value.errno == errno.EFBIG
+    assert f.read_bytes() == b"x"
