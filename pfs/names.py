@@ -14,8 +14,10 @@ import re
 
 from pfs.errors import UsageError
 
-#: Longest name and longest segment, in UTF-8 bytes (as most filesystems allow).
-MAX_NAME_BYTES = 1024
+#: Longest name and longest segment, in UTF-8 bytes: a segment as most filesystems
+#: allow, a name twice Linux's PATH_MAX (a path of the longest a program may give
+#: still fits under a directory of a mount).
+MAX_NAME_BYTES = 8192
 MAX_SEGMENT_BYTES = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import shutil
+from collections.abc import Callable
 from types import ModuleType
 
 from pfs.errors import PfsError
@@ -35,3 +36,17 @@ def version_options(fuse: ModuleType) -> dict:
     bounds (unset, 3.14 warns on every mount)."""
     return {"max_idle_threads": 10, "max_threads": 16} if fuse.fuse_version_major == 3 else {}
 
+
+
+def path_invalidator() -> Callable[[str], None] | None:
+    """A function that makes the kernel forget what it cached of a path's
+    attributes (libfuse 3's fuse_invalidate_path), for the FUSE loop this runs
+    in (call it from a FUSE operation, such as init); None under libfuse 2."""
+    import mfusepy
+
+    lib = mfusepy._libfuse  # the libfuse mfusepy loaded: its fuse_invalidate_path is not wrapped
+    if mfusepy.fuse_version_major != 3 or not hasattr(lib, "fuse_invalidate_path"):
+        return None
+    fuse = ctypes.c_void_p(lib.fuse_get_context().contents.fuse)
+    lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    return lambda path: lib.fuse_invalidate_path(fuse, os.fsencode(path))

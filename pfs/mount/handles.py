@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from pfs.mount.reading import PartCache, StoredFile
 from pfs.mount.staging import Staged, WriteBack
@@ -78,12 +76,13 @@ class Node:
         with staged.lock:
             if not staged.dirty:
                 return
-            owner = self.owner or ((self.entry.uid, self.entry.gid) if self.entry is not None else None)
-            entry = store.begin_put(str(staged.path), self.name)
-            done = store.finish_put(entry, str(staged.path))
-            if owner is not None and None not in owner and owner != (os.getuid(), os.getgid()):
-                done = replace(done, uid=owner[0], gid=owner[1])  # the mount's own user needs no record
-                store.files.save(done)
+            entry, st = self.entry, staged.stat()
+            meta = {"mode": staged.mode, "ctime": st.st_ctime_ns, "atime": st.st_atime_ns,
+                    "links": entry.links if entry is not None else 1}
+            owner = self.owner or ((entry.uid, entry.gid) if entry is not None else None)
+            if owner is not None and None not in owner:
+                meta.update(uid=owner[0], gid=owner[1])
+            done = store.finish_put(store.begin_put(str(staged.path), self.name, meta), str(staged.path))
             staged.dirty = False
         self.hold(store, done, cache, ahead)
 

@@ -1,15 +1,20 @@
-"""Changes of names through the mount: unlink, mkdir, symlink, rmdir and
-rename. A rename moves no data: each record takes its new name, as `mv` does."""
+"""Changes of names through the mount: unlink, mkdir, symlink, mknod, rmdir
+and rename, each marking the directories it changes (mtime and ctime now). A
+rename moves no data: the records take their new names by compare-and-swap,
+a whole directory's in one registry change."""
 
 from __future__ import annotations
 
 import errno
 import logging
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pfs.errors import PfsError
-from pfs.mount.view import HIDDEN, parent_of
-from pfs.registry import DIR, SYMLINK
+from pfs.mount import hardlinks
+from pfs.mount.view import HIDDEN, SWAPS, parent_of
+from pfs.registry import HARDLINKS, LINK, STORED
 from pfs.store.facade import Store
 
 if TYPE_CHECKING:
@@ -28,15 +33,17 @@ def delete_quietly(store: Store, file_id: int) -> None:
 
 
 def sweep_hidden(store: Store) -> None:
-    """Delete what an earlier mount left under HIDDEN (it stopped before the last close)."""
+    """Delete what an earlier mount left under HIDDEN (it stopped before the
+    last close), and settle the files with hard links (see hardlinks.settle)."""
     for name in store.files.under(HIDDEN + "/", recursive=True)[0]:
         entry = store.files.current(name)
-        if entry is not None:
+        if entry is not None and not name.startswith(HARDLINKS + "/"):
             delete_quietly(store, entry.id)
+    hardlinks.settle(store)
 
 
 def unlink(ops: Operations, name: str) -> None:
-    """Remove a file's (or symlink's) name. A file still open keeps its data
+    """Remove a name that is not a directory's. A file still open keeps its data
     until its last close: its record moves under HIDDEN meanwhile, out of every listing."""
     with ops.table.lock:
         entry = ops.ns.file(name)
@@ -44,30 +51,27 @@ def unlink(ops: Operations, name: str) -> None:
         if entry is None and node is None:
             raise OSError(errno.EISDIR if ops.ns.is_dir(name) else errno.ENOENT, name)
         ops.ns.keep_dir(parent_of(name))
-        if node is not None:
+        if entry is not None and entry.kind == LINK:
+            hardlinks.unlink(ops, entry)
+        elif node is not None:
             ops.table.unlinked(name)
             if entry is not None and node.entry is not None and node.entry.id == entry.id:
                 node.hidden_as = f"{HIDDEN}/{entry.id}"
                 ops.store.rename(entry.id, node.hidden_as)
-                return
-        if entry is not None:
+        elif entry is not None:
             ops.store.delete(entry.id)
+        ops.ns.touch_dir(parent_of(name))
 
 
-def mkdir(ops: Operations, name: str, mode: int, owner: tuple[int, int]) -> None:
+def make(ops: Operations, name: str, kind: str, mode: int, owner: tuple[int, int], target: str = "",
+         rdev: int = 0) -> None:
+    """mkdir, symlink, mknod: a record without parts under a new name."""
     with ops.table.lock:
         if not name or ops.ns.entry(name) is not None or name in ops.table.by_name or ops.ns.is_dir(name):
             raise OSError(errno.EEXIST, name)
         ops.ns.check_parent(name)
-        ops.ns.record(name, DIR, mode, owner)
-
-
-def symlink(ops: Operations, name: str, target: str, owner: tuple[int, int]) -> None:
-    with ops.table.lock:
-        if not name or ops.ns.entry(name) is not None or name in ops.table.by_name or ops.ns.is_dir(name):
-            raise OSError(errno.EEXIST, name)
-        ops.ns.check_parent(name)
-        ops.ns.record(name, SYMLINK, 0o777, owner, target)
+        ops.ns.record(name, kind, mode, owner, target, rdev)
+        ops.ns.touch_dir(parent_of(name))
 
 
 def rmdir(ops: Operations, name: str) -> None:
@@ -84,6 +88,7 @@ def rmdir(ops: Operations, name: str) -> None:
         entry = ops.ns.entry(name)
         if entry is not None:
             ops.store.delete(entry.id)
+        ops.ns.touch_dir(parent_of(name))
 
 
 def _has_children(ops: Operations, name: str) -> bool:
@@ -110,7 +115,8 @@ def rename(ops: Operations, old: str, new: str) -> None:
         if is_file:
             if not target_file and ops.ns.is_dir(new):
                 raise OSError(errno.EISDIR, new)
-            _rename_file(ops, old, new)
+            if not _rename_file(ops, old, new):
+                return
         else:
             if target_file:
                 raise OSError(errno.ENOTDIR, new)
@@ -121,36 +127,78 @@ def rename(ops: Operations, old: str, new: str) -> None:
                 if emptied is not None:
                     ops.store.delete(emptied.id)
             _rename_directory(ops, old, new)
+        ops.ns.touch_dir(parent_of(old))
+        if parent_of(new) != parent_of(old):
+            ops.ns.touch_dir(parent_of(new))
 
 
-def _rename_file(ops: Operations, old: str, new: str) -> None:
+def _rename_file(ops: Operations, old: str, new: str) -> bool:
+    """Move a file's name; False when nothing was to be done (two names of one file)."""
+    entry, current = ops.ns.file(old), ops.ns.file(new)
+    if entry is not None and current is not None and entry.kind == current.kind == LINK \
+            and entry.target == current.target:
+        return False  # POSIX: two names of one file, nothing changes
     node = ops.table.by_name.get(old)
     if node is not None:  # a file written here and not yet stored is stored first: the rename moves it whole
         node.store_staged(ops.store, ops.cache, ops.ahead)
+    if current is not None and current.kind == LINK:  # one name fewer for the file it named
+        hardlinks.unlink(ops, current)
     replaced = ops.table.unlinked(new)  # an open file under the new name keeps reading what it opened
-    current = ops.ns.file(new)
     if replaced is not None and replaced.entry is not None and current is not None \
             and current.id == replaced.entry.id:
         replaced.hidden_as = f"{HIDDEN}/{replaced.entry.id}"
         ops.store.rename(replaced.entry.id, replaced.hidden_as)
     entry = ops.ns.file(old)
     if entry is not None:
-        ops.store.rename(entry.id, new)
+        moved = _take_name(ops, entry, new)
+        if moved.kind == LINK:  # the file's ctime, as rename(2) marks it
+            data = ops.ns.entry(moved.target)
+            if data is not None:
+                ops.ns.change(data)
+                ops.changed(data.name)
     ops.table.rename(old, new)
+    return True
+
+
+def _take_name(ops: Operations, entry, new: str):
+    """The record under `new`, its ctime now, by compare-and-swap (the
+    file it replaces there is deleted once nobody reads it)."""
+    for _ in range(SWAPS):
+        seen = ops.store.files.get(entry.id)
+        if seen is None or seen.status != STORED:
+            raise OSError(errno.ENOENT, entry.name)
+        moved = ops.store.files.take_name(seen, replace(seen, name=new, ctime=time.time_ns(),
+                                                         session=ops.store.sessions.id))
+        if moved is not None:
+            ops.store.drop_replaced(moved)
+            return moved
+    raise OSError(errno.EAGAIN, f"{entry.name} kept changing")
 
 
 def _rename_directory(ops: Operations, old: str, new: str) -> None:
-    """Each record under the directory takes its new name (no data moves),
-    the directory's own record last."""
+    """Every record under the directory, and its own, take their new names in
+    one registry change (a compare-and-swap of each): another pfs sees the
+    whole directory moved or none of it. No data moves."""
     for node in [n for name, n in ops.table.by_name.items() if name.startswith(old + "/")]:
         node.store_staged(ops.store, ops.cache, ops.ahead)
-    for name in ops.store.files.under(old + "/", recursive=True)[0]:
-        entry = ops.store.files.current(name)
-        if entry is not None:
-            ops.store.rename(entry.id, new + name[len(old):])
-    own = ops.ns.entry(old)
-    if own is not None:
-        ops.store.rename(own.id, new)
+    if ops.ns.entry(old) is None:
+        ops.ns.keep_dir(old)
+    now, session = time.time_ns(), ops.store.sessions.id
+    for _ in range(SWAPS):
+        seen = [e for e in (ops.store.files.current(n) for n in ops.store.files.under(old + "/", recursive=True)[0])
+                if e is not None]
+        own = ops.ns.entry(old)
+        if own is not None:
+            seen.append(own)
+        pairs = [(e, replace(e, name=new + e.name[len(old):], session=session,
+                             **({"ctime": now} if e is own else {}))) for e in seen]
+        taken = ops.store.files.take_names(pairs)
+        if all(t is not None for t in taken):
+            break
+        # another pfs changed one of them meanwhile: put back those moved, and look again
+        back = [(t, replace(t, name=e.name)) for (e, _), t in zip(pairs, taken) if t is not None]
+        if back:
+            ops.store.files.take_names(back, keep=True)
     else:
-        ops.ns.keep_dir(new)
+        raise OSError(errno.EAGAIN, f"{old} kept changing")
     ops.table.rename(old, new)

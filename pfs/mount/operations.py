@@ -10,20 +10,27 @@ import functools
 import logging
 import os
 import stat
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
+from pfs import threads
 from pfs.errors import IntegrityError, NotFoundError, OutOfSpaceError, PfsError, StoreLockedError, UsageError
-from pfs.mount import namespace_ops
+from pfs.mount import binding, hardlinks, namespace_ops
 from pfs.mount.handles import Node, Table
 from pfs.mount.reading import PartCache
 from pfs.mount.staging import WriteBack
-from pfs.mount.view import Namespace, name_of
-from pfs.registry import DIR, SYMLINK, FileEntry
+from pfs.mount.view import KIND_OF_TYPE, Namespace, attrs, entry_attrs, mode_of, name_of, parent_of
+from pfs.registry import BLOCK, CHAR, DIR, LINK, MAX_PARTS, SYMLINK
 from pfs.store.context import part_memory
 from pfs.store.facade import Store
 
 log = logging.getLogger("pfs")
+
+#: Seconds between recordings of the directories' times.
+TIMES_EVERY = 1.0
+#: Seconds an operation waits for the kernel to forget the other names of a file with hard links.
+FORGET_WAIT = 1.0
 
 _ERRNO = ((NotFoundError, errno.ENOENT), (StoreLockedError, errno.EBUSY), (IntegrityError, errno.EIO),
           (OutOfSpaceError, errno.ENOSPC), (UsageError, errno.EINVAL))
@@ -46,10 +53,6 @@ def as_errno(op):
             log.exception("mount: %s %s failed", op.__name__, args[:1])
             raise OSError(errno.EIO, "unexpected failure (see the log)") from None
     return run
-
-
-def _mode(entry: FileEntry | None, default: int = 0o644) -> int:
-    return entry.mode if entry is not None and entry.mode is not None else default
 
 
 def _caller() -> tuple[int, int]:
@@ -77,16 +80,49 @@ class Operations:
         self.ahead = ThreadPoolExecutor(2, thread_name_prefix="pfs-read-ahead")
         self._on_mounted = on_mounted
         self._opened: dict[str, int] = {}  # name -> id of the file last opened, for the kernel's page cache
+        # the record name of each file with hard links -> the paths the kernel asked its attributes by
+        self._names: dict[str, set[str]] = {}
+        self._invalidate = None
+        self._forgetting = ThreadPoolExecutor(1, thread_name_prefix="pfs-invalidate")
+        self._stopping = threading.Event()
+        self._recorder = threading.Thread(target=self._record_times, name="pfs-dir-times", daemon=True)
         self._started = time.time_ns()
 
     # -- life --------------------------------------------------------------------
 
     def init(self, path: str) -> None:
+        self._invalidate = binding.path_invalidator()
+        threads.start(self._recorder, "the recorder of directories' times")
         self._on_mounted()
 
+    def _record_times(self) -> None:
+        """Record the directories' times (see Namespace.touch_dir) each second, until unmounted."""
+        while not self._stopping.wait(TIMES_EVERY):
+            try:
+                with self.table.lock:
+                    self.ns.record_times()
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                log.exception("mount: directories' times were not recorded")
+
+    def changed(self, inode: str) -> None:
+        """What a file with hard links is changed (its names, mode, owner, times,
+        bytes): the kernel, which holds each of its names as an inode of its own,
+        forgets their cached attributes before the operation returns. From
+        another thread, waited for a moment only: the kernel may make a
+        notification wait for the very operation that sends it."""
+        if self._invalidate is not None and self._names.get(inode):
+            wait([self._forgetting.submit(self._invalidate, path) for path in self._names[inode]], FORGET_WAIT)
+
+    def seen_as(self, inode: str, path: str) -> None:
+        """The kernel knows the file with hard links `inode` by `path` (see changed)."""
+        self._names.setdefault(inode, set()).add(path)
+
     def destroy(self, path: str) -> None:
-        """At unmount: anything still open is stored as it is, then closed."""
+        """At unmount: anything still open is stored as it is, then closed, and
+        the directories' times recorded."""
+        self._stopping.set()
         with self.table.lock:
+            self.ns.record_times()
             for node in list(self.table.by_name.values()):
                 try:
                     node.store_staged(self.store, self.cache, self.ahead)
@@ -94,6 +130,7 @@ class Operations:
                     log.warning("mount: %s was not stored at unmount: %s", node.name, exc)
                 node.close()
         self.ahead.shutdown(wait=True)
+        self._forgetting.shutdown(wait=True)
         self.cache.clear()
         self.store.engine.governor.release(self._cache_bytes)
 
@@ -104,45 +141,44 @@ class Operations:
         if fh is not None:
             return self._file_attrs(self.table.node(fh.fh))
         name = name_of(path)
+        entry = self.ns.entry(name)
+        if entry is not None and entry.kind == LINK:  # a hard link: its file's attributes
+            self.seen_as(entry.target, path)
+            name, entry = entry.target, self.ns.entry(entry.target)
         with self.table.lock:
             node = self.table.by_name.get(name)
             if node is not None:
                 return self._file_attrs(node)
-        entry = self.ns.entry(name)
+        touched = self.ns.touched(name)
         if entry is not None:
-            return self._entry_attrs(entry)
+            found = entry_attrs(entry)
+            if touched is not None and entry.is_dir:  # a name in it changed, to be recorded within a second
+                found.update(st_mtime=max(found["st_mtime"], touched), st_ctime=max(found["st_ctime"], touched))
+            return found
+        if not name:
+            root = self.ns.root
+            return attrs(stat.S_IFDIR | root["mode"], 0, (root["mtime"], root["ctime"], root["atime"]),
+                               (root["uid"], root["gid"]), links=2)
         if self.ns.is_dir(name):
-            return self._attrs(stat.S_IFDIR | 0o755, 0, self._started, links=2)
+            when = self._started if touched is None else touched
+            return attrs(stat.S_IFDIR | 0o755, 0, (when, when, self._started), links=2)
         raise OSError(errno.ENOENT, path)
 
-    def _entry_attrs(self, entry: FileEntry) -> dict:
-        mtime = entry.mtime if entry.mtime is not None else int(entry.created * 1e9)
-        owner = (entry.uid, entry.gid)
-        if entry.kind == DIR:
-            return self._attrs(stat.S_IFDIR | _mode(entry, 0o755), 0, mtime, owner, links=2)
-        if entry.kind == SYMLINK:
-            return self._attrs(stat.S_IFLNK | 0o777, len(os.fsencode(entry.target)), mtime, owner)
-        return self._attrs(stat.S_IFREG | _mode(entry), entry.size, mtime, owner)
-
     def _file_attrs(self, node: Node) -> dict:
-        owner = node.owner or ((node.entry.uid, node.entry.gid) if node.entry is not None else (None, None))
+        entry = node.entry
+        owner = node.owner or ((entry.uid, entry.gid) if entry is not None else (None, None))
         if node.staged is not None:
             st = node.staged.stat()
-            return self._attrs(stat.S_IFREG | stat.S_IMODE(st.st_mode), node.size(), st.st_mtime_ns, owner)
-        entry = node.entry
-        mtime = entry.mtime if entry is not None and entry.mtime is not None else self._started
-        return self._attrs(stat.S_IFREG | _mode(entry), node.size(), mtime, owner)
-
-    def _attrs(self, mode: int, size: int, mtime_ns: int, owner: tuple = (None, None), links: int = 1) -> dict:
-        uid, gid = owner
-        return {"st_mode": mode, "st_size": size, "st_nlink": links,
-                "st_uid": os.getuid() if uid is None else uid, "st_gid": os.getgid() if gid is None else gid,
-                "st_mtime": mtime_ns, "st_ctime": mtime_ns, "st_atime": mtime_ns,
-                "st_blocks": -(-size // 512), "st_blksize": 1 << 17}
+            return attrs(stat.S_IFREG | node.staged.mode, node.size(),
+                               (st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns), owner,
+                               entry.links if entry is not None else 1)
+        if entry is not None:
+            return entry_attrs(entry, node.size())
+        return attrs(stat.S_IFREG | 0o644, 0, (self._started,) * 3, owner)
 
     @as_errno
     def readlink(self, path: str) -> str:
-        entry = self.ns.entry(name_of(path))
+        entry = self.ns.entry(self.ns.inode(name_of(path)))
         if entry is None or entry.kind != SYMLINK:
             raise OSError(errno.EINVAL if entry is not None or self.ns.is_dir(name_of(path)) else errno.ENOENT, path)
         return entry.target
@@ -176,7 +212,7 @@ class Operations:
 
     @as_errno
     def open(self, path: str, fi) -> int:
-        name = name_of(path)
+        name = self.ns.inode(name_of(path))
         writing = fi.flags & os.O_ACCMODE != os.O_RDONLY
         with self.table.lock:
             node = self.table.by_name.get(name)
@@ -190,7 +226,7 @@ class Operations:
                 fi.keep_cache = int(self._opened.get(name) == node.entry.id)  # unchanged: keep the page cache
                 self._opened[name] = node.entry.id
             if writing:
-                staged = node.staging(self.write_back, _mode(node.entry))
+                staged = node.staging(self.write_back, mode_of(node.entry))
                 if fi.flags & os.O_TRUNC:
                     staged.truncate(0)
             fi.fh = self.table.open(node, writing)
@@ -209,11 +245,16 @@ class Operations:
             if self.ns.is_dir(name):
                 raise OSError(errno.EISDIR, path)
             self.ns.check_parent(name)
-            node = Node(name)
-            node.owner = _caller()
-            node.staging(self.write_back, stat.S_IMODE(mode)).dirty = True  # stored at close, even empty
-            fi.fh = self.table.open(node, writing=True)
+            fi.fh = self.table.open(self._new_file(name, stat.S_IMODE(mode)), writing=True)
         return 0
+
+    def _new_file(self, name: str, mode: int) -> Node:
+        """A new empty regular file (create, mknod), stored at its close; its directory's times are now."""
+        node = Node(name)
+        node.owner = _caller()
+        node.staging(self.write_back, mode).dirty = True  # stored at close, even empty
+        self.ns.touch_dir(parent_of(name))
+        return node
 
     @as_errno
     def read(self, path: str | None, size: int, offset: int, fh) -> bytes:
@@ -221,37 +262,54 @@ class Operations:
 
     @as_errno
     def write(self, path: str | None, data: bytes, offset: int, fh) -> int:
+        self._check_size(offset + len(data))
         node = self.table.node(fh.fh)
         with node.staged.lock:
             return node.fill().write(data, offset)
 
+    def _check_size(self, size: int) -> None:
+        """EFBIG past the biggest file the store keeps (MAX_PARTS parts)."""
+        if size > MAX_PARTS * self.store.settings.chunk_size:
+            raise OSError(errno.EFBIG, f"a stored file has at most {MAX_PARTS} parts")
+
     @as_errno
     def chmod(self, path: str | None, mode: int) -> None:
-        self._set(path, lambda staged: staged.chmod(mode), mode=stat.S_IMODE(mode))
+        self._set(path, lambda staged: staged.chmod(stat.S_IMODE(mode)), mode=stat.S_IMODE(mode))
 
     @as_errno
     def chown(self, path: str | None, uid: int, gid: int) -> None:
         attrs = self.getattr(path)
         owner = (attrs["st_uid"] if uid == -1 else uid, attrs["st_gid"] if gid == -1 else gid)
-        self._set(path, None, owner=owner)
+        self._set(path, lambda staged: staged.touch(), uid=owner[0], gid=owner[1])
 
     @as_errno
-    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> None:
-        mtime = times[1] if times is not None else time.time_ns()
-        self._set(path, lambda staged: staged.utime((mtime, mtime)), mtime=mtime)
+    def utimens(self, path: str | None, times: tuple[int | None, int | None] | None = None) -> None:
+        """utimensat(2): (atime, mtime) in ns, None for a time left as it is (UTIME_OMIT)."""
+        now = time.time_ns()
+        atime, mtime = times if times is not None else (now, now)
 
-    def _set(self, path: str, on_staged, mode: int | None = None, mtime: int | None = None,
-             owner: tuple[int, int] | None = None) -> None:
+        def on_staged(staged) -> None:
+            st = staged.stat()
+            staged.utime((st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime))
+
+        self._set(path, on_staged, atime=atime, mtime=mtime)
+
+    def _set(self, path: str, on_staged, **fields) -> None:
         """chmod, chown, utimens: on a file being written, kept with its staged
-        bytes (recorded when it is stored); otherwise recorded at once, data untouched."""
-        name = name_of(path)
+        bytes (recorded when it is stored); otherwise recorded at once (with the
+        ctime now), data untouched."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        name = self.ns.inode(name_of(path))
         with self.table.lock:
+            self.ns.record_times(only=name)  # a directory's times noted earlier go first: these are later
             node = self.table.by_name.get(name)
             if node is not None and node.staged is not None and node.writers:
-                if owner is not None:
-                    node.owner = owner
-                if on_staged is not None:
-                    on_staged(node.staged)
+                if "uid" in fields:
+                    node.owner = (fields["uid"], fields["gid"])
+                on_staged(node.staged)
+                return
+            if not name:
+                self.ns.root.update(fields, ctime=time.time_ns())
                 return
             entry = self.ns.entry(name)
             if entry is None:
@@ -259,24 +317,28 @@ class Operations:
                     raise OSError(errno.ENOENT, path)
                 self.ns.keep_dir(name)
                 entry = self.ns.entry(name)
-            fields = {"mode": mode, "mtime": mtime, "uid": owner and owner[0], "gid": owner and owner[1]}
-            self.ns.change(entry, **{k: v for k, v in fields.items() if v is not None})
+            changed = self.ns.change(entry, **fields)
+            if node is not None:
+                node.entry = changed  # an open reader sees the new attributes at once
+        self.changed(name)
 
     @as_errno
     def truncate(self, path: str | None, length: int, fh=None) -> None:
+        self._check_size(length)
         if fh is not None:
             node = self.table.node(fh.fh)
         else:
-            name = name_of(path)
+            name = self.ns.inode(name_of(path))
             with self.table.lock:
                 node = self.table.by_name.get(name)
             if node is None:
                 return self._truncate_closed(name, length)
-        staged = node.staging(self.write_back, _mode(node.entry))
+        staged = node.staging(self.write_back, mode_of(node.entry))
         with staged.lock:
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
         if not node.writers:  # else the writer's close stores it
             node.store_staged(self.store, self.cache, self.ahead)
+        self.changed(node.name)
 
     def _truncate_closed(self, name: str, length: int) -> None:
         """truncate(2) of a file nobody has open: staged, cut and stored again."""
@@ -288,21 +350,24 @@ class Operations:
         node = Node(name)
         try:
             node.hold(self.store, entry, self.cache, self.ahead)
-            staged = node.staging(self.write_back, _mode(entry))
+            staged = node.staging(self.write_back, mode_of(entry))
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
             node.store_staged(self.store, self.cache, self.ahead)
         finally:
             node.close()
+        self.changed(name)
 
     @as_errno
     def flush(self, path: str | None, fh) -> None:
         """close(): the file is stored whole before close returns (close-to-open consistency)."""
-        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+        node = self.table.node(fh.fh)
+        node.store_staged(self.store, self.cache, self.ahead)
+        self.changed(node.name)
 
     @as_errno
     def fsync(self, path: str | None, datasync: int, fh) -> None:
         """Stored whole, and durable, on return (a put's parts and record are synced)."""
-        self.table.node(fh.fh).store_staged(self.store, self.cache, self.ahead)
+        self.flush(path, fh)
 
     @as_errno
     def release(self, path: str | None, fh) -> None:
@@ -323,11 +388,32 @@ class Operations:
 
     @as_errno
     def mkdir(self, path: str, mode: int) -> None:
-        namespace_ops.mkdir(self, name_of(path), stat.S_IMODE(mode), _caller())
+        namespace_ops.make(self, name_of(path), DIR, stat.S_IMODE(mode), _caller())
 
     @as_errno
     def symlink(self, path: str, target: str) -> None:
-        namespace_ops.symlink(self, name_of(path), target, _caller())
+        namespace_ops.make(self, name_of(path), SYMLINK, 0o777, _caller(), target=target)
+
+    @as_errno
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        """mknod, mkfifo, bind: a special file recorded with its device number; a regular file stored empty."""
+        name = name_of(path)
+        if stat.S_ISREG(mode):
+            with self.table.lock:
+                if self.ns.entry(name) is not None or name in self.table.by_name:
+                    raise OSError(errno.EEXIST, path)
+                self.ns.check_parent(name)
+                node = self._new_file(name, stat.S_IMODE(mode))
+                try:
+                    node.store_staged(self.store, self.cache, self.ahead)
+                finally:
+                    node.close()
+            return
+        kind = KIND_OF_TYPE.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise OSError(errno.EINVAL, f"mknod of file type {stat.S_IFMT(mode):o}")
+        namespace_ops.make(self, name, kind, stat.S_IMODE(mode), _caller(),
+                           rdev=dev if kind in (CHAR, BLOCK) else 0)
 
     @as_errno
     def rmdir(self, path: str) -> None:
@@ -339,8 +425,5 @@ class Operations:
 
     @as_errno
     def link(self, target: str, source: str) -> None:
-        raise OSError(errno.EPERM, "pfs has no hard links")
-
-    @as_errno
-    def mknod(self, path: str, mode: int, dev: int) -> None:
-        raise OSError(errno.EPERM, "pfs stores regular files and directories only")
+        """link(2): `target` (the new name) becomes another name of `source`."""
+        hardlinks.link(self, name_of(source), name_of(target))

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pfs.mount.view import PERMISSIONS
 from pfs.registry.jsonfiles import pid_alive
 
 #: Bytes copied at a time when a stored file is brought into the cache.
@@ -60,7 +59,7 @@ class Staged:
         self._cache = cache
         self.path = cache.new_path()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.fchmod(self.fd, mode & PERMISSIONS)
+        self.mode = mode  # with setuid, setgid and sticky, which the local file does not get
         self.size = 0
         self.filled = False
         self.dirty = False  # changed since it was last stored
@@ -93,12 +92,18 @@ class Staged:
         self.size, self.filled, self.dirty = length, True, True
 
     def chmod(self, mode: int) -> None:
-        os.fchmod(self.fd, mode & PERMISSIONS)
+        self.mode = mode
+        self.touch()
 
-    def utime(self, times_ns: tuple[int, int] | None) -> None:
+    def touch(self) -> None:
+        """The status changed (chmod, chown): the local file's ctime, which is the staged file's, is now."""
+        os.fchmod(self.fd, 0o600)
+
+    def utime(self, times_ns: tuple[int, int]) -> None:
         os.utime(self.fd, ns=times_ns)
 
     def stat(self) -> os.stat_result:
+        """The local file's size and times (its mode is `mode`)."""
         return os.fstat(self.fd)
 
     def close(self) -> None:

@@ -13,13 +13,14 @@ from pfs.registry.jsonfiles import (FILES_LOCK, JOURNAL, MANIFESTS, MIN_COMPACT_
                                     SNAPSHOT, FileRegistry, PartRegistry, SessionFiles, damaged, fsync_dir, fsync_file,
                                     live_sessions, pid_alive, read_json, write_json_atomic)
 from pfs.registry.names import NameIndex
-from pfs.registry.records import (DELETING, DIR, FAILED, FILE, HOLDING, KINDS, MAX_COPIES, MAX_INT, MAX_PARTS,
-                                  STATUSES, STORED, STORING, SYMLINK, BadRecord, FileEntry, Manifest, PartEntry, bulk,
+from pfs.registry.records import (BLOCK, CHAR, DELETING, DIR, FAILED, FIFO, FILE, HARDLINKS, HOLDING, KINDS, LINK,
+                                  MAX_COPIES, MAX_INT, MAX_PARTS, SOCKET, SPECIAL, STATUSES, STORED, STORING, SYMLINK,
+                                  BadRecord, FileEntry, Manifest, PartEntry, bulk,
                                   parse_ec, part_id)
 from pfs.registry.snapshot import is_sealed
 
-__all__ = ["BadRecord", "DELETING", "DIR", "FAILED", "FILE", "FILES_LOCK", "FileEntry", "FileRegistry", "FileTable",
-           "HOLDING", "JOURNAL", "KINDS", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
+__all__ = ["BLOCK", "BadRecord", "CHAR", "DELETING", "DIR", "FAILED", "FIFO", "FILE", "FILES_LOCK", "FileEntry",
+           "FileRegistry", "FileTable", "HARDLINKS", "HOLDING", "LINK", "SOCKET", "SPECIAL", "JOURNAL", "KINDS", "MANIFESTS", "MAX_COPIES", "MAX_INT", "MAX_PARTS", "MIN_COMPACT_BYTES",
            "Manifest", "NameIndex", "PartEntry", "PartRegistry", "PartTable", "RESERVE", "SCRATCH", "SESSIONS",
            "SNAPSHOT", "STATUSES", "STORED", "STORING", "SYMLINK", "SessionFiles", "SessionTable", "bulk", "damaged",
            "fsync_dir", "fsync_file", "is_sealed", "live_sessions", "parse_ec", "part_id", "pid_alive", "read_json",

@@ -64,7 +64,7 @@ _COLUMN_TYPES = {"id": "bigint PRIMARY KEY", "name": "text", "size": "bigint", "
                  "mode": "integer", "mtime": "bigint", "session": "text",
                  "copies": "integer", "ec": "text", "replaces": "bigint",
                  "kind": "text", "target": "text", "uid": "bigint", "gid": "bigint",
-                 "placed": "text"}
+                 "placed": "text", "ctime": "bigint", "atime": "bigint", "rdev": "bigint", "links": "bigint"}
 _PART_COLUMNS = ["index", "id", "offset", "size", "stored", "codec", "hash", "volume", "status", "copies", "shards",
                  "sealed"]
 #: Part columns holding lists (the volume of each copy, each shard's volume, hash and size).

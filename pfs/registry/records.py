@@ -20,7 +20,15 @@ STATUSES = frozenset((STORING, STORED, FAILED, DELETING))
 #: What a record is: a regular file (parts hold its bytes), a directory (explicit,
 #: so that an empty one exists) or a symbolic link (its target recorded, never followed).
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
-KINDS = frozenset((FILE, DIR, SYMLINK))
+#: Special files, made through the mount (mknod, mkfifo, bind): no bytes, a device's number in `rdev`.
+FIFO, CHAR, BLOCK, SOCKET = "fifo", "char", "block", "socket"
+SPECIAL = frozenset((FIFO, CHAR, BLOCK, SOCKET))
+#: A hard link: one name of a file that has several; `target` is the name of
+#: the file record holding the bytes (kept under HARDLINKS), whose `links` counts its names.
+LINK = "link"
+KINDS = frozenset((FILE, DIR, SYMLINK, LINK)) | SPECIAL
+#: Where the files that have hard links keep their bytes (one record each, never shown by the mount).
+HARDLINKS = ".pfs-mount/links"
 #: Statuses whose record holds its name: a name held so is a file or a directory, never both.
 HOLDING = frozenset((STORING, STORED))
 #: The highest uid or gid a record keeps (32 bits, as Linux has).
@@ -134,17 +142,21 @@ FILE_RULES: dict[str, tuple[Check, str]] = {
     "stored": (_ints(0, MAX_INT), "is not a size"),
     "digest": (_types(str), "is not text"),
     "reason": (_types(str), "is not text"),
-    "mode": (_optional(_ints(0, 0o777)), "is not a permission mode"),
+    "mode": (_optional(_ints(0, 0o7777)), "is not a permission mode"),
     "mtime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
     "session": (_types(str), "is not text"),
     "copies": (_ints(1, MAX_COPIES), f"is not a number of copies from 1 to {MAX_COPIES}"),
     "replaces": (_ints(0, MAX_INT), "is not a file id"),
     "ec": (lambda col: set(map(type, col)) <= {str} and all(map(_ec_ok, col)), "is not an erasure code K+M"),
-    "kind": (_one_of(KINDS), "is not file, dir or symlink"),
+    "kind": (_one_of(KINDS), "is not a kind of entry (file, dir, symlink, link, fifo, char, block, socket)"),
     "target": (_types(str), "is not text"),
     "uid": (_optional(_ints(0, MAX_OWNER)), "is not a user id"),
     "gid": (_optional(_ints(0, MAX_OWNER)), "is not a group id"),
     "placed": (lambda col: all(map(_placed_ok, col)), "is not VOLUME:PIECES:BYTES ..."),
+    "ctime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
+    "atime": (_optional(_ints(-MAX_INT, MAX_INT)), "is not a time in nanoseconds"),
+    "rdev": (_ints(0, MAX_INT), "is not a device number"),
+    "links": (_ints(1, MAX_INT), "is not a count of names"),
 }
 
 
@@ -166,8 +178,10 @@ def _record_problem(columns: dict[str, Sequence]) -> str | None:
         return "copies and ec are both set"
     if any(k != FILE and (size or parts) for k, size, parts in zip(columns["kind"], columns["size"], columns["parts"])):
         return "a directory or symlink has a size"
-    if any((k == SYMLINK) != bool(t) for k, t in zip(columns["kind"], columns["target"])):
-        return "target is not set exactly for a symlink"
+    if any((k in (SYMLINK, LINK)) != bool(t) for k, t in zip(columns["kind"], columns["target"])):
+        return "target is not set exactly for a symlink or hard link"
+    if any(r and k not in (CHAR, BLOCK) for k, r in zip(columns["kind"], columns["rdev"])):
+        return "rdev is set for what is not a device"
     return None
 
 
@@ -179,8 +193,11 @@ class FileEntry:
     A file's bytes are in parts (see Manifest); a directory or symlink record
     has no parts and no manifest (size 0), and a symlink's `target` is the
     link's text, kept as it was read and never followed. `mode` (permission
-    bits), `mtime` (ns), `uid` and `gid` are the source's (None: not known, in
-    records older than them). A name held by a `storing` or `stored` record is
+    bits with setuid, setgid and sticky), `mtime` (ns), `uid` and `gid` are the
+    source's (None: not known, in records older than them); `ctime` and `atime`
+    (ns) are the status change and access times the mount keeps (None: as
+    mtime). A special file (SPECIAL) has no bytes, a device its `rdev`; a hard
+    link (LINK) names the record holding the bytes in `target`. A name held by a `storing` or `stored` record is
     a file or a directory, never both: the registry refuses a record that would
     make it both (NameConflictError), whoever writes it.
     """
@@ -222,6 +239,10 @@ class FileEntry:
         """The record's fields in order (a database row)."""
         return [getattr(self, name) for name in FILE_FIELDS]
     placed: str = ""  # what its pieces take on each volume (see pfs.registry.usage; "": not known)
+    ctime: int | None = None  # status change time in ns, kept by the mount (None: as mtime)
+    atime: int | None = None  # access time in ns, kept by the mount (None: as mtime)
+    rdev: int = 0  # a character or block device's number (0 for every other kind)
+    links: int = 1  # the names a file with hard links has (each a LINK record naming it)
 
     @classmethod
     def from_dict(cls, d: object) -> FileEntry:

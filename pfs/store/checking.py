@@ -12,7 +12,7 @@ from pfs import codec
 from pfs.crypto.keyring import WRITE_ONLY
 from pfs.engine import worker
 from pfs.errors import UsageError, VolumeUnavailableError
-from pfs.registry import FILE, KINDS, STORED, FileEntry, Manifest, PartEntry, damaged
+from pfs.registry import DIR, FILE, KINDS, LINK, STORED, SYMLINK, FileEntry, Manifest, PartEntry, damaged
 from pfs.store.catalog import Catalog
 from pfs.store.context import Context, Progress, no_progress, part_memory
 from pfs.store.holdings import note_placed
@@ -96,9 +96,12 @@ class Checking:
             why = f": {entry.reason}" if entry.reason else ""
             raise UsageError(f"file {file_id} ({entry.name}) is {entry.status}{why}",
                              "only stored files can be read; `delete` removes it")
+        if entry.kind == LINK and LINK not in kinds:
+            raise UsageError(f"{entry.name} is a hard link to {entry.target}",
+                             f"get {entry.target} gives its bytes; get -r restores the links")
         if entry.kind not in kinds:
-            raise UsageError(f"{entry.name} is a {'directory' if entry.is_dir else 'symbolic link'}",
-                             "get -r restores a directory, its symbolic links included")
+            what = {DIR: "directory", SYMLINK: "symbolic link"}.get(entry.kind, f"special file ({entry.kind})")
+            raise UsageError(f"{entry.name} is a {what}", "get -r restores a directory, its symbolic links included")
         return entry
 
     def check_parts(self, entry: FileEntry, out_path: str | None, progress: Progress,

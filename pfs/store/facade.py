@@ -143,8 +143,8 @@ class Store:
         return self.catalog.delete(file_id, progress, seen)
 
     # -- put (Putting) ------------------------------------------------------------------
-    def begin_put(self, source: str, name: str | None = None) -> FileEntry:
-        return self.putting.begin_put(source, name)
+    def begin_put(self, source: str, name: str | None = None, meta: dict | None = None) -> FileEntry:
+        return self.putting.begin_put(source, name, meta)
 
     def finish_put(self, entry: FileEntry, source: str, progress: Progress = no_progress,
                    cancel: threading.Event | None = None, keep: bool = False) -> FileEntry:

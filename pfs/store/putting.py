@@ -118,10 +118,11 @@ class Putting:
             os.close(source.fd)
         self._sources.clear()
 
-    def begin_put(self, source: str, name: str | None = None) -> FileEntry:
+    def begin_put(self, source: str, name: str | None = None, meta: dict | None = None) -> FileEntry:
         """Open the source and record the new file as `storing` under `name` (see
         names.target); returns it with its id. finish_put reads every part from
-        this one open file."""
+        this one open file. `meta` sets fields of the record other than the
+        source's (the mount's mode, owner and times), in that same record."""
         path = user_path(source)
         if path.is_dir():
             raise UsageError(f"{source} is a directory", "put -r stores a whole directory")
@@ -137,7 +138,7 @@ class Putting:
             if chunk_parts > MAX_PARTS:
                 raise UsageError(f"{source} would need more than {MAX_PARTS} parts of {format_size(chunk)}",
                                  f"use --chunk-size {format_option(-(-st.st_size // MAX_PARTS))} or more")
-            entry = self.ctx.files.add(self.storing_entry(name, st))  # gets its id
+            entry = self.ctx.files.add(replace(self.storing_entry(name, st), **(meta or {})))  # gets its id
         except BaseException:
             os.close(src.fd)
             raise

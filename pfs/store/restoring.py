@@ -33,10 +33,12 @@ from pfs.engine import worker
 from pfs.errors import DestinationError, NotFoundError, PfsError, UsageError, advice_for, printable
 from pfs.failures import unreadable
 from pfs.registry import FILE, STORED, SYMLINK, FileEntry, Manifest
+from pfs.registry.records import HARDLINKS
 from pfs.registry.jsonfiles.common import syncfs
 from pfs.store.checking import Damage
 from pfs.store.context import part_memory
 from pfs.store.getting import Output, check_replaceable
+from pfs.store import special
 from pfs.store.paths import proc_path
 from pfs.store.trees import IN_FLIGHT, LOOKUP_BATCH, Progress, Report, TreeTally, _nothing
 from pfs.volumes.redundancy import Layout
@@ -177,12 +179,13 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
             small, small_bytes = [], 0
 
         refused: list[str] = []  # directories not restored: nothing under them is
+        linked: dict[int, Path] = {}  # file id -> where the first of its hard links was restored
         records, holding = tree_records(store, root)
         for entry in records:
             if cancel is not None and cancel.is_set():
                 break
-            if any(entry.name.startswith(r + "/") for r in refused):
-                continue
+            if any(entry.name.startswith(r + "/") for r in refused) or entry.name.startswith(HARDLINKS + "/"):
+                continue  # (a file with hard links is restored under its names)
             path = target / entry.name[cut:]
             try:
                 parent_ready(path)
@@ -201,6 +204,10 @@ def get_tree(store, prefix: str, dest: str | None = None, force: bool = False, p
                     os.symlink(entry.target, path)
                     _restore_meta(path, entry, owner)
                     tally.count("stored")
+                elif entry.kind != FILE:
+                    skipped = special.restore(store, entry, path, force, linked,
+                                              lambda p, e: _restore_meta(p, e, owner))
+                    tally.skip(skipped) if skipped else tally.count("stored")
                 else:
                     if entry.name in holding:  # a name both a file and a directory (an older store)
                         path = path.with_name(f"{path.name}.pfs-file-{entry.id}")

@@ -36,12 +36,12 @@ def test_symlinks_empty_dirs_and_metadata_are_recorded(tmp_path: Path) -> None:
         os.chmod(root / "f", 0o600)
         os.chown(root / "f", 1234, 567)
         os.utime(root / "f", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
-        os.chmod(root / "empty", 0o1750)  # the sticky bit is not kept; the permissions are
+        os.chmod(root / "empty", 0o1750)  # the sticky bit is kept with the permissions
         m = remount(m)
         assert os.readlink(root / "link") == "../elsewhere/ü"
         assert os.path.islink(root / "link") and not os.path.exists(root / "link")  # dangling, never followed
         assert os.path.isdir(root / "empty") and os.listdir(root / "empty") == []
-        assert stat.S_IMODE(os.stat(root / "empty").st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(root / "empty").st_mode) == 0o1750
         st = os.stat(root / "f")
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 1234, 567)
         assert st.st_mtime_ns == 1_600_000_000_123_456_789

@@ -177,13 +177,14 @@ def test_names_pfs_cannot_store_are_reported_and_skipped(pfs):
     long = src.joinpath(*["d" * 200] * 6)
     long.mkdir(parents=True)
     (long / "too-long").write_text("x")
-    r = pfs.run("put -r src\nwait\nget -r src out\nwait\n")
+    top = "/".join(["p" * 200] * 35)  # with the tree's 1,200 bytes, past the longest name
+    r = pfs.run(f"put -r src {top}\nwait\nget -r {top} out\nwait\n")
     assert r.returncode == 1
     assert_clean_stderr(r.stderr)
     errors = error_lines(r.stderr)
     assert len(errors) == 2, r.stderr
     assert "latin1-\\udce9t\\udce9: not stored: it is not UTF-8 text" in r.stderr
-    assert any("longer than 1024 bytes" in e and "nothing under it was stored" in e for e in errors)
+    assert any("longer than 8192 bytes" in e and "nothing under it was stored" in e for e in errors)
     assert (pfs.cwd / "out" / "fine").read_text() == "ok"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from pfs.cli.jobs import Job
-from pfs.registry import DIR, FILE, STORED, SYMLINK, FileEntry, Manifest
+from pfs.registry import BLOCK, CHAR, DIR, FIFO, FILE, LINK, SOCKET, STORED, SYMLINK, FileEntry, Manifest
 from pfs.store.facade import Store
 from pfs.store.health import Redundancy
 
@@ -21,13 +21,14 @@ def file_record(e: FileEntry, r: Redundancy, current: bool) -> dict:
     record = {"type": _TYPES[e.kind], "id": e.id, "name": e.name, "size": e.size, "parts": e.parts,
               "status": e.status, "reason": e.reason or None, "stored": e.stored if e.status == STORED else None,
               "current": current, "redundancy": redundancy(r)}
-    if e.kind == SYMLINK:
+    if e.kind in (SYMLINK, LINK):
         record["target"] = e.target
     return record
 
 
 #: A record's kind as `--json` names it.
-_TYPES = {FILE: "file", DIR: "directory", SYMLINK: "symlink"}
+_TYPES = {FILE: "file", DIR: "directory", SYMLINK: "symlink", LINK: "hard link", FIFO: "fifo",
+          CHAR: "character device", BLOCK: "block device", SOCKET: "socket"}
 
 
 def directory_record(name: str) -> dict:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import bisect
+import os
 import time
 from collections import Counter
 from operator import itemgetter
 
 from pfs.cli.commands.records import directory_record, file_record
 from pfs.cli.output import Table
-from pfs.registry import FILE, STORED, FileEntry, Manifest
+from pfs.registry import BLOCK, CHAR, DIR, FIFO, FILE, LINK, SOCKET, STORED, SYMLINK, FileEntry, Manifest
 from pfs.store.facade import Store
 from pfs.units import format_rate, format_size
+
+#: What `list` and `info` call each kind of record that is not a regular file.
+KIND_WORDS = {DIR: "directory", SYMLINK: "symbolic link", LINK: "hard link", FIFO: "fifo",
+              CHAR: "character device", BLOCK: "block device", SOCKET: "socket"}
 from pfs.volumes.redundancy import Layout
 
 
@@ -78,7 +83,8 @@ def _entry_row(e: FileEntry, status: str, dirs: set[str]) -> list[str]:
         kind = "directory" if status == STORED else f"directory, {status}"
         return [str(e.id), e.name + "/", "-", "-", kind, "-", "-", "-"]
     also = f" (also a directory: {e.name}/)" if e.name + "/" in dirs else ""
-    kind = f"symlink -> {e.target}" + ("" if status == STORED else f", {status}") + also
+    kind = (f"symlink -> {e.target}" if e.kind == SYMLINK else f"hard link to {e.target}" if e.kind == LINK
+            else KIND_WORDS[e.kind]) + ("" if status == STORED else f", {status}") + also
     return [str(e.id), e.name, "-", "-", kind, "-", "-", "-"]
 
 
@@ -119,9 +125,11 @@ def _kind_fields(entry: FileEntry) -> list[tuple[str, str]]:
     (a regular file's summary stays as it was)."""
     if entry.kind == FILE:
         return []
-    fields = [("kind", {"dir": "directory", "symlink": "symbolic link"}[entry.kind])]
+    fields = [("kind", KIND_WORDS[entry.kind])]
     if entry.target:
         fields.append(("target", entry.target))
+    if entry.kind in (CHAR, BLOCK):
+        fields.append(("device", f"{os.major(entry.rdev)}, {os.minor(entry.rdev)}"))
     if entry.mode is not None:
         fields.append(("mode", f"{entry.mode:04o}"))
     if entry.mtime is not None:
