@@ -165,7 +165,7 @@ BAD_SNAPSHOT_ROWS = {
     "created a dict": _set("created", {"t": 1}),
     "id a bool": _set("id", True),
     "mode a string": _set("mode", "rwx"),
-    "mode with setuid": _set("mode", 0o4755),
+    "mode past 07777": _set("mode", 0o10000),
     "mtime a float": _set("mtime", 1.5),
 }
 
