@@ -35,6 +35,8 @@ MOSTLY_DEAD = 0.5
 DEAD = ".dead."
 #: `<pack id>.claim`: a compaction of that pack is under way (one at a time).
 CLAIM = ".claim"
+#: How many times a listing is taken again until two in a row agree.
+LOOKS = 8
 #: A claim older than this was left by a compaction that died: it is taken over.
 STALE_CLAIM = 3600.0
 
@@ -220,9 +222,10 @@ class Packs:
 
     def rescan(self) -> dict[str, int]:
         """Look at the packs again: new ones indexed, gone ones forgotten, new
-        dead lists read. Returns every object and its size."""
-        listing = self.shelf.shelf_list()
+        dead lists read. Returns every object and its size. Under the lock, so
+        a listing older than another thread's new pack never forgets it."""
         with self._lock:
+            listing = self._listing()
             for pack in [p for p in self._index if p not in listing]:
                 self._forget(pack)
             for name, size in listing.items():
@@ -235,6 +238,19 @@ class Packs:
                     self._dead.setdefault(name.split(DEAD)[0], set()).update(self._dead_list(name))
                     self._lists.add(name)
             self._scanned = True
+        return listing
+
+    def _listing(self) -> dict[str, int]:
+        """A listing two looks in a row agree on. One look is not a snapshot:
+        it can miss both the new pack and the old one of a compaction that
+        links the one and drops the other while it reads the directory, and
+        the pieces moved would be nowhere."""
+        listing = self.shelf.shelf_list()
+        for _ in range(LOOKS):
+            again = self.shelf.shelf_list()
+            if again.keys() == listing.keys():
+                break
+            listing = again
         return listing
 
     def _read_index(self, pack: str, size: int) -> dict[str, tuple[int, int]] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -196,3 +197,27 @@ def test_an_encrypted_store_s_packs_hold_only_sealed_pieces(tmp_path, monkeypatc
     assert not any(b"PLAINTEXT" in p.read_bytes() for p in packs_of(store))
     out = work / "out"
     assert run_pfs(store, f"get -r t {out}\nwait\n", cwd=work).returncode == 0 and same_files(src, out)
+
+
+def test_threads_removing_while_packs_compact_leave_no_dead_piece_live(tmp_path):
+    """Removes in many threads at once, each leaving its pack mostly dead and so
+    compacting it: a removal that looked at the packs while another thread
+    compacted must still find its piece (old: one in three runs left one live)."""
+    from pfs.volumes.local import LocalVolume
+
+    for round_ in range(3):
+        root = tmp_path / f"v{round_}"
+        root.mkdir()
+        volume = LocalVolume(root)
+        keys = [os.urandom(16).hex() for _ in range(600)]
+        for i in range(0, len(keys), 40):
+            volume.write_pack([(k, os.urandom(3000)) for k in keys[i:i + 40]])
+        doomed = [k for i, k in enumerate(keys) if i % 40 < 30 or i % 7 == 1]
+        random.shuffle(doomed)
+        threads = [threading.Thread(target=lambda share: [volume.remove_all([k]) for k in share],
+                                    args=(doomed[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert set(LocalVolume(root).keys()) == set(keys) - set(doomed)
