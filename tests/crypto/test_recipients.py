@@ -98,6 +98,10 @@ def test_a_write_only_pfs_reads_nothing_back(tmp_path, password, monkeypatch, co
 
 
 def test_a_write_only_pfs_refuses_to_mount(tmp_path, password, monkeypatch) -> None:
+    from mount.mount_helpers import fuse_missing  # mount's options are checked first: FUSE must be there
+
+    if why := fuse_missing():
+        pytest.skip(why)
     pytest.importorskip("mfusepy", reason="mount needs mfusepy")
     store, work, rcpt = recipient_store(tmp_path)
     (tmp_path / "mnt").mkdir()
