@@ -5,6 +5,7 @@ exactly what pfs writes is damage, never trusted."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import re
 import uuid
@@ -43,9 +44,11 @@ MAX_COPIES = 32
 _EC = re.compile(r"([1-9][0-9]?)\+([1-9][0-9]?)")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def part_id(file_uuid: str, index: int) -> str:
     """The uuid of a file's index-th part. Derived from the file's uuid, so a
-    put interrupted by a crash can be rolled back from its journal record alone."""
+    put interrupted by a crash can be rolled back from its journal record alone.
+    Cached: a part's id is asked for at each step of storing it (a SHA-1 each)."""
     return uuid.uuid5(uuid.UUID(file_uuid), str(index)).hex
 
 
@@ -235,6 +238,12 @@ class FileEntry:
         copy is needed (dataclasses.asdict makes one, a third of a small put's CPU)."""
         return {name: getattr(self, name) for name in FILE_FIELDS}
 
+    def to_line(self) -> dict:
+        """to_dict without the fields that hold their defaults, which a reader
+        fills in again (a journal line: a third shorter for a new small file)."""
+        return {name: value for name, value in zip(FILE_FIELDS, self.values())
+                if _LINE_DEFAULTS.get(name, _REQUIRED) != value}
+
     def values(self) -> list:
         """The record's fields in order (a database row)."""
         return [getattr(self, name) for name in FILE_FIELDS]
@@ -293,10 +302,19 @@ class FileEntry:
 FILE_FIELDS = [f.name for f in fields(FileEntry)]
 _REQUIRED = object()
 _DEFAULTS = [_REQUIRED if f.default is MISSING else f.default for f in fields(FileEntry)]
+_LINE_DEFAULTS = {name: default for name, default in zip(FILE_FIELDS, _DEFAULTS) if default is not _REQUIRED}
 
 
 def _columns(rows: list[list]) -> dict[str, Sequence]:
     return {name: list(map(itemgetter(i), rows)) for i, name in enumerate(FILE_FIELDS)}
+
+
+def rows_problem(rows: list[list]) -> tuple[int, str] | None:
+    """The first bad row of `rows` (in field order) and what is wrong with it, or
+    None. Checked column by column, all at once; row by row only if that fails."""
+    if None not in rows and _record_problem(_columns(rows)) is None:
+        return None
+    return next(((i, problem) for i, row in enumerate(rows) if (problem := _row_problem(row))), None)
 
 
 def _row_problem(row: list | None) -> str | None:

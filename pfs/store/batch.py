@@ -90,9 +90,10 @@ def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes,
     with_parts = [i for i, e in entries.items() if e.parts]
     shares = [with_parts[k::store.engine.workers] for k in range(store.engine.workers)]
     shares = [share for share in shares if share]
+    task_of = dict(zip(with_parts, store.tasks_of([entries[i] for i in with_parts])))
     tasks = []
     for share in shares:
-        jobs = [store.part_tasks(entries[i])(0, proc_path(sources[i].fd), 0, entries[i].size) for i in share]
+        jobs = [task_of[i](0, proc_path(sources[i].fd), 0, entries[i].size) for i in share]
         tasks.append((sum(memory for memory, _ in jobs), ([args for _, args in jobs],)))
     results: dict[int, object] = {i: None for i, e in entries.items() if not e.parts}
 
@@ -108,10 +109,12 @@ def _store_parts(store, items, sources, entries: dict[int, FileEntry], outcomes,
         if isinstance(exc, Cancelled) or not isinstance(exc, PfsError):
             raise
         return
+    written_to = {vid for r in results.values() if r is not None and not isinstance(r, BaseException) for vid in r[3]}
+    away = {vid for vid in written_to if store.volset.gone([vid])}  # each volume looked at once for the batch
     manifests, failed = [], {}
     for i, entry in entries.items():
         result = results.get(i)
-        if isinstance(result, BaseException) or (result is not None and store.volset.gone(result[3])):
+        if isinstance(result, BaseException) or (result is not None and away.intersection(result[3])):
             failed[i] = source_changed(items[i][0], "changed size") if isinstance(result, worker.SourceShrank) \
                 else result if isinstance(result, PfsError) else PfsError("a volume it was written to went away")
             continue

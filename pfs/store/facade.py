@@ -153,6 +153,9 @@ class Store:
     def part_tasks(self, entry: FileEntry):
         return self.putting.part_tasks(entry)
 
+    def tasks_of(self, entries: list[FileEntry]) -> list:
+        return self.putting.tasks_of(entries)
+
     def flush_part(self, entry: FileEntry, index: int, result: tuple) -> list:
         return self.putting.flush_part(entry, index, result)
 

@@ -217,10 +217,18 @@ class Putting:
         """What stores part `index` of a file from `size` bytes of `source` at
         `offset`, as (memory, worker.store_part's arguments): its copies or
         shards go to the volumes that take pieces now, best placed first."""
-        layout = Layout.of(entry)
-        refresh_volumes(self.ctx)  # after the file's record: see remove_volume
+        return self.tasks_of([entry])[0]
+
+    def tasks_of(self, entries: list[FileEntry]) -> list[Callable[[int, str, int, int], tuple[int, tuple]]]:
+        """part_tasks of each of `entries` (a batch: see pfs.store.batch), the
+        volumes looked at once for them all."""
+        refresh_volumes(self.ctx)  # after the files' records: see remove_volume
         weights = self.ctx.volset.writable()
         descs = {vid: self.ctx.volset.describe(vid) for vid in weights}
+        return [self._task(entry, weights, descs) for entry in entries]
+
+    def _task(self, entry: FileEntry, weights: dict[int, float], descs: dict[int, dict]):
+        layout = Layout.of(entry)
 
         def task(index: int, source: str, offset: int, size: int) -> tuple[int, tuple]:
             pid = part_id(entry.uuid, index)

@@ -143,10 +143,10 @@ def test_remove_whose_append_triggers_automatic_compaction_survives_reopen(root)
     # making the `del` line cross MIN_COMPACT_BYTES
     target = MIN_COMPACT_BYTES - del_line + 1
     filler = entry(1, name="x" * 100)
-    while (root / JOURNAL).stat().st_size + 2 * len(journal_line({"op": "put", "file": asdict(filler)})) < target:
+    while (root / JOURNAL).stat().st_size + 2 * len(journal_line({"op": "put", "file": filler.to_line()})) < target:
         reg.save(filler)
     remaining = target - (root / JOURNAL).stat().st_size
-    base = len(journal_line({"op": "put", "file": asdict(replace(filler, name=""))}))
+    base = len(journal_line({"op": "put", "file": replace(filler, name="").to_line()}))
     assert remaining > base
     last = replace(filler, name="y" * (remaining - base))
     reg.save(last)

@@ -20,18 +20,18 @@ from pfs.registry.base import FileTable
 from pfs.registry.jsonfiles.common import FILES_LOCK, JOURNAL, RESERVE, SNAPSHOT, damaged, short, write_atomic
 from pfs.registry.jsonfiles.filemap import FileMap
 from pfs.registry.jsonfiles.journal import Journal
-from pfs.registry.records import FILE_FIELDS, STORED, BadRecord, FileEntry, _row_problem, bulk
+from pfs.registry.records import FILE_FIELDS, STORED, BadRecord, FileEntry, bulk, rows_problem
 from pfs.registry.snapshot import encode
 
 log = logging.getLogger("pfs")
 
 
-def _check(entry: FileEntry) -> None:
-    """Only a valid record is written, which is what lets a sealed snapshot load unchecked."""
-    problem = _row_problem([getattr(entry, name) for name in FILE_FIELDS])
-    if problem:
-        raise BadRecord(f"file {entry.id}: {problem}")
-
+def _check(*entries: FileEntry) -> None:
+    """Only a valid record is written, which is what lets a sealed snapshot load
+    unchecked (a batch is checked at once, as a snapshot is loaded)."""
+    bad = rows_problem([[getattr(entry, name) for name in FILE_FIELDS] for entry in entries])
+    if bad:
+        raise BadRecord(f"file {entries[bad[0]].id}: {bad[1]}")
 
 
 class FileRegistry(FileTable):
@@ -237,7 +237,7 @@ class FileRegistry(FileTable):
     def _record(self, entry: FileEntry) -> None:
         """Append a record and apply it (holding the exclusive lock, caught up)."""
         self._map.refuse_conflict(entry)
-        self._journal.append({"op": "put", "file": entry.to_dict()})
+        self._journal.append({"op": "put", "file": entry.to_line()})
         self._map.put(entry)
         self._map.next_id = max(self._map.next_id, entry.id + 1)
         self._maybe_compact()
@@ -261,12 +261,11 @@ class FileRegistry(FileTable):
 
     def _save_all(self, entries: list[FileEntry]) -> None:
         """Holding the exclusive lock, caught up."""
-        for entry in entries:
-            _check(entry)
+        _check(*entries)
         batch = {e.id for e in entries}
         for entry in entries:
             self._map.refuse_conflict(entry, batch)
-        self._journal.append({"op": "batch", "files": [e.to_dict() for e in entries]})
+        self._journal.append({"op": "batch", "files": [e.to_line() for e in entries]})
         for entry in entries:
             self._map.put(entry)
             self._map.next_id = max(self._map.next_id, entry.id + 1)
