@@ -802,19 +802,25 @@ class DatabaseSessions(SessionTable):
 
     @contextlib.contextmanager
     def moving(self, file_id: int, wait: bool = True) -> Iterator[bool]:
-        """An advisory lock on a connection of its own, which it ends with (a killed
-        client's connection ends too). Its second key is the file id's low 31 bits:
-        two files that share them only take turns."""
+        """An advisory lock on a connection of its own (a killed client's connection
+        ends, and its lock with it). Its second key is the file id's low 31 bits:
+        two files that share them only take turns. The lock is released before the
+        connection closes: the server ends a closed connection's backend, and so
+        its locks, only some time after the client has gone on."""
         conn = self._db.connect()
+        key = (_MOVING_LOCKS, file_id & 0x7FFFFFFF)
+        taken = False
         try:
             try:
-                key = (_MOVING_LOCKS, file_id & 0x7FFFFFFF)
                 taken = bool(conn.execute("SELECT pg_advisory_lock(%s, %s), true" if wait else
                                           "SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[-1])
             except psycopg_errors() as exc:
                 raise self._db.unreachable(exc) from None
             yield taken
         finally:
+            if taken:
+                with contextlib.suppress(psycopg_errors()):  # a lost connection has released it already
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
             conn.close()
 
     @contextlib.contextmanager
