@@ -7,6 +7,7 @@ knows about colour and layout.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 
-from pfs.errors import printable
+from pfs.errors import UsageError, printable
 from pfs.units import format_rate, format_size
 
 
@@ -114,11 +115,18 @@ def _write_all(stream, data: str | bytes | memoryview) -> None:
     buffered writer takes the short write of a pipe whose reader left
     (`pfs list | head -1`) as done, drops the rest and never sees EPIPE, so the
     exit status could not say the output was cut."""
+    if not isinstance(data, str):  # bytes (cat) go past a live progress bar's proxy, to the file it stands for
+        stream = getattr(stream, "rich_proxied_file", stream)
     try:
-        if hasattr(stream, "rich_proxied_file"):  # a live progress bar's: it prints above the bar
+        if hasattr(stream, "rich_proxied_file"):  # a live progress bar's: it prints text above the bar
             raise ValueError("not through the descriptor")
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a StringIO (io.UnsupportedOperation is an OSError)
+        if not isinstance(data, str) and isinstance(stream, io.TextIOBase):
+            stream = getattr(stream, "buffer", None)
+            if stream is None:
+                raise UsageError("this output takes text only, and the bytes of a file are not text",
+                                 "get NAME FILE writes them to a file")
         stream.write(data)
         stream.flush()
         return

@@ -4,6 +4,7 @@ verified bytes and nothing else, and damage stops them with an error."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,6 +12,10 @@ import threading
 import time
 
 import psutil
+from pfs.cli.commands import Session
+from pfs.cli.output import PlainOutput
+from pfs.store.facade import Store
+
 from helpers import CHUNK, env, make_file, part_files, pieces, read_manifest
 
 
@@ -143,3 +148,19 @@ def test_interrupted_put_from_stdin_stores_nothing(pfs):
     assert part_files(pfs.store) == {} and [p for p in pieces(pfs.store)] == []
     r = _run(pfs, "cat", "cut")
     assert r.returncode == 1 and r.stdout == b""
+
+
+def test_cat_into_an_output_that_takes_only_text_is_one_error(tmp_path):
+    """A session embedded with a text stream (a StringIO) for its output: cat
+    says it cannot write bytes there, and the session goes on."""
+    out, err = io.StringIO(), io.StringIO()
+    source = make_file(tmp_path / "f.bin", 3 * CHUNK)
+    with Store(tmp_path / "store", workers=1) as store:
+        session = Session(store, PlainOutput(out=out, err=err))
+        session.execute(f"put {source} f")
+        session.jobs.wait_all()
+        session.execute("cat f")
+        session.execute("list")
+    assert err.getvalue().splitlines() == [
+        "error: this output takes text only, and the bytes of a file are not text (get NAME FILE writes them to a file)"]
+    assert out.getvalue().splitlines()[-1].split()[:5] == ["1", "f", "192.0", "KiB", "1"], out.getvalue()
