@@ -5,6 +5,7 @@ SIGHUP, which libfuse turns into a clean unmount; then exit 0."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import logging
 import os
@@ -103,6 +104,11 @@ def run(store, options: argparse.Namespace, where: str) -> int:
             if conn:
                 conn.contents.max_write = MAX_WRITE
             return super().init_fuse_3(conn, config)
+
+        def write(self, path, buf, size, offset, fip):  # the kernel's bytes in place, not copied into a bytes
+            data = memoryview((ctypes.c_char * size).from_address(ctypes.cast(buf, ctypes.c_void_p).value))
+            return self.operations.write(None if path is None else path.decode(self.encoding, self.errors), data,
+                                         offset, fip.contents)
 
         def truncate_fuse_3(self, path, length, fip):  # mfusepy drops the handle of an ftruncate
             return self.ftruncate(path, length, fip)

@@ -15,25 +15,19 @@ nothing, and a crash is rolled back at the next open like an interrupted put.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
-import queue
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, wait
 from dataclasses import replace
 
-from pfs import threads
-from pfs.engine import worker
-from pfs.errors import PfsError
+from pfs.errors import PfsError, describe
 from pfs.registry import FileEntry
-from pfs.errors import describe
 from pfs.store.facade import Store
+from pfs.store.feeding import PartFeeder
 from pfs.store.putting import volume_failures
-
-#: How long a blocked writer waits between looks at whether the pool gave up.
-_POLL = 0.1
 
 
 def spool_path(store: Store, entry: FileEntry, index: int) -> str:
@@ -43,59 +37,8 @@ def spool_path(store: Store, entry: FileEntry, index: int) -> str:
     return str(store.tmp / f".{entry.uuid}-{index}.{os.getpid()}.spool.tmp")
 
 
-class _Feeder:
-    """Feeds spooled parts to the pool from its own thread until told to finish.
-    It holds no reference to its Writer, so a writer dropped unclosed is
-    collected (and abandoned) while the thread still waits for parts."""
-
-    def __init__(self, store: Store, entry: FileEntry) -> None:
-        self._store, self._entry = store, entry
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, store.workers))  # bounds the spool
-        self.results: list = []
-        self.syncs: list[Future] = []
-        self.error: BaseException | None = None
-        self.cancel = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pfs-writer", daemon=True)
-        threads.start(self._thread, f"the writer of {entry.name}")
-
-    def put(self, item: tuple[int, str, int] | None) -> None:
-        """Queue a spooled part (None: no more), waiting while the spool is full;
-        raises the pool's failure if it gave up."""
-        while not self._done.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL)
-                return
-            except queue.Full:
-                continue
-        if item is not None:
-            raise self.error or PfsError(f"cannot store {self._entry.name}: the writer stopped")
-
-    def finish(self) -> None:
-        """Wait until every queued part is stored (or the pool gave up)."""
-        self.put(None)
-        self._thread.join()
-        wait(self.syncs)
-
-    def _run(self) -> None:
-        store, entry = self._store, self._entry
-        task = store.part_tasks(entry)
-
-        def tasks():
-            while (item := self._queue.get()) is not None:
-                index, path, size = item
-                yield task(index, path, 0, size)
-
-        def written(index: int, result) -> None:
-            os.unlink(spool_path(store, entry, index))
-            self.syncs.extend(store.flush_part(entry, index, result))
-
-        try:
-            self.results = store.engine.run(worker.store_part, tasks(), written, self.cancel)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self._done.set()
+def _unspool(store: Store, entry: FileEntry, index: int) -> None:
+    os.unlink(spool_path(store, entry, index))
 
 
 class Writer(io.RawIOBase):
@@ -122,7 +65,8 @@ class Writer(io.RawIOBase):
         self._parts = 0
         self._size = 0
         try:
-            self._feeder = _Feeder(store, self._entry)
+            # the spool file unlinked once stored (by a function that holds no reference to the writer)
+            self._feeder = PartFeeder(store, self._entry, functools.partial(_unspool, store, self._entry))
         except BaseException:  # no thread to feed the pool: nothing of the file stays
             store.abandon(self._entry)
             super().close()
@@ -159,7 +103,7 @@ class Writer(io.RawIOBase):
             f.write(self._buffer)
         self._buffer.clear()
         self._parts += 1
-        self._feeder.put((index, path, os.path.getsize(path)))
+        self._feeder.put((index, path, 0, os.path.getsize(path)))
 
     def close(self) -> None:
         """Store the file (see the class), or abandon it if the writing failed."""

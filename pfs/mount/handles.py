@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.mount.reading import PartCache, StoredFile
+from pfs.errors import PfsError
 from pfs.mount.staging import Staged, WriteBack
+from pfs.mount.streaming import Streaming
 from pfs.registry import FileEntry
 from pfs.store.facade import Store
+
+log = logging.getLogger("pfs")
 
 
 class Node:
@@ -24,6 +29,7 @@ class Node:
         self.entry: FileEntry | None = None
         self.stored: StoredFile | None = None
         self.staged: Staged | None = None
+        self.streaming: Streaming | None = None  # its parts stored as it is written (see pfs.mount.streaming)
         self.opens = 0
         self.writers = 0  # of the opens, those that may write
         self.owner: tuple[int, int] | None = None  # (uid, gid) given by create or chown, recorded when stored
@@ -57,8 +63,32 @@ class Node:
         if self.staged is None:
             self.staged = Staged(cache, mode)
             if self.entry is None:
-                self.staged.filled = True
+                self.staged.filled = self.staged.fresh = True
         return self.staged
+
+    def wrote(self, store: Store, offset: int) -> None:
+        """After a write from `offset` (or a truncate to it): stream the staged file
+        on, start streaming it, or stop. Called with the staged file's lock held."""
+        staged = self.staged
+        if self.streaming is not None and not self.streaming.changes(offset):
+            self._stop_streaming()
+        try:
+            if self.streaming is None and staged.fresh and self.name is not None and \
+                    Streaming.starts(store, staged.written_to):
+                self.streaming = Streaming(store, self.name, str(staged.path))
+            if self.streaming is not None:
+                self.streaming.wrote(staged.written_to)
+        except PfsError as exc:  # stored whole at close instead, which reports what fails then
+            log.warning("mount: %s is stored at its close, not as it is written: %s", self.name, exc.message)
+            self._stop_streaming()
+
+    def _stop_streaming(self) -> None:
+        """Abandon what was streamed; the file is stored whole at its close."""
+        streaming, self.streaming = self.streaming, None
+        if self.staged is not None:
+            self.staged.fresh = self.staged.size == 0  # (cut to 0: it may stream again)
+        if streaming is not None:
+            streaming.abandon()
 
     def fill(self) -> Staged:
         """The staged bytes, holding the stored file's first: ready to change."""
@@ -82,11 +112,19 @@ class Node:
             owner = self.owner or ((entry.uid, entry.gid) if entry is not None else None)
             if owner is not None and None not in owner:
                 meta.update(uid=owner[0], gid=owner[1])
-            done = store.finish_put(store.begin_put(str(staged.path), self.name, meta), str(staged.path))
+            if self.streaming is not None and self.streaming.entry.name == self.name:
+                streaming, self.streaming = self.streaming, None
+                staged.fresh = False
+                done = streaming.finish(staged.size, {"mtime": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid,
+                                                      **meta})
+            else:
+                self._stop_streaming()  # renamed with its directory: the name it streamed under is gone
+                done = store.finish_put(store.begin_put(str(staged.path), self.name, meta), str(staged.path))
             staged.dirty = False
         self.hold(store, done, cache, ahead)
 
     def close(self) -> None:
+        self._stop_streaming()  # unlinked while it was written: nothing of it is stored
         if self.staged is not None:
             self.staged.close()
         self._holding.close()

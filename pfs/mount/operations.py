@@ -228,7 +228,9 @@ class Operations:
             if writing:
                 staged = node.staging(self.write_back, mode_of(node.entry))
                 if fi.flags & os.O_TRUNC:
-                    staged.truncate(0)
+                    with staged.lock:
+                        staged.truncate(0)
+                        node.wrote(self.store, 0)
             fi.fh = self.table.open(node, writing)
         return 0
 
@@ -265,7 +267,9 @@ class Operations:
         self._check_size(offset + len(data))
         node = self.table.node(fh.fh)
         with node.staged.lock:
-            return node.fill().write(data, offset)
+            written = node.fill().write(data, offset)
+            node.wrote(self.store, offset)
+            return written
 
     def _check_size(self, size: int) -> None:
         """EFBIG past the biggest file the store keeps (MAX_PARTS parts)."""
@@ -336,6 +340,7 @@ class Operations:
         staged = node.staging(self.write_back, mode_of(node.entry))
         with staged.lock:
             (staged.truncate(0) if length == 0 else node.fill().truncate(length))
+            node.wrote(self.store, length)
         if not node.writers:  # else the writer's close stores it
             node.store_staged(self.store, self.cache, self.ahead)
         self.changed(node.name)

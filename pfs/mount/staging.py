@@ -62,6 +62,8 @@ class Staged:
         self.mode = mode  # with setuid, setgid and sticky, which the local file does not get
         self.size = 0
         self.filled = False
+        self.fresh = False  # every byte written here since it was empty (a new file, or cut to 0)
+        self.written_to = 0  # of a fresh file, the end of the bytes written from its start with no gap
         self.dirty = False  # changed since it was last stored
         self.lock = threading.RLock()  # orders writes against storing it
 
@@ -81,6 +83,8 @@ class Staged:
         self.size = end
         written = os.pwrite(self.fd, data, offset)
         self.dirty = True
+        if offset <= self.written_to:
+            self.written_to = max(self.written_to, offset + written)
         return written
 
     def read(self, size: int, offset: int) -> bytes:
@@ -90,6 +94,8 @@ class Staged:
         self._cache.resize(self.size, length)
         os.ftruncate(self.fd, length)
         self.size, self.filled, self.dirty = length, True, True
+        self.fresh = self.fresh or length == 0
+        self.written_to = min(self.written_to, length)
 
     def chmod(self, mode: int) -> None:
         self.mode = mode

@@ -14,7 +14,7 @@ import pytest
 
 import pfs
 
-from helpers import CHUNK, make_file, parse_list, run_pfs
+from helpers import CHUNK, make_file, parse_list, pieces, referenced_pieces, run_pfs
 from mount_helpers import Mount, wait_for
 
 pytestmark = pytest.mark.usefixtures("fuse")
@@ -173,13 +173,15 @@ def test_fsync_is_durable_and_kill_9_loses_only_the_unclosed(tmp_path: Path, sto
     assert r.returncode == 0, r.stderr
     stored = {name: status for name, status in parse_list(r.stdout).values()}
     assert stored.get("closed") == "stored" and stored.get("synced") == "stored"
-    assert "unfinished" not in stored
+    # rolled back: a file big enough to be streamed as it was written is recorded as an interrupted put is
+    assert stored.get("unfinished", "failed (interrupted)") == "failed (interrupted)"
     assert stored.get("being-stored", "failed (interrupted)") in ("stored", "failed (interrupted)")
     assert get_bytes(store, "closed", tmp_path) == b"closed earlier"
     assert get_bytes(store, "synced", tmp_path) == b"fsynced"
     if stored.get("being-stored") == "stored":
         assert get_bytes(store, "being-stored", tmp_path) == big.read_bytes()  # never a part of it
     assert run_pfs(store, None, "verify", "--all").returncode == 0
+    assert {(vid, key) for vid, key, _ in pieces(store)} == referenced_pieces(store)  # nothing of it stays
 
 
 def _copy_ignoring_errors(src: Path, dst: Path) -> None:
@@ -202,3 +204,47 @@ def test_read_only_mount_refuses_writes(tmp_path: Path, store: Path) -> None:
             assert caught.value.errno == errno.EROFS
     finally:
         assert m.stop()[0] == 0
+
+
+def test_a_file_written_in_order_is_stored_as_it_is_written(tmp_path: Path, store: Path, mounted) -> None:
+    """Its chunks reach the volumes before close, which has only the last ones left;
+    a write back into a chunk already stored, a truncate below one, or a rename
+    of its directory ends that, and the file is stored whole at close, as written."""
+    data = os.urandom(12 * CHUNK + 5)
+    with open(mounted.point / "seq.bin", "wb") as f:
+        for at in range(0, len(data), CHUNK // 2):
+            f.write(data[at:at + CHUNK // 2])
+            f.flush()
+        assert wait_for(lambda: len(pieces(store)) >= 10, 10), "no chunk was stored before close"
+    assert get_bytes(store, "seq.bin", tmp_path) == data
+
+    changed = bytearray(os.urandom(8 * CHUNK))
+    with open(mounted.point / "rewritten.bin", "wb") as f:
+        f.write(changed)
+        f.flush()
+        f.seek(100)
+        f.write(b"back in the first chunk")
+        changed[100:123] = b"back in the first chunk"
+        f.seek(len(changed))
+        f.write(b"tail")
+    assert get_bytes(store, "rewritten.bin", tmp_path) == bytes(changed) + b"tail"
+
+    cut = os.urandom(8 * CHUNK)
+    fd = os.open(mounted.point / "cut.bin", os.O_CREAT | os.O_WRONLY)
+    os.write(fd, cut)
+    os.ftruncate(fd, CHUNK + 3)
+    os.close(fd)
+    assert get_bytes(store, "cut.bin", tmp_path) == cut[:CHUNK + 3]
+
+    (mounted.point / "d").mkdir()
+    moved = os.urandom(6 * CHUNK)
+    with open(mounted.point / "d" / "m.bin", "wb") as f:
+        f.write(moved)
+        f.flush()
+        os.rename(mounted.point / "d", mounted.point / "e")
+        f.write(b"!")
+    assert get_bytes(store, "e/m.bin", tmp_path) == moved + b"!"
+
+    assert names(store) == {"seq.bin": "stored", "rewritten.bin": "stored", "cut.bin": "stored",
+                            "e/m.bin": "stored"}
+    assert {(vid, key) for vid, key, _ in pieces(store)} == referenced_pieces(store)  # nothing abandoned stays
