@@ -10,8 +10,9 @@ column), each followed by a newline:
 
 Each column is named by its offsets after the header line and carries the
 hash of its bytes; the header ends with a check of itself (see `seal`). An open
-reads the whole file and checks every hash, which takes milliseconds for
-100,000 files, but decodes only the columns it is asked for: the name index and
+reads the file a column at a time and checks every hash, which takes
+milliseconds for 100,000 files, keeps none of its bytes (the file stays open)
+and decodes only the columns it is asked for: the name index and
 a listing need ids, names and statuses, not every record's uuid, digest and
 times, and decoding is most of what opening a big store costs. Records come
 sorted by name (stably: the records of one name keep their order, the order
