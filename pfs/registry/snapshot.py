@@ -130,6 +130,13 @@ class Texts(Sequence):
         return (self.text[start:end].decode("ascii") for start, end in pairwise(self.ends))
 
 
+def take(column: Sequence, rows: list[int]) -> list:
+    """A column's values at `rows`, without a Python call a value where it is coded."""
+    if isinstance(column, Coded):
+        return list(map(column.values.__getitem__, map(column.codes.__getitem__, rows)))
+    return list(map(column.__getitem__, rows))
+
+
 #: The fields whose values are kept as objects: the name index holds the names themselves.
 _OBJECTS = frozenset({"name"})
 

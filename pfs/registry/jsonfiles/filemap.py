@@ -10,7 +10,7 @@ from pfs.registry.jsonfiles.common import BAD_JSON, damaged, short
 from pfs.registry.names import NameIndex, ancestors, conflict
 from pfs.registry.records import (DELETING, DIR, FILE_FIELDS, HOLDING, MAX_INT, STORED, STORING, BadRecord, FileEntry,
                                   bulk)
-from pfs.registry.snapshot import FORMAT_2, Columns, is_sealed
+from pfs.registry.snapshot import FORMAT_2, Columns, is_sealed, take
 
 
 class FileMap:
@@ -90,6 +90,16 @@ class FileMap:
         if type(found) is int:
             return FileEntry(*[self.column(field)[found] for field in FILE_FIELDS])
         return found
+
+    def entries(self, file_ids: list[int]) -> list[FileEntry | None]:
+        """entry() of each id, the rows of the snapshot's columns built a column at
+        a time (a listing of a big directory: not 25 lookups a record)."""
+        found = list(map(self.files.get, file_ids))
+        rows = [f for f in found if type(f) is int]
+        if not rows:
+            return found
+        built = iter(map(FileEntry, *(take(self.column(field), rows) for field in FILE_FIELDS)))
+        return [next(built) if type(f) is int else f for f in found]
 
     def values(self, field: str) -> list:
         """One field of every record, in order: a column of the next snapshot,

@@ -289,7 +289,7 @@ class FileRegistry(FileTable):
     def all(self) -> list[FileEntry]:
         """Every file, in id order."""
         with self._locked(fcntl.LOCK_SH):
-            return [self._map.entry(i) for i in sorted(self._map.files)]
+            return self._map.entries(sorted(self._map.files))
 
     def unsettled(self) -> list[FileEntry]:
         """From the statuses and `replaces` alone: the other fields of 100,000
@@ -314,8 +314,9 @@ class FileRegistry(FileTable):
     def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
         """Under one lock and catch-up for all the names, not one per name."""
         with self._locked(fcntl.LOCK_SH):
-            entry = self._map.entry
-            return {name: list(map(entry, ids)) for name, ids in zip(names, self._map.index().ids_each(names))}
+            each = self._map.index().ids_each(names)
+            built = iter(self._map.entries([i for ids in each for i in ids]))
+            return {name: [next(built) for _ in ids] for name, ids in zip(names, each)}
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         with self._locked(fcntl.LOCK_SH):
