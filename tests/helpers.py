@@ -393,7 +393,7 @@ def snapshot_rows(path: Path) -> dict:
     from pfs.registry.records import FILE_FIELDS
     from pfs.registry.snapshot import Columns
 
-    columns = Columns(path.read_bytes())
+    columns = Columns(path)
     return {"format": 1, "next_id": columns.next_id, "fields": FILE_FIELDS,
             "files": list(map(list, zip(*(columns[f] for f in FILE_FIELDS))))}
 

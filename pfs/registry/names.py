@@ -33,29 +33,36 @@ class NameIndex:
     size of the answer, not of the store. Each name's ids are in the order they
     became current (stored, or renamed to the name): the last stored one is
     what the name resolves to, which also settles the duplicate names a store
-    made before names were paths may hold."""
+    made before names were paths may hold. A name of one id keeps the id
+    alone, not a list of it: a list is 88 bytes more a name, of a million."""
 
     def __init__(self, names: Iterable[tuple[str, int]]) -> None:
         """Index (name, file id) pairs given in the order they became current."""
-        self._ids: dict[str, list[int]] = {}
+        self._ids: dict[str, int | list[int]] = {}
         for name, file_id in names:
-            self._ids.setdefault(name, []).append(file_id)
+            self.add(name, file_id, sort=False)
         self._sorted = sorted(self._ids)
 
-    def add(self, name: str, file_id: int) -> None:
+    def add(self, name: str, file_id: int, sort: bool = True) -> None:
         ids = self._ids.get(name)
         if ids is None:
-            ids = self._ids[name] = []
-            bisect.insort(self._sorted, name)
-        ids.append(file_id)
+            self._ids[name] = file_id
+            if sort:
+                bisect.insort(self._sorted, name)
+        elif type(ids) is int:
+            self._ids[name] = [ids, file_id]
+        else:
+            ids.append(file_id)
 
     def discard(self, name: str, file_id: int) -> None:
-        ids = self._ids.get(name, [])
+        ids = self.ids(name)
         if file_id in ids:
             ids.remove(file_id)
             if not ids:
                 del self._ids[name]
                 del self._sorted[bisect.bisect_left(self._sorted, name)]
+            else:
+                self._ids[name] = ids[0] if len(ids) == 1 else ids
 
     def names_under(self, prefix: str) -> Iterator[str]:
         """Every name that starts with `prefix`, in order, one at a time (a
@@ -67,12 +74,12 @@ class NameIndex:
 
     def ids(self, name: str) -> list[int]:
         """The ids recorded under `name`, oldest first."""
-        return list(self._ids.get(name, ()))
+        ids = self._ids.get(name, ())
+        return [ids] if type(ids) is int else list(ids)
 
     def ids_each(self, names: list[str]) -> list[list[int]]:
-        """`ids` of each name, as the index holds them: to read before the index changes."""
-        found = self._ids.get
-        return [found(name, []) for name in names]
+        """`ids` of each name, taken before the index changes."""
+        return list(map(self.ids, names))
 
     def under(self, prefix: str, recursive: bool) -> tuple[list[str], list[str]]:
         """(names, directories) under `prefix` (`` or ending in `/`); not

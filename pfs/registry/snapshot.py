@@ -10,8 +10,9 @@ column), each followed by a newline:
 
 Each column is named by its offsets after the header line and carries the
 hash of its bytes; the header ends with a check of itself (see `seal`). An open
-reads the whole file and checks every hash, which takes milliseconds for
-100,000 files, but decodes only the columns it is asked for: the name index and
+reads the file a column at a time and checks every hash, which takes
+milliseconds for 100,000 files, keeps none of its bytes (the file stays open)
+and decodes only the columns it is asked for: the name index and
 a listing need ids, names and statuses, not every record's uuid, digest and
 times, and decoding is most of what opening a big store costs. Records come
 sorted by name (stably: the records of one name keep their order, the order
@@ -26,12 +27,16 @@ read with those fields at their defaults.
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Sequence
-from operator import attrgetter
+import weakref
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from itertools import accumulate, pairwise
+from pathlib import Path
 
 from pfs import codec
-from dataclasses import fields
 
 from pfs.registry.records import FILE_FIELDS, MAX_INT, BadRecord, FileEntry
 
@@ -39,10 +44,14 @@ from pfs.registry.records import FILE_FIELDS, MAX_INT, BadRecord, FileEntry
 _DEFAULTS = {f.name: f.default for f in fields(FileEntry)}
 
 FORMAT = 2
+#: How a format 2 snapshot starts.
+FORMAT_2 = b'{"format":2,'
 
 #: The end of a sealed JSON object: `,"check":"<xxh3-128 of everything before it>"}`.
 _SEAL = re.compile(rb',"check":"([0-9a-f]{32})"}')
 _SEAL_BYTES = 44
+#: A header line is at most this long (one place a field, some 60 bytes each).
+_HEADER_BYTES = 64 << 10
 
 
 def seal(obj_json: bytes) -> bytes:
@@ -58,16 +67,19 @@ def is_sealed(data: bytes | memoryview) -> bool:
     return check is not None and codec.digest("xxh3-128", memoryview(data)[:-_SEAL_BYTES]) == check[1].decode()
 
 
-def encode(next_id: int, entries: Sequence[FileEntry]) -> bytes:
-    """A format 2 snapshot of `entries`, given in the order they became current."""
-    rows = sorted(entries, key=attrgetter("name"))  # stable: one name's records keep their order
-    columns = [json.dumps(list(column), separators=(",", ":")).encode() + b"\n"
-               for column in zip(*map(attrgetter(*FILE_FIELDS), rows))] if rows else [b"[]\n"] * len(FILE_FIELDS)
+def encode(next_id: int, count: int, column: Callable[[str], Sequence]) -> bytes:
+    """A format 2 snapshot of `count` records, given as `column(field)`: one field
+    of every record, in the order they became current. Built a column at a
+    time: no record is made an object for it."""
+    names = column("name")
+    order = sorted(range(count), key=names.__getitem__)  # stable: one name's records keep their order
+    columns = [json.dumps(list(map(column(field).__getitem__, order)), separators=(",", ":")).encode() + b"\n"
+               for field in FILE_FIELDS]
     places, offset = [], 0
-    for column in columns:
-        places.append([offset, offset + len(column) - 1, codec.digest("xxh3-128", column[:-1])])
-        offset += len(column)
-    header = {"format": FORMAT, "next_id": next_id, "count": len(rows), "fields": FILE_FIELDS, "columns": places}
+    for data in columns:
+        places.append([offset, offset + len(data) - 1, codec.digest("xxh3-128", data[:-1])])
+        offset += len(data)
+    header = {"format": FORMAT, "next_id": next_id, "count": count, "fields": FILE_FIELDS, "columns": places}
     return b"".join([seal(json.dumps(header, separators=(",", ":")).encode()), b"\n", *columns])
 
 
@@ -78,42 +90,127 @@ def _places_ok(places: object) -> bool:
         for p in places)
 
 
-class Columns:
-    """A format 2 snapshot as loaded: each column decoded when first asked for,
-    from the bytes that were checked (kept until the Columns are dropped)."""
+class Coded(Sequence):
+    """A column of few distinct values (a status, a codec, a mode, a session):
+    one byte a record, an index into those values."""
 
-    def __init__(self, data: bytes) -> None:
-        """Check `data` whole (raising BadRecord at the first thing that is off)
-        without decoding any column."""
-        end = data.find(b"\n")
-        header = json.loads(data[:end]) if end > 0 and is_sealed(data[:end]) else None
+    __slots__ = ("values", "codes")
+
+    def __init__(self, values: list, codes: bytes) -> None:
+        self.values, self.codes = values, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, row: int) -> object:
+        return self.values[self.codes[row]]
+
+    def __iter__(self) -> Iterator:
+        return map(self.values.__getitem__, self.codes)
+
+
+class Texts(Sequence):
+    """A column of ASCII text (uuids, digests): its bytes in one string and
+    where each value ends, not an object a value (a 32-digit uuid is 40 bytes
+    so, 89 as a str in a list)."""
+
+    __slots__ = ("text", "ends")
+
+    def __init__(self, values: list[str]) -> None:
+        self.text = "".join(values).encode("ascii")
+        self.ends = array("Q", accumulate(map(len, values), initial=0))
+
+    def __len__(self) -> int:
+        return len(self.ends) - 1
+
+    def __getitem__(self, row: int) -> str:
+        return self.text[self.ends[row]:self.ends[row + 1]].decode("ascii")
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.text[start:end].decode("ascii") for start, end in pairwise(self.ends))
+
+
+def take(column: Sequence, rows: list[int]) -> list:
+    """A column's values at `rows`, without a Python call a value where it is coded."""
+    if isinstance(column, Coded):
+        return list(map(column.values.__getitem__, map(column.codes.__getitem__, rows)))
+    return list(map(column.__getitem__, rows))
+
+
+#: The fields whose values are kept as objects: the name index holds the names themselves.
+_OBJECTS = frozenset({"name"})
+
+
+def compact(field: str, values: list) -> Sequence:
+    """A decoded column as it is kept in memory: a few distinct values coded,
+    ints and floats in an array, ASCII text in one string, else the list. A
+    store of small files has most columns alike (status, codec, chunk size,
+    session): as lists of their own objects they took most of its memory."""
+    types = set(map(type, values))
+    if field in _OBJECTS or not types <= {str, int, float, type(None)} or len(types & {int, float}) > 1:
+        return values  # (1 and 1.0 are one key of a dict: a column holding both is kept as it is)
+    if len(dict.fromkeys(values[:4096])) <= 256:  # (a first look: a column of uuids makes no dict of them all)
+        distinct = {value: code for code, value in enumerate(dict.fromkeys(values))}
+        if len(distinct) <= 256:
+            return Coded(list(distinct), bytes(map(distinct.__getitem__, values)))
+    if types == {int} and -MAX_INT <= min(values) and max(values) <= MAX_INT:
+        return array("q", values)
+    if types == {float}:
+        return array("d", values)
+    if types == {str} and all(map(str.isascii, values)):
+        return Texts(values)
+    return values
+
+
+class Columns:
+    """A format 2 snapshot as loaded: each column read and decoded when first
+    asked for, from the file that was checked (held open: a compaction
+    replaces the file, never writes into it), and kept compact (see `compact`).
+    The file's bytes are not kept: for a million files they were 250 MB."""
+
+    def __init__(self, path: Path) -> None:
+        """Check the snapshot a column at a time, raising BadRecord at the first
+        thing that is off, without decoding any column; it is held open until
+        the Columns are dropped."""
+        self._fd = fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, fd)
+        first = os.pread(fd, _HEADER_BYTES, 0)
+        end = first.find(b"\n")
+        header = json.loads(first[:end]) if end > 0 and is_sealed(first[:end]) else None
         names = header.get("fields") if type(header) is dict else None
         if type(names) is not list or not 0 < len(names) <= len(FILE_FIELDS) or names != FILE_FIELDS[:len(names)] \
                 or not _places_ok(header.get("columns")) or len(header["columns"]) != len(names) \
                 or type(header.get("next_id")) is not int or not 1 <= header["next_id"] <= MAX_INT or \
                 type(header.get("count")) is not int:
             raise BadRecord("its header is not one pfs wrote")
-        body = memoryview(data)[end + 1:]
-        for field, (start, stop, check) in zip(names, header["columns"]):
-            if not 0 <= start <= stop < len(body) or body[stop] != ord("\n") or \
-                    codec.digest("xxh3-128", body[start:stop]) != check:
+        self._body, size = end + 1, os.fstat(fd).st_size - end - 1
+        self._places = dict(zip(names, header["columns"]))
+        for field, (start, stop, _) in self._places.items():
+            if not 0 <= start <= stop < size:
                 raise BadRecord(f"its column of {field} does not match its check")
+            self._read(field)
         self.next_id: int = header["next_id"]
         self.count: int = header["count"]
-        self._body = body
-        self._places = dict(zip(names, header["columns"]))
-        self._decoded: dict[str, list] = {}
+        self._decoded: dict[str, Sequence] = {}
         #: Whether it lacks fields (written before they were added): rewritten at the next close.
         self.outdated = len(names) < len(FILE_FIELDS)
 
-    def __getitem__(self, field: str) -> list:
+    def _read(self, field: str) -> bytes:
+        """A column's JSON, checked against its hash."""
+        start, stop, check = self._places[field]
+        data = os.pread(self._fd, stop + 1 - start, self._body + start)
+        if len(data) != stop + 1 - start or data[-1] != ord("\n") or codec.digest("xxh3-128", data[:-1]) != check:
+            raise BadRecord(f"its column of {field} does not match its check")
+        return data
+
+    def __getitem__(self, field: str) -> Sequence:
         """One field of every record, in snapshot order."""
         column = self._decoded.get(field)
         if column is None and field not in self._places:
-            column = self._decoded[field] = [_DEFAULTS[field]] * self.count
+            column = self._decoded[field] = Coded([_DEFAULTS[field]], bytes(self.count))
         if column is None:
-            start, stop, _ = self._places[field]
-            column = self._decoded[field] = json.loads(bytes(self._body[start:stop]))
-            if type(column) is not list or len(column) != self.count:
+            values = json.loads(self._read(field))
+            if type(values) is not list or len(values) != self.count:
                 raise BadRecord(f"its column of {field} does not hold {self.count} records")
+            column = self._decoded[field] = compact(field, values)
         return column

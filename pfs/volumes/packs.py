@@ -73,7 +73,9 @@ class Packs:
         self._sizes: dict[str, int] = {}
         self._dead: dict[str, set[str]] = {}  # pack -> its dead keys
         self._lists: set[str] = set()  # the dead lists read
-        self._where: dict[str, set[str]] = {}  # key -> the packs holding it
+        #: key -> the packs holding it: a tuple, most keys sharing their pack's one-pack tuple
+        #: (a set a key was 216 bytes, the most of what a worker kept for a piece it read)
+        self._where: dict[str, tuple[str, ...]] = {}
         self._scanned = False
 
     # -- writing and reading ---------------------------------------------------------
@@ -272,14 +274,18 @@ class Packs:
 
     def _add(self, pack: str, size: int, index: dict[str, tuple[int, int]]) -> None:
         self._index[pack], self._sizes[pack] = index, size
+        alone = (pack,)
+        where = self._where
         for key in index:
-            self._where.setdefault(key, set()).add(pack)
+            held = where.get(key)
+            where[key] = alone if held is None else held if pack in held else (*held, pack)
 
     def _forget(self, pack: str) -> None:
         for key in self._index.pop(pack, {}):
-            holders = self._where.get(key, set())
-            holders.discard(pack)
-            if not holders:
+            holders = tuple(p for p in self._where.get(key, ()) if p != pack)
+            if holders:
+                self._where[key] = holders
+            else:
                 self._where.pop(key, None)
         self._sizes.pop(pack, None)
         self._dead.pop(pack, None)

@@ -92,7 +92,7 @@ def test_ids_are_not_reused_after_compaction(root):
     reg.remove(3)
     reg.compact()
     assert (root / JOURNAL).stat().st_size == 0
-    snap = Columns((root / SNAPSHOT).read_bytes())
+    snap = Columns(root / SNAPSHOT)
     assert snap.next_id == 4
     assert sorted(snap["id"]) == [1, 2]
     reg = reopen(root, reg)
@@ -393,7 +393,7 @@ def test_snapshot_of_the_older_format_is_checked_and_rewritten_at_close(root):
     snap["files"][1][snap["fields"].index("uuid")] = "ab" * 16
     (root / SNAPSHOT).write_text(json.dumps(snap))
     FileRegistry(root).close()
-    assert Columns((root / SNAPSHOT).read_bytes())["uuid"][1] == "ab" * 16
+    assert Columns(root / SNAPSHOT)["uuid"][1] == "ab" * 16
     reg = reopen(root)
     assert reg.get(2).uuid == "ab" * 16
     reg.close()

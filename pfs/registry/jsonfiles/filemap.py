@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pfs.registry.jsonfiles.common import BAD_JSON, damaged, short
 from pfs.registry.names import NameIndex, ancestors, conflict
 from pfs.registry.records import (DELETING, DIR, FILE_FIELDS, HOLDING, MAX_INT, STORED, STORING, BadRecord, FileEntry,
                                   bulk)
-from pfs.registry.snapshot import Columns, is_sealed
+from pfs.registry.snapshot import FORMAT_2, Columns, is_sealed, take
 
 
 class FileMap:
     """Map of file id -> FileEntry, in the order files became current under their
     names (see NameIndex), which the snapshot keeps. A record loaded from a
-    format 2 snapshot stays a row of its columns until it is asked for; the name
+    format 2 snapshot stays a row of its columns (kept compact: see
+    snapshot.compact), built anew each time it is asked for, so that a listing
+    or get -r of a million files does not keep a million records; the name
     index is built on first use, so that opening stays as fast."""
 
     def __init__(self, root: Path, snapshot: Path, strict: bool,
@@ -38,12 +40,14 @@ class FileMap:
 
     def load_snapshot(self) -> None:
         try:
-            data = self._snapshot.read_bytes()
-            if data.startswith(b'{"format":2,'):
-                columns = Columns(data)
-                self.outdated = self.outdated or columns.outdated
-                self._load_columns(columns)
-                return
+            with open(self._snapshot, "rb") as file:
+                data = file.read(len(FORMAT_2))
+                if data == FORMAT_2:  # read a column at a time, when asked for (see Columns)
+                    columns = Columns(self._snapshot)
+                    self.outdated = self.outdated or columns.outdated
+                    self._load_columns(columns)
+                    return
+                data += file.read()
             snap = json.loads(data)
             if type(snap) is not dict:
                 raise BadRecord("not a snapshot")
@@ -73,7 +77,7 @@ class FileMap:
         self.files = dict(zip(ids, range(columns.count)))
         self.next_id = max(columns.next_id, max(ids, default=0) + 1)
 
-    def column(self, field: str) -> list:
+    def column(self, field: str) -> Sequence:
         """One field of every record in the snapshot (damage found decoding it is raised)."""
         try:
             return self.columns[field]
@@ -81,21 +85,27 @@ class FileMap:
             raise damaged(self._root, f"{self._snapshot} is damaged ({short(exc)})") from exc
 
     def entry(self, file_id: int) -> FileEntry | None:
-        """A file's record, built from the snapshot's columns the first time."""
+        """A file's record, built from the snapshot's columns if it is a row of them."""
         found = self.files.get(file_id)
         if type(found) is int:
-            found = self.files[file_id] = FileEntry(*[self.column(field)[found] for field in FILE_FIELDS])
+            return FileEntry(*[self.column(field)[found] for field in FILE_FIELDS])
         return found
 
-    def every(self) -> Iterable[FileEntry]:
-        """Every record, in order, once those still in the snapshot's columns are built."""
-        if self.columns is not None:
-            built = list(map(FileEntry, *map(self.column, FILE_FIELDS)))
-            for file_id, found in self.files.items():
-                if type(found) is int:
-                    self.files[file_id] = built[found]
-            self.columns = None
-        return self.files.values()
+    def entries(self, file_ids: list[int]) -> list[FileEntry | None]:
+        """entry() of each id, the rows of the snapshot's columns built a column at
+        a time (a listing of a big directory: not 25 lookups a record)."""
+        found = list(map(self.files.get, file_ids))
+        rows = [f for f in found if type(f) is int]
+        if not rows:
+            return found
+        built = iter(map(FileEntry, *(take(self.column(field), rows) for field in FILE_FIELDS)))
+        return [next(built) if type(f) is int else f for f in found]
+
+    def values(self, field: str) -> list:
+        """One field of every record, in order: a column of the next snapshot,
+        taken without building the records."""
+        column = self.column(field) if self.columns is not None else ()
+        return [column[found] if type(found) is int else getattr(found, field) for found in self.files.values()]
 
     def field(self, found: FileEntry | int, field: str) -> object:
         """One field of a record, or of a row of the snapshot's columns."""

@@ -152,9 +152,12 @@ class FileRegistry(FileTable):
         """Called holding the exclusive lock, caught up. The snapshot comes first: a
         crash before the new journal replaces the old leaves the old one replaying
         over a snapshot that holds it already, which is harmless."""
-        write_atomic(self._snapshot, encode(self._map.next_id, list(self._map.every())))
+        write_atomic(self._snapshot, encode(self._map.next_id, len(self._map.files), self._map.values))
         self._journal.restart()
         self._map.outdated = False
+        self._map.reset()  # the records as compact rows of the new snapshot, not a million objects
+        with bulk():
+            self._map.load_snapshot()
 
     def _take_next_id(self) -> int:
         """The next file id (holding the exclusive lock, caught up)."""
@@ -286,8 +289,7 @@ class FileRegistry(FileTable):
     def all(self) -> list[FileEntry]:
         """Every file, in id order."""
         with self._locked(fcntl.LOCK_SH):
-            self._map.every()
-            return [self._map.files[i] for i in sorted(self._map.files)]
+            return self._map.entries(sorted(self._map.files))
 
     def unsettled(self) -> list[FileEntry]:
         """From the statuses and `replaces` alone: the other fields of 100,000
@@ -312,10 +314,9 @@ class FileRegistry(FileTable):
     def named_each(self, names: list[str]) -> dict[str, list[FileEntry]]:
         """Under one lock and catch-up for all the names, not one per name."""
         with self._locked(fcntl.LOCK_SH):
-            if 2 * len(names) > len(self._map.files):  # most records: build them all at once, and drop the columns
-                self._map.every()
-            entry = self._map.entry
-            return {name: list(map(entry, ids)) for name, ids in zip(names, self._map.index().ids_each(names))}
+            each = self._map.index().ids_each(names)
+            built = iter(self._map.entries([i for ids in each for i in ids]))
+            return {name: [next(built) for _ in ids] for name, ids in zip(names, each)}
 
     def under(self, prefix: str, recursive: bool = False) -> tuple[list[str], list[str]]:
         with self._locked(fcntl.LOCK_SH):
