@@ -68,20 +68,22 @@ class StoredFile:
         self._damaged: set[int] = set()
         self._lock = threading.Lock()
 
-    def read(self, size: int, offset: int) -> bytes:
+    def read(self, size: int, offset: int) -> bytes | memoryview:
+        """The bytes at `offset`: within one part, a view of the cached part (the
+        kernel's buffer is then the one copy made of them)."""
         end = min(self.entry.size, offset + size)
         if offset >= end:
             return b""
         chunk = self.entry.chunk_size
         first, last = offset // chunk, (end - 1) // chunk
-        out = bytearray()
+        pieces = []
         for index in range(first, last + 1):
             data = self._part(index)
             start = offset - index * chunk if index == first else 0
             stop = end - index * chunk if index == last else len(data)
-            out += data[start:stop]
+            pieces.append(memoryview(data)[start:stop])
         self._read_ahead(first, last)
-        return bytes(out)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _part(self, index: int) -> bytes | memoryview:
         key = (self.entry.id, index)
