@@ -5,17 +5,25 @@ import contextlib
 import fcntl
 import mmap
 import os
+import threading
 
 from pfs.volumes.local import DIRECT_ALIGN, write_past_cache
 
-#: Each worker's reusable buffers, by use: a part's bytes, and its stored bytes when they differ.
-_buffers: dict[str, mmap.mmap] = {}
+#: Each thread's reusable buffers, by use: a part's bytes, and its stored bytes when they differ
+#: (a worker's one thread, or a thread of pfs itself storing a small part in place: see Engine.run).
+_local = threading.local()
 PART, STORED, OPENED = "part", "stored", "opened"
+
+
+def _buffers() -> dict[str, mmap.mmap]:
+    if not hasattr(_local, "buffers"):
+        _local.buffers = {}
+    return _local.buffers
 
 
 def release(use: str) -> None:
     """Give back the buffer of one use: the next part that needs that memory has it."""
-    _buffers.pop(use, None)
+    _buffers().pop(use, None)
 
 
 def view(size: int, use: str = PART) -> memoryview:
@@ -26,9 +34,10 @@ def view(size: int, use: str = PART) -> memoryview:
     the page cache and a buffer 16 bytes past a page boundary, where a
     bytearray's data starts, also cost more system CPU (AMD EPYC: 0.57 against
     0.33 s per GiB read and written in one process). See _huge_buffer for its pages."""
-    buffer = _buffers.get(use)
+    buffers = _buffers()
+    buffer = buffers.get(use)
     if buffer is None or len(buffer) < size:
-        buffer = _buffers[use] = _huge_buffer(max(size, mmap.PAGESIZE))
+        buffer = buffers[use] = _huge_buffer(max(size, mmap.PAGESIZE))
     return memoryview(buffer)[:size]
 
 

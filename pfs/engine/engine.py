@@ -204,3 +204,19 @@ class Engine:
         if tally.error is not None:
             raise tally.error
         return [f.result() for f in futures]
+
+
+def run_here(fn: Callable, tasks: Iterable[tuple[int, tuple]],
+             on_result: Callable[[int, object], None] | None = None,
+             cancel: threading.Event | None = None) -> list:
+    """Engine.run's contract, in the calling thread: for work smaller than the
+    trip to a worker and back (a small file's one part), so outside the
+    governor, whose unit is a part in the pool."""
+    results = []
+    for index, (_, args) in enumerate(tasks):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        results.append(fn(*args))
+        if on_result is not None:
+            on_result(index, results[-1])
+    return results

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pfs import codec, names
 from pfs.engine import worker
+from pfs.engine.engine import run_here
 from pfs.errors import NotFoundError, PfsError, StoreError, UsageError, VolumeError, advice_for, describe
 from pfs.registry import FAILED, MAX_PARTS, STORED, STORING, FileEntry, Manifest, PartEntry
 from pfs.registry import usage
@@ -27,6 +28,10 @@ from pfs.store.volume_config import refresh_volumes
 from pfs.units import format_option, format_size
 from pfs.volumes import part_id, placement
 from pfs.volumes.redundancy import Layout
+
+#: A file up to this size is stored by the thread that puts it, not by a worker: its
+#: one part costs less than the trip to a worker and back (a file closed in the mount).
+STORED_HERE = 64 << 10
 
 
 def rolled_back(entry: FileEntry) -> StoreError:
@@ -171,7 +176,8 @@ class Putting:
 
         try:
             try:
-                results = self.ctx.engine.run(worker.store_part, tasks, written, cancel)
+                run = self.ctx.engine.run if entry.size > STORED_HERE else run_here
+                results = run(worker.store_part, tasks, written, cancel)
             finally:
                 wait(syncs)
             lost = volume_failures(syncs)
