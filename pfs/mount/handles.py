@@ -124,8 +124,9 @@ class Node:
         self.hold(store, done, cache, ahead)
 
     def close(self) -> None:
-        self._stop_streaming()  # unlinked while it was written: nothing of it is stored
         if self.staged is not None:
+            with self.staged.lock:  # (a rename storing it meanwhile holds the lock)
+                self._stop_streaming()  # unlinked while it was written: nothing of it is stored
             self.staged.close()
         self._holding.close()
         self.entry = self.stored = None
