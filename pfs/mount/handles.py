@@ -10,8 +10,8 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from pfs.mount.reading import PartCache, StoredFile
 from pfs.errors import PfsError
+from pfs.mount.reading import PartCache, StoredFile
 from pfs.mount.staging import Staged, WriteBack
 from pfs.mount.streaming import Streaming
 from pfs.registry import FileEntry
