@@ -27,7 +27,6 @@ from pfs.errors import PfsError, describe
 from pfs.registry import FileEntry
 from pfs.store.facade import Store
 from pfs.store.feeding import PartFeeder
-from pfs.store.putting import volume_failures
 
 
 def spool_path(store: Store, entry: FileEntry, index: int) -> str:
@@ -122,11 +121,8 @@ class Writer(io.RawIOBase):
             with self._abandoned_if_failing():
                 if self._buffer:
                     self._spool_part()
-                self._feeder.finish()
-                if self._feeder.error is not None:
-                    raise self._feeder.error
-                lost = volume_failures(self._feeder.syncs)
-                self._written = replace(self._entry, size=self._size, parts=self._parts), self._feeder.results, lost
+                results, lost = self._feeder.stored()
+                self._written = replace(self._entry, size=self._size, parts=self._parts), results, lost
         finally:
             super().close()
         if self.autocommit:

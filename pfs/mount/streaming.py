@@ -14,7 +14,6 @@ from pfs.errors import PfsError, describe
 from pfs.registry import FileEntry
 from pfs.store.facade import Store
 from pfs.store.feeding import PartFeeder
-from pfs.store.putting import volume_failures
 
 
 class Streaming:
@@ -62,11 +61,8 @@ class Streaming:
         try:
             while self.handed * self._chunk < size:
                 self._hand(min(self._chunk, size - self.handed * self._chunk))
-            self._feeder.finish()
-            if self._feeder.error is not None:
-                raise self._feeder.error
-            entry = replace(self.entry, size=size, parts=self.handed, **fields)
-            return self._store.publish(entry, self._feeder.results, lost=volume_failures(self._feeder.syncs))
+            results, lost = self._feeder.stored()
+            return self._store.publish(replace(self.entry, size=size, parts=self.handed, **fields), results, lost=lost)
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, OSError):

@@ -13,6 +13,7 @@ from pfs import threads
 from pfs.engine import worker
 from pfs.errors import PfsError
 from pfs.registry import FileEntry
+from pfs.store.putting import volume_failures
 
 #: How long a blocked writer waits between looks at whether the pool gave up.
 _POLL = 0.1
@@ -56,6 +57,14 @@ class PartFeeder:
         self.put(None)
         self._thread.join()
         wait(self.syncs)
+
+    def stored(self) -> tuple[list, list]:
+        """Wait for every queued part: (each part's result, the failures of volumes
+        whose flush failed), or the pool's failure raised."""
+        self.finish()
+        if self.error is not None:
+            raise self.error
+        return self.results, volume_failures(self.syncs)
 
     def _run(self) -> None:
         store, entry = self._store, self._entry
